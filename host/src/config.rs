@@ -1,0 +1,267 @@
+//! The host configuration: a TOML file, overridden by command-line flags, validated before start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The whole host configuration. Every field has a default; see the README's reference.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP listener binds.
+    pub listen: SocketAddr,
+    /// Directory of module files to serve (and, with hot swap, to watch).
+    pub modules: PathBuf,
+    /// Directory the host owns: private copies of loaded modules and its state.
+    pub state_dir: PathBuf,
+    /// Add `x-baton-version: <app>@<version>` to every response from an app.
+    pub version_header: bool,
+    /// How long a graceful shutdown or a drain waits for running requests.
+    pub drain_timeout_secs: u64,
+    /// Default limits for every app.
+    pub limits: Limits,
+    /// Per-app settings, by app name.
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            modules: PathBuf::from("./modules"),
+            state_dir: PathBuf::from("./.baton"),
+            version_header: true,
+            drain_timeout_secs: 30,
+            limits: Limits::default(),
+            apps: BTreeMap::new(),
+        }
+    }
+}
+
+/// Limits that bound what one app can take from the host.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted; larger is a 413.
+    pub max_body_bytes: u64,
+    /// Requests one app runs or queues at once; more wait up to `queue_timeout_ms`.
+    pub max_concurrent_requests: usize,
+    /// How long a request waits for a slot before a 503 with `Retry-After`.
+    pub queue_timeout_ms: u64,
+    /// How long a handler may take before the client gets a 504.
+    pub request_timeout_ms: u64,
+    /// Worker threads per loaded version (handlers run on them, never on the I/O threads).
+    pub worker_threads: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 2 * 1024 * 1024,
+            max_concurrent_requests: 256,
+            queue_timeout_ms: 1_000,
+            request_timeout_ms: 30_000,
+            worker_threads: 16,
+        }
+    }
+}
+
+impl Limits {
+    /// `queue_timeout_ms` as a duration.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
+    }
+
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    fn validate(&self, scope: &str) -> Result<()> {
+        let fail = |what: &str| Err(Error::Config(format!("{scope}: {what} must be at least 1")));
+        if self.max_concurrent_requests == 0 {
+            return fail("max_concurrent_requests");
+        }
+        if self.worker_threads == 0 {
+            return fail("worker_threads");
+        }
+        if self.request_timeout_ms == 0 {
+            return fail("request_timeout_ms");
+        }
+        Ok(())
+    }
+}
+
+/// Limits an app overrides; unset fields take the global value.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// See [`Limits::max_body_bytes`].
+    pub max_body_bytes: Option<u64>,
+    /// See [`Limits::max_concurrent_requests`].
+    pub max_concurrent_requests: Option<usize>,
+    /// See [`Limits::queue_timeout_ms`].
+    pub queue_timeout_ms: Option<u64>,
+    /// See [`Limits::request_timeout_ms`].
+    pub request_timeout_ms: Option<u64>,
+    /// See [`Limits::worker_threads`].
+    pub worker_threads: Option<usize>,
+}
+
+/// Settings of one app, under `[apps.NAME]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    /// Mount path; defaults to `/NAME`. `/` mounts the app at the root.
+    pub mount: Option<String>,
+    /// Limits that differ from the global ones.
+    pub limits: LimitOverrides,
+    /// The app's own config table, passed to its `init`.
+    pub config: toml::Table,
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file and what is wrong in it.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks the whole configuration before anything starts.
+    ///
+    /// # Errors
+    /// [`Error::Config`] describing the first problem.
+    pub fn validate(&self) -> Result<()> {
+        self.limits.validate("limits")?;
+        let mut mounts = BTreeMap::new();
+        for name in self.apps.keys() {
+            self.limits_for(name)
+                .validate(&format!("apps.{name}.limits"))?;
+            let mount = self.mount_for(name);
+            if !mount.starts_with('/') || (mount.len() > 1 && mount.ends_with('/')) {
+                return Err(Error::Config(format!(
+                    "apps.{name}.mount {mount:?} must start with '/' and not end with one"
+                )));
+            }
+            if let Some(other) = mounts.insert(mount.clone(), name) {
+                return Err(Error::Config(format!(
+                    "apps {other} and {name} are both mounted at {mount}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The mount path of an app.
+    pub fn mount_for(&self, app: &str) -> String {
+        self.apps
+            .get(app)
+            .and_then(|a| a.mount.clone())
+            .unwrap_or_else(|| format!("/{app}"))
+    }
+
+    /// The effective limits of an app.
+    pub fn limits_for(&self, app: &str) -> Limits {
+        let base = self.limits;
+        let Some(o) = self.apps.get(app).map(|a| a.limits) else {
+            return base;
+        };
+        Limits {
+            max_body_bytes: o.max_body_bytes.unwrap_or(base.max_body_bytes),
+            max_concurrent_requests: o
+                .max_concurrent_requests
+                .unwrap_or(base.max_concurrent_requests),
+            queue_timeout_ms: o.queue_timeout_ms.unwrap_or(base.queue_timeout_ms),
+            request_timeout_ms: o.request_timeout_ms.unwrap_or(base.request_timeout_ms),
+            worker_threads: o.worker_threads.unwrap_or(base.worker_threads),
+        }
+    }
+
+    /// The app's own config table as JSON, for its `init`.
+    pub fn app_config_json(&self, app: &str) -> Vec<u8> {
+        match self.apps.get(app) {
+            Some(a) => serde_json::to_vec(&a.config).unwrap_or_else(|_| b"{}".to_vec()),
+            None => b"{}".to_vec(),
+        }
+    }
+
+    /// How long drains and shutdown wait.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_validate() {
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config, Config::default());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn app_overrides_merge_with_globals() {
+        let config: Config = toml::from_str(
+            r#"
+            [limits]
+            request_timeout_ms = 5000
+            [apps.hello]
+            mount = "/"
+            limits = { worker_threads = 2 }
+            config = { greeting = "hi" }
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.mount_for("hello"), "/");
+        assert_eq!(config.mount_for("other"), "/other");
+        let limits = config.limits_for("hello");
+        assert_eq!(
+            (limits.worker_threads, limits.request_timeout_ms),
+            (2, 5000)
+        );
+        assert_eq!(config.app_config_json("hello"), br#"{"greeting":"hi"}"#);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("listn = \"1.2.3.4:1\"").is_err());
+        let config: Config = toml::from_str("[apps.a]\nmount = \"/x/\"").unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("apps.a.mount")
+        );
+        let config: Config = toml::from_str("[limits]\nworker_threads = 0").unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("worker_threads")
+        );
+        let config: Config =
+            toml::from_str("[apps.a]\nmount = \"/x\"\n[apps.b]\nmount = \"/x\"").unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("both mounted")
+        );
+    }
+}

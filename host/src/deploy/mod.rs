@@ -1,0 +1,16 @@
+//! Deployments: the registry of apps and their versions, the deploy pipeline (copy, load,
+//! init, warm up, switch) and the drain and retirement of old versions.
+//!
+//! Each app has a slot whose active version is swapped atomically (`arc-swap`): a request
+//! takes the version it finds, claims it (the in-flight count), and runs on that version's own
+//! worker pool. A version that stopped taking requests retires once its in-flight count is zero:
+//! shutdown hook, pool joined, library closed, mappings checked.
+
+mod pool;
+mod registry;
+mod store;
+mod version;
+
+pub use registry::{AppSlot, Registry};
+pub(crate) use version::OwnedRequest;
+pub use version::{State, Version};

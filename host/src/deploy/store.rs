@@ -1,0 +1,59 @@
+//! The private module store: every accepted module file is copied here under a unique name
+//! before it is mapped, so operators can overwrite or delete their files freely and glibc never
+//! hands back an already-loaded library for a path or inode it has seen.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// A directory of private module copies.
+#[derive(Debug)]
+pub(crate) struct Store {
+    dir: PathBuf,
+    next: AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating) the store under `state_dir`.
+    pub(crate) fn open(state_dir: &Path) -> Result<Store> {
+        let dir = state_dir.join("store");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| Error::io(format!("cannot resolve {}", dir.display()), e))?;
+        Ok(Store {
+            dir,
+            next: AtomicU64::new(1),
+        })
+    }
+
+    /// The next deployment id.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Copies `source` into the store for deployment `id`; returns the copy's path.
+    pub(crate) fn copy_in(&self, id: u64, source: &Path) -> Result<PathBuf> {
+        let name = source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "module.so".to_owned());
+        let target = self
+            .dir
+            .join(format!("{}-{id:06}-{name}", std::process::id()));
+        std::fs::copy(source, &target).map_err(|e| Error::Load {
+            path: source.to_owned(),
+            reason: format!("cannot copy into the private store: {e}"),
+        })?;
+        Ok(target)
+    }
+
+    /// Removes a private copy that is no longer mapped.
+    pub(crate) fn remove(&self, copy: &Path) {
+        if copy.starts_with(&self.dir) {
+            let _ = std::fs::remove_file(copy);
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The host's error type.
+
+use std::path::PathBuf;
+
+/// `Result` with the host's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the host, with the context an operator needs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A module file could not be loaded or was refused.
+    #[error("module {}: {reason}", path.display())]
+    Load {
+        /// The module file as the operator named it.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An app's `init` or `warmup` failed or panicked.
+    #[error("{app}@{version}: {stage} failed: {reason}")]
+    Start {
+        /// App name.
+        app: String,
+        /// Version.
+        version: String,
+        /// `init` or `warmup`.
+        stage: &'static str,
+        /// The app's message.
+        reason: String,
+    },
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An I/O operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

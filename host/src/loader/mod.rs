@@ -1,0 +1,340 @@
+//! The module loader: the only place that touches `libloading` and the raw module boundary.
+//!
+//! [`Module::open`] maps a module file (`RTLD_NOW | RTLD_LOCAL`), finds its entry symbol and
+//! validates the descriptor before calling anything else. [`Module::instantiate`] builds the
+//! app through the module's `create`; the resulting [`Instance`] offers safe `warmup`, `handle`
+//! and `shutdown` calls. The library stays mapped as long as an `Instance` or the `Module` is
+//! alive; dropping the last of them unloads it. Callers decide on which threads module code
+//! runs (see `deploy`): the loader only guarantees that every boundary call is sound.
+#![allow(unsafe_code)]
+
+mod callbacks;
+mod maps;
+
+use std::ffi::c_void;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use baton_sdk::abi::{self, DescriptorHeader, ModuleDescriptor, RawStr};
+
+pub use callbacks::{ModuleRequest, ModuleResponse};
+pub use maps::mapped_regions;
+
+use crate::error::{Error, Result};
+
+/// What a module says about itself, read from its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// App name.
+    pub app: String,
+    /// App version.
+    pub version: String,
+    /// Version of `baton-sdk` it was built with.
+    pub sdk_version: String,
+    /// Compiler that built it.
+    pub rustc_version: String,
+    /// ABI version (major, minor).
+    pub abi: (u32, u32),
+}
+
+/// How a call into a module failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The app returned an error.
+    #[error("{0}")]
+    Failed(String),
+    /// The app panicked; the panic was caught inside the module.
+    #[error("panicked: {0}")]
+    Panicked(String),
+}
+
+/// A loaded, validated module file.
+pub struct Module {
+    // Declared first so the table is never used after the library is closed.
+    table: FnTable,
+    info: ModuleInfo,
+    path: PathBuf,
+    library: libloading::Library,
+}
+
+#[derive(Clone, Copy)]
+struct FnTable {
+    create: abi::CreateFn,
+    warmup: abi::HookFn,
+    handle: abi::HandleFn,
+    shutdown: abi::HookFn,
+    destroy: abi::DestroyFn,
+}
+
+impl fmt::Debug for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Module")
+            .field("info", &self.info)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a string field of a validated descriptor.
+///
+/// # Safety
+/// `s` must come from a descriptor whose header checked out.
+unsafe fn descriptor_str(s: RawStr, field: &str) -> std::result::Result<String, String> {
+    if s.len > 4096 || (s.len > 0 && s.ptr.is_null()) {
+        return Err(format!("descriptor field {field} is malformed"));
+    }
+    // SAFETY: a valid descriptor's strings point into the module's static data.
+    let bytes = unsafe { s.as_bytes() };
+    String::from_utf8(bytes.to_vec()).map_err(|_| format!("descriptor field {field} is not UTF-8"))
+}
+
+fn valid_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl Module {
+    /// Loads and validates the module at `path`.
+    ///
+    /// `display` is the name used in errors (the file the operator dropped, when `path` is a
+    /// private copy).
+    ///
+    /// # Errors
+    /// [`Error::Load`] when the file is not a shared library, lacks the entry symbol, or its
+    /// descriptor is malformed or of another ABI major; the message names both sides' versions.
+    pub fn open(path: &Path, display: &Path) -> Result<Module> {
+        let refuse = |reason: String| Error::Load {
+            path: display.to_owned(),
+            reason,
+        };
+        // SAFETY: loading a library runs its initialisers; a Baton module's are those of std and
+        // its dependencies, and nothing else of it runs before the descriptor checks out.
+        let library: libloading::Library = unsafe {
+            use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+            Library::open(Some(path), RTLD_NOW | RTLD_LOCAL)
+        }
+        .map_err(|e| refuse(format!("not a loadable shared library: {e}")))?
+        .into();
+
+        // SAFETY: the symbol, if present, has the entry signature every Baton module exports.
+        let entry: abi::EntryFn = unsafe {
+            *library
+                .get::<abi::EntryFn>(abi::ENTRY_SYMBOL.as_bytes())
+                .map_err(|_| {
+                    refuse(format!(
+                        "no `{}` symbol: not a Baton module (build it with baton_sdk::export!)",
+                        abi::ENTRY_SYMBOL
+                    ))
+                })?
+        };
+        // SAFETY: the entry point only returns a pointer to the module's static descriptor.
+        let descriptor = unsafe { entry() };
+        if descriptor.is_null() {
+            return Err(refuse("entry symbol returned no descriptor".into()));
+        }
+        // SAFETY: every ABI version starts with the fixed header, so reading it is sound.
+        let header: DescriptorHeader = unsafe { descriptor.cast::<DescriptorHeader>().read() };
+        let host_abi = format!(
+            "this host speaks ABI {}.{} (baton-sdk {})",
+            abi::ABI_MAJOR,
+            abi::ABI_MINOR,
+            abi::SDK_VERSION
+        );
+        if header.magic != abi::MAGIC {
+            return Err(refuse(format!(
+                "bad descriptor magic {:#018x}: not a Baton module",
+                header.magic
+            )));
+        }
+        if header.abi_major != abi::ABI_MAJOR {
+            return Err(refuse(format!(
+                "module built for ABI {}.{}, but {host_abi}; rebuild it against baton-sdk {}.x",
+                header.abi_major,
+                header.abi_minor,
+                abi::SDK_VERSION.split('.').next().unwrap_or("0"),
+            )));
+        }
+        if header.size < std::mem::size_of::<ModuleDescriptor>() {
+            return Err(refuse(format!(
+                "descriptor of ABI {}.{} is {} bytes, shorter than the {} bytes of ABI {}.{}; \
+                 {host_abi}",
+                header.abi_major,
+                header.abi_minor,
+                header.size,
+                std::mem::size_of::<ModuleDescriptor>(),
+                abi::ABI_MAJOR,
+                abi::ABI_MINOR,
+            )));
+        }
+        // SAFETY: magic, major and size checked out: the descriptor has this layout (a newer minor
+        // only appends fields, which we do not read).
+        let desc = unsafe { &*descriptor };
+        // SAFETY: the header checked out.
+        let (app, version, sdk_version, rustc_version) = unsafe {
+            (
+                descriptor_str(desc.app_name, "app_name"),
+                descriptor_str(desc.app_version, "app_version"),
+                descriptor_str(desc.sdk_version, "sdk_version"),
+                descriptor_str(desc.rustc_version, "rustc_version"),
+            )
+        };
+        let info = ModuleInfo {
+            app: app.map_err(&refuse)?,
+            version: version.map_err(&refuse)?,
+            sdk_version: sdk_version.map_err(&refuse)?,
+            rustc_version: rustc_version.map_err(&refuse)?,
+            abi: (header.abi_major, header.abi_minor),
+        };
+        if !valid_app_name(&info.app) {
+            return Err(refuse(format!(
+                "app name {:?} is not 1-64 characters of [A-Za-z0-9._-]",
+                info.app
+            )));
+        }
+        if info.version.is_empty() || info.version.len() > 64 {
+            return Err(refuse(format!(
+                "app version {:?} is empty or too long",
+                info.version
+            )));
+        }
+        Ok(Module {
+            table: FnTable {
+                create: desc.create,
+                warmup: desc.warmup,
+                handle: desc.handle,
+                shutdown: desc.shutdown,
+                destroy: desc.destroy,
+            },
+            info,
+            path: path.to_owned(),
+            library,
+        })
+    }
+
+    /// What the module says about itself.
+    pub fn info(&self) -> &ModuleInfo {
+        &self.info
+    }
+
+    /// The file the library was mapped from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Builds an app instance with `config` (a JSON object) through the module's `create`.
+    ///
+    /// Runs module code: call it on a thread that is joined before the library is unloaded.
+    ///
+    /// # Errors
+    /// The app's `init` error or panic.
+    pub fn instantiate(self: &Arc<Self>, config: &[u8]) -> Result<Instance, CallError> {
+        let host = callbacks::HostServices::new(&self.info);
+        let mut raw: *mut c_void = std::ptr::null_mut();
+        let mut err = callbacks::ErrorText::default();
+        // SAFETY: `host` is boxed and lives in the instance until after `destroy`; `config`,
+        // `err` and `raw` outlive the call.
+        let status =
+            unsafe { (self.table.create)(host.api(), RawStr::new(config), &mut raw, &err.sink()) };
+        err.into_result(status)?;
+        if raw.is_null() {
+            return Err(CallError::Failed("create returned no instance".into()));
+        }
+        Ok(Instance {
+            raw,
+            host,
+            module: Arc::clone(self),
+        })
+    }
+
+    /// Unloads the library now (`dlclose`).
+    ///
+    /// # Errors
+    /// What `dlclose` reports.
+    pub fn close(self) -> Result<(), String> {
+        self.library.close().map_err(|e| e.to_string())
+    }
+}
+
+/// One live app instance inside a loaded module. Dropping it calls the module's `destroy`.
+pub struct Instance {
+    raw: *mut c_void,
+    // Kept alive until after `destroy`: the module may log until then.
+    host: Box<callbacks::HostServices>,
+    module: Arc<Module>,
+}
+
+// SAFETY: the sdk requires apps to be `Send + Sync`, and the instance pointer is only used
+// through the module's thread-safe entry points.
+unsafe impl Send for Instance {}
+// SAFETY: as above.
+unsafe impl Sync for Instance {}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("module", &self.module.info)
+            .finish()
+    }
+}
+
+impl Instance {
+    /// The module this instance lives in.
+    pub fn module(&self) -> &Arc<Module> {
+        &self.module
+    }
+
+    fn hook(&self, hook: abi::HookFn) -> Result<(), CallError> {
+        let mut err = callbacks::ErrorText::default();
+        // SAFETY: `raw` is a live instance of this module; `err` outlives the call.
+        let status = unsafe { hook(self.raw, &err.sink()) };
+        err.into_result(status)
+    }
+
+    /// Runs the app's warm-up hook.
+    ///
+    /// # Errors
+    /// The app's error or panic.
+    pub fn warmup(&self) -> Result<(), CallError> {
+        self.hook(self.module.table.warmup)
+    }
+
+    /// Runs the app's shutdown hook.
+    ///
+    /// # Errors
+    /// A panic in the hook.
+    pub fn shutdown(&self) -> Result<(), CallError> {
+        self.hook(self.module.table.shutdown)
+    }
+
+    /// Handles one request. A handler error still yields its response (with the error for the
+    /// log); a panic yields none.
+    ///
+    /// # Errors
+    /// [`CallError::Panicked`] when the handler panicked.
+    pub fn handle(&self, request: &ModuleRequest<'_>) -> Result<ModuleResponse, CallError> {
+        let headers = request.raw_headers();
+        let raw = request.raw(&headers);
+        let mut response = callbacks::ResponseBuilder::default();
+        let mut err = callbacks::ErrorText::default();
+        // SAFETY: `raw` borrows `request` and `headers`, which outlive the call, as do the sinks.
+        let status =
+            unsafe { (self.module.table.handle)(self.raw, &raw, &response.sink(), &err.sink()) };
+        match err.into_result(status) {
+            Ok(()) => Ok(response.finish(None)),
+            Err(CallError::Failed(message)) => Ok(response.finish(Some(message))),
+            Err(panic) => Err(panic),
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from this module's `create` and is destroyed exactly once.
+        unsafe { (self.module.table.destroy)(self.raw) };
+        let _ = &self.host;
+    }
+}

@@ -1,0 +1,150 @@
+//! One request: route to an app, admission, body limit, dispatch to the version's workers,
+//! timeout, response.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::deploy::{OwnedRequest, Registry};
+use crate::loader::CallError;
+
+/// The response body type of every response the host sends.
+pub(crate) type Body = Full<Bytes>;
+
+fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(text.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn unavailable(text: &'static str) -> Response<Body> {
+    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, text);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Serves one request.
+pub(crate) async fn handle(registry: &Registry, req: Request<Incoming>) -> Response<Body> {
+    let Some((slot, rest)) = registry.route(req.uri().path()) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "404 Not Found: no app is mounted here\n",
+        );
+    };
+    let limits = *slot.limits();
+    let path = rest.to_owned();
+    let rest = path.as_str();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let (parts, body) = req.into_parts();
+
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes) {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large\n");
+    }
+    let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    let body = match Limited::new(body, max_body).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large\n");
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "request body read failed");
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: body read failed\n",
+            );
+        }
+    };
+
+    let permit = match tokio::time::timeout(
+        limits.queue_timeout(),
+        Arc::clone(slot.permits()).acquire_owned(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            tracing::warn!(app = %slot.name(), queue_timeout_ms = limits.queue_timeout_ms,
+                "request refused: app at its concurrency limit");
+            return unavailable("503 Service Unavailable: the app is at capacity\n");
+        }
+    };
+    let Some((version, guard)) = slot.enter() else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "404 Not Found: no app is mounted here\n",
+        );
+    };
+    let method = parts.method.clone();
+    let rx = version.dispatch(
+        guard,
+        Some(permit),
+        OwnedRequest {
+            method: parts.method,
+            path: path.clone(),
+            query,
+            headers: parts.headers,
+            body,
+        },
+    );
+    let info = version.info();
+    let mut response = match tokio::time::timeout(limits.request_timeout(), rx).await {
+        Ok(Ok(Ok(out))) => {
+            if let Some(error) = &out.error {
+                tracing::warn!(app = %info.app, version = %info.version, %method, path = %rest,
+                    status = out.status.as_u16(), %error, "handler error");
+            }
+            let mut response = Response::new(Full::new(Bytes::from(out.body)));
+            *response.status_mut() = out.status;
+            *response.headers_mut() = out.headers;
+            response
+        }
+        Ok(Ok(Err(CallError::Panicked(message)))) => {
+            tracing::error!(app = %info.app, version = %info.version, %method, path = %rest,
+                panic = %message, "handler panicked");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "500 Internal Server Error\n",
+            )
+        }
+        Ok(Ok(Err(CallError::Failed(message)))) => {
+            tracing::error!(app = %info.app, version = %info.version, %method, path = %rest,
+                error = %message, "handler call failed");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "500 Internal Server Error\n",
+            )
+        }
+        Ok(Err(_)) => {
+            tracing::error!(app = %info.app, version = %info.version, %method, path = %rest,
+                "worker pool stopped before the request ran");
+            unavailable("503 Service Unavailable\n")
+        }
+        Err(_) => {
+            tracing::warn!(app = %info.app, version = %info.version, %method, path = %rest,
+                timeout_ms = limits.request_timeout_ms,
+                "handler overran the request timeout; the client got a 504");
+            plain(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout\n")
+        }
+    };
+    if registry.config().version_header
+        && let Ok(value) = HeaderValue::from_str(&format!("{}@{}", info.app, info.version))
+    {
+        response.headers_mut().insert("x-baton-version", value);
+    }
+    response
+}

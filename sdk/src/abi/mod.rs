@@ -1,0 +1,290 @@
+//! The module boundary: the `#[repr(C)]` types and `extern "C"` signatures shared by the host
+//! and every module.
+//!
+//! Host and module are compiled separately, possibly by different compilers, so nothing with an
+//! unstable layout crosses: only these structs, plain integers and borrowed `(ptr, len)` byte
+//! slices. Whoever allocates frees: a module writes its response and its error messages through
+//! sinks the host provides, so the host owns those bytes.
+//!
+//! A module exports one symbol, [`ENTRY_SYMBOL`], of type [`EntryFn`]. It returns a
+//! [`ModuleDescriptor`] whose first four fields ([`DescriptorHeader`]) never change: the host reads
+//! them first and refuses a module whose magic or ABI major differs, or whose descriptor is
+//! shorter than the host needs. Later minor versions only append fields at the end of the
+//! descriptor and of [`HostApi`], whose `size` says how much of it the other side can read.
+//!
+//! App authors never touch this module: [`export!`](crate::export) generates all of it.
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+
+mod glue;
+mod log;
+
+#[doc(hidden)]
+pub use glue::{ModuleDef, create, destroy, handle, shutdown, warmup};
+
+/// First eight bytes of every descriptor: `BATONMOD` in ASCII.
+pub const MAGIC: u64 = u64::from_be_bytes(*b"BATONMOD");
+/// ABI major version: a module with another major is refused.
+pub const ABI_MAJOR: u32 = 1;
+/// ABI minor version: fields appended in a newer minor are ignored by an older peer.
+pub const ABI_MINOR: u32 = 0;
+/// Name of the symbol every module exports.
+pub const ENTRY_SYMBOL: &str = "baton_module";
+/// Version of this sdk crate, recorded in every module built with it.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Version of the compiler that built this sdk (and so the module), for diagnostics.
+pub const RUSTC_VERSION: &str = env!("BATON_SDK_RUSTC_VERSION");
+
+/// Result code of every boundary call.
+pub type Status = i32;
+/// The call succeeded.
+pub const STATUS_OK: Status = 0;
+/// The call failed; a message was written to the error sink.
+pub const STATUS_ERROR: Status = 1;
+/// The call panicked; the panic was caught and its message written to the error sink.
+pub const STATUS_PANIC: Status = 2;
+/// A looked-up item does not exist.
+pub const STATUS_NOT_FOUND: Status = 3;
+/// A host service (such as the session store) is unavailable right now.
+pub const STATUS_UNAVAILABLE: Status = 4;
+
+/// Log levels as numbers, most severe first.
+pub const LEVEL_ERROR: u32 = 1;
+/// Warning level.
+pub const LEVEL_WARN: u32 = 2;
+/// Info level.
+pub const LEVEL_INFO: u32 = 3;
+/// Debug level.
+pub const LEVEL_DEBUG: u32 = 4;
+/// Trace level.
+pub const LEVEL_TRACE: u32 = 5;
+
+/// A borrowed byte slice; valid only for the duration of the call that passes it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawStr {
+    /// First byte; may dangle when `len` is 0.
+    pub ptr: *const u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl RawStr {
+    /// An empty slice.
+    pub const EMPTY: RawStr = RawStr {
+        ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
+        len: 0,
+    };
+
+    /// Borrows a byte slice.
+    pub const fn new(bytes: &[u8]) -> Self {
+        RawStr {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
+    }
+
+    /// Borrows a string.
+    pub const fn from_str(s: &str) -> Self {
+        Self::new(s.as_bytes())
+    }
+
+    /// Views the bytes.
+    ///
+    /// # Safety
+    /// `ptr` must point to `len` readable bytes that stay valid and unchanged for `'a`.
+    pub unsafe fn as_bytes<'a>(self) -> &'a [u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the caller guarantees `ptr..ptr+len` is readable for 'a.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// A destination for bytes owned by the side that provides it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ByteSink {
+    /// Opaque context of the owner.
+    pub ctx: *mut c_void,
+    /// Appends bytes; may be called several times.
+    pub write: unsafe extern "C" fn(ctx: *mut c_void, bytes: RawStr),
+}
+
+impl ByteSink {
+    /// Writes `bytes` into the sink.
+    ///
+    /// # Safety
+    /// `self` must be a live sink provided by the other side for the current call.
+    pub unsafe fn put(&self, bytes: &[u8]) {
+        // SAFETY: the caller guarantees the sink is live; the slice outlives the call.
+        unsafe { (self.write)(self.ctx, RawStr::new(bytes)) }
+    }
+}
+
+/// Where a module writes its response; the host owns every byte written.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ResponseSink {
+    /// Opaque host context.
+    pub ctx: *mut c_void,
+    /// Sets the status code.
+    pub status: unsafe extern "C" fn(ctx: *mut c_void, status: u16),
+    /// Appends a header.
+    pub header: unsafe extern "C" fn(ctx: *mut c_void, name: RawStr, value: RawStr),
+    /// Appends body bytes.
+    pub body: unsafe extern "C" fn(ctx: *mut c_void, bytes: RawStr),
+}
+
+/// One request header; names are lower case.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawHeader {
+    /// Header name, lower case.
+    pub name: RawStr,
+    /// Header value, raw bytes.
+    pub value: RawStr,
+}
+
+/// One request, borrowed from the host for the duration of a `handle` call.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RawRequest {
+    /// Method, e.g. `GET`.
+    pub method: RawStr,
+    /// Path relative to the app's mount, always starting with `/`, still percent-encoded.
+    pub path: RawStr,
+    /// Query string without the `?`; empty when absent.
+    pub query: RawStr,
+    /// Headers in arrival order.
+    pub headers: *const RawHeader,
+    /// Number of headers.
+    pub headers_len: usize,
+    /// The whole request body.
+    pub body: RawStr,
+    /// Host context for request-scoped services in [`HostApi`].
+    pub ctx: *mut c_void,
+}
+
+/// Services the host offers a module, passed to `create` and valid until `destroy` returns.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HostApi {
+    /// Size of this struct as the host compiled it; fields past it do not exist.
+    pub size: usize,
+    /// The host's ABI minor version.
+    pub abi_minor: u32,
+    /// Opaque host context for the module-wide services below.
+    pub ctx: *const c_void,
+    /// Whether an event at this level would be recorded.
+    pub log_enabled: unsafe extern "C" fn(ctx: *const c_void, level: u32) -> bool,
+    /// Records a log event under the app's name and version.
+    pub log: unsafe extern "C" fn(ctx: *const c_void, level: u32, target: RawStr, message: RawStr),
+}
+
+/// Entry point signature.
+pub type EntryFn = unsafe extern "C" fn() -> *const ModuleDescriptor;
+/// Builds an app instance from its JSON config; writes the instance pointer to `out`.
+pub type CreateFn = unsafe extern "C" fn(
+    host: *const HostApi,
+    config: RawStr,
+    out: *mut *mut c_void,
+    err: *const ByteSink,
+) -> Status;
+/// Runs an instance hook (`warmup`, `shutdown`).
+pub type HookFn = unsafe extern "C" fn(instance: *mut c_void, err: *const ByteSink) -> Status;
+/// Handles one request; the response goes to `resp`, any error text to `err`.
+pub type HandleFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    req: *const RawRequest,
+    resp: *const ResponseSink,
+    err: *const ByteSink,
+) -> Status;
+/// Frees an instance made by `create`.
+pub type DestroyFn = unsafe extern "C" fn(instance: *mut c_void);
+
+/// The fields every ABI version starts with; the host reads only these until they check out.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct DescriptorHeader {
+    /// Must equal [`MAGIC`].
+    pub magic: u64,
+    /// ABI major version of the module.
+    pub abi_major: u32,
+    /// ABI minor version of the module.
+    pub abi_minor: u32,
+    /// `size_of::<ModuleDescriptor>()` as the module compiled it.
+    pub size: usize,
+}
+
+/// What a module's entry symbol returns: identity and function table.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ModuleDescriptor {
+    /// Magic, ABI version and size.
+    pub header: DescriptorHeader,
+    /// App name, e.g. `hello`.
+    pub app_name: RawStr,
+    /// App version, e.g. `1.2.0`.
+    pub app_version: RawStr,
+    /// Version of `baton-sdk` the module was built with.
+    pub sdk_version: RawStr,
+    /// Version of the compiler that built the module.
+    pub rustc_version: RawStr,
+    /// Builds an instance.
+    pub create: CreateFn,
+    /// Runs the app's warm-up hook.
+    pub warmup: HookFn,
+    /// Handles one request.
+    pub handle: HandleFn,
+    /// Runs the app's shutdown hook.
+    pub shutdown: HookFn,
+    /// Frees an instance.
+    pub destroy: DestroyFn,
+}
+
+// SAFETY: a descriptor only holds pointers to immutable 'static data and functions.
+unsafe impl Sync for ModuleDescriptor {}
+
+impl ModuleDescriptor {
+    /// The descriptor for the module defined by `M`; used by [`export!`](crate::export).
+    #[doc(hidden)]
+    pub const fn new<M: ModuleDef>() -> Self {
+        ModuleDescriptor {
+            header: DescriptorHeader {
+                magic: MAGIC,
+                abi_major: ABI_MAJOR,
+                abi_minor: ABI_MINOR,
+                size: std::mem::size_of::<ModuleDescriptor>(),
+            },
+            app_name: RawStr::from_str(M::NAME),
+            app_version: RawStr::from_str(M::VERSION),
+            sdk_version: RawStr::from_str(SDK_VERSION),
+            rustc_version: RawStr::from_str(RUSTC_VERSION),
+            create: create::<M>,
+            warmup: warmup::<M>,
+            handle: handle::<M>,
+            shutdown: shutdown::<M>,
+            destroy: destroy::<M>,
+        }
+    }
+}
+
+/// Request headers borrowed from the host, safe to read for `'a`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawHeaders<'a> {
+    raw: &'a [RawHeader],
+}
+
+impl<'a> RawHeaders<'a> {
+    /// (name, value) pairs as bytes.
+    pub(crate) fn iter(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        // SAFETY: `RawHeaders` is only built by `glue::handle` from a request whose slices the
+        // host keeps valid for the whole call, which outlives 'a.
+        self.raw
+            .iter()
+            .map(|h| unsafe { (h.name.as_bytes(), h.value.as_bytes()) })
+    }
+}
