@@ -1,0 +1,215 @@
+//! The foundation, end to end: a real `baton` process, real module files, real HTTP.
+
+mod support;
+
+use std::time::Duration;
+
+use support::http::Http;
+use support::{HostOptions, HostProc, hello, module};
+
+fn refused(host: &HostProc, file_part: &str) -> serde_json::Value {
+    host.wait_log(Duration::from_secs(10), |l| {
+        l["message"] == "deploy failed" && l["error"].as_str().unwrap_or("").contains(file_part)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hello_is_served_at_its_mount_with_the_version_header() {
+    let host = HostProc::start(&[hello("1.0.0")]);
+    let http = Http::new();
+    for path in ["/hello", "/hello/"] {
+        let r = http.get(&host.url(path)).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.body, "hello from hello@1.0.0\n");
+        assert_eq!(r.version(), "hello@1.0.0");
+    }
+    let r = http.get(&host.url("/hellothere")).await;
+    assert_eq!(r.status, 404, "a mount matches whole segments only");
+    let r = http.get(&host.url("/nope/")).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.version(), "", "a host 404 names no app version");
+    let r = http.get(&host.url("/hello/no/such/route")).await;
+    assert_eq!(r.status, 404, "the app's router answers unknown routes");
+    assert_eq!(r.version(), "hello@1.0.0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_is_served_too() {
+    let host = HostProc::start(&[hello("1.0.0")]);
+    let r = Http::h2c().get(&host.url("/hello/")).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "hello from hello@1.0.0\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_over_the_limit_get_413() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        config: "[limits]\nmax_body_bytes = 1024\n".into(),
+        ..HostOptions::default()
+    });
+    let http = Http::new();
+    let url = host.url("/hello/");
+    let r = http
+        .send("POST", &url, &[], vec![b'x'; 4096])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 413);
+    let r = http.send("POST", &url, &[], vec![b'x'; 512]).await.unwrap();
+    assert_eq!(
+        r.status, 405,
+        "a body within the limit reaches the app (GET-only route)"
+    );
+    assert_eq!(http.get(&url).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_handler_is_a_500_and_the_next_request_is_fine() {
+    let host = HostProc::start(&[hello("1.0.0")]);
+    let http = Http::new();
+    let r = http.get(&host.url("/hello/panic")).await;
+    assert_eq!(r.status, 500);
+    let panic = host.wait_log(Duration::from_secs(5), |l| {
+        l["message"] == "handler panicked"
+    });
+    assert!(panic["panic"].as_str().unwrap().contains("asked to panic"));
+    assert_eq!(panic["app"], "hello");
+    assert_eq!(panic["version"], "1.0.0");
+    for _ in 0..5 {
+        assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_build_time_version_override_is_reported() {
+    let host = HostProc::start(&[hello("9.9.9")]);
+    let r = Http::new().get(&host.url("/hello/")).await;
+    assert_eq!(r.version(), "hello@9.9.9");
+    assert_eq!(r.body, "hello from hello@9.9.9\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_modules_are_refused_by_name_and_the_others_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.so");
+    std::fs::write(&garbage, b"this is not an ELF file").unwrap();
+    let host = HostProc::start(&[
+        module("fixture-badabi", &[]),
+        garbage,
+        module("fixture-nosymbol", &[]),
+        hello("1.0.0"),
+    ]);
+
+    let abi = refused(&host, "fixture-badabi");
+    let message = abi["error"].as_str().unwrap();
+    assert!(message.contains("ABI 2.0"), "{message}");
+    assert!(message.contains("ABI 1.0"), "{message}");
+    assert!(
+        message.contains(&format!("baton-sdk {}", baton_sdk::abi::SDK_VERSION)),
+        "{message}"
+    );
+
+    let garbage = refused(&host, "garbage.so");
+    assert!(
+        garbage["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a loadable shared library")
+    );
+
+    let nosym = refused(&host, "fixture-nosymbol");
+    assert!(
+        nosym["error"]
+            .as_str()
+            .unwrap()
+            .contains("no `baton_module` symbol")
+    );
+
+    let http = Http::new();
+    assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
+    assert_eq!(http.get(&host.url("/badabi/")).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overrunning_handlers_get_504_and_are_named_in_the_log() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        config: "[apps.hello.limits]\nrequest_timeout_ms = 300\n".into(),
+        ..HostOptions::default()
+    });
+    let http = Http::new();
+    let r = http.get(&host.url("/hello/slow?ms=1500")).await;
+    assert_eq!(r.status, 504);
+    let overran = host.wait_log(Duration::from_secs(5), |l| {
+        l["message"].as_str().unwrap_or("").contains("overran")
+    });
+    assert_eq!(overran["path"], "/slow");
+    assert_eq!(overran["app"], "hello");
+    assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_app_answers_503_with_retry_after() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        config: "[apps.hello.limits]\nmax_concurrent_requests = 1\nqueue_timeout_ms = 100\n".into(),
+        ..HostOptions::default()
+    });
+    let http = Http::new();
+    let slow = {
+        let (http, url) = (http.clone(), host.url("/hello/slow?ms=1500"));
+        tokio::spawn(async move { http.get(&url).await })
+    };
+    let busy = support::eventually(Duration::from_secs(5), "a 503", async || {
+        let r = http.get(&host.url("/hello/")).await;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(busy.header("retry-after"), "1");
+    assert_eq!(slow.await.unwrap().status, 200);
+    assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_running_request_finish_then_exits_0() {
+    let mut host = HostProc::start(&[hello("1.0.0")]);
+    let http = Http::new();
+    let slow = {
+        let (http, url) = (http.clone(), host.url("/hello/slow?ms=1500"));
+        tokio::spawn(async move { http.get(&url).await })
+    };
+    // Wait until the handler is running before signalling.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    host.signal(libc::SIGTERM);
+    let r = slow.await.unwrap();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "slept 1500 ms in hello@1.0.0\n")
+    );
+    let status = host.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    host.wait_log(Duration::from_secs(1), |l| {
+        l["message"] == "stopped" && l["app"] == "hello" && l["unmapped"] == true
+    });
+    assert!(
+        std::net::TcpStream::connect(host.addr).is_err(),
+        "nothing listens after exit"
+    );
+}
+
+#[test]
+fn a_bad_config_exits_64_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nno_such_option = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no_such_option"), "{stderr}");
+}

@@ -1,0 +1,260 @@
+//! Shared helpers for the host's integration tests: build module variants, run a real `baton`
+//! process on port 0 with its own directories, read its JSON log, and speak real HTTP to it.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod http;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_owned()
+}
+
+/// Builds the cdylib crate `package` with `env` set at compile time (e.g.
+/// `BATON_APP_VERSION`), once per distinct (package, env), and returns a private copy of it.
+///
+/// Variants are built in their own target directory so they do not disturb the test build, and
+/// under a file lock so parallel test processes do not overwrite each other's output.
+pub fn module(package: &str, env: &[(&str, &str)]) -> PathBuf {
+    let root = workspace().join("target").join("test-modules");
+    let out_dir = root.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut tag = package.to_owned();
+    for (k, v) in env {
+        tag.push_str(&format!("-{k}={v}"));
+    }
+    let tag: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let out = out_dir.join(format!("{tag}.so"));
+    let lock = std::fs::File::create(root.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    if !out.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--lib", "-p", package])
+            .env("CARGO_TARGET_DIR", root.join("build"))
+            .current_dir(workspace());
+        for var in ["BATON_APP_VERSION", "BATON_FAULT", "BATON_FIXTURE_APP"] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building {package} with {env:?} failed");
+        let built = root
+            .join("build")
+            .join("debug")
+            .join(format!("lib{}.so", package.replace('-', "_")));
+        let tmp = out.with_extension("tmp");
+        std::fs::copy(&built, &tmp).unwrap();
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    drop(lock);
+    out
+}
+
+/// `hello` built as `version`.
+pub fn hello(version: &str) -> PathBuf {
+    module("hello", &[("BATON_APP_VERSION", version)])
+}
+
+/// Log lines collected from a host's stderr.
+#[derive(Default)]
+struct LogBook {
+    lines: Mutex<Vec<Value>>,
+    changed: Condvar,
+}
+
+/// Options for starting a host.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// Module files copied into the modules directory before start.
+    pub modules: Vec<PathBuf>,
+    /// Extra TOML for the config file.
+    pub config: String,
+    /// Extra command-line arguments after `serve`.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+/// A `baton serve` child process with its own temporary directories.
+pub struct HostProc {
+    child: Child,
+    log: Arc<LogBook>,
+    pub addr: std::net::SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl HostProc {
+    /// Starts a host with `modules` and default settings.
+    pub fn start(modules: &[PathBuf]) -> HostProc {
+        Self::start_with(HostOptions {
+            modules: modules.to_vec(),
+            ..HostOptions::default()
+        })
+    }
+
+    /// Starts a host and waits until it listens.
+    pub fn start_with(options: HostOptions) -> HostProc {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = dir.path().join("modules");
+        std::fs::create_dir_all(&modules).unwrap();
+        for (i, module) in options.modules.iter().enumerate() {
+            let name = module.file_name().unwrap().to_string_lossy().into_owned();
+            std::fs::copy(module, modules.join(format!("{i:02}-{name}"))).unwrap();
+        }
+        let config = dir.path().join("baton.toml");
+        std::fs::write(&config, &options.config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0", "--modules"])
+            .arg(&modules)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(&options.args)
+            .env("BATON_LOG_FORMAT", "json")
+            .env("BATON_LOG", "info")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("baton starts");
+        let log = Arc::new(LogBook::default());
+        let stderr = child.stderr.take().unwrap();
+        let book = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "message": line, "raw": true }));
+                book.lines.lock().unwrap().push(value);
+                book.changed.notify_all();
+            }
+        });
+        let mut host = HostProc {
+            child,
+            log,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            dir,
+        };
+        let listening = host.wait_log(Duration::from_secs(60), |l| l["message"] == "listening");
+        host.addr = listening["addr"].as_str().unwrap().parse().unwrap();
+        host
+    }
+
+    /// The modules directory this host serves.
+    pub fn modules_dir(&self) -> PathBuf {
+        self.dir.path().join("modules")
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a log line matching `pred` (from the start of the log); panics after `timeout`
+    /// with the whole log.
+    pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            if let Some(found) = lines.iter().find(|l| pred(l)) {
+                return found.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let all: Vec<String> = lines.iter().map(Value::to_string).collect();
+                panic!(
+                    "log line not seen within {timeout:?}; log:\n{}",
+                    all.join("\n")
+                );
+            }
+            lines = self
+                .log
+                .changed
+                .wait_timeout(lines, deadline - now)
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log_lines(&self) -> Vec<Value> {
+        self.log.lines.lock().unwrap().clone()
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for HostProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
