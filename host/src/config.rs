@@ -23,6 +23,17 @@ pub struct Config {
     pub version_header: bool,
     /// How long a graceful shutdown or a drain waits for running requests.
     pub drain_timeout_secs: u64,
+    /// Address of the admin listener (status; loopback by default).
+    pub admin: SocketAddr,
+    /// Watch the modules directory and deploy new or changed files without a restart.
+    pub watch: bool,
+    /// How long the watcher lets a burst of file events settle before acting.
+    pub watch_debounce_ms: u64,
+    /// Fallback for file systems without close-write events: a file whose size and mtime have
+    /// not changed for this long is taken as complete.
+    pub watch_settle_ms: u64,
+    /// Retired versions per app whose private copies stay in the store for rollback.
+    pub keep_versions: usize,
     /// Default limits for every app.
     pub limits: Limits,
     /// Per-app settings, by app name.
@@ -37,6 +48,11 @@ impl Default for Config {
             state_dir: PathBuf::from("./.baton"),
             version_header: true,
             drain_timeout_secs: 30,
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            watch: true,
+            watch_debounce_ms: 20,
+            watch_settle_ms: 2_000,
+            keep_versions: 2,
             limits: Limits::default(),
             apps: BTreeMap::new(),
         }
@@ -114,7 +130,7 @@ pub struct LimitOverrides {
 }
 
 /// Settings of one app, under `[apps.NAME]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppConfig {
     /// Mount path; defaults to `/NAME`. `/` mounts the app at the root.
@@ -123,6 +139,23 @@ pub struct AppConfig {
     pub limits: LimitOverrides,
     /// The app's own config table, passed to its `init`.
     pub config: toml::Table,
+    /// Paths (relative to the mount, query allowed) a new version must answer with 2xx before
+    /// it takes traffic.
+    pub warmup_paths: Vec<String>,
+    /// How long each warm-up request may take.
+    pub warmup_timeout_ms: u64,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            mount: None,
+            limits: LimitOverrides::default(),
+            config: toml::Table::new(),
+            warmup_paths: Vec::new(),
+            warmup_timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Config {
@@ -150,6 +183,15 @@ impl Config {
             if !mount.starts_with('/') || (mount.len() > 1 && mount.ends_with('/')) {
                 return Err(Error::Config(format!(
                     "apps.{name}.mount {mount:?} must start with '/' and not end with one"
+                )));
+            }
+            if let Some(path) = self.apps[name]
+                .warmup_paths
+                .iter()
+                .find(|p| !p.starts_with('/'))
+            {
+                return Err(Error::Config(format!(
+                    "apps.{name}.warmup_paths: {path:?} must start with '/'"
                 )));
             }
             if let Some(other) = mounts.insert(mount.clone(), name) {
@@ -191,6 +233,17 @@ impl Config {
         match self.apps.get(app) {
             Some(a) => serde_json::to_vec(&a.config).unwrap_or_else(|_| b"{}".to_vec()),
             None => b"{}".to_vec(),
+        }
+    }
+
+    /// The app's warm-up requests and their timeout.
+    pub fn warmup_for(&self, app: &str) -> (Vec<String>, Duration) {
+        match self.apps.get(app) {
+            Some(a) => (
+                a.warmup_paths.clone(),
+                Duration::from_millis(a.warmup_timeout_ms),
+            ),
+            None => (Vec::new(), Duration::ZERO),
         }
     }
 

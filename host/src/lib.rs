@@ -10,14 +10,18 @@
 //!   retire), each version with its own worker threads.
 //! - [`server`]: the hyper accept loop and the per-request path (routing by mount, limits,
 //!   dispatch to the version's workers, timeouts).
+//! - [`watch`]: turns files dropped into the modules directory into deploys and undeploys.
+//! - [`admin`]: the admin listener (`/status`).
 //!
 //! [`Host`] ties them together; the `baton` binary is a thin command line over it.
 
+pub mod admin;
 pub mod config;
 pub mod deploy;
 mod error;
 pub mod loader;
 pub mod server;
+pub mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,11 +32,23 @@ pub use error::{Error, Result};
 
 use deploy::Registry;
 
-/// A running host: its registry of apps and its listener.
+/// A running host: its registry of apps, its listeners and its watcher.
 #[derive(Debug)]
 pub struct Host {
     registry: Arc<Registry>,
     listener: tokio::net::TcpListener,
+    admin: tokio::net::TcpListener,
+    watcher: Option<watch::Watcher>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {addr} ({what})"), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listener address", e))?;
+    Ok((listener, local))
 }
 
 impl Host {
@@ -41,10 +57,8 @@ impl Host {
     /// # Errors
     /// An invalid config, an unreadable modules directory, or a listener that cannot bind.
     /// Individual modules that fail to load are logged and skipped.
-    pub async fn start(config: Config) -> Result<Host> {
+    pub async fn start(mut config: Config) -> Result<Host> {
         config.validate()?;
-        let config = Arc::new(config);
-        let registry = Arc::new(Registry::new(Arc::clone(&config))?);
         std::fs::create_dir_all(&config.modules).map_err(|e| {
             Error::io(
                 format!(
@@ -54,15 +68,39 @@ impl Host {
                 e,
             )
         })?;
+        // One spelling of every module path, whether it came from the scan or the watcher.
+        config.modules = config
+            .modules
+            .canonicalize()
+            .map_err(|e| Error::io(format!("cannot resolve {}", config.modules.display()), e))?;
+        let config = Arc::new(config);
+        let registry = Arc::new(Registry::new(Arc::clone(&config))?);
+
+        // Watch first, so a file dropped during the initial scan is not missed.
+        let watcher = if config.watch {
+            Some(watch::watch(Arc::clone(&registry), &config.modules)?)
+        } else {
+            None
+        };
         let deployed = registry.deploy_dir(&config.modules).await?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| Error::io(format!("cannot listen on {}", config.listen), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("cannot read the listener address", e))?;
+        let (admin, admin_addr) = bind(config.admin, "admin").await?;
+        tracing::info!(addr = %admin_addr, "admin listening");
+        let (listener, addr) = bind(config.listen, "http").await?;
         tracing::info!(%addr, modules = %config.modules.display(), apps = deployed, "listening");
-        Ok(Host { registry, listener })
+        Ok(Host {
+            registry,
+            listener,
+            admin,
+            watcher,
+        })
+    }
+
+    /// The address the admin listener is bound to.
+    ///
+    /// # Errors
+    /// If the socket cannot report it.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
     }
 
     /// The address the HTTP listener is bound to.
@@ -81,13 +119,36 @@ impl Host {
     /// Serves until `shutdown` resolves, then stops accepting, lets running requests finish
     /// (bounded by the drain timeout), runs the apps' shutdown hooks and unloads them.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let drain = self.registry.config().drain_timeout();
+        let Host {
+            registry,
+            listener,
+            admin,
+            watcher,
+        } = self;
+        let drain = registry.config().drain_timeout();
+        // The admin listener outlives the app listener, so operators can watch the drain.
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = {
+            let registry = Arc::clone(&registry);
+            let handler = move |req| admin::handle(Arc::clone(&registry), req);
+            tokio::spawn(server::serve(
+                admin,
+                handler,
+                async {
+                    let _ = admin_stopped.await;
+                },
+                std::time::Duration::from_secs(1),
+            ))
+        };
         let started = tokio::time::Instant::now();
-        server::serve(self.listener, Arc::clone(&self.registry), shutdown, drain).await;
+        server::serve_apps(listener, Arc::clone(&registry), shutdown, drain).await;
+        drop(watcher);
         let left = drain
             .saturating_sub(started.elapsed())
             .max(std::time::Duration::from_secs(1));
-        self.registry.shutdown(left).await;
+        registry.shutdown(left).await;
+        let _ = admin_stop.send(());
+        let _ = admin_task.await;
         tracing::info!("stopped");
     }
 }

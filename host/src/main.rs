@@ -41,6 +41,12 @@ struct ServeArgs {
     /// Directory of module files to serve [default: ./modules].
     #[arg(long)]
     modules: Option<PathBuf>,
+    /// Address of the admin listener [default: 127.0.0.1:9090].
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Do not watch the modules directory (load it once at start).
+    #[arg(long)]
+    no_watch: bool,
     /// Directory for the host's private module copies and state [default: ./.baton].
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -81,6 +87,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(modules) = &args.modules {
         config.modules.clone_from(modules);
+    }
+    if let Some(admin) = args.admin {
+        config.admin = admin;
+    }
+    if args.no_watch {
+        config.watch = false;
     }
     if let Some(state_dir) = &args.state_dir {
         config.state_dir.clone_from(state_dir);

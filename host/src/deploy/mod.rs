@@ -11,6 +11,7 @@ mod registry;
 mod store;
 mod version;
 
-pub use registry::{AppSlot, Registry};
+pub(crate) use registry::is_module_file;
+pub use registry::{AppSlot, Deployed, Registry, Rejection, SwapTimings};
 pub(crate) use version::OwnedRequest;
-pub use version::{State, Version};
+pub use version::{Running, State, Version};

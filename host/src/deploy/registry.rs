@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::store::Store;
@@ -12,6 +14,60 @@ use super::version::{InFlight, State, Version};
 use crate::config::{Config, Limits};
 use crate::error::{Error, Result};
 use crate::loader::Module;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ms_since(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+/// The timeline of an app's last swap, in milliseconds after the file was detected.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SwapTimings {
+    /// Version switched away from, if any.
+    pub from: Option<String>,
+    /// Version switched to.
+    pub to: String,
+    /// When the file was detected (Unix milliseconds).
+    pub detected_unix_ms: u64,
+    /// Module copied, mapped and validated.
+    pub loaded_ms: u64,
+    /// `init`, warm-up hook and warm-up requests done.
+    pub warmed_ms: u64,
+    /// New requests go to the new version.
+    pub switched_ms: u64,
+    /// The old version's last request finished.
+    pub drained_ms: Option<u64>,
+    /// The old version is shut down and unmapped.
+    pub retired_ms: Option<u64>,
+}
+
+/// A module file that was refused, as shown in status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejection {
+    /// The file.
+    pub file: PathBuf,
+    /// Why.
+    pub error: String,
+    /// When (Unix milliseconds).
+    pub at_unix_ms: u64,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone)]
+pub enum Deployed {
+    /// A new version is active.
+    New(Arc<Version>),
+    /// The same bytes are already deployed: nothing changed.
+    Unchanged(Arc<Version>),
+}
 
 /// One app: its mount, limits and the version that takes new requests.
 #[derive(Debug)]
@@ -22,6 +78,8 @@ pub struct AppSlot {
     permits: Arc<Semaphore>,
     active: ArcSwapOption<Version>,
     versions: Mutex<Vec<Arc<Version>>>,
+    last_swap: Mutex<Option<SwapTimings>>,
+    last_error: Mutex<Option<String>>,
     deploying: tokio::sync::Mutex<()>,
 }
 
@@ -46,12 +104,20 @@ impl AppSlot {
         self.active.load_full()
     }
 
-    /// Every version this app has had in this process, oldest first.
+    /// The versions this app has had in this process that are still worth showing: the live
+    /// ones, the failed and retired ones of recent deploys. Oldest first.
     pub fn versions(&self) -> Vec<Arc<Version>> {
-        self.versions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.versions).clone()
+    }
+
+    /// The timeline of the last swap.
+    pub fn last_swap(&self) -> Option<SwapTimings> {
+        lock(&self.last_swap).clone()
+    }
+
+    /// The last deploy error of this app.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
     }
 
     /// The admission semaphore shared by all versions of the app.
@@ -66,9 +132,30 @@ impl AppSlot {
             if let Some(guard) = version.try_enter() {
                 return Some((version, guard));
             }
-            // The version was switched away between the load and the claim: take the new one.
+            // Switched away between the load and the claim: the new version is already active.
             std::hint::spin_loop();
         }
+    }
+
+    fn record(&self, version: &Arc<Version>) {
+        let mut versions = lock(&self.versions);
+        versions.push(Arc::clone(version));
+        // Keep status readable: forget the oldest finished versions beyond a few.
+        while versions.len() > 8 {
+            match versions
+                .iter()
+                .position(|v| matches!(v.state(), State::Retired | State::Failed) && !v.stored())
+            {
+                Some(i) => {
+                    versions.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        *lock(&self.last_error) = error;
     }
 }
 
@@ -85,6 +172,7 @@ pub struct Registry {
     store: Store,
     apps: Mutex<BTreeMap<String, Arc<AppSlot>>>,
     routes: ArcSwap<Routes>,
+    rejected: Mutex<Vec<Rejection>>,
 }
 
 impl Registry {
@@ -98,6 +186,7 @@ impl Registry {
             config,
             apps: Mutex::new(BTreeMap::new()),
             routes: ArcSwap::default(),
+            rejected: Mutex::new(Vec::new()),
         })
     }
 
@@ -108,12 +197,12 @@ impl Registry {
 
     /// All apps, by name.
     pub fn apps(&self) -> Vec<Arc<AppSlot>> {
-        self.apps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        lock(&self.apps).values().cloned().collect()
+    }
+
+    /// Recently refused module files whose app is unknown (newest last).
+    pub fn rejected(&self) -> Vec<Rejection> {
+        lock(&self.rejected).clone()
     }
 
     /// The app mounted at `path`, and the path relative to its mount.
@@ -134,7 +223,7 @@ impl Registry {
     }
 
     fn slot(&self, app: &str) -> Arc<AppSlot> {
-        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let mut apps = lock(&self.apps);
         Arc::clone(apps.entry(app.to_owned()).or_insert_with(|| {
             let limits = self.config.limits_for(app);
             Arc::new(AppSlot {
@@ -144,13 +233,15 @@ impl Registry {
                 permits: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
                 active: ArcSwapOption::empty(),
                 versions: Mutex::new(Vec::new()),
+                last_swap: Mutex::new(None),
+                last_error: Mutex::new(None),
                 deploying: tokio::sync::Mutex::new(()),
             })
         }))
     }
 
     fn publish_routes(&self) {
-        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let apps = lock(&self.apps);
         let mut mounts: Vec<(String, Arc<AppSlot>)> = apps
             .values()
             .filter(|slot| slot.active.load().is_some())
@@ -160,18 +251,74 @@ impl Registry {
         self.routes.store(Arc::new(Routes { mounts }));
     }
 
-    /// Deploys the module file at `source`: private copy, load, init, warm-up, switch. The
-    /// version it replaces drains and retires in the background.
+    fn reject(&self, file: &Path, error: &Error) {
+        let mut rejected = lock(&self.rejected);
+        rejected.retain(|r| r.file != file);
+        rejected.push(Rejection {
+            file: file.to_owned(),
+            error: error.to_string(),
+            at_unix_ms: unix_ms(SystemTime::now()),
+        });
+        if rejected.len() > 16 {
+            rejected.remove(0);
+        }
+    }
+
+    fn accept(&self, file: &Path) {
+        lock(&self.rejected).retain(|r| r.file != file);
+    }
+
+    /// The live version (loading, warming or active) whose module has these bytes.
+    fn live_with_hash(&self, hash: u64) -> Option<Arc<Version>> {
+        self.apps().into_iter().find_map(|slot| {
+            slot.versions().into_iter().find(|v| {
+                v.hash() == hash
+                    && matches!(v.state(), State::Loading | State::Warming | State::Active)
+            })
+        })
+    }
+
+    /// Deploys the module file at `source`, detected at `detected`: private copy, load, init,
+    /// warm-up, switch. The version it replaces drains and retires in the background. The same
+    /// bytes as a live version are a no-op.
     ///
     /// # Errors
     /// [`Error::Load`] if the file is refused, [`Error::Start`] if init or warm-up fails; the
     /// app's current version keeps serving in both cases.
-    pub async fn deploy(self: &Arc<Self>, source: &Path) -> Result<Arc<Version>> {
+    pub async fn deploy(self: &Arc<Self>, source: &Path, detected: Instant) -> Result<Deployed> {
+        let result = self.deploy_inner(source, detected).await;
+        match &result {
+            Ok(Deployed::New(_)) => self.accept(source),
+            Ok(Deployed::Unchanged(version)) => {
+                tracing::info!(app = %version.info().app, version = %version.info().version,
+                    file = %source.display(), "same module bytes already deployed; nothing to do");
+            }
+            Err(e @ Error::Load { .. }) => self.reject(source, e),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn deploy_inner(self: &Arc<Self>, source: &Path, detected: Instant) -> Result<Deployed> {
+        let bytes = {
+            let path = source.to_owned();
+            tokio::task::spawn_blocking(move || std::fs::read(&path))
+                .await
+                .map_err(|e| Error::io("read task failed", std::io::Error::other(e)))?
+                .map_err(|e| Error::Load {
+                    path: source.to_owned(),
+                    reason: format!("cannot read: {e}"),
+                })?
+        };
+        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+        if let Some(live) = self.live_with_hash(hash) {
+            return Ok(Deployed::Unchanged(live));
+        }
         let id = self.store.next_id();
-        let copy = self.store.copy_in(id, source)?;
-        let display = source.to_owned();
+        let copy = self.store.write(id, source, &bytes)?;
+        drop(bytes);
         let opened = {
-            let copy = copy.clone();
+            let (copy, display) = (copy.clone(), source.to_owned());
             tokio::task::spawn_blocking(move || Module::open(&copy, &display))
                 .await
                 .map_err(|e| Error::Load {
@@ -189,74 +336,161 @@ impl Registry {
         let info = module.info().clone();
         let slot = self.slot(&info.app);
         let _deploying = slot.deploying.lock().await;
-        tracing::info!(app = %info.app, version = %info.version, file = %source.display(),
-            sdk = %info.sdk_version, rustc = %info.rustc_version, "loading");
-        let config = self.config.app_config_json(&info.app);
-        let started = Version::start(id, module, source.to_owned(), slot.limits, config).await;
-        let version = match started {
+        let start_error = |stage, reason: String| Error::Start {
+            app: info.app.clone(),
+            version: info.version.clone(),
+            stage,
+            reason,
+        };
+        let version = match Version::new(id, module, source.to_owned(), hash, slot.limits) {
             Ok(version) => version,
-            Err((version, reason)) => {
-                self.record(&slot, &version);
+            Err(reason) => {
                 self.store.remove(&copy);
-                return Err(Error::Start {
-                    app: info.app,
-                    version: info.version,
-                    stage: "init",
-                    reason,
-                });
+                let e = start_error("load", reason);
+                slot.set_error(Some(e.to_string()));
+                return Err(e);
             }
         };
-        self.record(&slot, &version);
-        if let Err(e) = version.warmup().await {
-            let reason = format!("warmup {e}");
+        slot.record(&version);
+        let loaded_ms = ms_since(detected);
+        tracing::info!(app = %info.app, version = %info.version, file = %source.display(),
+            sdk = %info.sdk_version, rustc = %info.rustc_version, "loading");
+
+        if let Err(e) = self.warm(&version).await {
+            let (stage, reason) = e;
             version.fail(&reason).await;
+            version.set_stored(false);
             self.store.remove(&copy);
-            return Err(Error::Start {
-                app: info.app,
-                version: info.version,
-                stage: "warmup",
-                reason,
-            });
+            let e = start_error(stage, reason);
+            slot.set_error(Some(e.to_string()));
+            return Err(e);
         }
+        let warmed_ms = ms_since(detected);
+
         version.set_state(State::Active);
         let previous = slot.active.swap(Some(Arc::clone(&version)));
-        self.publish_routes();
+        if previous.is_none() {
+            self.publish_routes();
+        }
+        let switched_ms = ms_since(detected);
+        slot.set_error(None);
+        *lock(&slot.last_swap) = Some(SwapTimings {
+            from: previous.as_ref().map(|p| p.info().version.clone()),
+            to: info.version.clone(),
+            detected_unix_ms: unix_ms(SystemTime::now()).saturating_sub(switched_ms),
+            loaded_ms,
+            warmed_ms,
+            switched_ms,
+            drained_ms: None,
+            retired_ms: None,
+        });
         tracing::info!(app = %info.app, version = %info.version, mount = %slot.mount,
-            replaced = previous.as_ref().map(|p| p.info().version.as_str()), "active");
+            replaced = previous.as_ref().map(|p| p.info().version.as_str()),
+            switched_ms, "active");
         if let Some(previous) = previous {
             previous.set_state(State::Draining);
             let registry = Arc::clone(self);
-            tokio::spawn(async move { registry.retire(previous).await });
+            let slot = Arc::clone(&slot);
+            tokio::spawn(async move { registry.retire(slot, previous, Some(detected)).await });
         }
-        Ok(version)
+        Ok(Deployed::New(version))
     }
 
-    fn record(&self, slot: &AppSlot, version: &Arc<Version>) {
-        slot.versions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::clone(version));
+    /// `init`, the warm-up hook, then the configured warm-up requests.
+    async fn warm(&self, version: &Arc<Version>) -> Result<(), (&'static str, String)> {
+        let app = version.info().app.clone();
+        version
+            .init(self.config.app_config_json(&app))
+            .await
+            .map_err(|e| ("init", format!("init {e}")))?;
+        version
+            .warmup()
+            .await
+            .map_err(|e| ("warmup", format!("warmup {e}")))?;
+        let (paths, timeout) = self.config.warmup_for(&app);
+        for path in paths {
+            version
+                .warm_request(&path, timeout)
+                .await
+                .map_err(|e| ("warmup", e))?;
+        }
+        Ok(())
     }
 
     /// Waits for a draining version's requests, then shuts it down and unloads it.
-    async fn retire(&self, version: Arc<Version>) {
-        let info = version.info();
+    async fn retire(&self, slot: Arc<AppSlot>, version: Arc<Version>, swap: Option<Instant>) {
+        let info = version.info().clone();
         let timeout = self.config.drain_timeout();
         if !version.wait_idle(timeout).await {
-            tracing::warn!(app = %info.app, version = %info.version, in_flight = version.in_flight(),
-                timeout_secs = timeout.as_secs(),
-                "drain timeout passed with requests still running; library stays mapped until they finish");
+            let running = version.running();
+            let message = format!(
+                "drain timeout ({} s) passed with {} request(s) still running; library stays \
+                 mapped until they finish",
+                timeout.as_secs(),
+                running.len()
+            );
+            tracing::warn!(app = %info.app, version = %info.version, ?running, "{message}");
+            version.set_error(&message);
             version.wait_idle(std::time::Duration::MAX).await;
         }
+        let drained_ms = swap.map(ms_since);
         let (took, leftovers) = version.unload(State::Retired).await;
+        let retired_ms = swap.map(ms_since);
+        if let Some(timings) = lock(&slot.last_swap)
+            .as_mut()
+            .filter(|t| swap.is_some() && t.from.as_deref() == Some(&info.version))
+        {
+            timings.drained_ms = drained_ms;
+            timings.retired_ms = retired_ms;
+        }
         if leftovers.is_empty() {
-            self.store.remove(version.copy_path());
             tracing::info!(app = %info.app, version = %info.version,
                 unload_ms = took.as_millis() as u64, "retired and unmapped");
+            self.prune_store(&slot);
         } else {
-            tracing::warn!(app = %info.app, version = %info.version, ?leftovers,
-                "retired, but the library is still mapped");
+            let message = format!("retired, but the library is still mapped: {leftovers:?}");
+            tracing::warn!(app = %info.app, version = %info.version, "{message}");
+            version.set_error(&message);
         }
+    }
+
+    /// Keeps the private copies of the newest `keep_versions` retired versions; removes older.
+    fn prune_store(&self, slot: &AppSlot) {
+        let mut retired: Vec<Arc<Version>> = slot
+            .versions()
+            .into_iter()
+            .filter(|v| v.state() == State::Retired && v.stored())
+            .collect();
+        retired.sort_by_key(|v| std::cmp::Reverse(v.id()));
+        for version in retired.into_iter().skip(self.config.keep_versions) {
+            self.store.remove(version.copy_path());
+            version.set_stored(false);
+        }
+    }
+
+    /// Undeploys the app whose active version came from `source` (its file was deleted): the
+    /// mount answers 404 from now on, and the version drains and retires.
+    pub async fn source_removed(self: &Arc<Self>, source: &Path) -> Option<Arc<Version>> {
+        let slot = self
+            .apps()
+            .into_iter()
+            .find(|slot| slot.active().is_some_and(|v| v.source() == source))?;
+        self.undeploy(&slot.name).await
+    }
+
+    /// Undeploys an app: it stops taking requests (404), drains and retires.
+    pub async fn undeploy(self: &Arc<Self>, app: &str) -> Option<Arc<Version>> {
+        let slot = lock(&self.apps).get(app).cloned()?;
+        let _deploying = slot.deploying.lock().await;
+        let version = slot.active.swap(None)?;
+        version.set_state(State::Draining);
+        self.publish_routes();
+        tracing::info!(app = %slot.name, version = %version.info().version, "undeployed");
+        let registry = Arc::clone(self);
+        let draining = Arc::clone(&version);
+        let slot = Arc::clone(&slot);
+        tokio::spawn(async move { registry.retire(slot, draining, None).await });
+        Some(version)
     }
 
     /// Stops every app: no new requests, drain (bounded by `timeout`), shutdown hooks, unload.
@@ -274,13 +508,12 @@ impl Registry {
                 if version.state() != State::Draining {
                     continue;
                 }
-                let config_timeout = timeout;
                 let registry = Arc::clone(self);
                 tasks.spawn(async move {
                     let info = version.info().clone();
-                    if !version.wait_idle(config_timeout).await {
+                    if !version.wait_idle(timeout).await {
                         tracing::warn!(app = %info.app, version = %info.version,
-                            in_flight = version.in_flight(),
+                            running = ?version.running(),
                             "shutdown: requests still running after the drain timeout; not unloading");
                         return;
                     }
@@ -296,8 +529,8 @@ impl Registry {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// Deploys every module file (`*.so`) in `dir`, oldest first, so the newest file of an app
-    /// ends up active. Files that fail are logged and skipped.
+    /// Deploys every module file in `dir`, oldest first, so the newest file of an app ends up
+    /// active. Files that fail are logged and skipped.
     ///
     /// # Errors
     /// If the directory cannot be read.
@@ -306,7 +539,7 @@ impl Registry {
         files.sort_by_key(|(mtime, path)| (*mtime, path.clone()));
         let mut deployed = 0;
         for (_, path) in files {
-            match self.deploy(&path).await {
+            match self.deploy(&path, Instant::now()).await {
                 Ok(_) => deployed += 1,
                 Err(e) => tracing::error!(error = %e, "deploy failed"),
             }
@@ -315,8 +548,17 @@ impl Registry {
     }
 }
 
-/// Module files in `dir`: regular files named `*.so`, with their modification times.
-pub(crate) fn module_files(dir: &Path) -> Result<Vec<(std::time::SystemTime, PathBuf)>> {
+/// Whether `path` names a module file: `*.so`, not hidden (hidden names are temporary files of
+/// the copy-then-rename convention).
+pub(crate) fn is_module_file(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| ext == "so")
+        && path
+            .file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+}
+
+/// Module files in `dir`, with their modification times.
+pub(crate) fn module_files(dir: &Path) -> Result<Vec<(SystemTime, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         Error::io(
             format!("cannot read modules directory {}", dir.display()),
@@ -326,12 +568,12 @@ pub(crate) fn module_files(dir: &Path) -> Result<Vec<(std::time::SystemTime, Pat
     let mut files = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_none_or(|ext| ext != "so") {
+        if !is_module_file(&path) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_file() {
-            files.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), path));
+            files.push((meta.modified().unwrap_or(UNIX_EPOCH), path));
         }
     }
     Ok(files)

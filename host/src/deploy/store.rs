@@ -34,8 +34,8 @@ impl Store {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Copies `source` into the store for deployment `id`; returns the copy's path.
-    pub(crate) fn copy_in(&self, id: u64, source: &Path) -> Result<PathBuf> {
+    /// Writes the bytes of `source` into the store for deployment `id`; returns the copy's path.
+    pub(crate) fn write(&self, id: u64, source: &Path, bytes: &[u8]) -> Result<PathBuf> {
         let name = source
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -43,7 +43,7 @@ impl Store {
         let target = self
             .dir
             .join(format!("{}-{id:06}-{name}", std::process::id()));
-        std::fs::copy(source, &target).map_err(|e| Error::Load {
+        std::fs::write(&target, bytes).map_err(|e| Error::Load {
             path: source.to_owned(),
             reason: format!("cannot copy into the private store: {e}"),
         })?;

@@ -1,7 +1,8 @@
 //! One loaded version of an app: its state, counters, worker pool and instance.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,7 +19,7 @@ use crate::loader::{CallError, Instance, Module, ModuleInfo, ModuleRequest, Modu
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum State {
-    /// Being copied, mapped and initialised.
+    /// Being mapped and initialised.
     Loading = 0,
     /// Running its warm-up; takes no traffic yet.
     Warming = 1,
@@ -45,15 +46,30 @@ impl State {
     }
 }
 
+/// A request running on a version, as shown while it drains.
+#[derive(Debug, Clone, Serialize)]
+pub struct Running {
+    /// Method.
+    pub method: String,
+    /// Path relative to the mount.
+    pub path: String,
+    /// How long it has been running.
+    pub elapsed_ms: u64,
+}
+
 /// A request's claim on a version: while it exists the version cannot retire.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     version: Arc<Version>,
+    tracked: Option<u64>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let version = &self.version;
+        if let Some(id) = self.tracked {
+            lock(&version.running).remove(&id);
+        }
         version.served.fetch_add(1, SeqCst);
         if version.in_flight.fetch_sub(1, SeqCst) == 1 && version.state() != State::Active {
             version.idle.notify_waiters();
@@ -71,6 +87,10 @@ pub(crate) struct OwnedRequest {
     pub(crate) body: bytes::Bytes,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One loaded module version.
 #[derive(Debug)]
 pub struct Version {
@@ -78,6 +98,7 @@ pub struct Version {
     info: ModuleInfo,
     source: PathBuf,
     copy: PathBuf,
+    hash: u64,
     limits: Limits,
     state: AtomicU8,
     in_flight: AtomicUsize,
@@ -87,38 +108,33 @@ pub struct Version {
     instance: ArcSwapOption<Instance>,
     module: Mutex<Option<Arc<Module>>>,
     error: Mutex<Option<String>>,
+    running: Mutex<HashMap<u64, (http::Method, String, Instant)>>,
+    next_request: AtomicU64,
+    stored: AtomicBool,
     loaded_at: SystemTime,
 }
 
 impl Version {
-    /// Starts the worker pool and builds the app instance on it.
+    /// A version in state `Loading`, with its worker threads started.
     ///
     /// # Errors
-    /// The app's `init` failure; the version is then already unloaded.
-    pub(crate) async fn start(
+    /// If the threads cannot be started.
+    pub(crate) fn new(
         id: u64,
         module: Arc<Module>,
         source: PathBuf,
+        hash: u64,
         limits: Limits,
-        config: Vec<u8>,
-    ) -> Result<Arc<Version>, (Arc<Version>, String)> {
+    ) -> Result<Arc<Version>, String> {
         let info = module.info().clone();
-        let copy = module.path().to_owned();
-        let name = format!("baton-{}", info.app);
-        let pool = match Pool::start(&name, limits.worker_threads) {
-            Ok(pool) => pool,
-            Err(e) => {
-                return Err((
-                    Self::failed_early(id, info, source, copy, limits),
-                    format!("cannot start worker threads: {e}"),
-                ));
-            }
-        };
-        let version = Arc::new(Version {
+        let pool = Pool::start(&format!("baton-{}", info.app), limits.worker_threads)
+            .map_err(|e| format!("cannot start worker threads: {e}"))?;
+        Ok(Arc::new(Version {
             id,
+            copy: module.path().to_owned(),
             info,
             source,
-            copy,
+            hash,
             limits,
             state: AtomicU8::new(State::Loading as u8),
             in_flight: AtomicUsize::new(0),
@@ -126,52 +142,31 @@ impl Version {
             idle: Notify::new(),
             pool,
             instance: ArcSwapOption::empty(),
-            module: Mutex::new(Some(Arc::clone(&module))),
+            module: Mutex::new(Some(module)),
             error: Mutex::new(None),
+            running: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(0),
+            stored: AtomicBool::new(true),
             loaded_at: SystemTime::now(),
-        });
-        let created = version
+        }))
+    }
+
+    /// Builds the app instance on a worker thread with its config table (JSON).
+    ///
+    /// # Errors
+    /// The app's `init` error or panic.
+    pub(crate) async fn init(&self, config: Vec<u8>) -> Result<(), CallError> {
+        let Some(module) = lock(&self.module).clone() else {
+            return Err(CallError::Failed("module already unloaded".into()));
+        };
+        let instance = self
             .pool
             .call(move || module.instantiate(&config))
             .await
-            .unwrap_or_else(|| Err(CallError::Failed("worker pool stopped".into())));
-        match created {
-            Ok(instance) => {
-                version.instance.store(Some(Arc::new(instance)));
-                version.set_state(State::Warming);
-                Ok(version)
-            }
-            Err(e) => {
-                let reason = format!("init {e}");
-                version.fail(&reason).await;
-                Err((version, reason))
-            }
-        }
-    }
-
-    fn failed_early(
-        id: u64,
-        info: ModuleInfo,
-        source: PathBuf,
-        copy: PathBuf,
-        limits: Limits,
-    ) -> Arc<Version> {
-        Arc::new(Version {
-            id,
-            info,
-            source,
-            copy,
-            limits,
-            state: AtomicU8::new(State::Failed as u8),
-            in_flight: AtomicUsize::new(0),
-            served: AtomicU64::new(0),
-            idle: Notify::new(),
-            pool: Pool::start("baton-unused", 0).expect("an empty pool starts no thread"),
-            instance: ArcSwapOption::empty(),
-            module: Mutex::new(None),
-            error: Mutex::new(None),
-            loaded_at: SystemTime::now(),
-        })
+            .unwrap_or_else(|| Err(CallError::Failed("worker pool stopped".into())))?;
+        self.instance.store(Some(Arc::new(instance)));
+        self.set_state(State::Warming);
+        Ok(())
     }
 
     /// Deployment id, unique in this process.
@@ -185,13 +180,27 @@ impl Version {
     }
 
     /// The file the operator deployed.
-    pub fn source(&self) -> &PathBuf {
+    pub fn source(&self) -> &Path {
         &self.source
     }
 
     /// The private copy the library was mapped from.
-    pub fn copy_path(&self) -> &std::path::Path {
+    pub fn copy_path(&self) -> &Path {
         &self.copy
+    }
+
+    /// Hash of the module file's bytes.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// Whether the private copy is still kept in the store (for rollback).
+    pub fn stored(&self) -> bool {
+        self.stored.load(SeqCst)
+    }
+
+    pub(crate) fn set_stored(&self, stored: bool) {
+        self.stored.store(stored, SeqCst);
     }
 
     /// Current state.
@@ -224,16 +233,30 @@ impl Version {
 
     /// The last error recorded for this version.
     pub fn error(&self) -> Option<String> {
-        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.error).clone()
     }
 
-    fn set_error(&self, reason: &str) {
-        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+    pub(crate) fn set_error(&self, reason: &str) {
+        *lock(&self.error) = Some(reason.to_owned());
     }
 
     /// The limits this version runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The requests running on this version now, longest-running first.
+    pub fn running(&self) -> Vec<Running> {
+        let mut running: Vec<Running> = lock(&self.running)
+            .values()
+            .map(|(method, path, started)| Running {
+                method: method.to_string(),
+                path: path.clone(),
+                elapsed_ms: started.elapsed().as_millis() as u64,
+            })
+            .collect();
+        running.sort_by_key(|r| std::cmp::Reverse(r.elapsed_ms));
+        running
     }
 
     /// Claims the version for one request, unless it stopped taking new ones.
@@ -244,6 +267,7 @@ impl Version {
         match self.state() {
             State::Active | State::Warming => Some(InFlight {
                 version: Arc::clone(self),
+                tracked: None,
             }),
             _ => {
                 if self.in_flight.fetch_sub(1, SeqCst) == 1 {
@@ -265,13 +289,55 @@ impl Version {
             .unwrap_or_else(|| Err(CallError::Failed("worker pool stopped".into())))
     }
 
+    /// Sends `GET path` to this version directly; it must answer 2xx within `timeout`.
+    pub(crate) async fn warm_request(
+        self: &Arc<Self>,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let guard = self
+            .try_enter()
+            .ok_or_else(|| "version stopped taking requests".to_owned())?;
+        let rx = self.dispatch(
+            guard,
+            None,
+            OwnedRequest {
+                method: http::Method::GET,
+                path: path.to_owned(),
+                query: query.to_owned(),
+                headers: http::HeaderMap::new(),
+                body: bytes::Bytes::new(),
+            },
+        );
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(response))) if response.status.is_success() => Ok(()),
+            Ok(Ok(Ok(response))) => Err(format!(
+                "warm-up request GET {path} answered {}",
+                response.status
+            )),
+            Ok(Ok(Err(e))) => Err(format!("warm-up request GET {path} {e}")),
+            Ok(Err(_)) => Err("worker pool stopped".into()),
+            Err(_) => Err(format!(
+                "warm-up request GET {path} took longer than {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
     /// Handles a request on a worker thread; `guard` is released there when the handler returns.
     pub(crate) fn dispatch(
         &self,
-        guard: InFlight,
+        mut guard: InFlight,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
         request: OwnedRequest,
     ) -> tokio::sync::oneshot::Receiver<Result<ModuleResponse, CallError>> {
+        let id = self.next_request.fetch_add(1, SeqCst);
+        lock(&self.running).insert(
+            id,
+            (request.method.clone(), request.path.clone(), Instant::now()),
+        );
+        guard.tracked = Some(id);
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.submit(Box::new(move || {
             let instance = guard.version.instance.load();
@@ -345,10 +411,9 @@ impl Version {
             }));
         }
         self.pool.stop_and_join();
-        let module = self.module.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let module = lock(&self.module).take();
         let mut leftovers = Vec::new();
         if let Some(module) = module {
-            let path = module.path().to_owned();
             match Arc::try_unwrap(module) {
                 Ok(module) => {
                     if let Err(e) = module.close() {
@@ -357,7 +422,7 @@ impl Version {
                 }
                 Err(_) => leftovers.push("module still referenced; not closed".into()),
             }
-            match crate::loader::mapped_regions(&path) {
+            match crate::loader::mapped_regions(&self.copy) {
                 Ok(regions) => leftovers.extend(regions),
                 Err(e) => leftovers.push(format!("cannot read /proc/self/maps: {e}")),
             }

@@ -10,17 +10,38 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::deploy::Registry;
-pub(crate) use service::handle;
+use http::{Request, Response};
+use hyper::body::Incoming;
 
-/// Serves `registry`'s apps on `listener` until `shutdown` resolves, then stops accepting and
-/// lets open connections finish their requests for at most `drain`.
-pub async fn serve(
+use crate::deploy::Registry;
+pub use service::Body;
+
+/// Serves the apps of `registry` on `listener` until `shutdown` resolves, then stops accepting
+/// and lets open connections finish their requests for at most `drain`.
+pub async fn serve_apps(
     listener: TcpListener,
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
+    let handler = move |req| {
+        let registry = Arc::clone(&registry);
+        async move { service::handle(&registry, req).await }
+    };
+    serve(listener, handler, shutdown, drain).await;
+}
+
+/// Serves `handler` on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves, then stops
+/// accepting and lets open connections finish their requests for at most `drain`.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -38,10 +59,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let registry = Arc::clone(&registry);
+        let handler = handler.clone();
         let service = hyper::service::service_fn(move |req| {
-            let registry = Arc::clone(&registry);
-            async move { Ok::<_, std::convert::Infallible>(handle(&registry, req).await) }
+            let response = handler(req);
+            async move { Ok::<_, std::convert::Infallible>(response.await) }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

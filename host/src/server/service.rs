@@ -13,7 +13,7 @@ use crate::deploy::{OwnedRequest, Registry};
 use crate::loader::CallError;
 
 /// The response body type of every response the host sends.
-pub(crate) type Body = Full<Bytes>;
+pub type Body = Full<Bytes>;
 
 fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(text.into()));

@@ -101,6 +101,7 @@ pub struct HostProc {
     child: Child,
     log: Arc<LogBook>,
     pub addr: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
 }
 
@@ -128,7 +129,13 @@ impl HostProc {
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
-            .args(["--listen", "127.0.0.1:0", "--modules"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--modules",
+            ])
             .arg(&modules)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
@@ -159,8 +166,13 @@ impl HostProc {
             child,
             log,
             addr: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
             dir,
         };
+        let admin = host.wait_log(Duration::from_secs(60), |l| {
+            l["message"] == "admin listening"
+        });
+        host.admin = admin["addr"].as_str().unwrap().parse().unwrap();
         let listening = host.wait_log(Duration::from_secs(60), |l| l["message"] == "listening");
         host.addr = listening["addr"].as_str().unwrap().parse().unwrap();
         host
@@ -174,6 +186,22 @@ impl HostProc {
     /// `http://ADDR{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://ADMIN{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Drops a module file into the watched directory the way operators should: copy to a
+    /// hidden temporary name, then rename. Returns the final path.
+    pub fn drop_module(&self, module: &Path, name: &str) -> PathBuf {
+        let dir = self.modules_dir();
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::copy(module, &tmp).unwrap();
+        let target = dir.join(name);
+        std::fs::rename(&tmp, &target).unwrap();
+        target
     }
 
     /// The process id.

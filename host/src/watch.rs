@@ -1,0 +1,204 @@
+//! The watcher: turns file events in the modules directory into deploys and undeploys.
+//!
+//! A file is deployed when its writer is done with it: a close-after-write event (a plain `cp`)
+//! or a rename into the directory (the `cp` to a hidden temporary name then `mv` convention).
+//! On file systems that report neither, a file whose size and modification time have not moved
+//! for `watch_settle_ms` is taken as complete. A file whose deploy failed is tried again when it
+//! changes. Deleting the active version's file undeploys its app. Hidden files are ignored.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{DebouncedEvent, Debouncer, RecommendedCache, new_debouncer};
+use tokio::sync::mpsc;
+
+use crate::deploy::{Deployed, Registry, is_module_file};
+use crate::error::{Error, Result};
+
+/// A running watcher; dropping it stops watching.
+pub struct Watcher {
+    _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts watching `dir` for `registry`.
+///
+/// # Errors
+/// If the directory cannot be watched.
+pub fn watch(registry: Arc<Registry>, dir: &Path) -> Result<Watcher> {
+    let config = registry.config();
+    let debounce = Duration::from_millis(config.watch_debounce_ms.max(1));
+    let settle = Duration::from_millis(config.watch_settle_ms.max(1));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut debouncer = new_debouncer(debounce, None, move |result| match result {
+        Ok(events) => {
+            let _ = tx.send(events);
+        }
+        Err(errors) => tracing::warn!(?errors, "file watch errors"),
+    })
+    .map_err(|e| {
+        Error::io(
+            format!("cannot watch {}", dir.display()),
+            std::io::Error::other(e),
+        )
+    })?;
+    debouncer
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| {
+            Error::io(
+                format!("cannot watch {}", dir.display()),
+                std::io::Error::other(e),
+            )
+        })?;
+    let task = tokio::spawn(run(registry, rx, settle));
+    tracing::info!(dir = %dir.display(), "watching for modules");
+    Ok(Watcher {
+        _debouncer: debouncer,
+        task,
+    })
+}
+
+/// A file that changed but whose writer has not said it is done.
+struct Pending {
+    size: u64,
+    modified: SystemTime,
+    since: Instant,
+    detected: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<PathBuf, Pending>,
+    /// One deploy at a time per file, so a repeated event sees the first deploy's outcome.
+    locks: HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>,
+}
+
+async fn run(
+    registry: Arc<Registry>,
+    mut rx: mpsc::UnboundedReceiver<Vec<DebouncedEvent>>,
+    settle: Duration,
+) {
+    let mut state = State::default();
+    let tick = (settle / 4).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { return };
+                for event in batch {
+                    state.handle(&registry, &event);
+                }
+            }
+            () = tokio::time::sleep(tick), if !state.pending.is_empty() => {
+                state.settle(&registry, settle);
+            }
+        }
+    }
+}
+
+fn writer_done(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+    )
+}
+
+fn removed(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(
+                RenameMode::From | RenameMode::Both | RenameMode::Any
+            ))
+    )
+}
+
+impl State {
+    fn handle(&mut self, registry: &Arc<Registry>, event: &DebouncedEvent) {
+        for path in event.paths.iter().filter(|p| is_module_file(p)) {
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.is_file() => {
+                    if writer_done(&event.kind) {
+                        self.pending.remove(path);
+                        self.deploy(registry, path, event.time);
+                    } else if matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_)) {
+                        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                        let detected = self.pending.get(path).map_or(event.time, |p| p.detected);
+                        self.pending.insert(
+                            path.clone(),
+                            Pending {
+                                size: meta.len(),
+                                modified,
+                                since: Instant::now(),
+                                detected,
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && removed(&event.kind) => {
+                    self.pending.remove(path);
+                    let (registry, path) = (Arc::clone(registry), path.clone());
+                    tokio::spawn(async move {
+                        if registry.source_removed(&path).await.is_some() {
+                            tracing::info!(file = %path.display(), "module file deleted; app undeployed");
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Deploys pending files whose size and mtime stayed put for `settle`.
+    fn settle(&mut self, registry: &Arc<Registry>, settle: Duration) {
+        let mut ready = Vec::new();
+        self.pending.retain(|path, pending| {
+            let Ok(meta) = std::fs::metadata(path) else {
+                return false;
+            };
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if meta.len() != pending.size || modified != pending.modified {
+                pending.size = meta.len();
+                pending.modified = modified;
+                pending.since = Instant::now();
+                return true;
+            }
+            if pending.since.elapsed() < settle {
+                return true;
+            }
+            ready.push((path.clone(), pending.detected));
+            false
+        });
+        for (path, detected) in ready {
+            self.deploy(registry, &path, detected);
+        }
+    }
+
+    fn deploy(&mut self, registry: &Arc<Registry>, path: &Path, detected: Instant) {
+        let lock = Arc::clone(self.locks.entry(path.to_owned()).or_default());
+        let (registry, path) = (Arc::clone(registry), path.to_owned());
+        tokio::spawn(async move {
+            let _one_at_a_time = lock.lock().await;
+            match registry.deploy(&path, detected).await {
+                Ok(Deployed::New(_) | Deployed::Unchanged(_)) => {}
+                Err(e) => tracing::error!(error = %e, "deploy failed"),
+            }
+        });
+    }
+}

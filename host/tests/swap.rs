@@ -1,0 +1,527 @@
+//! Hot swap, end to end: real module files dropped into the watched directory of a real `baton`
+//! process, real HTTP under concurrent keep-alive load, `/status` on the admin listener and
+//! `/proc/<pid>/maps` to check unloads.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::http::Http;
+use support::{HostOptions, HostProc, eventually, hello, module};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn status(host: &HostProc) -> Value {
+    let r = Http::new().get(&host.admin_url("/status")).await;
+    assert_eq!(r.status, 200);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+fn app<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no app {name} in {status:#}"))
+}
+
+fn version<'a>(app: &'a Value, version: &str) -> &'a Value {
+    app["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|v| v["version"] == version)
+        .unwrap_or_else(|| panic!("no version {version} in {app:#}"))
+}
+
+/// Waits until `app` has `version` active.
+async fn active(host: &HostProc, name: &str, v: &str) -> Value {
+    eventually(WAIT, &format!("{name}@{v} active"), async || {
+        let s = status(host).await;
+        let a = s["apps"].as_array()?.iter().find(|a| a["name"] == name)?;
+        (a["active"] == v).then(|| a.clone())
+    })
+    .await
+}
+
+/// Waits until the last version `v` of `name` is retired; returns its status entry.
+async fn retired(host: &HostProc, name: &str, v: &str) -> Value {
+    eventually(WAIT, &format!("{name}@{v} retired"), async || {
+        let s = status(host).await;
+        let a = s["apps"].as_array()?.iter().find(|a| a["name"] == name)?;
+        let entry = a["versions"]
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|e| e["version"] == v)?;
+        (entry["state"] == "retired").then(|| entry.clone())
+    })
+    .await
+}
+
+/// Executable or writable mappings of `path` in process `pid`.
+fn mapped(pid: u32, path: &str) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with(path) || l.ends_with(&format!("{path} (deleted)")))
+        .filter(|l| {
+            let perms = l.split_whitespace().nth(1).unwrap_or("");
+            perms.contains('x') || perms.contains('w')
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Distinct module copies (from the host's private store) with code mapped in `pid`.
+fn mapped_copies(pid: u32) -> Vec<String> {
+    let mut copies: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.contains("/state/store/") && l.split_whitespace().nth(1).unwrap_or("").contains('x')
+        })
+        .filter_map(|l| l.split_whitespace().nth(5).map(str::to_owned))
+        .collect();
+    copies.sort();
+    copies.dedup();
+    copies
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// One request made by the load generator.
+#[derive(Debug, Clone)]
+struct Sample {
+    started: Instant,
+    finished: Instant,
+    status: u16,
+    /// The `x-baton-version` header, or the transport error.
+    version: String,
+}
+
+/// Keep-alive load from `connections` concurrent clients until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>,
+}
+
+impl Load {
+    fn start(url: String, connections: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..connections)
+            .map(|_| {
+                let (url, stop) = (url.clone(), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    // One client per task: one keep-alive connection each.
+                    let http = Http::new();
+                    let mut samples = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let result = http.send("GET", &url, &[], bytes::Bytes::new()).await;
+                        let finished = Instant::now();
+                        samples.push(match result {
+                            Ok(r) => Sample {
+                                started,
+                                finished,
+                                status: r.status,
+                                version: r.version().to_owned(),
+                            },
+                            Err(e) => Sample {
+                                started,
+                                finished,
+                                status: 0,
+                                version: format!("transport error: {e}"),
+                            },
+                        });
+                    }
+                    samples
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    async fn stop(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for task in self.tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    }
+}
+
+fn assert_no_failures(samples: &[Sample]) {
+    let failed: Vec<&Sample> = samples.iter().filter(|s| s.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        failed.len(),
+        samples.len(),
+        failed.first()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_under_load_fails_nothing_and_flips_new_requests_to_v2() {
+    let (v1, v2) = (hello("1.0.0"), hello("2.0.0"));
+    let host = HostProc::start(&[v1]);
+    let load = Load::start(host.url("/hello/"), 16);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    host.drop_module(&v2, "00-hello.so");
+    active(&host, "hello", "2.0.0").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let samples = load.stop().await;
+
+    assert_no_failures(&samples);
+    assert!(samples.iter().any(|s| s.version == "hello@1.0.0"));
+    let first_v2 = samples
+        .iter()
+        .filter(|s| s.version == "hello@2.0.0")
+        .map(|s| s.finished)
+        .min()
+        .expect("v2 answered");
+    let stale: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.started > first_v2 && s.version != "hello@2.0.0")
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "requests started after the switch answered by v1: {stale:?}"
+    );
+
+    let old = retired(&host, "hello", "1.0.0").await;
+    assert!(mapped(host.pid(), old["copy"].as_str().unwrap()).is_empty());
+    let s = status(&host).await;
+    let swap = &app(&s, "hello")["last_swap"];
+    assert_eq!(
+        (swap["from"].as_str(), swap["to"].as_str()),
+        (Some("1.0.0"), Some("2.0.0"))
+    );
+    for field in [
+        "loaded_ms",
+        "warmed_ms",
+        "switched_ms",
+        "drained_ms",
+        "retired_ms",
+    ] {
+        assert!(swap[field].is_u64(), "{field} missing in {swap}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_request_finishes_on_v1_then_v1_is_unmapped() {
+    let (v1, v2) = (hello("1.0.0"), hello("2.0.0"));
+    let host = HostProc::start(&[v1]);
+    let http = Http::new();
+    let slow = {
+        let (http, url) = (http.clone(), host.url("/hello/slow?ms=2000"));
+        tokio::spawn(async move { http.get(&url).await })
+    };
+    eventually(WAIT, "the slow request running", async || {
+        let s = status(&host).await;
+        (version(app(&s, "hello"), "1.0.0")["in_flight"] == 1).then_some(())
+    })
+    .await;
+    host.drop_module(&v2, "00-hello.so");
+    active(&host, "hello", "2.0.0").await;
+
+    let s = status(&host).await;
+    let v1_status = version(app(&s, "hello"), "1.0.0");
+    assert_eq!(
+        v1_status["state"], "draining",
+        "v1 waits for its request: {v1_status}"
+    );
+    assert_eq!(v1_status["running"][0]["path"], "/slow");
+    assert_eq!(
+        http.get(&host.url("/hello/")).await.version(),
+        "hello@2.0.0"
+    );
+
+    let r = slow.await.unwrap();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "slept 2000 ms in hello@1.0.0\n")
+    );
+    let old = retired(&host, "hello", "1.0.0").await;
+    let copy = old["copy"].as_str().unwrap();
+    assert!(!copy.is_empty());
+    assert_eq!(
+        mapped(host.pid(), copy),
+        Vec::<String>::new(),
+        "v1 still mapped"
+    );
+}
+
+async fn refused_v2_keeps_v1(fault: &str, expect: &str) {
+    let host = HostProc::start(&[hello("1.0.0")]);
+    let bad = module(
+        "fixture-faulty",
+        &[
+            ("BATON_FIXTURE_APP", "hello"),
+            ("BATON_APP_VERSION", "2.0.0"),
+            ("BATON_FAULT", fault),
+        ],
+    );
+    let load = Load::start(host.url("/hello/"), 4);
+    host.drop_module(&bad, "00-hello.so");
+    let error = eventually(WAIT, "the deploy error in status", async || {
+        let s = status(&host).await;
+        app(&s, "hello")["last_error"].as_str().map(str::to_owned)
+    })
+    .await;
+    let samples = load.stop().await;
+    assert_no_failures(&samples);
+    assert!(error.contains(expect), "{fault}: {error}");
+    let s = status(&host).await;
+    let a = app(&s, "hello");
+    assert_eq!(a["active"], "1.0.0");
+    assert_eq!(version(a, "2.0.0")["state"], "failed");
+    assert!(samples.iter().all(|s| s.version == "hello@1.0.0"));
+    let r = Http::new().get(&host.url("/hello/")).await;
+    assert_eq!((r.status, r.version()), (200, "hello@1.0.0"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_warmup_leaves_v1_serving() {
+    refused_v2_keeps_v1("warmup", "warm-up refused on purpose").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_warmup_leaves_v1_serving() {
+    refused_v2_keeps_v1("warmup-panic", "warm-up panicked on purpose").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_init_leaves_v1_serving() {
+    refused_v2_keeps_v1("init", "init refused on purpose").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_init_leaves_v1_serving() {
+    refused_v2_keeps_v1("init-panic", "init panicked on purpose").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_warmup_requests_leave_v1_serving() {
+    // hello answers /slow; the faulty fixture posing as hello 2.0.0 does not.
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        config: "[apps.hello]\nwarmup_paths = [\"/\", \"/slow?ms=1\"]\n".into(),
+        ..HostOptions::default()
+    });
+    let v2 = module(
+        "fixture-faulty",
+        &[
+            ("BATON_FIXTURE_APP", "hello"),
+            ("BATON_APP_VERSION", "2.0.0"),
+        ],
+    );
+    host.drop_module(&v2, "00-hello.so");
+    let error = eventually(WAIT, "the deploy error", async || {
+        app(&status(&host).await, "hello")["last_error"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(error.contains("GET /slow answered 404"), "{error}");
+    assert_eq!(
+        Http::new().get(&host.url("/hello/")).await.version(),
+        "hello@1.0.0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_file_is_refused_and_retried_when_it_changes() {
+    let host = HostProc::start(&[hello("1.0.0")]);
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, b"not a library").unwrap();
+    let dropped = host.drop_module(&garbage, "hello-next.so");
+    let rejection = eventually(WAIT, "the rejection in status", async || {
+        let s = status(&host).await;
+        s["rejected"].as_array()?.first().cloned()
+    })
+    .await;
+    assert!(
+        rejection["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("hello-next.so")
+    );
+    assert!(
+        rejection["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a loadable shared library")
+    );
+    assert_eq!(
+        Http::new().get(&host.url("/hello/")).await.version(),
+        "hello@1.0.0"
+    );
+
+    // The same file name, now with a good module: deployed, and the rejection cleared.
+    std::fs::copy(hello("2.0.0"), &dropped).unwrap();
+    active(&host, "hello", "2.0.0").await;
+    assert_eq!(status(&host).await["rejected"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_written_in_chunks_is_deployed_once_when_complete() {
+    use std::io::Write;
+    let host = HostProc::start(&[hello("1.0.0")]);
+    let bytes = std::fs::read(hello("2.0.0")).unwrap();
+    let target = host.modules_dir().join("hello-v2.so");
+    let mut file = std::fs::File::create(&target).unwrap();
+    for chunk in bytes.chunks(bytes.len() / 4 + 1) {
+        file.write_all(chunk).unwrap();
+        file.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            Http::new().get(&host.url("/hello/")).await.version(),
+            "hello@1.0.0",
+            "a partial file must not be deployed"
+        );
+    }
+    drop(file);
+    active(&host, "hello", "2.0.0").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = host.log_lines();
+    let loads = lines
+        .iter()
+        .filter(|l| l["message"] == "loading" && l["version"] == "2.0.0")
+        .count();
+    assert_eq!(loads, 1, "deployed exactly once");
+    assert!(
+        !lines.iter().any(|l| l["message"] == "deploy failed"),
+        "no attempt on a partial file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_bytes_again_are_a_no_op() {
+    let host = HostProc::start(&[hello("1.0.0")]);
+    host.drop_module(&hello("1.0.0"), "copy-of-hello.so");
+    host.wait_log(WAIT, |l| {
+        l["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already deployed")
+    });
+    let s = status(&host).await;
+    assert_eq!(app(&s, "hello")["versions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_by_dropping_v1_again_and_undeploy_by_deleting_the_file() {
+    let host = HostProc::start(&[hello("1.0.0")]);
+    let http = Http::new();
+    let file = host.drop_module(&hello("2.0.0"), "00-hello.so");
+    active(&host, "hello", "2.0.0").await;
+    retired(&host, "hello", "1.0.0").await;
+
+    host.drop_module(&hello("1.0.0"), "00-hello.so");
+    active(&host, "hello", "1.0.0").await;
+    assert_eq!(
+        http.get(&host.url("/hello/")).await.version(),
+        "hello@1.0.0"
+    );
+    retired(&host, "hello", "2.0.0").await;
+
+    std::fs::remove_file(&file).unwrap();
+    let a = eventually(WAIT, "hello undeployed", async || {
+        let s = status(&host).await;
+        let a = app(&s, "hello").clone();
+        a["active"].is_null().then_some(a)
+    })
+    .await;
+    assert_eq!(http.get(&host.url("/hello/")).await.status, 404);
+    let v1 = retired(&host, "hello", "1.0.0").await;
+    assert!(mapped(host.pid(), v1["copy"].as_str().unwrap()).is_empty());
+    assert_eq!(a["mount"], "/hello");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_apps_swap_independently_at_the_same_time() {
+    let faulty = |v: &str| module("fixture-faulty", &[("BATON_APP_VERSION", v)]);
+    let host = HostProc::start(&[hello("1.0.0"), faulty("1.0.0")]);
+    let hello_load = Load::start(host.url("/hello/"), 4);
+    let faulty_load = Load::start(host.url("/faulty/"), 4);
+    host.drop_module(&hello("2.0.0"), "00-hello.so");
+    host.drop_module(&faulty("2.0.0"), "01-faulty.so");
+    active(&host, "hello", "2.0.0").await;
+    active(&host, "faulty", "2.0.0").await;
+    assert_no_failures(&hello_load.stop().await);
+    assert_no_failures(&faulty_load.stop().await);
+    retired(&host, "hello", "1.0.0").await;
+    retired(&host, "faulty", "1.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_swaps_under_load_fail_nothing_and_leak_no_mappings() {
+    let (v1, v2) = (hello("1.0.0"), hello("2.0.0"));
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![v1.clone()],
+        // Few threads per version: 200 pools are created and joined.
+        config: "[limits]\nworker_threads = 2\n".into(),
+        ..HostOptions::default()
+    });
+    let load = Load::start(host.url("/hello/"), 8);
+    let mut baseline_rss = 0;
+    for i in 1..=200u32 {
+        let (module, want) = if i % 2 == 1 {
+            (&v2, "2.0.0")
+        } else {
+            (&v1, "1.0.0")
+        };
+        host.drop_module(module, "00-hello.so");
+        active(&host, "hello", want).await;
+        if i == 20 {
+            baseline_rss = rss_kib(host.pid());
+        }
+    }
+    let samples = load.stop().await;
+    assert_no_failures(&samples);
+    assert!(
+        samples.len() > 200,
+        "the load kept running ({} requests)",
+        samples.len()
+    );
+
+    // Wait until every old version is retired, then count what is still mapped.
+    eventually(WAIT, "all old versions retired", async || {
+        let s = status(&host).await;
+        let a = app(&s, "hello");
+        a["versions"]
+            .as_array()?
+            .iter()
+            .all(|v| v["state"] == "active" || v["state"] == "retired")
+            .then_some(())
+    })
+    .await;
+    let copies = mapped_copies(host.pid());
+    assert!(copies.len() <= 2, "module copies still mapped: {copies:?}");
+
+    // Each debug-built module maps about 10 MB: a version that was never unmapped would add
+    // that much per swap (1.8 GB over 180 swaps). 64 MB over 180 swaps allows allocator and
+    // per-load bookkeeping noise (under 400 KB a swap) but no leaked library.
+    let growth_kib = rss_kib(host.pid()).saturating_sub(baseline_rss);
+    assert!(
+        growth_kib < 64 * 1024,
+        "RSS grew by {growth_kib} KiB over 180 swaps"
+    );
+}
