@@ -105,6 +105,11 @@ async fn bad_modules_are_refused_by_name_and_the_others_keep_serving() {
     let abi = refused(&host, "fixture-badabi");
     let message = abi["error"].as_str().unwrap();
     assert!(message.contains("ABI 2.0"), "{message}");
+    let sdk = baton_sdk::abi::SDK_VERSION;
+    assert!(
+        message.contains(&format!("built with baton-sdk {sdk} for ABI 2.0")),
+        "{message}"
+    );
     assert!(message.contains("ABI 1.0"), "{message}");
     assert!(
         message.contains(&format!("baton-sdk {}", baton_sdk::abi::SDK_VERSION)),

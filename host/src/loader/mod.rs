@@ -150,9 +150,14 @@ impl Module {
                 header.magic
             )));
         }
+        // SAFETY: the magic checked out, so this is a Baton header, whose sdk version field
+        // exists in every ABI version.
+        let module_sdk = unsafe { descriptor_str(header.sdk_version, "sdk_version") }
+            .unwrap_or_else(|_| "unknown".to_owned());
         if header.abi_major != abi::ABI_MAJOR {
             return Err(refuse(format!(
-                "module built for ABI {}.{}, but {host_abi}; rebuild it against baton-sdk {}.x",
+                "module built with baton-sdk {module_sdk} for ABI {}.{}, but {host_abi}; \
+                 rebuild it against baton-sdk {}.x",
                 header.abi_major,
                 header.abi_minor,
                 abi::SDK_VERSION.split('.').next().unwrap_or("0"),
@@ -174,18 +179,17 @@ impl Module {
         // only appends fields, which we do not read).
         let desc = unsafe { &*descriptor };
         // SAFETY: the header checked out.
-        let (app, version, sdk_version, rustc_version) = unsafe {
+        let (app, version, rustc_version) = unsafe {
             (
                 descriptor_str(desc.app_name, "app_name"),
                 descriptor_str(desc.app_version, "app_version"),
-                descriptor_str(desc.sdk_version, "sdk_version"),
                 descriptor_str(desc.rustc_version, "rustc_version"),
             )
         };
         let info = ModuleInfo {
             app: app.map_err(&refuse)?,
             version: version.map_err(&refuse)?,
-            sdk_version: sdk_version.map_err(&refuse)?,
+            sdk_version: module_sdk,
             rustc_version: rustc_version.map_err(&refuse)?,
             abi: (header.abi_major, header.abi_minor),
         };

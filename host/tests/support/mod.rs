@@ -43,10 +43,17 @@ pub fn module(package: &str, env: &[(&str, &str)]) -> PathBuf {
             }
         })
         .collect();
-    let out = out_dir.join(format!("{tag}.so"));
+    let fingerprint = format!("{:016x}.so", sources_fingerprint());
+    let out = out_dir.join(format!("{tag}-{fingerprint}"));
     let lock = std::fs::File::create(root.join(".lock")).unwrap();
     lock.lock().unwrap();
     if !out.exists() {
+        // Builds of older sources are never used again.
+        for stale in std::fs::read_dir(&out_dir).unwrap().flatten() {
+            if !stale.file_name().to_string_lossy().ends_with(&fingerprint) {
+                let _ = std::fs::remove_file(stale.path());
+            }
+        }
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--quiet", "--lib", "-p", package])
             .env("CARGO_TARGET_DIR", root.join("build"))
@@ -69,6 +76,37 @@ pub fn module(package: &str, env: &[(&str, &str)]) -> PathBuf {
     }
     drop(lock);
     out
+}
+
+/// A hash of every source a module build depends on (the sdk, the example and fixture crates,
+/// the lock file), so a cached build is never used after the code changed.
+fn sources_fingerprint() -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
+                files.push(path);
+            }
+        }
+    }
+    let root = workspace();
+    let mut files = vec![root.join("Cargo.lock"), root.join("Cargo.toml")];
+    for dir in ["sdk", "examples", "host/tests/fixtures"] {
+        walk(&root.join(dir), &mut files);
+    }
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(&file).unwrap_or_default().hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// `hello` built as `version`.

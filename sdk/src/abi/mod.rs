@@ -205,7 +205,8 @@ pub type HandleFn = unsafe extern "C" fn(
 /// Frees an instance made by `create`.
 pub type DestroyFn = unsafe extern "C" fn(instance: *mut c_void);
 
-/// The fields every ABI version starts with; the host reads only these until they check out.
+/// The fields every ABI version starts with, in every major version; the host reads only these
+/// until they check out.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct DescriptorHeader {
@@ -217,6 +218,9 @@ pub struct DescriptorHeader {
     pub abi_minor: u32,
     /// `size_of::<ModuleDescriptor>()` as the module compiled it.
     pub size: usize,
+    /// Version of `baton-sdk` the module was built with, so that even a module of another ABI
+    /// major can be named precisely.
+    pub sdk_version: RawStr,
 }
 
 /// What a module's entry symbol returns: identity and function table.
@@ -229,8 +233,6 @@ pub struct ModuleDescriptor {
     pub app_name: RawStr,
     /// App version, e.g. `1.2.0`.
     pub app_version: RawStr,
-    /// Version of `baton-sdk` the module was built with.
-    pub sdk_version: RawStr,
     /// Version of the compiler that built the module.
     pub rustc_version: RawStr,
     /// Builds an instance.
@@ -258,10 +260,10 @@ impl ModuleDescriptor {
                 abi_major: ABI_MAJOR,
                 abi_minor: ABI_MINOR,
                 size: std::mem::size_of::<ModuleDescriptor>(),
+                sdk_version: RawStr::from_str(SDK_VERSION),
             },
             app_name: RawStr::from_str(M::NAME),
             app_version: RawStr::from_str(M::VERSION),
-            sdk_version: RawStr::from_str(SDK_VERSION),
             rustc_version: RawStr::from_str(RUSTC_VERSION),
             create: create::<M>,
             warmup: warmup::<M>,
