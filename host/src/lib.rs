@@ -10,6 +10,7 @@
 //!   retire), each version with its own worker threads.
 //! - [`server`]: the hyper accept loop and the per-request path (routing by mount, limits,
 //!   dispatch to the version's workers, timeouts).
+//! - [`session`]: session stores (in memory, Redis) and each request's lazy view of its session.
 //!
 //! [`Host`] ties them together; the `baton` binary is a thin command line over it.
 
@@ -18,6 +19,7 @@ pub mod deploy;
 mod error;
 pub mod loader;
 pub mod server;
+pub mod session;
 
 use std::future::Future;
 use std::net::SocketAddr;
