@@ -29,11 +29,13 @@ pub use config::Config;
 pub use error::{Error, Result};
 
 use deploy::Registry;
+use session::Sessions;
 
-/// A running host: its registry of apps and its listener.
+/// A running host: its registry of apps, its sessions and its listener.
 #[derive(Debug)]
 pub struct Host {
     registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
     listener: tokio::net::TcpListener,
 }
 
@@ -47,6 +49,7 @@ impl Host {
         config.validate()?;
         let config = Arc::new(config);
         let registry = Arc::new(Registry::new(Arc::clone(&config))?);
+        let sessions = Sessions::from_config(&config.sessions)?;
         std::fs::create_dir_all(&config.modules).map_err(|e| {
             Error::io(
                 format!(
@@ -63,8 +66,13 @@ impl Host {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("cannot read the listener address", e))?;
-        tracing::info!(%addr, modules = %config.modules.display(), apps = deployed, "listening");
-        Ok(Host { registry, listener })
+        tracing::info!(%addr, modules = %config.modules.display(), apps = deployed,
+            sessions = sessions.store().kind(), "listening");
+        Ok(Host {
+            registry,
+            sessions,
+            listener,
+        })
     }
 
     /// The address the HTTP listener is bound to.
@@ -85,7 +93,14 @@ impl Host {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let drain = self.registry.config().drain_timeout();
         let started = tokio::time::Instant::now();
-        server::serve(self.listener, Arc::clone(&self.registry), shutdown, drain).await;
+        server::serve(
+            self.listener,
+            Arc::clone(&self.registry),
+            self.sessions,
+            shutdown,
+            drain,
+        )
+        .await;
         let left = drain
             .saturating_sub(started.elapsed())
             .max(std::time::Duration::from_secs(1));

@@ -69,6 +69,7 @@ pub(crate) struct OwnedRequest {
     pub(crate) query: String,
     pub(crate) headers: http::HeaderMap,
     pub(crate) body: bytes::Bytes,
+    pub(crate) session: Option<Arc<crate::session::RequestSession>>,
 }
 
 /// One loaded module version.
@@ -282,6 +283,7 @@ impl Version {
                     query: &request.query,
                     headers: &request.headers,
                     body: &request.body,
+                    session: request.session.as_deref(),
                 }),
                 None => Err(CallError::Failed("version already retired".into())),
             };

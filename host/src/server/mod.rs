@@ -11,6 +11,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::deploy::Registry;
+use crate::session::Sessions;
 pub(crate) use service::handle;
 
 /// Serves `registry`'s apps on `listener` until `shutdown` resolves, then stops accepting and
@@ -18,6 +19,7 @@ pub(crate) use service::handle;
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -39,9 +41,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let registry = Arc::clone(&registry);
+        let sessions = Arc::clone(&sessions);
         let service = hyper::service::service_fn(move |req| {
             let registry = Arc::clone(&registry);
-            async move { Ok::<_, std::convert::Infallible>(handle(&registry, req).await) }
+            let sessions = Arc::clone(&sessions);
+            async move { Ok::<_, std::convert::Infallible>(handle(&registry, &sessions, req).await) }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
