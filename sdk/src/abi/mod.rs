@@ -4,7 +4,8 @@
 //! Host and module are compiled separately, possibly by different compilers, so nothing with an
 //! unstable layout crosses: only these structs, plain integers and borrowed `(ptr, len)` byte
 //! slices. Whoever allocates frees: a module writes its response and its error messages through
-//! sinks the host provides, so the host owns those bytes.
+//! sinks the host provides, so the host owns those bytes; the host answers session calls through
+//! sinks the module provides, so the module owns those.
 //!
 //! A module exports one symbol, [`ENTRY_SYMBOL`], of type [`EntryFn`]. It returns a
 //! [`ModuleDescriptor`] whose first four fields ([`DescriptorHeader`]) never change: the host reads
