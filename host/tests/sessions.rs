@@ -493,6 +493,40 @@ async fn a_redis_outage_fails_only_session_requests_and_heals_itself() {
     assert_eq!(log_count(&host, "session store available again"), 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_redis_costs_a_session_request_the_op_timeout_not_the_request_timeout() {
+    let store = Store::redis();
+    let Store::Redis(server) = &store else {
+        unreachable!()
+    };
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![counter("1.0.0"), hello("1.0.0")],
+        config: "[limits]\nrequest_timeout_ms = 20000\n[sessions]\nop_timeout_ms = 300\n".into(),
+        args: vec!["--sessions".into(), server.url()],
+        ..HostOptions::default()
+    });
+    let jar = Jar::new(COOKIE);
+    assert_eq!(jar.get(&host.url("/counter/")).await.body, "count 1\n");
+
+    server.pause();
+    let r = jar.get(&host.url("/counter/")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(jar.get(&host.url("/hello/")).await.status, 200);
+    server.resume();
+
+    support::eventually(WAIT, "sessions to answer again", async || {
+        let r = jar.get(&host.url("/counter/whoami")).await;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    let r = jar.get(&host.url("/counter/")).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "count 2\n"),
+        "the session outlived the stall and the failed increment wrote nothing"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sharing: two hosts, a swap, a restart.
 
