@@ -150,11 +150,12 @@ impl RequestSession {
                     }
                 }
                 Current::Stored { id, attributes } => {
-                    let Some(change) = changes.remove(name) else {
+                    let Some(change) = changes.get(name).cloned() else {
                         return Ok(id.clone());
                     };
                     let one = BTreeMap::from([(name.to_owned(), change.clone())]);
                     if self.sessions.run(store.save(id, &one))? {
+                        changes.remove(name);
                         match change {
                             Some(value) => attributes.insert(name.to_owned(), value),
                             None => attributes.remove(name),
@@ -561,6 +562,29 @@ mod tests {
         on_worker(move || workers.into_iter().for_each(|w| w.join().unwrap())).await;
         let stored = sessions.store.load(&id).await.unwrap().unwrap();
         assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"200"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_update_builds_on_this_requests_own_write() {
+        let sessions = sessions();
+        let scope = sessions.begin(&headers(None));
+        let worker = Arc::clone(&scope);
+        on_worker(move || {
+            worker.set("n", b"5".to_vec()).unwrap();
+            worker.set("other", b"true".to_vec()).unwrap();
+            worker
+                .update("n", &mut |old| {
+                    assert_eq!(old, Some(&b"5"[..]));
+                    Ok(b"6".to_vec())
+                })
+                .unwrap();
+            assert_eq!(worker.get("n").unwrap(), Some(b"6".to_vec()));
+        })
+        .await;
+        let id = id_of(&scope.finish().await.unwrap().unwrap());
+        let stored = sessions.store.load(&id).await.unwrap().unwrap();
+        assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"6"[..]));
+        assert_eq!(stored.get("other").map(Vec::as_slice), Some(&b"true"[..]));
     }
 
     #[tokio::test(flavor = "multi_thread")]
