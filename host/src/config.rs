@@ -38,6 +38,8 @@ pub struct Config {
     pub limits: Limits,
     /// Per-app settings, by app name.
     pub apps: BTreeMap<String, AppConfig>,
+    /// Where sessions live and how their cookie looks.
+    pub sessions: SessionConfig,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             keep_versions: 2,
             limits: Limits::default(),
             apps: BTreeMap::new(),
+            sessions: SessionConfig::default(),
         }
     }
 }
@@ -108,6 +111,92 @@ impl Limits {
         }
         if self.request_timeout_ms == 0 {
             return fail("request_timeout_ms");
+        }
+        Ok(())
+    }
+}
+
+/// Sessions, under `[sessions]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// `memory` (this process only), or `redis://HOST:PORT/DB` to share sessions between
+    /// processes and keep them across restarts.
+    pub store: String,
+    /// A session not used for this long expires.
+    pub timeout_secs: u64,
+    /// Name of the session cookie.
+    pub cookie_name: String,
+    /// Send the cookie with `Secure` (only over HTTPS); set it when a TLS proxy fronts the host.
+    pub cookie_secure: bool,
+    /// Prefix of the Redis keys (one hash per session).
+    pub redis_prefix: String,
+    /// Longest wait for one store operation; a session request then fails with a 503.
+    pub op_timeout_ms: u64,
+    /// Most sessions the in-memory store holds; creating one more fails with a 503.
+    pub max_sessions: usize,
+    /// How often the in-memory store removes expired sessions.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            store: "memory".to_owned(),
+            timeout_secs: 1800,
+            cookie_name: "BATON_SESSION".to_owned(),
+            cookie_secure: false,
+            redis_prefix: "baton:session:".to_owned(),
+            op_timeout_ms: 1_000,
+            max_sessions: 100_000,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Whether sessions stay in this process.
+    pub fn is_memory(&self) -> bool {
+        self.store == "memory"
+    }
+
+    /// `timeout_secs` as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+
+    /// `op_timeout_ms` as a duration.
+    pub fn op_timeout(&self) -> Duration {
+        Duration::from_millis(self.op_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let fail = |what: String| Err(Error::Config(format!("sessions.{what}")));
+        if !self.is_memory() && !self.store.starts_with("redis://") {
+            return fail(format!(
+                "store {:?} must be \"memory\" or a redis://HOST:PORT/DB URL",
+                self.store
+            ));
+        }
+        for (name, value) in [
+            ("timeout_secs", self.timeout_secs),
+            ("op_timeout_ms", self.op_timeout_ms),
+            ("max_sessions", self.max_sessions as u64),
+            ("sweep_interval_secs", self.sweep_interval_secs),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} must be at least 1"));
+            }
+        }
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if self.cookie_name.is_empty() || !self.cookie_name.chars().all(token) {
+            return fail(format!(
+                "cookie_name {:?} must be a non-empty HTTP token",
+                self.cookie_name
+            ));
+        }
+        if self.redis_prefix.is_empty() {
+            return fail("redis_prefix must not be empty".to_owned());
         }
         Ok(())
     }
@@ -175,6 +264,7 @@ impl Config {
     /// [`Error::Config`] describing the first problem.
     pub fn validate(&self) -> Result<()> {
         self.limits.validate("limits")?;
+        self.sessions.validate()?;
         let mut mounts = BTreeMap::new();
         for name in self.apps.keys() {
             self.limits_for(name)
@@ -316,5 +406,26 @@ mod tests {
                 .to_string()
                 .contains("both mounted")
         );
+    }
+
+    #[test]
+    fn sessions_default_to_memory_and_refuse_bad_settings() {
+        let config: Config =
+            toml::from_str("[sessions]\nstore = \"redis://127.0.0.1:6379/2\"\ntimeout_secs = 60\n")
+                .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.sessions.cookie_name, "BATON_SESSION");
+        assert!(Config::default().sessions.is_memory());
+        for bad in [
+            "store = \"postgres://x\"",
+            "timeout_secs = 0",
+            "cookie_name = \"a b\"",
+            "op_timeout_ms = 0",
+        ] {
+            let config: Config = toml::from_str(&format!("[sessions]\n{bad}")).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("sessions."), "{bad}: {err}");
+        }
+        assert!(toml::from_str::<Config>("[sessions]\ntimeout = 5").is_err());
     }
 }

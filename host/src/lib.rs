@@ -12,6 +12,7 @@
 //!   dispatch to the version's workers, timeouts).
 //! - [`watch`]: turns files dropped into the modules directory into deploys and undeploys.
 //! - [`admin`]: the admin listener (`/status`).
+//! - [`session`]: session stores (in memory, Redis) and each request's lazy view of its session.
 //!
 //! [`Host`] ties them together; the `baton` binary is a thin command line over it.
 
@@ -21,6 +22,7 @@ pub mod deploy;
 mod error;
 pub mod loader;
 pub mod server;
+pub mod session;
 pub mod watch;
 
 use std::future::Future;
@@ -31,11 +33,13 @@ pub use config::Config;
 pub use error::{Error, Result};
 
 use deploy::Registry;
+use session::Sessions;
 
-/// A running host: its registry of apps, its listeners and its watcher.
+/// A running host: its registry of apps, its sessions, its listeners and its watcher.
 #[derive(Debug)]
 pub struct Host {
     registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
     listener: tokio::net::TcpListener,
     admin: tokio::net::TcpListener,
     watcher: Option<watch::Watcher>,
@@ -75,6 +79,7 @@ impl Host {
             .map_err(|e| Error::io(format!("cannot resolve {}", config.modules.display()), e))?;
         let config = Arc::new(config);
         let registry = Arc::new(Registry::new(Arc::clone(&config))?);
+        let sessions = Sessions::from_config(&config.sessions)?;
 
         // Watch first, so a file dropped during the initial scan is not missed.
         let watcher = if config.watch {
@@ -86,9 +91,11 @@ impl Host {
         let (admin, admin_addr) = bind(config.admin, "admin").await?;
         tracing::info!(addr = %admin_addr, "admin listening");
         let (listener, addr) = bind(config.listen, "http").await?;
-        tracing::info!(%addr, modules = %config.modules.display(), apps = deployed, "listening");
+        tracing::info!(%addr, modules = %config.modules.display(), apps = deployed,
+            sessions = sessions.store().kind(), "listening");
         Ok(Host {
             registry,
+            sessions,
             listener,
             admin,
             watcher,
@@ -121,6 +128,7 @@ impl Host {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Host {
             registry,
+            sessions,
             listener,
             admin,
             watcher,
@@ -141,7 +149,7 @@ impl Host {
             ))
         };
         let started = tokio::time::Instant::now();
-        server::serve_apps(listener, Arc::clone(&registry), shutdown, drain).await;
+        server::serve_apps(listener, Arc::clone(&registry), sessions, shutdown, drain).await;
         drop(watcher);
         let left = drain
             .saturating_sub(started.elapsed())

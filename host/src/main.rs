@@ -53,6 +53,9 @@ struct ServeArgs {
     /// Do not add the x-baton-version header to responses.
     #[arg(long)]
     no_version_header: bool,
+    /// Session store: `memory` or `redis://HOST:PORT/DB` [default: memory].
+    #[arg(long, value_name = "URL")]
+    sessions: Option<String>,
 }
 
 /// The exit code for a configuration error (EX_USAGE).
@@ -99,6 +102,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if args.no_version_header {
         config.version_header = false;
+    }
+    if let Some(store) = &args.sessions {
+        config.sessions.store.clone_from(store);
     }
     config.validate()?;
     Ok(config)

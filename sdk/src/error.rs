@@ -13,7 +13,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Client errors (4xx) show their message in the response body; server errors (5xx) show only
 /// the status text, and their message goes to the host's log under the app's name and version.
-/// Any `std::error::Error` converts into a 500 with `?`.
+/// Any `std::error::Error` converts into a 500 with `?`, except the sdk's own: a
+/// [`RequestError`](crate::RequestError) becomes a 400, and a
+/// [`SessionError::Unavailable`](crate::SessionError::Unavailable) a 503 with `Retry-After: 1`.
 ///
 /// ```
 /// use baton_sdk::{Error, StatusCode};
@@ -104,9 +106,12 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
 
 /// The status an sdk error type maps to when it is converted with `?`.
 fn status_of(e: &(dyn std::error::Error + 'static)) -> StatusCode {
-    match e.downcast_ref::<crate::request::RequestError>() {
-        Some(_) => StatusCode::BAD_REQUEST,
-        None => StatusCode::INTERNAL_SERVER_ERROR,
+    if e.is::<crate::request::RequestError>() {
+        return StatusCode::BAD_REQUEST;
+    }
+    match e.downcast_ref::<crate::session::SessionError>() {
+        Some(crate::session::SessionError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -9,7 +9,9 @@
 //! anything that is [`IntoResponse`]: a [`Response`], a `String`, [`Json`], or a
 //! [`Result`] whose [`Error`] carries its HTTP status. Handlers are plain synchronous functions;
 //! the host runs them on the version's own worker threads. Logs written with [`tracing`] reach
-//! the host's log, tagged with the app's name and version.
+//! the host's log, tagged with the app's name and version. [`Request::session`] gives the
+//! client's [`Session`]: typed attributes the host keeps in memory or in Redis, shared by every
+//! version of the app and every host process.
 //!
 //! [`export!`] turns the app into a module. The crate must be a `cdylib`:
 //!
@@ -51,6 +53,7 @@ mod error;
 mod request;
 mod response;
 mod router;
+mod session;
 
 pub use app::{App, InitContext};
 pub use error::{Error, Result};
@@ -58,6 +61,7 @@ pub use http::{Method, StatusCode};
 pub use request::{Request, RequestBuilder, RequestError};
 pub use response::{IntoResponse, Json, Response};
 pub use router::Router;
+pub use session::{Session, SessionError, TestSession};
 pub use tracing;
 
 /// Exports an [`App`] as a Baton module: generates the entry symbol and its descriptor.

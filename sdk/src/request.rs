@@ -7,7 +7,8 @@ use std::fmt;
 use http::Method;
 use serde::de::DeserializeOwned;
 
-use crate::abi::RawHeaders;
+use crate::abi::{HostSession, RawHeaders};
+use crate::session::{Backend, Session, TestSession};
 
 /// A request that could not be read as the handler asked; converts into a 400 with `?`.
 #[derive(Debug)]
@@ -52,6 +53,7 @@ pub struct Request<'a> {
     headers: Headers<'a>,
     body: &'a [u8],
     params: Vec<(&'a str, &'a str)>,
+    session: Backend<'a>,
 }
 
 enum Headers<'a> {
@@ -84,6 +86,7 @@ impl<'a> Request<'a> {
         query: &'a [u8],
         headers: RawHeaders<'a>,
         body: &'a [u8],
+        session: Option<HostSession<'a>>,
     ) -> Self {
         Request {
             method: Method::from_bytes(method).unwrap_or(Method::GET),
@@ -92,6 +95,7 @@ impl<'a> Request<'a> {
             headers: Headers::Raw(headers),
             body,
             params: Vec::new(),
+            session: session.map_or(Backend::None, Backend::Host),
         }
     }
 
@@ -103,6 +107,7 @@ impl<'a> Request<'a> {
             query: "",
             headers: &[],
             body: &[],
+            session: None,
         }
     }
 
@@ -190,6 +195,28 @@ impl<'a> Request<'a> {
             .map(|(_, v)| *v)
     }
 
+    /// The client's session: typed attributes the host stores between requests.
+    ///
+    /// Taking the handle costs nothing; the store is first contacted when the handler reads or
+    /// writes through it. See [`Session`].
+    ///
+    /// ```
+    /// use baton_sdk::{Request, Result, TestSession};
+    ///
+    /// fn whoami(req: &Request) -> Result<String> {
+    ///     let user: Option<String> = req.session().get("user")?;
+    ///     Ok(user.unwrap_or_else(|| "anonymous".to_owned()))
+    /// }
+    ///
+    /// let session = TestSession::new();
+    /// session.insert_json("user", "\"ada\"");
+    /// let req = Request::builder("GET", "/whoami").session(&session).build();
+    /// assert_eq!(whoami(&req).unwrap(), "ada");
+    /// ```
+    pub fn session(&self) -> Session<'a> {
+        Session::new(self.session)
+    }
+
     pub(crate) fn set_params(&mut self, params: Vec<(&'a str, &'a str)>) {
         self.params = params;
     }
@@ -203,6 +230,7 @@ pub struct RequestBuilder<'a> {
     query: &'a str,
     headers: &'a [(String, String)],
     body: &'a [u8],
+    session: Option<&'a TestSession>,
 }
 
 impl<'a> RequestBuilder<'a> {
@@ -224,6 +252,13 @@ impl<'a> RequestBuilder<'a> {
         self
     }
 
+    /// Gives the request a session kept in `session` (without one, session calls fail with
+    /// [`SessionError::Unsupported`](crate::SessionError::Unsupported)).
+    pub fn session(mut self, session: &'a TestSession) -> Self {
+        self.session = Some(session);
+        self
+    }
+
     /// The request.
     pub fn build(self) -> Request<'a> {
         Request {
@@ -233,6 +268,7 @@ impl<'a> RequestBuilder<'a> {
             headers: Headers::Owned(self.headers),
             body: self.body,
             params: Vec::new(),
+            session: self.session.map_or(Backend::None, Backend::Test),
         }
     }
 }

@@ -85,6 +85,7 @@ pub(crate) struct OwnedRequest {
     pub(crate) query: String,
     pub(crate) headers: http::HeaderMap,
     pub(crate) body: bytes::Bytes,
+    pub(crate) session: Option<Arc<crate::session::RequestSession>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -308,6 +309,8 @@ impl Version {
                 query: query.to_owned(),
                 headers: http::HeaderMap::new(),
                 body: bytes::Bytes::new(),
+                // Warm-up requests have no client and so no session.
+                session: None,
             },
         );
         match tokio::time::timeout(timeout, rx).await {
@@ -348,6 +351,7 @@ impl Version {
                     query: &request.query,
                     headers: &request.headers,
                     body: &request.body,
+                    session: request.session.as_deref(),
                 }),
                 None => Err(CallError::Failed("version already retired".into())),
             };

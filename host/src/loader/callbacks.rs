@@ -10,7 +10,8 @@ use baton_sdk::abi::{
 
 use super::{CallError, ModuleInfo};
 
-/// Module-wide services for one instance: today, logging under the app's name and version.
+/// Module-wide services for one instance: logging under the app's name and version, and the
+/// request-scoped session callbacks.
 pub(super) struct HostServices {
     api: HostApi,
     log: LogContext,
@@ -30,6 +31,14 @@ impl HostServices {
                 ctx: std::ptr::null(),
                 log_enabled,
                 log,
+                session_get: super::session::session_get,
+                session_set: super::session::session_set,
+                session_remove: super::session::session_remove,
+                session_update: super::session::session_update,
+                session_names: super::session::session_names,
+                session_id: super::session::session_id,
+                session_invalidate: super::session::session_invalidate,
+                session_rotate: super::session::session_rotate,
             },
             log: LogContext {
                 app: info.app.clone(),
@@ -129,6 +138,8 @@ pub struct ModuleRequest<'a> {
     pub headers: &'a http::HeaderMap,
     /// Body.
     pub body: &'a [u8],
+    /// The request's session, offered to the module through the request context.
+    pub session: Option<&'a crate::session::RequestSession>,
 }
 
 impl ModuleRequest<'_> {
@@ -150,7 +161,11 @@ impl ModuleRequest<'_> {
             headers: headers.as_ptr(),
             headers_len: headers.len(),
             body: RawStr::new(self.body),
-            ctx: std::ptr::null_mut(),
+            ctx: self.session.map_or(std::ptr::null_mut(), |session| {
+                (session as *const crate::session::RequestSession)
+                    .cast_mut()
+                    .cast()
+            }),
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod callbacks;
 mod maps;
+mod session;
 
 use std::ffi::c_void;
 use std::fmt;

@@ -14,6 +14,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::deploy::Registry;
+use crate::session::Sessions;
 pub use service::Body;
 
 /// Serves the apps of `registry` on `listener` until `shutdown` resolves, then stops accepting
@@ -21,12 +22,14 @@ pub use service::Body;
 pub async fn serve_apps(
     listener: TcpListener,
     registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
     let handler = move |req| {
         let registry = Arc::clone(&registry);
-        async move { service::handle(&registry, req).await }
+        let sessions = Arc::clone(&sessions);
+        async move { service::handle(&registry, &sessions, req).await }
     };
     serve(listener, handler, shutdown, drain).await;
 }

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, SET_COOKIE};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::deploy::{OwnedRequest, Registry};
 use crate::loader::CallError;
+use crate::session::{RequestSession, Sessions};
 
 /// The response body type of every response the host sends.
 pub type Body = Full<Bytes>;
@@ -33,8 +34,31 @@ fn unavailable(text: &'static str) -> Response<Body> {
     response
 }
 
+/// Stores what the handler changed in its session and adds the session cookie. If the store
+/// fails, nothing was written and the client gets a 503 instead of the handler's response.
+async fn finish_session(session: &RequestSession, mut response: Response<Body>) -> Response<Body> {
+    match session.finish().await {
+        Ok(None) => response,
+        Ok(Some(cookie)) => {
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().append(SET_COOKIE, value);
+            }
+            response
+        }
+        Err(e) => {
+            // The outage itself is logged once by `Sessions`, not per request.
+            tracing::debug!(error = %e, "session changes not stored");
+            unavailable("503 Service Unavailable: the session store is unavailable\n")
+        }
+    }
+}
+
 /// Serves one request.
-pub(crate) async fn handle(registry: &Registry, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(
+    registry: &Registry,
+    sessions: &Arc<Sessions>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let Some((slot, rest)) = registry.route(req.uri().path()) else {
         return plain(
             StatusCode::NOT_FOUND,
@@ -90,6 +114,7 @@ pub(crate) async fn handle(registry: &Registry, req: Request<Incoming>) -> Respo
         );
     };
     let method = parts.method.clone();
+    let session = sessions.begin(&parts.headers);
     let rx = version.dispatch(
         guard,
         Some(permit),
@@ -99,6 +124,7 @@ pub(crate) async fn handle(registry: &Registry, req: Request<Incoming>) -> Respo
             query,
             headers: parts.headers,
             body,
+            session: Some(Arc::clone(&session)),
         },
     );
     let info = version.info();
@@ -111,7 +137,7 @@ pub(crate) async fn handle(registry: &Registry, req: Request<Incoming>) -> Respo
             let mut response = Response::new(Full::new(Bytes::from(out.body)));
             *response.status_mut() = out.status;
             *response.headers_mut() = out.headers;
-            response
+            finish_session(&session, response).await
         }
         Ok(Ok(Err(CallError::Panicked(message)))) => {
             tracing::error!(app = %info.app, version = %info.version, %method, path = %rest,

@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod http;
+pub mod jar;
+pub mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -112,6 +114,11 @@ fn sources_fingerprint() -> u64 {
 /// `hello` built as `version`.
 pub fn hello(version: &str) -> PathBuf {
     module("hello", &[("BATON_APP_VERSION", version)])
+}
+
+/// The `counter` example built as `version`.
+pub fn counter(version: &str) -> PathBuf {
+    module("counter", &[("BATON_APP_VERSION", version)])
 }
 
 /// Log lines collected from a host's stderr.

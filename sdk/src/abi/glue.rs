@@ -11,8 +11,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
 use super::{
-    ByteSink, HostApi, RawHeaders, RawRequest, RawStr, ResponseSink, STATUS_ERROR, STATUS_OK,
-    STATUS_PANIC, Status,
+    ByteSink, HostApi, HostSession, RawHeaders, RawRequest, RawStr, ResponseSink, STATUS_ERROR,
+    STATUS_OK, STATUS_PANIC, Status,
 };
 use crate::app::{App, InitContext};
 use crate::request::Request;
@@ -33,6 +33,8 @@ pub trait ModuleDef: 'static {
 struct Instance<A: App> {
     app: A,
     router: Router<A>,
+    /// The host's services, alive until `destroy` returns.
+    host: *const HostApi,
 }
 
 thread_local! {
@@ -96,6 +98,7 @@ pub unsafe extern "C" fn create<M: ModuleDef>(
         let instance = Box::new(Instance {
             app,
             router: M::App::router(),
+            host,
         });
         // SAFETY: the host passes a writable slot for the instance pointer.
         unsafe { *out = Box::into_raw(instance).cast() };
@@ -145,7 +148,8 @@ pub unsafe extern "C" fn handle<M: ModuleDef>(
     let (instance, raw, resp, err) =
         unsafe { (&*instance.cast::<Instance<M::App>>(), &*req, &*resp, &*err) };
     guarded(err, || {
-        // SAFETY: every slice in `raw` is valid for this call, which outlives `request`.
+        // SAFETY: every slice in `raw` and its session context are valid for this call, which
+        // outlives `request`; the host table lives until `destroy`.
         let request = unsafe {
             let headers = if raw.headers_len == 0 {
                 &[][..]
@@ -158,6 +162,7 @@ pub unsafe extern "C" fn handle<M: ModuleDef>(
                 raw.query.as_bytes(),
                 RawHeaders { raw: headers },
                 raw.body.as_bytes(),
+                HostSession::new(instance.host, raw.ctx),
             )
         };
         let response = instance.router.dispatch(&instance.app, request);

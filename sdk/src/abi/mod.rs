@@ -4,7 +4,8 @@
 //! Host and module are compiled separately, possibly by different compilers, so nothing with an
 //! unstable layout crosses: only these structs, plain integers and borrowed `(ptr, len)` byte
 //! slices. Whoever allocates frees: a module writes its response and its error messages through
-//! sinks the host provides, so the host owns those bytes.
+//! sinks the host provides, so the host owns those bytes; the host answers session calls through
+//! sinks the module provides, so the module owns those.
 //!
 //! A module exports one symbol, [`ENTRY_SYMBOL`], of type [`EntryFn`]. It returns a
 //! [`ModuleDescriptor`] whose first four fields ([`DescriptorHeader`]) never change: the host reads
@@ -19,9 +20,11 @@ use std::ffi::c_void;
 
 mod glue;
 mod log;
+mod session;
 
 #[doc(hidden)]
 pub use glue::{ModuleDef, create, destroy, handle, shutdown, warmup};
+pub(crate) use session::{HostSession, SessionFailure, UpdateStep};
 
 /// First eight bytes of every descriptor: `BATONMOD` in ASCII.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"BATONMOD");
@@ -182,7 +185,71 @@ pub struct HostApi {
     pub log_enabled: unsafe extern "C" fn(ctx: *const c_void, level: u32) -> bool,
     /// Records a log event under the app's name and version.
     pub log: unsafe extern "C" fn(ctx: *const c_void, level: u32, target: RawStr, message: RawStr),
+
+    // Session access. Every call takes the request context `RawRequest::ctx` of the request being
+    // handled, is valid only during that request's `handle` call, and reports failures as
+    // `STATUS_UNAVAILABLE` (the store is unreachable) or `STATUS_ERROR`, with a message in `err`.
+    // Attribute values are JSON texts.
+    /// Reads an attribute into `out`; `STATUS_NOT_FOUND` if the session or attribute is absent.
+    pub session_get: unsafe extern "C" fn(
+        req: *mut c_void,
+        name: RawStr,
+        out: *const ByteSink,
+        err: *const ByteSink,
+    ) -> Status,
+    /// Sets an attribute; written to the store when the request ends. Creates the session (and
+    /// its cookie) if the request has none.
+    pub session_set: unsafe extern "C" fn(
+        req: *mut c_void,
+        name: RawStr,
+        value: RawStr,
+        err: *const ByteSink,
+    ) -> Status,
+    /// Removes an attribute; written to the store when the request ends.
+    pub session_remove:
+        unsafe extern "C" fn(req: *mut c_void, name: RawStr, err: *const ByteSink) -> Status,
+    /// Atomically replaces an attribute with what `update` computes from its current value, in
+    /// the store, now. The host may call `update` several times (when another request changed
+    /// the attribute meanwhile); only the last result is stored. Creates the session if needed.
+    pub session_update: unsafe extern "C" fn(
+        req: *mut c_void,
+        name: RawStr,
+        update: SessionUpdateFn,
+        update_ctx: *mut c_void,
+        err: *const ByteSink,
+    ) -> Status,
+    /// Writes the attribute names as a JSON array of strings into `out`.
+    pub session_names: unsafe extern "C" fn(
+        req: *mut c_void,
+        out: *const ByteSink,
+        err: *const ByteSink,
+    ) -> Status,
+    /// Writes the session id into `out`; `STATUS_NOT_FOUND` if the request has no session.
+    pub session_id: unsafe extern "C" fn(
+        req: *mut c_void,
+        out: *const ByteSink,
+        err: *const ByteSink,
+    ) -> Status,
+    /// Deletes the session from the store now and expires its cookie.
+    pub session_invalidate: unsafe extern "C" fn(req: *mut c_void, err: *const ByteSink) -> Status,
+    /// Moves the session to a new id now (attributes kept, old id gone) and sends the new cookie.
+    /// Does nothing when the request has no session.
+    pub session_rotate: unsafe extern "C" fn(req: *mut c_void, err: *const ByteSink) -> Status,
 }
+
+/// A module's pure function from an attribute's current JSON value to its new one, for
+/// [`HostApi::session_update`].
+///
+/// `old` is the current value, valid for the call; `has_old` is false when the attribute is
+/// absent. The function writes the new JSON value into `new` and returns [`STATUS_OK`], or
+/// returns another status to abort the update (with a message in `err`).
+pub type SessionUpdateFn = unsafe extern "C" fn(
+    ctx: *mut c_void,
+    old: RawStr,
+    has_old: bool,
+    new: *const ByteSink,
+    err: *const ByteSink,
+) -> Status;
 
 /// Entry point signature.
 pub type EntryFn = unsafe extern "C" fn() -> *const ModuleDescriptor;

@@ -1,0 +1,118 @@
+//! Session ids and the cookie that carries them.
+//!
+//! An id is 192 bits from the operating system's CSPRNG, written as 48 lower-case hex digits. A
+//! cookie value of any other shape is ignored without asking the store.
+
+use http::HeaderMap;
+use http::header::COOKIE;
+
+use super::store::StoreError;
+
+const ID_BYTES: usize = 24;
+
+/// A fresh random session id.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] if the OS has no randomness to give.
+pub(crate) fn new_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; ID_BYTES];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| StoreError::Unavailable(format!("no randomness for a session id: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether `id` has the shape of a session id.
+pub(crate) fn is_valid(id: &str) -> bool {
+    id.len() == ID_BYTES * 2 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The first well-formed session id in the request's `cookie` headers.
+pub(crate) fn from_cookies(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim().trim_matches('"'))
+        .find(|value| is_valid(value))
+        .map(str::to_owned)
+}
+
+/// How the response changes the client's session cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CookieChange {
+    /// Send this id.
+    Set(String),
+    /// Expire the cookie.
+    Clear,
+}
+
+/// The cookie's attributes, from the config.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieSpec {
+    pub(crate) name: String,
+    pub(crate) secure: bool,
+}
+
+impl CookieSpec {
+    /// The `Set-Cookie` value for `change`.
+    pub(crate) fn header(&self, change: &CookieChange) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        match change {
+            CookieChange::Set(id) => {
+                format!("{}={id}; Path=/; HttpOnly; SameSite=Lax{secure}", self.name)
+            }
+            CookieChange::Clear => format!(
+                "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}",
+                self.name
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_long_random_and_well_formed() {
+        let (a, b) = (new_id().unwrap(), new_id().unwrap());
+        assert!(is_valid(&a) && is_valid(&b));
+        assert_ne!(a, b);
+        assert!(!is_valid(&a.to_uppercase()));
+        assert!(!is_valid(&a[1..]));
+        assert!(!is_valid("../../etc/passwd"));
+    }
+
+    #[test]
+    fn the_first_well_formed_cookie_wins() {
+        let good = new_id().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, "other=1; BATON_SESSION=forged".parse().unwrap());
+        headers.append(COOKIE, format!("BATON_SESSION={good}").parse().unwrap());
+        assert_eq!(from_cookies(&headers, "BATON_SESSION"), Some(good));
+        assert_eq!(from_cookies(&headers, "OTHER"), None);
+    }
+
+    #[test]
+    fn cookies_carry_the_configured_attributes() {
+        let spec = CookieSpec {
+            name: "S".into(),
+            secure: true,
+        };
+        assert_eq!(
+            spec.header(&CookieChange::Set("abc".into())),
+            "S=abc; Path=/; HttpOnly; SameSite=Lax; Secure"
+        );
+        let spec = CookieSpec {
+            secure: false,
+            ..spec
+        };
+        assert_eq!(
+            spec.header(&CookieChange::Clear),
+            "S=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+        );
+    }
+}

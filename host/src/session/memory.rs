@@ -1,0 +1,339 @@
+//! The in-memory session store: the default, for a single host process.
+//!
+//! Sessions live in one map behind a mutex that is never held across an `.await` or a call into
+//! module code. Each use refreshes a session's expiry; a background task sweeps expired sessions
+//! so memory does not grow with abandoned ones, and a maximum bounds the map: when it is full,
+//! creating a session fails (a 503 for the app that tried) rather than evicting someone else's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use super::store::{Attributes, Cas, Lookup, SessionStore, StoreError, StoreFuture};
+
+#[derive(Debug)]
+struct Entry {
+    attributes: Attributes,
+    last_access: Instant,
+}
+
+/// Sessions in this process's memory.
+#[derive(Debug)]
+pub struct MemoryStore {
+    sessions: Mutex<HashMap<String, Entry>>,
+    timeout: Duration,
+    max_sessions: usize,
+    full: AtomicBool,
+}
+
+fn ready<'a, T: Send + 'a>(value: Result<T, StoreError>) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl MemoryStore {
+    /// A store whose sessions expire after `timeout` without use, holding at most
+    /// `max_sessions`. Call [`spawn_sweeper`](Self::spawn_sweeper) to reclaim expired ones.
+    pub fn new(timeout: Duration, max_sessions: usize) -> MemoryStore {
+        MemoryStore {
+            sessions: Mutex::new(HashMap::new()),
+            timeout,
+            max_sessions,
+            full: AtomicBool::new(false),
+        }
+    }
+
+    /// Sweeps expired sessions every `interval` on the current tokio runtime, until the store
+    /// is dropped.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn_sweeper(self: &Arc<Self>, interval: Duration) {
+        let store: Weak<MemoryStore> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                let swept = store.sweep();
+                if swept > 0 {
+                    tracing::debug!(swept, "expired sessions removed");
+                }
+            }
+        });
+    }
+
+    /// Removes every expired session; returns how many.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut sessions = self.lock();
+        let before = sessions.len();
+        sessions.retain(|_, entry| !self.expired(entry, now));
+        let swept = before - sessions.len();
+        self.note_fill(sessions.len());
+        swept
+    }
+
+    /// Sessions held now, expired ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expired(&self, entry: &Entry, now: Instant) -> bool {
+        now.saturating_duration_since(entry.last_access) >= self.timeout
+    }
+
+    /// Logs once when the store fills up and once when it has room again.
+    fn note_fill(&self, len: usize) {
+        let full = len >= self.max_sessions;
+        if self.full.swap(full, Ordering::Relaxed) != full {
+            if full {
+                tracing::warn!(
+                    max_sessions = self.max_sessions,
+                    "in-memory session store is full; new sessions are refused until some expire"
+                );
+            } else {
+                tracing::info!(
+                    max_sessions = self.max_sessions,
+                    "in-memory session store has room again"
+                );
+            }
+        }
+    }
+
+    /// The live session `id`, marked as used now; an expired one is removed.
+    fn live<'m>(
+        &self,
+        sessions: &'m mut HashMap<String, Entry>,
+        id: &str,
+    ) -> Option<&'m mut Entry> {
+        let now = Instant::now();
+        if sessions
+            .get(id)
+            .is_some_and(|entry| self.expired(entry, now))
+        {
+            sessions.remove(id);
+            return None;
+        }
+        let entry = sessions.get_mut(id)?;
+        entry.last_access = now;
+        Some(entry)
+    }
+
+    fn create_now(&self, id: &str, attributes: &Attributes) -> Result<bool, StoreError> {
+        let mut sessions = self.lock();
+        if self.live(&mut sessions, id).is_some() {
+            return Ok(false);
+        }
+        if sessions.len() >= self.max_sessions {
+            let now = Instant::now();
+            sessions.retain(|_, entry| !self.expired(entry, now));
+            if sessions.len() >= self.max_sessions {
+                self.note_fill(sessions.len());
+                return Err(StoreError::Full(self.max_sessions));
+            }
+        }
+        sessions.insert(
+            id.to_owned(),
+            Entry {
+                attributes: attributes.clone(),
+                last_access: Instant::now(),
+            },
+        );
+        self.note_fill(sessions.len());
+        Ok(true)
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Attributes>> {
+        let mut sessions = self.lock();
+        let found = self
+            .live(&mut sessions, id)
+            .map(|entry| entry.attributes.clone());
+        ready(Ok(found))
+    }
+
+    fn create<'a>(&'a self, id: &'a str, attributes: &'a Attributes) -> StoreFuture<'a, bool> {
+        ready(self.create_now(id, attributes))
+    }
+
+    fn save<'a>(
+        &'a self,
+        id: &'a str,
+        changes: &'a BTreeMap<String, Option<Vec<u8>>>,
+    ) -> StoreFuture<'a, bool> {
+        let mut sessions = self.lock();
+        let Some(entry) = self.live(&mut sessions, id) else {
+            return ready(Ok(false));
+        };
+        for (name, value) in changes {
+            match value {
+                Some(value) => entry.attributes.insert(name.clone(), value.clone()),
+                None => entry.attributes.remove(name),
+            };
+        }
+        ready(Ok(true))
+    }
+
+    fn read<'a>(&'a self, id: &'a str, name: &'a str) -> StoreFuture<'a, Lookup> {
+        let mut sessions = self.lock();
+        let lookup = match self.live(&mut sessions, id) {
+            None => Lookup::Gone,
+            Some(entry) => entry
+                .attributes
+                .get(name)
+                .map_or(Lookup::Absent, |v| Lookup::Present(v.clone())),
+        };
+        ready(Ok(lookup))
+    }
+
+    fn compare_and_set<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        expected: Option<&'a [u8]>,
+        new: &'a [u8],
+    ) -> StoreFuture<'a, Cas> {
+        let mut sessions = self.lock();
+        let Some(entry) = self.live(&mut sessions, id) else {
+            return ready(Ok(Cas::Gone));
+        };
+        if entry.attributes.get(name).map(Vec::as_slice) != expected {
+            return ready(Ok(Cas::Conflict));
+        }
+        entry.attributes.insert(name.to_owned(), new.to_vec());
+        ready(Ok(Cas::Done))
+    }
+
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> StoreFuture<'a, bool> {
+        let mut sessions = self.lock();
+        if self.live(&mut sessions, from).is_none() || self.live(&mut sessions, to).is_some() {
+            return ready(Ok(false));
+        }
+        let entry = sessions.remove(from).expect("checked live above");
+        sessions.insert(to.to_owned(), entry);
+        ready(Ok(true))
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
+        let mut sessions = self.lock();
+        sessions.remove(id);
+        self.note_fill(sessions.len());
+        ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn create_save_and_load_only_touch_what_changed() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        assert!(store.create("a", &attrs(&[("x", "1")])).await.unwrap());
+        assert!(!store.create("a", &Attributes::new()).await.unwrap());
+        let changes = BTreeMap::from([
+            ("y".to_owned(), Some(b"2".to_vec())),
+            ("x".to_owned(), None),
+        ]);
+        assert!(store.save("a", &changes).await.unwrap());
+        assert_eq!(store.load("a").await.unwrap(), Some(attrs(&[("y", "2")])));
+        assert!(
+            !store.save("nope", &changes).await.unwrap(),
+            "no resurrection"
+        );
+        assert_eq!(store.load("nope").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_detects_conflicts() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        store.create("a", &Attributes::new()).await.unwrap();
+        assert_eq!(store.read("a", "n").await.unwrap(), Lookup::Absent);
+        assert_eq!(
+            store.compare_and_set("a", "n", None, b"1").await.unwrap(),
+            Cas::Done
+        );
+        assert_eq!(
+            store.compare_and_set("a", "n", None, b"1").await.unwrap(),
+            Cas::Conflict
+        );
+        assert_eq!(
+            store
+                .compare_and_set("a", "n", Some(b"1"), b"2")
+                .await
+                .unwrap(),
+            Cas::Done
+        );
+        assert_eq!(
+            store.read("a", "n").await.unwrap(),
+            Lookup::Present(b"2".to_vec())
+        );
+        assert_eq!(
+            store.compare_and_set("b", "n", None, b"1").await.unwrap(),
+            Cas::Gone
+        );
+        assert_eq!(store.read("b", "n").await.unwrap(), Lookup::Gone);
+    }
+
+    #[tokio::test]
+    async fn sessions_expire_without_use_and_are_swept() {
+        let store = MemoryStore::new(Duration::from_millis(50), 10);
+        store.create("a", &attrs(&[("x", "1")])).await.unwrap();
+        store.create("b", &Attributes::new()).await.unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(store.load("a").await.unwrap(), None);
+        assert!(!store.save("a", &BTreeMap::new()).await.unwrap());
+        assert_eq!(store.len(), 1, "b is expired but not yet swept");
+        assert_eq!(store.sweep(), 1);
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_store_refuses_new_sessions_until_one_goes() {
+        let store = MemoryStore::new(Duration::from_secs(60), 2);
+        store.create("a", &Attributes::new()).await.unwrap();
+        store.create("b", &Attributes::new()).await.unwrap();
+        assert_eq!(
+            store.create("c", &Attributes::new()).await,
+            Err(StoreError::Full(2))
+        );
+        store.remove("a").await.unwrap();
+        assert!(store.create("c", &Attributes::new()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn rename_moves_the_attributes_and_frees_the_old_id() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        store.create("old", &attrs(&[("x", "1")])).await.unwrap();
+        store.create("taken", &Attributes::new()).await.unwrap();
+        assert!(!store.rename("old", "taken").await.unwrap());
+        assert!(store.rename("old", "new").await.unwrap());
+        assert_eq!(store.load("old").await.unwrap(), None);
+        assert_eq!(store.load("new").await.unwrap(), Some(attrs(&[("x", "1")])));
+        assert!(!store.rename("old", "other").await.unwrap());
+    }
+}

@@ -1,0 +1,156 @@
+//! Sessions: per-client attributes that outlive requests, app versions and host processes.
+//!
+//! - [`SessionStore`] is what a store does, in round trips; [`MemoryStore`] (the default) keeps
+//!   sessions in this process, [`RedisStore`] in Redis, shared by every host pointed at it.
+//! - [`Sessions`] is the host's front: it owns the store, bounds every store call with the
+//!   configured timeout, logs an outage once when it starts and once when it ends, and starts a
+//!   [`RequestSession`] for each request.
+//! - A [`RequestSession`] is one request's view, handed to the module through the loader's
+//!   session callbacks. It is lazy: it reads the store only when the app first uses the session,
+//!   creates a session only when the app first writes, buffers plain writes and stores only the
+//!   changed attributes when the request ends ([`RequestSession::finish`]), in one round trip.
+//!   Atomic updates, rotation and invalidation go to the store at once.
+//!
+//! Module code runs on a version's worker threads, never on the runtime; the session callbacks
+//! it calls block that worker thread on the host runtime for the store's answer.
+
+mod id;
+mod memory;
+mod redis;
+mod scope;
+mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+pub use scope::{AccessError, RequestSession, UpdateFn};
+pub use store::{Attributes, Cas, Lookup, SessionStore, StoreError, StoreFuture};
+
+use crate::config::SessionConfig;
+use crate::error::{Error, Result};
+use id::CookieSpec;
+
+/// The host's sessions: the store, the cookie settings and the store's health.
+#[derive(Debug)]
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    cookie: CookieSpec,
+    op_timeout: Duration,
+    runtime: tokio::runtime::Handle,
+    down: AtomicBool,
+}
+
+impl Sessions {
+    /// The sessions `config` describes: an in-memory store with its expiry sweep, or a Redis
+    /// store (connected lazily, so the host starts while Redis is down).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a store URL the Redis client refuses.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn from_config(config: &SessionConfig) -> Result<Arc<Sessions>> {
+        let timeout = config.timeout();
+        let store: Arc<dyn SessionStore> = if config.is_memory() {
+            let store = Arc::new(MemoryStore::new(timeout, config.max_sessions));
+            let sweep = Duration::from_secs(config.sweep_interval_secs.max(1));
+            store.spawn_sweeper(sweep);
+            store
+        } else {
+            let store = RedisStore::new(
+                &config.store,
+                &config.redis_prefix,
+                timeout,
+                config.op_timeout(),
+            )
+            .map_err(|e| Error::Config(format!("sessions.store: {e}")))?;
+            Arc::new(store)
+        };
+        Ok(Self::with_store(
+            store,
+            &config.cookie_name,
+            config.cookie_secure,
+            config.op_timeout(),
+        ))
+    }
+
+    /// Sessions kept in `store`, with cookie `cookie_name` and each store call bounded by
+    /// `op_timeout`.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn with_store(
+        store: Arc<dyn SessionStore>,
+        cookie_name: &str,
+        cookie_secure: bool,
+        op_timeout: Duration,
+    ) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            store,
+            cookie: CookieSpec {
+                name: cookie_name.to_owned(),
+                secure: cookie_secure,
+            },
+            op_timeout,
+            runtime: tokio::runtime::Handle::current(),
+            down: AtomicBool::new(false),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// Whether the last store call failed because the store is down.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// Starts one request's session from its headers. Makes no store call.
+    pub fn begin(self: &Arc<Self>, headers: &http::HeaderMap) -> Arc<RequestSession> {
+        let cookie = id::from_cookies(headers, &self.cookie.name);
+        Arc::new(RequestSession::new(Arc::clone(self), cookie))
+    }
+
+    /// Runs one store call, bounded by the timeout, and records the store's health.
+    async fn call<T>(&self, call: StoreFuture<'_, T>) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(self.op_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(
+                u64::try_from(self.op_timeout.as_millis()).unwrap_or(u64::MAX),
+            )),
+        };
+        match &result {
+            Ok(_) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(store = self.store.kind(), "session store available again");
+                }
+            }
+            Err(e) if e.is_outage() => {
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(store = self.store.kind(), error = %e,
+                        "session store unavailable; requests that use the session fail until it is back");
+                } else {
+                    tracing::debug!(store = self.store.kind(), error = %e, "session store call failed");
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Runs one store call from a worker thread, blocking it until the answer.
+    fn run<T>(&self, call: StoreFuture<'_, T>) -> Result<T, StoreError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking a runtime thread could stall the runtime; module code never runs there.
+            return Err(StoreError::Unavailable(
+                "session access from a runtime thread".into(),
+            ));
+        }
+        self.runtime.block_on(self.call(call))
+    }
+}

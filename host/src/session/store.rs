@@ -1,0 +1,111 @@
+//! The interface every session store implements, and the errors stores report.
+//!
+//! A store keeps sessions by id, each a set of attributes (JSON texts by name) with a sliding
+//! expiry: a session not used for its timeout is gone, and nothing brings it back. The methods
+//! are the round trips a request needs: load (which also refreshes the expiry when due), create,
+//! save the attributes a request changed, read and compare-and-set one attribute for atomic
+//! updates, rename for id rotation, and remove.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached or failed the operation.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// The operation did not finish within the configured timeout.
+    #[error("session store did not answer within {0} ms")]
+    Timeout(u64),
+    /// The store holds its maximum number of sessions and cannot create another.
+    #[error("session store is full ({0} sessions)")]
+    Full(usize),
+}
+
+impl StoreError {
+    /// Whether the error means the store is down (as opposed to full).
+    pub fn is_outage(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
+}
+
+/// The future every store method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A session's attributes: JSON texts by name.
+pub type Attributes = BTreeMap<String, Vec<u8>>;
+
+/// One attribute as read for an atomic update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The session does not exist (any more).
+    Gone,
+    /// The session exists without this attribute.
+    Absent,
+    /// The attribute's JSON text.
+    Present(Vec<u8>),
+}
+
+/// The outcome of a compare-and-set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cas {
+    /// The session does not exist (any more); nothing was written.
+    Gone,
+    /// The attribute no longer holds the expected value; nothing was written.
+    Conflict,
+    /// The new value is stored.
+    Done,
+}
+
+/// A place to keep sessions. Implementations must be safe to share between requests and host
+/// processes; every write is all-or-nothing and never recreates an expired session.
+pub trait SessionStore: Send + Sync + fmt::Debug {
+    /// A short name for logs: `memory`, `redis`.
+    fn kind(&self) -> &'static str;
+
+    /// The session's attributes, or `None` if `id` is unknown or expired. Counts as a use: the
+    /// expiry is refreshed when a meaningful part of the timeout has passed since the last
+    /// refresh.
+    fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Attributes>>;
+
+    /// Creates session `id` with `attributes`; `false` (and nothing written) if `id` exists.
+    fn create<'a>(&'a self, id: &'a str, attributes: &'a Attributes) -> StoreFuture<'a, bool>;
+
+    /// Sets (`Some`) and removes (`None`) attributes in one step; `false` (and nothing written)
+    /// if the session no longer exists.
+    fn save<'a>(
+        &'a self,
+        id: &'a str,
+        changes: &'a BTreeMap<String, Option<Vec<u8>>>,
+    ) -> StoreFuture<'a, bool>;
+
+    /// One attribute, for an atomic update.
+    fn read<'a>(&'a self, id: &'a str, name: &'a str) -> StoreFuture<'a, Lookup>;
+
+    /// Stores `new` under `name` if the attribute still holds `expected` (`None`: absent).
+    fn compare_and_set<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        expected: Option<&'a [u8]>,
+        new: &'a [u8],
+    ) -> StoreFuture<'a, Cas>;
+
+    /// Moves session `from` to id `to`, attributes and expiry kept; `false` if `from` does not
+    /// exist or `to` does.
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Deletes a session (nothing happens if it does not exist).
+    fn remove<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
+}
+
+/// Milliseconds since the Unix epoch, for the stored metadata.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,226 @@
+//! The module's side of session access: safe wrappers around the host's session callbacks.
+//!
+//! Every byte the host returns is written into a sink the module owns (a `Vec<u8>` here), so
+//! the module frees what it receives. An atomic update hands the host a trampoline that runs the
+//! app's closure inside `catch_unwind`; a panic is carried back across the host call as a value
+//! and resumed on this side, never unwound through host frames.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+use super::{
+    ByteSink, HostApi, RawStr, STATUS_ERROR, STATUS_NOT_FOUND, STATUS_OK, STATUS_PANIC,
+    STATUS_UNAVAILABLE, Status,
+};
+
+/// An app's step of an atomic update: the current JSON value (if any) to the new one, or
+/// `None` to abort.
+pub(crate) type UpdateStep<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
+
+/// Why a session call failed, as the host reported it.
+#[derive(Debug)]
+pub(crate) enum SessionFailure {
+    /// The store is unreachable right now.
+    Unavailable(String),
+    /// The host refused or failed the call.
+    Failed(String),
+}
+
+/// Session access for the request being handled: the host's table and the request context.
+#[derive(Clone, Copy)]
+pub(crate) struct HostSession<'a> {
+    api: &'a HostApi,
+    ctx: *mut c_void,
+}
+
+impl std::fmt::Debug for HostSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostSession")
+    }
+}
+
+unsafe extern "C" fn append(ctx: *mut c_void, bytes: RawStr) {
+    // SAFETY: `ctx` is the `Vec<u8>` of a sink made by `sink` below, alive for the call that
+    // passed the sink; `bytes` is valid for this call.
+    unsafe { (*ctx.cast::<Vec<u8>>()).extend_from_slice(bytes.as_bytes()) }
+}
+
+fn sink(buf: &mut Vec<u8>) -> ByteSink {
+    ByteSink {
+        ctx: (buf as *mut Vec<u8>).cast(),
+        write: append,
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The end of the last session field in [`HostApi`]: a host whose table is shorter has none.
+const SESSION_FIELDS_END: usize = std::mem::offset_of!(HostApi, session_rotate)
+    + std::mem::size_of::<unsafe extern "C" fn(*mut c_void, *const ByteSink) -> Status>();
+
+impl<'a> HostSession<'a> {
+    /// Session access for one request, if the host offers it.
+    ///
+    /// # Safety
+    /// `api` must be null or the host's table, alive for `'a`; `ctx` must be null or the context
+    /// of the request whose `handle` call lasts for `'a`.
+    pub(crate) unsafe fn new(api: *const HostApi, ctx: *mut c_void) -> Option<Self> {
+        if api.is_null() || ctx.is_null() {
+            return None;
+        }
+        // SAFETY: the caller guarantees a non-null `api` is live for 'a.
+        let api = unsafe { &*api };
+        (api.size >= SESSION_FIELDS_END).then_some(HostSession { api, ctx })
+    }
+
+    /// Runs one host call with an error sink, mapping its status.
+    fn call(
+        &self,
+        f: impl FnOnce(&HostApi, *mut c_void, &ByteSink) -> Status,
+    ) -> Result<bool, SessionFailure> {
+        let mut err = Vec::new();
+        let status = f(self.api, self.ctx, &sink(&mut err));
+        match status {
+            STATUS_OK => Ok(true),
+            STATUS_NOT_FOUND => Ok(false),
+            STATUS_UNAVAILABLE => Err(SessionFailure::Unavailable(text(&err))),
+            _ => Err(SessionFailure::Failed(text(&err))),
+        }
+    }
+
+    /// An attribute's JSON value, if present.
+    pub(crate) fn get(&self, name: &str) -> Result<Option<Vec<u8>>, SessionFailure> {
+        let mut out = Vec::new();
+        let found = self.call(|api, ctx, err| {
+            // SAFETY: a live host callback with this request's context; the name and both sinks
+            // outlive the call.
+            unsafe { (api.session_get)(ctx, RawStr::from_str(name), &sink(&mut out), err) }
+        })?;
+        Ok(found.then_some(out))
+    }
+
+    /// Sets an attribute to a JSON value.
+    pub(crate) fn set(&self, name: &str, value: &[u8]) -> Result<(), SessionFailure> {
+        self.call(|api, ctx, err| {
+            // SAFETY: as in `get`.
+            unsafe { (api.session_set)(ctx, RawStr::from_str(name), RawStr::new(value), err) }
+        })
+        .map(drop)
+    }
+
+    /// Removes an attribute.
+    pub(crate) fn remove(&self, name: &str) -> Result<(), SessionFailure> {
+        self.call(|api, ctx, err| {
+            // SAFETY: as in `get`.
+            unsafe { (api.session_remove)(ctx, RawStr::from_str(name), err) }
+        })
+        .map(drop)
+    }
+
+    /// The attribute names, as a JSON array.
+    pub(crate) fn names(&self) -> Result<Vec<u8>, SessionFailure> {
+        let mut out = Vec::new();
+        self.call(|api, ctx, err| {
+            // SAFETY: as in `get`.
+            unsafe { (api.session_names)(ctx, &sink(&mut out), err) }
+        })?;
+        Ok(out)
+    }
+
+    /// The session id, if the request has a session.
+    pub(crate) fn id(&self) -> Result<Option<String>, SessionFailure> {
+        let mut out = Vec::new();
+        let found = self.call(|api, ctx, err| {
+            // SAFETY: as in `get`.
+            unsafe { (api.session_id)(ctx, &sink(&mut out), err) }
+        })?;
+        Ok(found.then(|| text(&out)))
+    }
+
+    /// Deletes the session.
+    pub(crate) fn invalidate(&self) -> Result<(), SessionFailure> {
+        self.call(|api, ctx, err| {
+            // SAFETY: as in `get`.
+            unsafe { (api.session_invalidate)(ctx, err) }
+        })
+        .map(drop)
+    }
+
+    /// Moves the session to a new id.
+    pub(crate) fn rotate(&self) -> Result<(), SessionFailure> {
+        self.call(|api, ctx, err| {
+            // SAFETY: as in `get`.
+            unsafe { (api.session_rotate)(ctx, err) }
+        })
+        .map(drop)
+    }
+
+    /// Atomically replaces an attribute with `f(current)`. `f` may run several times; returning
+    /// `None` aborts the update. A panic in `f` resumes here, after the host call returned.
+    pub(crate) fn update(&self, name: &str, f: &mut UpdateStep<'_>) -> Result<(), SessionFailure> {
+        let mut updater = Updater { f, panic: None };
+        let result = self.call(|api, ctx, err| {
+            // SAFETY: as in `get`; `updater` outlives the call and is only used through
+            // `run_updater` during it.
+            unsafe {
+                (api.session_update)(
+                    ctx,
+                    RawStr::from_str(name),
+                    run_updater,
+                    (&raw mut updater).cast(),
+                    err,
+                )
+            }
+        });
+        if let Some(payload) = updater.panic.take() {
+            resume_unwind(payload);
+        }
+        result.map(drop)
+    }
+}
+
+struct Updater<'f> {
+    f: &'f mut UpdateStep<'f>,
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+unsafe extern "C" fn run_updater(
+    ctx: *mut c_void,
+    old: RawStr,
+    has_old: bool,
+    new: *const ByteSink,
+    err: *const ByteSink,
+) -> Status {
+    // SAFETY: `ctx` is the `Updater` passed to `session_update` by `HostSession::update`, which is
+    // still waiting for the host; `old` and both sinks are valid for this call.
+    let (updater, old, new, err) = unsafe {
+        (
+            &mut *ctx.cast::<Updater<'_>>(),
+            old.as_bytes(),
+            &*new,
+            &*err,
+        )
+    };
+    let old = has_old.then_some(old);
+    match catch_unwind(AssertUnwindSafe(|| (updater.f)(old))) {
+        Ok(Some(value)) => {
+            // SAFETY: the host's sink, live for this call.
+            unsafe { new.put(&value) };
+            STATUS_OK
+        }
+        Ok(None) => {
+            // SAFETY: as above.
+            unsafe { err.put(b"update aborted by the app") };
+            STATUS_ERROR
+        }
+        Err(payload) => {
+            updater.panic = Some(payload);
+            // SAFETY: as above.
+            unsafe { err.put(b"update function panicked") };
+            STATUS_PANIC
+        }
+    }
+}
