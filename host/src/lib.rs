@@ -128,9 +128,10 @@ impl Host {
         let drain = registry.config().drain_timeout();
         // The admin listener outlives the app listener, so operators can watch the drain.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = Arc::new(admin::Admin::new(Arc::clone(&registry)));
         let admin_task = {
-            let registry = Arc::clone(&registry);
-            let handler = move |req| admin::handle(Arc::clone(&registry), req);
+            let state = Arc::clone(&state);
+            let handler = move |req| admin::handle(Arc::clone(&state), req);
             tokio::spawn(server::serve(
                 admin,
                 handler,
@@ -139,6 +140,19 @@ impl Host {
                 },
                 std::time::Duration::from_secs(1),
             ))
+        };
+        let grace = std::time::Duration::from_millis(registry.config().shutdown_grace_ms);
+        let shutdown = async {
+            shutdown.await;
+            // Not ready from the first moment, so balancers stop sending before the drain.
+            state.set_not_ready();
+            if !grace.is_zero() {
+                tracing::info!(
+                    grace_ms = grace.as_millis() as u64,
+                    "not ready; still accepting"
+                );
+                tokio::time::sleep(grace).await;
+            }
         };
         let started = tokio::time::Instant::now();
         server::serve_apps(listener, Arc::clone(&registry), shutdown, drain).await;

@@ -1,13 +1,19 @@
 //! The registry: apps by name and by mount, and the deploy pipeline.
 
+mod canary;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use tokio::sync::Semaphore;
+
+use canary::Split;
+pub use canary::{Canary, CanaryStatus};
 
 use super::store::Store;
 use super::version::{InFlight, State, Version};
@@ -63,10 +69,20 @@ pub struct Rejection {
 /// What a deploy did.
 #[derive(Debug, Clone)]
 pub enum Deployed {
-    /// A new version is active.
+    /// A new version is active (or, for a canary deploy, takes its share of requests).
     New(Arc<Version>),
     /// The same bytes are already deployed: nothing changed.
     Unchanged(Arc<Version>),
+}
+
+/// How a deployed version takes traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployMode {
+    /// It replaces the active version (and ends any canary split).
+    Switch,
+    /// It becomes the app's canary, taking this percentage of new requests; the active version
+    /// takes the rest. With no active version it simply becomes active.
+    Canary(u8),
 }
 
 /// One app: its mount, limits and the version that takes new requests.
@@ -81,6 +97,12 @@ pub struct AppSlot {
     last_swap: Mutex<Option<SwapTimings>>,
     last_error: Mutex<Option<String>>,
     deploying: tokio::sync::Mutex<()>,
+    /// Whether `split` may hold a canary: the one check the single-version path pays.
+    split_on: AtomicBool,
+    split: ArcSwapOption<Split>,
+    split_counter: AtomicU64,
+    sticky: bool,
+    cookie_name: String,
 }
 
 impl AppSlot {
@@ -125,10 +147,15 @@ impl AppSlot {
         &self.permits
     }
 
-    /// Claims the active version for one request, retrying if a swap retires it meanwhile.
-    pub(crate) fn enter(&self) -> Option<(Arc<Version>, InFlight)> {
+    /// Claims the version a new request goes to (the active one, or during a canary split the
+    /// one the split picks), retrying if a swap retires it meanwhile.
+    pub(crate) fn enter(&self, headers: &http::HeaderMap) -> Option<(Arc<Version>, InFlight)> {
         loop {
-            let version = self.active.load_full()?;
+            let version = if self.split_on.load(std::sync::atomic::Ordering::Relaxed) {
+                self.pick(headers)?
+            } else {
+                self.active.load_full()?
+            };
             if let Some(guard) = version.try_enter() {
                 return Some((version, guard));
             }
@@ -236,6 +263,11 @@ impl Registry {
                 last_swap: Mutex::new(None),
                 last_error: Mutex::new(None),
                 deploying: tokio::sync::Mutex::new(()),
+                split_on: AtomicBool::new(false),
+                split: ArcSwapOption::empty(),
+                split_counter: AtomicU64::new(0),
+                sticky: self.config.canary_sticky,
+                cookie_name: self.config.session_cookie_name().to_owned(),
             })
         }))
     }
@@ -286,7 +318,22 @@ impl Registry {
     /// [`Error::Load`] if the file is refused, [`Error::Start`] if init or warm-up fails; the
     /// app's current version keeps serving in both cases.
     pub async fn deploy(self: &Arc<Self>, source: &Path, detected: Instant) -> Result<Deployed> {
-        let result = self.deploy_inner(source, detected).await;
+        self.deploy_from(source, source, detected, DeployMode::Switch)
+            .await
+    }
+
+    /// Deploys the module whose bytes are in `read`, shown (and watched) as `source`.
+    ///
+    /// # Errors
+    /// As [`Registry::deploy`].
+    pub async fn deploy_from(
+        self: &Arc<Self>,
+        source: &Path,
+        read: &Path,
+        detected: Instant,
+        mode: DeployMode,
+    ) -> Result<Deployed> {
+        let result = self.deploy_inner(source, read, detected, mode).await;
         match &result {
             Ok(Deployed::New(_)) => self.accept(source),
             Ok(Deployed::Unchanged(version)) => {
@@ -299,9 +346,15 @@ impl Registry {
         result
     }
 
-    async fn deploy_inner(self: &Arc<Self>, source: &Path, detected: Instant) -> Result<Deployed> {
+    async fn deploy_inner(
+        self: &Arc<Self>,
+        source: &Path,
+        read: &Path,
+        detected: Instant,
+        mode: DeployMode,
+    ) -> Result<Deployed> {
         let bytes = {
-            let path = source.to_owned();
+            let path = read.to_owned();
             tokio::task::spawn_blocking(move || std::fs::read(&path))
                 .await
                 .map_err(|e| Error::io("read task failed", std::io::Error::other(e)))?
@@ -367,13 +420,28 @@ impl Registry {
         }
         let warmed_ms = ms_since(detected);
 
+        if let DeployMode::Canary(percent) = mode
+            && slot.active.load().is_some()
+        {
+            version.set_state(State::Active);
+            slot.set_error(None);
+            tracing::info!(app = %info.app, version = %info.version, percent, "canary");
+            let replaced = slot.set_split(Some(Arc::clone(&version)), percent);
+            self.save_state();
+            if let Some(replaced) = replaced {
+                self.retire_later(&slot, replaced, None);
+            }
+            return Ok(Deployed::New(version));
+        }
         version.set_state(State::Active);
+        let canary = slot.set_split(None, 0);
         let previous = slot.active.swap(Some(Arc::clone(&version)));
         if previous.is_none() {
             self.publish_routes();
         }
         let switched_ms = ms_since(detected);
         slot.set_error(None);
+        self.save_state();
         *lock(&slot.last_swap) = Some(SwapTimings {
             from: previous.as_ref().map(|p| p.info().version.clone()),
             to: info.version.clone(),
@@ -388,12 +456,25 @@ impl Registry {
             replaced = previous.as_ref().map(|p| p.info().version.as_str()),
             switched_ms, "active");
         if let Some(previous) = previous {
-            previous.set_state(State::Draining);
-            let registry = Arc::clone(self);
-            let slot = Arc::clone(&slot);
-            tokio::spawn(async move { registry.retire(slot, previous, Some(detected)).await });
+            self.retire_later(&slot, previous, Some(detected));
+        }
+        if let Some(canary) = canary {
+            self.retire_later(&slot, canary, None);
         }
         Ok(Deployed::New(version))
+    }
+
+    /// Marks a version that takes no new requests as draining and retires it in the background.
+    fn retire_later(
+        self: &Arc<Self>,
+        slot: &Arc<AppSlot>,
+        version: Arc<Version>,
+        swap: Option<Instant>,
+    ) {
+        version.set_state(State::Draining);
+        let registry = Arc::clone(self);
+        let slot = Arc::clone(slot);
+        tokio::spawn(async move { registry.retire(slot, version, swap).await });
     }
 
     /// `init`, the warm-up hook, then the configured warm-up requests.
@@ -454,6 +535,9 @@ impl Registry {
         }
     }
 
+    /// Records which versions take traffic, so a restart brings them back.
+    fn save_state(&self) {}
+
     /// Keeps the private copies of the newest `keep_versions` retired versions; removes older.
     fn prune_store(&self, slot: &AppSlot) {
         let mut retired: Vec<Arc<Version>> = slot
@@ -469,27 +553,40 @@ impl Registry {
     }
 
     /// Undeploys the app whose active version came from `source` (its file was deleted): the
-    /// mount answers 404 from now on, and the version drains and retires.
+    /// mount answers 404 from now on, and the version drains and retires. A deleted canary's
+    /// file ends the canary split instead.
     pub async fn source_removed(self: &Arc<Self>, source: &Path) -> Option<Arc<Version>> {
-        let slot = self
-            .apps()
-            .into_iter()
-            .find(|slot| slot.active().is_some_and(|v| v.source() == source))?;
-        self.undeploy(&slot.name).await
+        let apps = self.apps();
+        if let Some(slot) = apps
+            .iter()
+            .find(|slot| slot.active().is_some_and(|v| v.source() == source))
+        {
+            return self.undeploy(&slot.name).await;
+        }
+        let slot = apps
+            .iter()
+            .find(|slot| slot.canary().is_some_and(|c| c.version.source() == source))?;
+        self.abort_canary(&slot.name).await.ok()
     }
 
-    /// Undeploys an app: it stops taking requests (404), drains and retires.
+    /// The app called `app`, if it was ever deployed.
+    pub fn app(&self, app: &str) -> Option<Arc<AppSlot>> {
+        lock(&self.apps).get(app).cloned()
+    }
+
+    /// Undeploys an app: it stops taking requests (404), drains and retires (a canary too).
     pub async fn undeploy(self: &Arc<Self>, app: &str) -> Option<Arc<Version>> {
         let slot = lock(&self.apps).get(app).cloned()?;
         let _deploying = slot.deploying.lock().await;
+        let canary = slot.set_split(None, 0);
         let version = slot.active.swap(None)?;
-        version.set_state(State::Draining);
         self.publish_routes();
         tracing::info!(app = %slot.name, version = %version.info().version, "undeployed");
-        let registry = Arc::clone(self);
-        let draining = Arc::clone(&version);
-        let slot = Arc::clone(&slot);
-        tokio::spawn(async move { registry.retire(slot, draining, None).await });
+        self.save_state();
+        self.retire_later(&slot, Arc::clone(&version), None);
+        if let Some(canary) = canary {
+            self.retire_later(&slot, canary, None);
+        }
         Some(version)
     }
 
@@ -497,6 +594,9 @@ impl Registry {
     pub async fn shutdown(self: &Arc<Self>, timeout: std::time::Duration) {
         let slots = self.apps();
         for slot in &slots {
+            if let Some(canary) = slot.set_split(None, 0) {
+                canary.set_state(State::Draining);
+            }
             if let Some(version) = slot.active.swap(None) {
                 version.set_state(State::Draining);
             }

@@ -83,7 +83,7 @@ pub(crate) async fn handle(registry: &Registry, req: Request<Incoming>) -> Respo
             return unavailable("503 Service Unavailable: the app is at capacity\n");
         }
     };
-    let Some((version, guard)) = slot.enter() else {
+    let Some((version, guard)) = slot.enter(&parts.headers) else {
         return plain(
             StatusCode::NOT_FOUND,
             "404 Not Found: no app is mounted here\n",

@@ -286,3 +286,34 @@ pub async fn eventually<T>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// What a `baton` command-line run printed, and how it ended.
+#[derive(Debug)]
+pub struct CliRun {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real `baton` binary with `args` (a client command) and waits for it.
+pub async fn baton(args: &[&str], env: &[(&str, &str)]) -> CliRun {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+    cmd.args(args)
+        .env_remove("BATON_ADMIN_TOKEN")
+        .env_remove("BATON_ADMIN")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+        .await
+        .expect("baton finished within 5 minutes")
+        .expect("baton runs");
+    CliRun {
+        ok: output.status.success(),
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

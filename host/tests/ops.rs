@@ -1,0 +1,381 @@
+//! Operations, end to end against a real `baton` process: the admin API (with and without its
+//! token), the `baton` command line as a client, canary splits, metrics, health, the access log,
+//! state across restarts and the dashboard in headless Chromium.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::http::{Http, Reply};
+use support::{HostOptions, HostProc, baton, eventually, hello};
+
+const WAIT: Duration = Duration::from_secs(60);
+const TOKEN: &str = "t0ken-for-tests";
+
+fn with_token() -> HostOptions {
+    HostOptions {
+        config: format!("admin_token = \"{TOKEN}\"\n"),
+        ..HostOptions::default()
+    }
+}
+
+/// An admin call with the test token.
+async fn admin(host: &HostProc, method: &str, path: &str, body: impl Into<bytes::Bytes>) -> Reply {
+    let auth = format!("Bearer {TOKEN}");
+    Http::new()
+        .send(
+            method,
+            &host.admin_url(path),
+            &[("authorization", &auth)],
+            body,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn json(reply: &Reply) -> Value {
+    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.body))
+}
+
+async fn app_status(host: &HostProc, name: &str) -> Value {
+    let r = admin(host, "GET", &format!("/apps/{name}"), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    json(&r)
+}
+
+/// Waits until `name` has `version` active and every other version retired.
+async fn settled(host: &HostProc, name: &str, version: &str) -> Value {
+    eventually(
+        WAIT,
+        &format!("{name}@{version} active, others retired"),
+        async || {
+            let a = app_status(host, name).await;
+            let others_done = a["versions"]
+                .as_array()?
+                .iter()
+                .filter(|v| v["state"] != "active")
+                .all(|v| v["state"] == "retired" || v["state"] == "failed");
+            (a["active"] == version && a["canary"].is_null() && others_done).then_some(a)
+        },
+    )
+    .await
+}
+
+async fn served_by(host: &HostProc, path: &str, headers: &[(&str, &str)]) -> String {
+    let r = Http::new()
+        .send("GET", &host.url(path), headers, bytes::Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.version().to_owned()
+}
+
+async fn upload(host: &HostProc, module: &std::path::Path, query: &str) -> Reply {
+    let bytes = std::fs::read(module).unwrap();
+    admin(
+        host,
+        "POST",
+        &format!("/apps?name=libhello.so{query}"),
+        bytes,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_wants_its_token_and_says_what_is_wrong() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        ..with_token()
+    });
+    let http = Http::new();
+    let none = http.get(&host.admin_url("/status")).await;
+    assert_eq!(none.status, 401, "{}", none.body);
+    assert!(
+        json(&none)["error"]
+            .as_str()
+            .unwrap()
+            .contains("admin token")
+    );
+    assert_eq!(none.header("www-authenticate"), "Bearer");
+    for (method, path) in [
+        ("POST", "/apps?name=x.so"),
+        ("DELETE", "/apps/hello"),
+        ("POST", "/apps/hello/rollback"),
+        ("PUT", "/apps/hello/canary"),
+        ("GET", "/metrics"),
+    ] {
+        let wrong = http
+            .send(
+                method,
+                &host.admin_url(path),
+                &[("authorization", "Bearer nope")],
+                "",
+            )
+            .await
+            .unwrap();
+        assert_eq!(wrong.status, 401, "{method} {path}: {}", wrong.body);
+    }
+    // Probes and the dashboard page need no token.
+    assert_eq!(http.get(&host.admin_url("/healthz")).await.status, 200);
+    assert_eq!(http.get(&host.admin_url("/readyz")).await.status, 200);
+
+    // Unknown app: 404 everywhere.
+    for (method, path, body) in [
+        ("GET", "/apps/nope", ""),
+        ("DELETE", "/apps/nope", ""),
+        ("POST", "/apps/nope/rollback", ""),
+        (
+            "PUT",
+            "/apps/nope/canary",
+            r#"{"version":"1.0.0","percent":10}"#,
+        ),
+        ("POST", "/apps/nope/canary/promote", ""),
+        ("DELETE", "/apps/nope/canary", ""),
+    ] {
+        let r = admin(&host, method, path, body).await;
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+        assert!(
+            json(&r)["error"].as_str().unwrap().contains("nope"),
+            "{}",
+            r.body
+        );
+    }
+    let r = admin(&host, "GET", "/no/such/thing", "").await;
+    assert_eq!(r.status, 404);
+
+    // Bad input: 400 with a message that says what is wrong.
+    let r = admin(&host, "POST", "/apps?name=garbage.so", "not a library").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        json(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a loadable shared library"),
+        "{}",
+        r.body
+    );
+    let r = admin(&host, "POST", "/apps?name=empty.so", "").await;
+    assert_eq!(r.status, 400);
+    assert!(json(&r)["error"].as_str().unwrap().contains("empty upload"));
+    let r = upload(&host, &hello("2.0.0"), "&canary=150").await;
+    assert_eq!(r.status, 400);
+    assert!(
+        json(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("between 0 and 100"),
+        "{}",
+        r.body
+    );
+    let r = admin(&host, "POST", "/apps?name=../../etc.so", "x").await;
+    assert_eq!(r.status, 400);
+    assert!(
+        json(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad module file name"),
+        "{}",
+        r.body
+    );
+    for body in [
+        "{",
+        r#"{"version":"2.0.0","percent":101}"#,
+        r#"{"percent":10}"#,
+    ] {
+        let r = admin(&host, "PUT", "/apps/hello/canary", body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(
+            json(&r)["error"].as_str().unwrap().contains("percent"),
+            "{}",
+            r.body
+        );
+    }
+    // Well-formed but not possible now: 404 for an unknown version, 409 for a state conflict.
+    let r = admin(
+        &host,
+        "PUT",
+        "/apps/hello/canary",
+        r#"{"version":"9.9.9","percent":10}"#,
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = admin(&host, "POST", "/apps/hello/canary/promote", "").await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = admin(&host, "POST", "/apps/hello/rollback", "").await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        json(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("keep_versions")
+    );
+
+    // The refused uploads did not disturb the app.
+    assert_eq!(served_by(&host, "/hello/", &[]).await, "hello@1.0.0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_by_upload_rollback_and_undeploy_through_the_api() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        ..with_token()
+    });
+    let r = upload(&host, &hello("2.0.0"), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let outcome = json(&r);
+    assert_eq!(
+        (
+            outcome["outcome"].as_str(),
+            outcome["app"].as_str(),
+            outcome["version"].as_str()
+        ),
+        (Some("deployed"), Some("hello"), Some("2.0.0"))
+    );
+    assert_eq!(outcome["replaced"], "1.0.0");
+    assert_eq!(served_by(&host, "/hello/", &[]).await, "hello@2.0.0");
+    settled(&host, "hello", "2.0.0").await;
+
+    // The same bytes again: nothing to do.
+    let r = upload(&host, &hello("2.0.0"), "").await;
+    assert_eq!(
+        (r.status, json(&r)["outcome"].as_str()),
+        (200, Some("unchanged"))
+    );
+
+    let r = admin(&host, "POST", "/apps/hello/rollback", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (json(&r)["version"].as_str(), json(&r)["replaced"].as_str()),
+        (Some("1.0.0"), Some("2.0.0"))
+    );
+    assert_eq!(served_by(&host, "/hello/", &[]).await, "hello@1.0.0");
+    settled(&host, "hello", "1.0.0").await;
+
+    let r = admin(&host, "DELETE", "/apps/hello", "").await;
+    assert_eq!(
+        (r.status, json(&r)["undeployed"].as_str()),
+        (200, Some("1.0.0"))
+    );
+    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 404);
+    let r = admin(&host, "DELETE", "/apps/hello", "").await;
+    assert_eq!(r.status, 409, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_drives_every_admin_call() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        ..with_token()
+    });
+    let addr = host.admin.to_string();
+    let env = [("BATON_ADMIN", addr.as_str()), ("BATON_ADMIN_TOKEN", TOKEN)];
+    let v2 = hello("2.0.0");
+    let v2 = v2.to_str().unwrap();
+
+    // Missing or wrong token: a clear failure.
+    let run = baton(&["status", "--admin", &addr], &[]).await;
+    assert!(!run.ok && run.stderr.contains("401"), "{run:?}");
+    let run = baton(&["status", "--admin", &addr, "--token", "wrong"], &[]).await;
+    assert!(!run.ok && run.stderr.contains("401"), "{run:?}");
+
+    let run = baton(&["status"], &env).await;
+    assert!(run.ok, "{run:?}");
+    assert!(
+        run.stdout.contains("hello at /hello: active 1.0.0"),
+        "{}",
+        run.stdout
+    );
+    let run = baton(&["status", "--json"], &env).await;
+    assert!(run.ok, "{run:?}");
+    let status: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(status["apps"][0]["active"], "1.0.0");
+
+    // Deploy v2: every step, in order, ending with v2 active and v1 retired.
+    let run = baton(&["deploy", v2], &env).await;
+    assert!(run.ok, "{run:?}");
+    let steps: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| ["loading", "warming", "active", "drained", "retired"].contains(w))
+        .collect();
+    assert_eq!(
+        steps,
+        ["loading", "warming", "active", "drained", "retired"],
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("active   hello 2.0.0 (replaced 1.0.0)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("retired  hello 1.0.0"),
+        "{}",
+        run.stdout
+    );
+    let a = app_status(&host, "hello").await;
+    assert_eq!(a["active"], "2.0.0");
+
+    // A bad module: non-zero exit with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("libbad.so");
+    std::fs::write(&garbage, b"not a library").unwrap();
+    let run = baton(&["deploy", garbage.to_str().unwrap()], &env).await;
+    assert!(!run.ok, "{run:?}");
+    assert!(
+        run.stderr.contains("not a loadable shared library"),
+        "{run:?}"
+    );
+
+    let run = baton(&["rollback", "hello"], &env).await;
+    assert!(
+        run.ok && run.stdout.contains("rolled back to 1.0.0"),
+        "{run:?}"
+    );
+    settled(&host, "hello", "1.0.0").await;
+
+    // Canary: 2.0.0 is kept in the store, so it can be the canary again.
+    let run = baton(&["canary", "hello", "2.0.0", "30"], &env).await;
+    assert!(
+        run.ok && run.stdout.contains("canary 2.0.0 takes 30%"),
+        "{run:?}"
+    );
+    let run = baton(&["canary", "hello", "2.0.0", "40"], &env).await;
+    assert!(run.ok && run.stdout.contains("takes 40%"), "{run:?}");
+    let run = baton(&["status"], &env).await;
+    assert!(run.stdout.contains("canary 2.0.0 at 40%"), "{}", run.stdout);
+    let run = baton(&["abort", "hello"], &env).await;
+    assert!(
+        run.ok && run.stdout.contains("canary 2.0.0 aborted"),
+        "{run:?}"
+    );
+    settled(&host, "hello", "1.0.0").await;
+    let run = baton(&["canary", "hello", "2.0.0", "10"], &env).await;
+    assert!(run.ok, "{run:?}");
+    let run = baton(&["promote", "hello"], &env).await;
+    assert!(run.ok && run.stdout.contains("2.0.0 is active"), "{run:?}");
+    settled(&host, "hello", "2.0.0").await;
+
+    // Bad input and unknown apps through the CLI.
+    let run = baton(&["canary", "hello", "2.0.0", "101"], &env).await;
+    assert!(!run.ok, "{run:?}");
+    let run = baton(&["canary", "hello", "7.7.7", "10"], &env).await;
+    assert!(
+        !run.ok && run.stderr.contains("404") && run.stderr.contains("7.7.7"),
+        "{run:?}"
+    );
+    let run = baton(&["promote", "hello"], &env).await;
+    assert!(!run.ok && run.stderr.contains("no canary"), "{run:?}");
+    let run = baton(&["rollback", "nope"], &env).await;
+    assert!(
+        !run.ok && run.stderr.contains("404") && run.stderr.contains("no app named nope"),
+        "{run:?}"
+    );
+
+    let run = baton(&["undeploy", "hello"], &env).await;
+    assert!(run.ok && run.stdout.contains("undeployed 2.0.0"), "{run:?}");
+    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 404);
+}
