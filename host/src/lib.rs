@@ -11,7 +11,8 @@
 //! - [`server`]: the hyper accept loop and the per-request path (routing by mount, limits,
 //!   dispatch to the version's workers, timeouts).
 //! - [`watch`]: turns files dropped into the modules directory into deploys and undeploys.
-//! - [`admin`]: the admin listener (`/status`).
+//! - [`admin`]: the admin listener: JSON API, health, dashboard, and the CLI's client.
+//! - [`metrics`]: Prometheus metrics, with per-version handles for the request path.
 //!
 //! [`Host`] ties them together; the `baton` binary is a thin command line over it.
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod deploy;
 mod error;
 pub mod loader;
+pub mod metrics;
 pub mod server;
 pub mod watch;
 

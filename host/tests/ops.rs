@@ -379,3 +379,196 @@ async fn the_cli_drives_every_admin_call() {
     assert!(run.ok && run.stdout.contains("undeployed 2.0.0"), "{run:?}");
     assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 404);
 }
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_requests_and_the_swap_and_the_access_log_has_a_line_per_request() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        ..with_token()
+    });
+    let http = Http::new();
+    for _ in 0..5 {
+        assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
+    }
+    assert_eq!(http.get(&host.url("/hello/no-such-page")).await.status, 404);
+    let r = upload(&host, &hello("2.0.0"), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    settled(&host, "hello", "2.0.0").await;
+    assert_eq!(served_by(&host, "/hello/", &[]).await, "hello@2.0.0");
+
+    let r = admin(&host, "GET", "/metrics", "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").contains("text"), "{:?}", r.headers);
+    let m = &r.body;
+    let v1 = r#"{app="hello",version="1.0.0",status="#;
+    assert_eq!(
+        metric(m, &format!("baton_requests_total{v1}\"2xx\"}}")),
+        Some(5.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(m, &format!("baton_requests_total{v1}\"4xx\"}}")),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            m,
+            r#"baton_requests_total{app="hello",version="2.0.0",status="2xx"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            m,
+            r#"baton_request_duration_seconds_count{app="hello",version="1.0.0"}"#
+        ),
+        Some(6.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(m, r#"baton_swaps_total{app="hello"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(m, r#"baton_swap_duration_seconds_count{app="hello"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(m, r#"baton_drain_duration_seconds_count{app="hello"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            m,
+            r#"baton_version_weight_percent{app="hello",version="2.0.0"}"#
+        ),
+        Some(100.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            m,
+            r#"baton_requests_in_flight{app="hello",version="2.0.0"}"#
+        ),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(metric(m, "baton_module_rejections_total"), Some(0.0), "{m}");
+
+    // A version refused at warm-up is counted.
+    let faulty = support::module(
+        "fixture-faulty",
+        &[
+            ("BATON_FIXTURE_APP", "hello"),
+            ("BATON_APP_VERSION", "2.0.0"),
+            ("BATON_FAULT", "warmup"),
+        ],
+    );
+    let r = upload(&host, &faulty, "").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        json(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("warm-up refused on purpose")
+    );
+    let m = admin(&host, "GET", "/metrics", "").await.body;
+    assert_eq!(
+        metric(&m, r#"baton_warmup_failures_total{app="hello"}"#),
+        Some(1.0),
+        "{m}"
+    );
+
+    // One access line per request, with its fields.
+    let line = host.wait_log(WAIT, |l| {
+        l["target"] == "baton::access" && l["path"] == "/hello/no-such-page"
+    });
+    assert_eq!(
+        (line["app"].as_str(), line["version"].as_str()),
+        (Some("hello"), Some("1.0.0"))
+    );
+    assert_eq!(
+        (line["method"].as_str(), line["status"].as_u64()),
+        (Some("GET"), Some(404))
+    );
+    assert!(line["duration_ms"].is_f64(), "{line}");
+    let lines = host.log_lines();
+    let access = lines
+        .iter()
+        .filter(|l| l["target"] == "baton::access")
+        .count();
+    assert_eq!(access, 7, "one line per app request");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_can_be_turned_off() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        config: "access_log = false\n".into(),
+        ..HostOptions::default()
+    });
+    assert_eq!(served_by(&host, "/hello/", &[]).await, "hello@1.0.0");
+    // The admin listener's own requests are not app requests either; ask it something, then
+    // check nothing was logged for the app request.
+    assert_eq!(
+        Http::new().get(&host.admin_url("/status")).await.status,
+        200
+    );
+    assert!(
+        !host
+            .log_lines()
+            .iter()
+            .any(|l| l["target"] == "baton::access")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_flips_on_sigterm_before_the_drain() {
+    let host = HostProc::start(&[hello("1.0.0")]);
+    let mut host = host;
+    let http = Http::new();
+    assert_eq!(http.get(&host.admin_url("/readyz")).await.status, 200);
+    assert_eq!(http.get(&host.admin_url("/healthz")).await.status, 200);
+    let slow = {
+        let url = host.url("/hello/slow?ms=5000");
+        tokio::spawn(async move { Http::new().get(&url).await })
+    };
+    let running = async || {
+        let s: Value =
+            serde_json::from_str(&Http::new().get(&host.admin_url("/status")).await.body).unwrap();
+        s["apps"][0]["versions"][0]["in_flight"].as_u64()
+    };
+    eventually(WAIT, "the slow request running", async || {
+        (running().await == Some(1)).then_some(())
+    })
+    .await;
+    host.signal(libc::SIGTERM);
+    eventually(WAIT, "/readyz answering 503", async || {
+        let r = Http::new().get(&host.admin_url("/readyz")).await;
+        (r.status == 503).then_some(())
+    })
+    .await;
+    // Not ready while the slow request is still running: the drain has not finished.
+    assert_eq!(
+        running().await,
+        Some(1),
+        "the slow request is still running"
+    );
+    assert_eq!(http.get(&host.admin_url("/healthz")).await.status, 200);
+    let r = slow.await.unwrap();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "slept 5000 ms in hello@1.0.0\n")
+    );
+    assert!(host.wait_exit(WAIT).success());
+}

@@ -130,6 +130,11 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
     }
     match (&method, segments.as_slice()) {
         (&Method::GET, ["status"] | ["apps"]) => json(StatusCode::OK, &super::status(registry)),
+        (&Method::GET, ["metrics"]) => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            registry.metrics().encode(registry),
+        ),
         (&Method::POST, ["apps"]) => deploy(registry, req).await,
         (&Method::GET, ["apps", app]) => match registry.app(app) {
             Some(slot) => json(StatusCode::OK, &super::app_status(&slot)),
@@ -237,11 +242,7 @@ fn parse_percent(text: &str) -> Result<u8, Error> {
 async fn deploy(registry: &Arc<Registry>, req: Request<Incoming>) -> Response<Body> {
     let query = req.uri().query().unwrap_or("").to_owned();
     let name = query_param(&query, "name").unwrap_or("upload.so");
-    let mode = match query_param(&query, "canary").map(parse_percent) {
-        None => DeployMode::Switch,
-        Some(Ok(percent)) => DeployMode::Canary(percent),
-        Some(Err(e)) => return from_error(&e),
-    };
+    // Read the body before refusing anything, so the client sees the answer, not a reset.
     let body = match Limited::new(req.into_body(), MAX_UPLOAD_BYTES)
         .collect()
         .await
@@ -253,6 +254,11 @@ async fn deploy(registry: &Arc<Registry>, req: Request<Incoming>) -> Response<Bo
                 format!("cannot read the upload (at most {MAX_UPLOAD_BYTES} bytes): {e}"),
             );
         }
+    };
+    let mode = match query_param(&query, "canary").map(parse_percent) {
+        None => DeployMode::Switch,
+        Some(Ok(percent)) => DeployMode::Canary(percent),
+        Some(Err(e)) => return from_error(&e),
     };
     if body.is_empty() {
         return error(

@@ -20,6 +20,7 @@ use super::version::{InFlight, State, Version};
 use crate::config::{Config, Limits};
 use crate::error::{Error, Result};
 use crate::loader::Module;
+use crate::metrics::Metrics;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -200,6 +201,7 @@ pub struct Registry {
     apps: Mutex<BTreeMap<String, Arc<AppSlot>>>,
     routes: ArcSwap<Routes>,
     rejected: Mutex<Vec<Rejection>>,
+    metrics: Metrics,
 }
 
 impl Registry {
@@ -214,12 +216,18 @@ impl Registry {
             apps: Mutex::new(BTreeMap::new()),
             routes: ArcSwap::default(),
             rejected: Mutex::new(Vec::new()),
+            metrics: Metrics::new(),
         })
     }
 
     /// The host configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// All apps, by name.
@@ -340,7 +348,10 @@ impl Registry {
                 tracing::info!(app = %version.info().app, version = %version.info().version,
                     file = %source.display(), "same module bytes already deployed; nothing to do");
             }
-            Err(e @ Error::Load { .. }) => self.reject(source, e),
+            Err(e @ Error::Load { .. }) => {
+                self.metrics.module_rejected();
+                self.reject(source, e);
+            }
             Err(_) => {}
         }
         result
@@ -395,7 +406,9 @@ impl Registry {
             stage,
             reason,
         };
-        let version = match Version::new(id, module, source.to_owned(), hash, slot.limits) {
+        let metrics = self.metrics.version(&info.app, &info.version);
+        let version = match Version::new(id, module, source.to_owned(), hash, slot.limits, metrics)
+        {
             Ok(version) => version,
             Err(reason) => {
                 self.store.remove(&copy);
@@ -414,6 +427,7 @@ impl Registry {
             version.fail(&reason).await;
             version.set_stored(false);
             self.store.remove(&copy);
+            self.metrics.warmup_failed(&info.app);
             let e = start_error(stage, reason);
             slot.set_error(Some(e.to_string()));
             return Err(e);
@@ -440,6 +454,9 @@ impl Registry {
             self.publish_routes();
         }
         let switched_ms = ms_since(detected);
+        if previous.is_some() {
+            self.metrics.swapped(&info.app, detected.elapsed());
+        }
         slot.set_error(None);
         self.save_state();
         *lock(&slot.last_swap) = Some(SwapTimings {
@@ -515,6 +532,9 @@ impl Registry {
             version.wait_idle(std::time::Duration::MAX).await;
         }
         let drained_ms = swap.map(ms_since);
+        if let Some(swap) = swap {
+            self.metrics.drained(&info.app, swap.elapsed());
+        }
         let (took, leftovers) = version.unload(State::Retired).await;
         let retired_ms = swap.map(ms_since);
         if let Some(timings) = lock(&slot.last_swap)

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use super::pool::Pool;
 use crate::config::Limits;
 use crate::loader::{CallError, Instance, Module, ModuleInfo, ModuleRequest, ModuleResponse};
+use crate::metrics::VersionMetrics;
 
 /// Where a version is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -112,6 +113,7 @@ pub struct Version {
     next_request: AtomicU64,
     stored: AtomicBool,
     loaded_at: SystemTime,
+    metrics: VersionMetrics,
 }
 
 impl Version {
@@ -125,6 +127,7 @@ impl Version {
         source: PathBuf,
         hash: u64,
         limits: Limits,
+        metrics: VersionMetrics,
     ) -> Result<Arc<Version>, String> {
         let info = module.info().clone();
         let pool = Pool::start(&format!("baton-{}", info.app), limits.worker_threads)
@@ -148,6 +151,7 @@ impl Version {
             next_request: AtomicU64::new(0),
             stored: AtomicBool::new(true),
             loaded_at: SystemTime::now(),
+            metrics,
         }))
     }
 
@@ -238,6 +242,11 @@ impl Version {
 
     pub(crate) fn set_error(&self, reason: &str) {
         *lock(&self.error) = Some(reason.to_owned());
+    }
+
+    /// The metric handles of this version's requests.
+    pub fn metrics(&self) -> &VersionMetrics {
+        &self.metrics
     }
 
     /// The limits this version runs under.

@@ -216,6 +216,9 @@ impl Registry {
         });
         tracing::info!(app, version = %info.version,
             replaced = previous.as_ref().map(|p| p.info().version.as_str()), "canary promoted; active");
+        if previous.is_some() {
+            self.metrics.swapped(app, started.elapsed());
+        }
         self.save_state();
         if let Some(previous) = previous {
             self.retire_later(&slot, previous, Some(started));
