@@ -572,3 +572,123 @@ async fn readiness_flips_on_sigterm_before_the_drain() {
     );
     assert!(host.wait_exit(WAIT).success());
 }
+
+/// Sends `n` requests (with `cookie`, if any) and counts the answers of `version`.
+async fn count(host: &HostProc, n: usize, cookie: Option<&str>, version: &str) -> usize {
+    let http = Http::new();
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    let mut hits = 0;
+    for _ in 0..n {
+        let r = http
+            .send("GET", &host.url("/hello/"), &headers, bytes::Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        hits += usize::from(r.version() == version);
+    }
+    hits
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_split_sends_its_share_and_sticky_sessions_stay_put() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        config: format!("admin_token = \"{TOKEN}\"\ncanary_sticky = true\n"),
+        ..HostOptions::default()
+    });
+    let r = upload(&host, &hello("2.0.0"), "&canary=10").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let outcome = json(&r);
+    assert_eq!(
+        (outcome["outcome"].as_str(), outcome["percent"].as_u64()),
+        (Some("canary"), Some(10))
+    );
+    let a = app_status(&host, "hello").await;
+    assert_eq!(
+        (a["active"].as_str(), a["canary"]["percent"].as_u64()),
+        (Some("1.0.0"), Some(10))
+    );
+    let weights: Vec<(String, u64)> = a["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_owned(),
+                v["weight"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        weights,
+        [("1.0.0".to_owned(), 90), ("2.0.0".to_owned(), 10)]
+    );
+
+    // 90/10 over 1,000 requests without a session, within 5 points.
+    let canary = count(&host, 1000, None, "hello@2.0.0").await;
+    assert!(
+        (50..=150).contains(&canary),
+        "{canary} of 1000 went to the 10% canary"
+    );
+
+    // With the session cookie, each session stays on one version; about 10% of sessions are
+    // on the canary (the cookie values are fixed, so this is deterministic).
+    let mut on_canary = 0;
+    for i in 0..200 {
+        let cookie = format!("theme=dark; BATON_SESSION=session-{i:04}");
+        let hits = count(&host, 5, Some(&cookie), "hello@2.0.0").await;
+        assert!(
+            hits == 0 || hits == 5,
+            "session {i} moved between versions ({hits} of 5 on 2.0.0)"
+        );
+        on_canary += usize::from(hits == 5);
+    }
+    assert!(
+        (10..=30).contains(&on_canary),
+        "{on_canary} of 200 sessions on the 10% canary"
+    );
+
+    // Weight 0: the canary takes nothing new but stays loaded, ready to be raised again.
+    let r = admin(
+        &host,
+        "PUT",
+        "/apps/hello/canary",
+        r#"{"version":"2.0.0","percent":0}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(count(&host, 100, None, "hello@2.0.0").await, 0);
+    let r = admin(
+        &host,
+        "PUT",
+        "/apps/hello/canary",
+        r#"{"version":"2.0.0","percent":50}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let half = count(&host, 200, None, "hello@2.0.0").await;
+    assert!((80..=120).contains(&half), "{half} of 200 at 50%");
+
+    // Promote: everything new goes to 2.0.0, 1.0.0 drains and retires.
+    let r = admin(&host, "POST", "/apps/hello/canary/promote", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(count(&host, 50, None, "hello@2.0.0").await, 50);
+    settled(&host, "hello", "2.0.0").await;
+
+    // Abort a canary: it drains and retires, the active version takes everything.
+    let r = admin(
+        &host,
+        "PUT",
+        "/apps/hello/canary",
+        r#"{"version":"1.0.0","percent":20}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = admin(&host, "DELETE", "/apps/hello/canary", "").await;
+    assert_eq!(
+        (r.status, json(&r)["aborted"].as_str()),
+        (200, Some("1.0.0"))
+    );
+    assert_eq!(count(&host, 50, None, "hello@2.0.0").await, 50);
+    settled(&host, "hello", "2.0.0").await;
+}
