@@ -84,7 +84,10 @@ impl Host {
         } else {
             None
         };
+        // The versions active before a restart first; then the directory's other apps.
+        registry.restore().await;
         let deployed = registry.deploy_dir(&config.modules).await?;
+        registry.started();
         let (admin, admin_addr) = bind(config.admin, "admin").await?;
         tracing::info!(addr = %admin_addr, "admin listening");
         let (listener, addr) = bind(config.listen, "http").await?;

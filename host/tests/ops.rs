@@ -692,3 +692,63 @@ async fn a_canary_split_sends_its_share_and_sticky_sessions_stay_put() {
     assert_eq!(count(&host, 50, None, "hello@2.0.0").await, 50);
     settled(&host, "hello", "2.0.0").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_brings_back_the_active_versions_and_the_split() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        ..with_token()
+    });
+    let r = upload(&host, &hello("2.0.0"), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    settled(&host, "hello", "2.0.0").await;
+    let state = host.dir.path().join("state").join("state.json");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved["apps"]["hello"]["active"]["version"], "2.0.0",
+        "{saved}"
+    );
+
+    // The modules directory still holds 1.0.0's file: the restored 2.0.0 wins.
+    let host = host.restart();
+    let a = app_status(&host, "hello").await;
+    assert_eq!(
+        (a["active"].as_str(), a["canary"].as_object()),
+        (Some("2.0.0"), None)
+    );
+    assert_eq!(served_by(&host, "/hello/", &[]).await, "hello@2.0.0");
+    host.wait_log(WAIT, |l| {
+        l["message"] == "app restored from the host state; this file is ignored at start"
+            && l["version"] == "1.0.0"
+    });
+
+    // A split survives too.
+    let r = upload(&host, &hello("1.0.0"), "&canary=20").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let host = host.restart();
+    let a = app_status(&host, "hello").await;
+    assert_eq!(a["active"], "2.0.0", "{a:#}");
+    assert_eq!(
+        (
+            a["canary"]["version"].as_str(),
+            a["canary"]["percent"].as_u64()
+        ),
+        (Some("1.0.0"), Some(20))
+    );
+    let on_canary = count(&host, 100, None, "hello@1.0.0").await;
+    assert!((10..=30).contains(&on_canary), "{on_canary} of 100 at 20%");
+
+    // Only the copies of live versions are left in the store.
+    let store: Vec<_> = std::fs::read_dir(host.dir.path().join("state").join("store"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(store.len(), 2, "{store:?}");
+
+    // Undeploy is remembered as well.
+    let r = admin(&host, "DELETE", "/apps/hello", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["apps"], serde_json::json!({}), "{saved}");
+}

@@ -1,8 +1,9 @@
 //! The registry: apps by name and by mount, and the deploy pipeline.
 
 mod canary;
+mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
@@ -202,6 +203,11 @@ pub struct Registry {
     routes: ArcSwap<Routes>,
     rejected: Mutex<Vec<Rejection>>,
     metrics: Metrics,
+    /// Whether changes are written to `state.json` (not during start or shutdown).
+    persist: AtomicBool,
+    saving: Mutex<()>,
+    /// Apps brought back from `state.json` at start.
+    restored: Mutex<HashSet<String>>,
 }
 
 impl Registry {
@@ -217,6 +223,9 @@ impl Registry {
             routes: ArcSwap::default(),
             rejected: Mutex::new(Vec::new()),
             metrics: Metrics::new(),
+            persist: AtomicBool::new(false),
+            saving: Mutex::new(()),
+            restored: Mutex::new(HashSet::new()),
         })
     }
 
@@ -341,13 +350,26 @@ impl Registry {
         detected: Instant,
         mode: DeployMode,
     ) -> Result<Deployed> {
-        let result = self.deploy_inner(source, read, detected, mode).await;
+        self.deploy_checked(source, read, detected, mode, false)
+            .await
+    }
+
+    /// A deploy; `at_start` for the scan of the modules directory at start, which leaves apps
+    /// restored from the host state alone.
+    async fn deploy_checked(
+        self: &Arc<Self>,
+        source: &Path,
+        read: &Path,
+        detected: Instant,
+        mode: DeployMode,
+        at_start: bool,
+    ) -> Result<Deployed> {
+        let result = self
+            .deploy_inner(source, read, detected, mode, at_start)
+            .await;
         match &result {
             Ok(Deployed::New(_)) => self.accept(source),
-            Ok(Deployed::Unchanged(version)) => {
-                tracing::info!(app = %version.info().app, version = %version.info().version,
-                    file = %source.display(), "same module bytes already deployed; nothing to do");
-            }
+            Ok(Deployed::Unchanged(_)) => {}
             Err(e @ Error::Load { .. }) => {
                 self.metrics.module_rejected();
                 self.reject(source, e);
@@ -363,6 +385,7 @@ impl Registry {
         read: &Path,
         detected: Instant,
         mode: DeployMode,
+        at_start: bool,
     ) -> Result<Deployed> {
         let bytes = {
             let path = read.to_owned();
@@ -376,6 +399,8 @@ impl Registry {
         };
         let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
         if let Some(live) = self.live_with_hash(hash) {
+            tracing::info!(app = %live.info().app, version = %live.info().version,
+                file = %source.display(), "same module bytes already deployed; nothing to do");
             return Ok(Deployed::Unchanged(live));
         }
         let id = self.store.next_id();
@@ -399,6 +424,17 @@ impl Registry {
         };
         let info = module.info().clone();
         let slot = self.slot(&info.app);
+        if at_start
+            && self.was_restored(&info.app)
+            && let Some(active) = slot.active()
+        {
+            tracing::info!(app = %info.app, version = %info.version, file = %source.display(),
+                kept = %active.info().version,
+                "app restored from the host state; this file is ignored at start");
+            let _ = tokio::task::spawn_blocking(move || drop(module)).await;
+            self.store.remove(&copy);
+            return Ok(Deployed::Unchanged(active));
+        }
         let _deploying = slot.deploying.lock().await;
         let start_error = |stage, reason: String| Error::Start {
             app: info.app.clone(),
@@ -555,9 +591,6 @@ impl Registry {
         }
     }
 
-    /// Records which versions take traffic, so a restart brings them back.
-    fn save_state(&self) {}
-
     /// Keeps the private copies of the newest `keep_versions` retired versions; removes older.
     fn prune_store(&self, slot: &AppSlot) {
         let mut retired: Vec<Arc<Version>> = slot
@@ -611,8 +644,19 @@ impl Registry {
     }
 
     /// Stops every app: no new requests, drain (bounded by `timeout`), shutdown hooks, unload.
+    ///
+    /// The private copies of the versions that were active (and canaries) stay in the store,
+    /// for the next start to restore.
     pub async fn shutdown(self: &Arc<Self>, timeout: std::time::Duration) {
+        self.persist
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let slots = self.apps();
+        let mut kept = HashSet::new();
+        for slot in &slots {
+            kept.extend(slot.active().map(|v| v.id()));
+            kept.extend(slot.canary().map(|c| c.version.id()));
+        }
+        let kept = Arc::new(kept);
         for slot in &slots {
             if let Some(canary) = slot.set_split(None, 0) {
                 canary.set_state(State::Draining);
@@ -629,6 +673,7 @@ impl Registry {
                     continue;
                 }
                 let registry = Arc::clone(self);
+                let kept = Arc::clone(&kept);
                 tasks.spawn(async move {
                     let info = version.info().clone();
                     if !version.wait_idle(timeout).await {
@@ -638,7 +683,7 @@ impl Registry {
                         return;
                     }
                     let (_, leftovers) = version.unload(State::Retired).await;
-                    if leftovers.is_empty() {
+                    if leftovers.is_empty() && !kept.contains(&version.id()) {
                         registry.store.remove(version.copy_path());
                     }
                     tracing::info!(app = %info.app, version = %info.version,
@@ -659,7 +704,10 @@ impl Registry {
         files.sort_by_key(|(mtime, path)| (*mtime, path.clone()));
         let mut deployed = 0;
         for (_, path) in files {
-            match self.deploy(&path, Instant::now()).await {
+            let outcome = self
+                .deploy_checked(&path, &path, Instant::now(), DeployMode::Switch, true)
+                .await;
+            match outcome {
                 Ok(_) => deployed += 1,
                 Err(e) => tracing::error!(error = %e, "deploy failed"),
             }

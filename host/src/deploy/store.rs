@@ -41,6 +41,24 @@ impl Store {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The store directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every file in the store.
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// A name unique to this process and call.
     pub(crate) fn unique(&self) -> String {
         format!("{}-{:06}", self.run, self.next_id())

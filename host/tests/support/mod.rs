@@ -103,6 +103,7 @@ pub struct HostProc {
     pub addr: std::net::SocketAddr,
     pub admin: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
+    options: HostOptions,
 }
 
 impl HostProc {
@@ -123,6 +124,21 @@ impl HostProc {
             let name = module.file_name().unwrap().to_string_lossy().into_owned();
             std::fs::copy(module, modules.join(format!("{i:02}-{name}"))).unwrap();
         }
+        Self::start_in(dir, options)
+    }
+
+    /// Stops the host gracefully (SIGTERM, exit 0) and starts a new one on the same
+    /// directories, modules and state.
+    pub fn restart(mut self) -> HostProc {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(60));
+        assert!(status.success(), "graceful stop failed: {status:?}");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_in(dir, self.options.clone())
+    }
+
+    fn start_in(dir: tempfile::TempDir, options: HostOptions) -> HostProc {
+        let modules = dir.path().join("modules");
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, &options.config).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
@@ -168,6 +184,7 @@ impl HostProc {
             addr: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
             dir,
+            options,
         };
         let admin = host.wait_log(Duration::from_secs(60), |l| {
             l["message"] == "admin listening"
