@@ -752,3 +752,98 @@ async fn a_restart_brings_back_the_active_versions_and_the_split() {
     let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     assert_eq!(saved["apps"], serde_json::json!({}), "{saved}");
 }
+
+/// The `<section>` of `app` in a dumped dashboard.
+fn section<'d>(dom: &'d str, app: &str) -> &'d str {
+    let start = dom
+        .find(&format!("data-app=\"{app}\""))
+        .unwrap_or_else(|| panic!("no {app} on the dashboard:\n{dom}"));
+    let end = dom[start..]
+        .find("</section>")
+        .map_or(dom.len(), |e| start + e);
+    &dom[start..end]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        ..with_token()
+    });
+    let page = format!("{}#token={TOKEN}", host.admin_url("/"));
+    let dom = tokio::task::spawn_blocking({
+        let page = page.clone();
+        move || support::chromium_dom(&page, 3500)
+    })
+    .await
+    .unwrap();
+    let hello_section = section(&dom, "hello");
+    assert!(
+        hello_section.contains(r#"data-active="1.0.0""#),
+        "{hello_section}"
+    );
+    assert!(
+        hello_section.contains(r#"data-version="1.0.0" data-state="active""#),
+        "{hello_section}"
+    );
+    assert!(hello_section.contains("100%"), "the split: {hello_section}");
+    assert!(hello_section.contains("req/s"), "{hello_section}");
+    let updates: u32 = dom
+        .split("data-updates=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        updates >= 2,
+        "the page refreshes by itself ({updates} updates):\n{dom}"
+    );
+
+    // Swap to 2.0.0, then a canary of 1.0.0: the page follows.
+    let r = upload(&host, &hello("2.0.0"), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    settled(&host, "hello", "2.0.0").await;
+    let r = admin(
+        &host,
+        "PUT",
+        "/apps/hello/canary",
+        r#"{"version":"1.0.0","percent":25}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&page, 2500))
+        .await
+        .unwrap();
+    let hello_section = section(&dom, "hello");
+    assert!(
+        hello_section.contains(r#"data-active="2.0.0""#),
+        "{hello_section}"
+    );
+    assert!(
+        hello_section.contains(r#"data-version="2.0.0" data-state="active""#),
+        "{hello_section}"
+    );
+    assert!(
+        hello_section.contains(r#"data-version="1.0.0" data-state="retired""#),
+        "{hello_section}"
+    );
+    assert!(
+        hello_section.contains("canary 1.0.0 at 25%"),
+        "{hello_section}"
+    );
+    assert!(
+        hello_section.contains("2.0.0 75%"),
+        "the split: {hello_section}"
+    );
+    assert!(
+        hello_section.contains("last swap 1.0.0 → 2.0.0"),
+        "{hello_section}"
+    );
+
+    // Without the token the page says what is missing.
+    let plain = host.admin_url("/");
+    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&plain, 1500))
+        .await
+        .unwrap();
+    assert!(dom.contains("needs a token"), "{dom}");
+}

@@ -102,6 +102,9 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
     // The page and the probes reveal nothing and must work for load balancers and browsers
     // without credentials; everything else needs the token when one is set.
     match (&method, segments.as_slice()) {
+        (&Method::GET, []) => {
+            return respond(StatusCode::OK, "text/html; charset=utf-8", super::DASHBOARD);
+        }
         (&Method::GET, ["healthz"]) => return respond(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, ["readyz"]) => {
             return if admin.is_ready() {

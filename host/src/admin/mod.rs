@@ -2,6 +2,8 @@
 //!
 //! - `api`: the JSON API (status, deploy by upload, rollback, undeploy, canary split, metrics,
 //!   health), behind a bearer token when one is configured.
+//! - the dashboard (`GET /`): one page that polls `/status` and shows apps, versions, states,
+//!   the traffic split and request rates.
 //! - `client`: the other side, used by the `baton` command line (`baton status`, `baton deploy`…).
 //!
 //! `GET /status` reports every app, its versions and their states, counters, the timeline of
@@ -15,6 +17,9 @@ use serde::Serialize;
 use crate::deploy::{CanaryStatus, Registry, Rejection, Running, State, SwapTimings};
 
 pub(crate) use api::handle;
+
+/// The dashboard page: plain HTML and JavaScript polling `/status`.
+const DASHBOARD: &str = include_str!("dashboard.html");
 pub use api::{Admin, CanaryRequest, DeployOutcome};
 
 /// The status document.
