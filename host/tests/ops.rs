@@ -847,3 +847,31 @@ async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() 
         .unwrap();
     assert!(dom.contains("needs a token"), "{dom}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_loopback_admin_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let modules = dir.path().join("modules");
+    let state = dir.path().join("state");
+    let run = baton(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "0.0.0.0:0",
+            "--modules",
+            modules.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(
+        run.stderr.contains("not a loopback address") && run.stderr.contains("admin_token"),
+        "{}",
+        run.stderr
+    );
+}
