@@ -34,6 +34,18 @@ pub struct Config {
     pub watch_settle_ms: u64,
     /// Retired versions per app whose private copies stay in the store for rollback.
     pub keep_versions: usize,
+    /// Bearer token the admin API requires (also `BATON_ADMIN_TOKEN`). Required when `admin`
+    /// is not a loopback address; when set, required on loopback too.
+    #[serde(skip_serializing)]
+    pub admin_token: Option<String>,
+    /// One `baton::access` event per request (app, version, method, path, status, duration).
+    pub access_log: bool,
+    /// During a canary split, send a request carrying the session cookie to the version its
+    /// cookie hashes to, so a session stays on one version.
+    pub canary_sticky: bool,
+    /// After a graceful shutdown starts, keep accepting for this long while `/readyz` answers
+    /// 503, so load balancers stop sending first.
+    pub shutdown_grace_ms: u64,
     /// Default limits for every app.
     pub limits: Limits,
     /// Per-app settings, by app name.
@@ -55,6 +67,10 @@ impl Default for Config {
             watch_debounce_ms: 20,
             watch_settle_ms: 2_000,
             keep_versions: 2,
+            admin_token: None,
+            access_log: true,
+            canary_sticky: false,
+            shutdown_grace_ms: 0,
             limits: Limits::default(),
             apps: BTreeMap::new(),
             sessions: SessionConfig::default(),
@@ -265,6 +281,21 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.limits.validate("limits")?;
         self.sessions.validate()?;
+        match self.admin_token.as_deref() {
+            Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
+                return Err(Error::Config(
+                    "admin_token must be non-empty printable text".into(),
+                ));
+            }
+            None if !self.admin.ip().is_loopback() => {
+                return Err(Error::Config(format!(
+                    "the admin listener {} is not a loopback address: set admin_token (or \
+                     BATON_ADMIN_TOKEN) so the admin API is not open to the network",
+                    self.admin
+                )));
+            }
+            _ => {}
+        }
         let mut mounts = BTreeMap::new();
         for name in self.apps.keys() {
             self.limits_for(name)
@@ -335,6 +366,11 @@ impl Config {
             ),
             None => (Vec::new(), Duration::ZERO),
         }
+    }
+
+    /// The name of the session cookie a sticky canary split hashes.
+    pub fn session_cookie_name(&self) -> &str {
+        &self.sessions.cookie_name
     }
 
     /// How long drains and shutdown wait.
@@ -427,5 +463,17 @@ mod tests {
             assert!(err.contains("sessions."), "{bad}: {err}");
         }
         assert!(toml::from_str::<Config>("[sessions]\ntimeout = 5").is_err());
+    }
+
+    #[test]
+    fn a_non_loopback_admin_needs_a_token() {
+        let config: Config = toml::from_str("admin = \"0.0.0.0:9090\"").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("admin_token"), "{error}");
+        let config: Config =
+            toml::from_str("admin = \"0.0.0.0:9090\"\nadmin_token = \"s3cret\"").unwrap();
+        config.validate().unwrap();
+        let config: Config = toml::from_str("admin_token = \" \"").unwrap();
+        assert!(config.validate().is_err());
     }
 }

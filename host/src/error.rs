@@ -32,6 +32,26 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// No app of that name is deployed.
+    #[error("no app named {0}")]
+    UnknownApp(String),
+    /// The app has no such version loaded or kept.
+    #[error("{app} has no version {version} loaded or kept in the store")]
+    UnknownVersion {
+        /// App name.
+        app: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// An operator's request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// An operator's request does not fit the app's current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A call to the admin API failed (the command-line client's errors).
+    #[error("{0}")]
+    Admin(String),
     /// An I/O operation failed.
     #[error("{what}: {source}")]
     Io {

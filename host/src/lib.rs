@@ -11,7 +11,8 @@
 //! - [`server`]: the hyper accept loop and the per-request path (routing by mount, limits,
 //!   dispatch to the version's workers, timeouts).
 //! - [`watch`]: turns files dropped into the modules directory into deploys and undeploys.
-//! - [`admin`]: the admin listener (`/status`).
+//! - [`admin`]: the admin listener: JSON API, health, dashboard, and the CLI's client.
+//! - [`metrics`]: Prometheus metrics, with per-version handles for the request path.
 //! - [`session`]: session stores (in memory, Redis) and each request's lazy view of its session.
 //!
 //! [`Host`] ties them together; the `baton` binary is a thin command line over it.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod deploy;
 mod error;
 pub mod loader;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod watch;
@@ -87,7 +89,10 @@ impl Host {
         } else {
             None
         };
+        // The versions active before a restart first; then the directory's other apps.
+        registry.restore().await;
         let deployed = registry.deploy_dir(&config.modules).await?;
+        registry.started();
         let (admin, admin_addr) = bind(config.admin, "admin").await?;
         tracing::info!(addr = %admin_addr, "admin listening");
         let (listener, addr) = bind(config.listen, "http").await?;
@@ -136,9 +141,10 @@ impl Host {
         let drain = registry.config().drain_timeout();
         // The admin listener outlives the app listener, so operators can watch the drain.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = Arc::new(admin::Admin::new(Arc::clone(&registry)));
         let admin_task = {
-            let registry = Arc::clone(&registry);
-            let handler = move |req| admin::handle(Arc::clone(&registry), req);
+            let state = Arc::clone(&state);
+            let handler = move |req| admin::handle(Arc::clone(&state), req);
             tokio::spawn(server::serve(
                 admin,
                 handler,
@@ -147,6 +153,19 @@ impl Host {
                 },
                 std::time::Duration::from_secs(1),
             ))
+        };
+        let grace = std::time::Duration::from_millis(registry.config().shutdown_grace_ms);
+        let shutdown = async {
+            shutdown.await;
+            // Not ready from the first moment, so balancers stop sending before the drain.
+            state.set_not_ready();
+            if !grace.is_zero() {
+                tracing::info!(
+                    grace_ms = grace.as_millis() as u64,
+                    "not ready; still accepting"
+                );
+                tokio::time::sleep(grace).await;
+            }
         };
         let started = tokio::time::Instant::now();
         server::serve_apps(listener, Arc::clone(&registry), sessions, shutdown, drain).await;

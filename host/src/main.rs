@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use baton_host::admin::client::{self, Client};
 use baton_host::{Config, Host};
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,78 @@ enum LogFormat {
 enum Command {
     /// Serve the modules in a directory.
     Serve(ServeArgs),
+    /// Show every app, its versions, their states, weights and counters.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the admin API's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload a module and follow it: loading, warming, active, old version drained, retired.
+    Deploy {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The module file (`.so`).
+        file: PathBuf,
+        /// Deploy as a canary taking this percentage of new requests beside the active version.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        canary: Option<u8>,
+        /// How long to wait for the old version to retire.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
+    /// Make the previous version (kept in the host's store) active again.
+    Rollback {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// App name.
+        app: String,
+    },
+    /// Stop serving an app: its mount answers 404; its version drains and retires.
+    Undeploy {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// App name.
+        app: String,
+    },
+    /// Send PERCENT of an app's new requests to VERSION (the canary), the rest to the active one.
+    Canary {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// App name.
+        app: String,
+        /// The canary version: the current canary, or a version kept in the store.
+        version: String,
+        /// Its share of new requests, 0 to 100.
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
+    },
+    /// Make an app's canary its active version.
+    Promote {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// App name.
+        app: String,
+    },
+    /// End an app's canary split: the canary drains and retires.
+    Abort {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// App name.
+        app: String,
+    },
+}
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// Address of the host's admin listener.
+    #[arg(long, env = "BATON_ADMIN", default_value = "127.0.0.1:9090")]
+    admin: String,
+    /// Admin bearer token.
+    #[arg(long, env = "BATON_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +130,9 @@ struct ServeArgs {
     /// Session store: `memory` or `redis://HOST:PORT/DB` [default: memory].
     #[arg(long, value_name = "URL")]
     sessions: Option<String>,
+    /// Bearer token the admin API requires (prefer the environment variable).
+    #[arg(long, env = "BATON_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 /// The exit code for a configuration error (EX_USAGE).
@@ -106,8 +183,60 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(store) = &args.sessions {
         config.sessions.store.clone_from(store);
     }
+    if let Some(token) = &args.admin_token {
+        config.admin_token = Some(token.clone());
+    }
     config.validate()?;
     Ok(config)
+}
+
+/// Runs an admin command against a running host.
+fn run_client(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("baton: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let connect = |a: AdminArgs| Client::new(&a.admin, a.token);
+    let mut out = std::io::stdout().lock();
+    let out: &mut dyn std::io::Write = &mut out;
+    let result = runtime.block_on(async {
+        match command {
+            Command::Serve(_) => Ok(()),
+            Command::Status { admin, json } => client::status(&connect(admin), json, out).await,
+            Command::Deploy {
+                admin,
+                file,
+                canary,
+                timeout_secs,
+            } => {
+                let timeout = Duration::from_secs(timeout_secs);
+                client::deploy(&connect(admin), &file, canary, timeout, out).await
+            }
+            Command::Rollback { admin, app } => client::rollback(&connect(admin), &app, out).await,
+            Command::Undeploy { admin, app } => client::undeploy(&connect(admin), &app, out).await,
+            Command::Canary {
+                admin,
+                app,
+                version,
+                percent,
+            } => client::canary(&connect(admin), &app, &version, percent, out).await,
+            Command::Promote { admin, app } => client::promote(&connect(admin), &app, out).await,
+            Command::Abort { admin, app } => client::abort(&connect(admin), &app, out).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baton: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -128,8 +257,11 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        command => return run_client(command),
+    };
     init_tracing(cli.log_format);
-    let Command::Serve(args) = cli.command;
     let config = match load_config(&args) {
         Ok(config) => config,
         Err(e) => {

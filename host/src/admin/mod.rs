@@ -1,17 +1,26 @@
 //! The admin listener: operational endpoints on a separate, loopback-by-default address.
 //!
+//! - `api`: the JSON API (status, deploy by upload, rollback, undeploy, canary split, metrics,
+//!   health), behind a bearer token when one is configured.
+//! - the dashboard (`GET /`): one page that polls `/status` and shows apps, versions, states,
+//!   the traffic split and request rates.
+//! - `client`: the other side, used by the `baton` command line (`baton status`, `baton deploy`…).
+//!
 //! `GET /status` reports every app, its versions and their states, counters, the timeline of
 //! the last swap and the last error, plus module files that were refused.
 
-use std::sync::Arc;
+mod api;
+pub mod client;
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use serde::Serialize;
 
-use crate::deploy::{Registry, Rejection, Running, State, SwapTimings};
-use crate::server::Body;
+use crate::deploy::{CanaryStatus, Registry, Rejection, Running, State, SwapTimings};
+
+pub(crate) use api::handle;
+
+/// The dashboard page: plain HTML and JavaScript polling `/status`.
+const DASHBOARD: &str = include_str!("dashboard.html");
+pub use api::{Admin, CanaryRequest, DeployOutcome};
 
 /// The status document.
 #[derive(Debug, Serialize)]
@@ -31,6 +40,8 @@ pub struct AppStatus {
     pub mount: String,
     /// The active version, if any.
     pub active: Option<String>,
+    /// The canary split, if one is set.
+    pub canary: Option<CanaryStatus>,
     /// Versions, oldest first.
     pub versions: Vec<VersionStatus>,
     /// Timeline of the last swap.
@@ -48,6 +59,8 @@ pub struct VersionStatus {
     pub version: String,
     /// State.
     pub state: State,
+    /// Share of the app's new requests it takes, in percent.
+    pub weight: u8,
     /// Requests running now.
     pub in_flight: usize,
     /// Requests finished.
@@ -74,36 +87,8 @@ pub struct VersionStatus {
 pub fn status(registry: &Registry) -> Status {
     let apps = registry
         .apps()
-        .into_iter()
-        .map(|slot| AppStatus {
-            name: slot.name().to_owned(),
-            mount: slot.mount().to_owned(),
-            active: slot.active().map(|v| v.info().version.clone()),
-            versions: slot
-                .versions()
-                .iter()
-                .map(|v| VersionStatus {
-                    id: v.id(),
-                    version: v.info().version.clone(),
-                    state: v.state(),
-                    in_flight: v.in_flight(),
-                    served: v.served(),
-                    source: v.source().display().to_string(),
-                    copy: v.copy_path().display().to_string(),
-                    loaded_unix_ms: v
-                        .loaded_at()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
-                    sdk_version: v.info().sdk_version.clone(),
-                    rustc_version: v.info().rustc_version.clone(),
-                    stored: v.stored(),
-                    running: v.running(),
-                    error: v.error(),
-                })
-                .collect(),
-            last_swap: slot.last_swap(),
-            last_error: slot.last_error(),
-        })
+        .iter()
+        .map(|slot| app_status(slot))
         .collect();
     Status {
         apps,
@@ -111,26 +96,37 @@ pub fn status(registry: &Registry) -> Status {
     }
 }
 
-fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|e| {
-        format!("{{\"error\":\"status does not serialize: {e}\"}}").into_bytes()
-    });
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// Serves one admin request.
-pub(crate) async fn handle<B>(registry: Arc<Registry>, req: Request<B>) -> Response<Body> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/status") => json(StatusCode::OK, &status(&registry)),
-        _ => json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({ "error": "no such admin endpoint" }),
-        ),
+/// The status of one app.
+pub fn app_status(slot: &crate::deploy::AppSlot) -> AppStatus {
+    AppStatus {
+        name: slot.name().to_owned(),
+        mount: slot.mount().to_owned(),
+        active: slot.active().map(|v| v.info().version.clone()),
+        canary: slot.canary().as_ref().map(CanaryStatus::from),
+        versions: slot
+            .versions()
+            .iter()
+            .map(|v| VersionStatus {
+                id: v.id(),
+                version: v.info().version.clone(),
+                state: v.state(),
+                weight: slot.weight(v),
+                in_flight: v.in_flight(),
+                served: v.served(),
+                source: v.source().display().to_string(),
+                copy: v.copy_path().display().to_string(),
+                loaded_unix_ms: v
+                    .loaded_at()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                sdk_version: v.info().sdk_version.clone(),
+                rustc_version: v.info().rustc_version.clone(),
+                stored: v.stored(),
+                running: v.running(),
+                error: v.error(),
+            })
+            .collect(),
+        last_swap: slot.last_swap(),
+        last_error: slot.last_error(),
     }
 }

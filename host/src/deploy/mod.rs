@@ -12,6 +12,8 @@ mod store;
 mod version;
 
 pub(crate) use registry::is_module_file;
-pub use registry::{AppSlot, Deployed, Registry, Rejection, SwapTimings};
+pub use registry::{
+    AppSlot, Canary, CanaryStatus, DeployMode, Deployed, Registry, Rejection, SwapTimings,
+};
 pub(crate) use version::OwnedRequest;
 pub use version::{Running, State, Version};

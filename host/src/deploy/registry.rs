@@ -1,7 +1,11 @@
 //! The registry: apps by name and by mount, and the deploy pipeline.
 
-use std::collections::BTreeMap;
+mod canary;
+mod state;
+
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,11 +13,15 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use canary::Split;
+pub use canary::{Canary, CanaryStatus};
+
 use super::store::Store;
 use super::version::{InFlight, State, Version};
 use crate::config::{Config, Limits};
 use crate::error::{Error, Result};
 use crate::loader::Module;
+use crate::metrics::Metrics;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -63,10 +71,20 @@ pub struct Rejection {
 /// What a deploy did.
 #[derive(Debug, Clone)]
 pub enum Deployed {
-    /// A new version is active.
+    /// A new version is active (or, for a canary deploy, takes its share of requests).
     New(Arc<Version>),
     /// The same bytes are already deployed: nothing changed.
     Unchanged(Arc<Version>),
+}
+
+/// How a deployed version takes traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployMode {
+    /// It replaces the active version (and ends any canary split).
+    Switch,
+    /// It becomes the app's canary, taking this percentage of new requests; the active version
+    /// takes the rest. With no active version it simply becomes active.
+    Canary(u8),
 }
 
 /// One app: its mount, limits and the version that takes new requests.
@@ -81,6 +99,12 @@ pub struct AppSlot {
     last_swap: Mutex<Option<SwapTimings>>,
     last_error: Mutex<Option<String>>,
     deploying: tokio::sync::Mutex<()>,
+    /// Whether `split` may hold a canary: the one check the single-version path pays.
+    split_on: AtomicBool,
+    split: ArcSwapOption<Split>,
+    split_counter: AtomicU64,
+    sticky: bool,
+    cookie_name: String,
 }
 
 impl AppSlot {
@@ -125,10 +149,15 @@ impl AppSlot {
         &self.permits
     }
 
-    /// Claims the active version for one request, retrying if a swap retires it meanwhile.
-    pub(crate) fn enter(&self) -> Option<(Arc<Version>, InFlight)> {
+    /// Claims the version a new request goes to (the active one, or during a canary split the
+    /// one the split picks), retrying if a swap retires it meanwhile.
+    pub(crate) fn enter(&self, headers: &http::HeaderMap) -> Option<(Arc<Version>, InFlight)> {
         loop {
-            let version = self.active.load_full()?;
+            let version = if self.split_on.load(std::sync::atomic::Ordering::Relaxed) {
+                self.pick(headers)?
+            } else {
+                self.active.load_full()?
+            };
             if let Some(guard) = version.try_enter() {
                 return Some((version, guard));
             }
@@ -173,6 +202,12 @@ pub struct Registry {
     apps: Mutex<BTreeMap<String, Arc<AppSlot>>>,
     routes: ArcSwap<Routes>,
     rejected: Mutex<Vec<Rejection>>,
+    metrics: Metrics,
+    /// Whether changes are written to `state.json` (not during start or shutdown).
+    persist: AtomicBool,
+    saving: Mutex<()>,
+    /// Apps brought back from `state.json` at start.
+    restored: Mutex<HashSet<String>>,
 }
 
 impl Registry {
@@ -187,12 +222,21 @@ impl Registry {
             apps: Mutex::new(BTreeMap::new()),
             routes: ArcSwap::default(),
             rejected: Mutex::new(Vec::new()),
+            metrics: Metrics::new(),
+            persist: AtomicBool::new(false),
+            saving: Mutex::new(()),
+            restored: Mutex::new(HashSet::new()),
         })
     }
 
     /// The host configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// All apps, by name.
@@ -236,6 +280,11 @@ impl Registry {
                 last_swap: Mutex::new(None),
                 last_error: Mutex::new(None),
                 deploying: tokio::sync::Mutex::new(()),
+                split_on: AtomicBool::new(false),
+                split: ArcSwapOption::empty(),
+                split_counter: AtomicU64::new(0),
+                sticky: self.config.canary_sticky,
+                cookie_name: self.config.session_cookie_name().to_owned(),
             })
         }))
     }
@@ -286,22 +335,60 @@ impl Registry {
     /// [`Error::Load`] if the file is refused, [`Error::Start`] if init or warm-up fails; the
     /// app's current version keeps serving in both cases.
     pub async fn deploy(self: &Arc<Self>, source: &Path, detected: Instant) -> Result<Deployed> {
-        let result = self.deploy_inner(source, detected).await;
+        self.deploy_from(source, source, detected, DeployMode::Switch)
+            .await
+    }
+
+    /// Deploys the module whose bytes are in `read`, shown (and watched) as `source`.
+    ///
+    /// # Errors
+    /// As [`Registry::deploy`].
+    pub async fn deploy_from(
+        self: &Arc<Self>,
+        source: &Path,
+        read: &Path,
+        detected: Instant,
+        mode: DeployMode,
+    ) -> Result<Deployed> {
+        self.deploy_checked(source, read, detected, mode, false)
+            .await
+    }
+
+    /// A deploy; `at_start` for the scan of the modules directory at start, which leaves apps
+    /// restored from the host state alone.
+    async fn deploy_checked(
+        self: &Arc<Self>,
+        source: &Path,
+        read: &Path,
+        detected: Instant,
+        mode: DeployMode,
+        at_start: bool,
+    ) -> Result<Deployed> {
+        let result = self
+            .deploy_inner(source, read, detected, mode, at_start)
+            .await;
         match &result {
             Ok(Deployed::New(_)) => self.accept(source),
-            Ok(Deployed::Unchanged(version)) => {
-                tracing::info!(app = %version.info().app, version = %version.info().version,
-                    file = %source.display(), "same module bytes already deployed; nothing to do");
+            Ok(Deployed::Unchanged(_)) => {}
+            Err(e @ Error::Load { .. }) => {
+                self.metrics.module_rejected();
+                self.reject(source, e);
             }
-            Err(e @ Error::Load { .. }) => self.reject(source, e),
             Err(_) => {}
         }
         result
     }
 
-    async fn deploy_inner(self: &Arc<Self>, source: &Path, detected: Instant) -> Result<Deployed> {
+    async fn deploy_inner(
+        self: &Arc<Self>,
+        source: &Path,
+        read: &Path,
+        detected: Instant,
+        mode: DeployMode,
+        at_start: bool,
+    ) -> Result<Deployed> {
         let bytes = {
-            let path = source.to_owned();
+            let path = read.to_owned();
             tokio::task::spawn_blocking(move || std::fs::read(&path))
                 .await
                 .map_err(|e| Error::io("read task failed", std::io::Error::other(e)))?
@@ -312,6 +399,8 @@ impl Registry {
         };
         let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
         if let Some(live) = self.live_with_hash(hash) {
+            tracing::info!(app = %live.info().app, version = %live.info().version,
+                file = %source.display(), "same module bytes already deployed; nothing to do");
             return Ok(Deployed::Unchanged(live));
         }
         let id = self.store.next_id();
@@ -335,6 +424,17 @@ impl Registry {
         };
         let info = module.info().clone();
         let slot = self.slot(&info.app);
+        if at_start
+            && self.was_restored(&info.app)
+            && let Some(active) = slot.active()
+        {
+            tracing::info!(app = %info.app, version = %info.version, file = %source.display(),
+                kept = %active.info().version,
+                "app restored from the host state; this file is ignored at start");
+            let _ = tokio::task::spawn_blocking(move || drop(module)).await;
+            self.store.remove(&copy);
+            return Ok(Deployed::Unchanged(active));
+        }
         let _deploying = slot.deploying.lock().await;
         let start_error = |stage, reason: String| Error::Start {
             app: info.app.clone(),
@@ -342,7 +442,9 @@ impl Registry {
             stage,
             reason,
         };
-        let version = match Version::new(id, module, source.to_owned(), hash, slot.limits) {
+        let metrics = self.metrics.version(&info.app, &info.version);
+        let version = match Version::new(id, module, source.to_owned(), hash, slot.limits, metrics)
+        {
             Ok(version) => version,
             Err(reason) => {
                 self.store.remove(&copy);
@@ -361,19 +463,38 @@ impl Registry {
             version.fail(&reason).await;
             version.set_stored(false);
             self.store.remove(&copy);
+            self.metrics.warmup_failed(&info.app);
             let e = start_error(stage, reason);
             slot.set_error(Some(e.to_string()));
             return Err(e);
         }
         let warmed_ms = ms_since(detected);
 
+        if let DeployMode::Canary(percent) = mode
+            && slot.active.load().is_some()
+        {
+            version.set_state(State::Active);
+            slot.set_error(None);
+            tracing::info!(app = %info.app, version = %info.version, percent, "canary");
+            let replaced = slot.set_split(Some(Arc::clone(&version)), percent);
+            self.save_state();
+            if let Some(replaced) = replaced {
+                self.retire_later(&slot, replaced, None);
+            }
+            return Ok(Deployed::New(version));
+        }
         version.set_state(State::Active);
+        let canary = slot.set_split(None, 0);
         let previous = slot.active.swap(Some(Arc::clone(&version)));
         if previous.is_none() {
             self.publish_routes();
         }
         let switched_ms = ms_since(detected);
+        if previous.is_some() {
+            self.metrics.swapped(&info.app, detected.elapsed());
+        }
         slot.set_error(None);
+        self.save_state();
         *lock(&slot.last_swap) = Some(SwapTimings {
             from: previous.as_ref().map(|p| p.info().version.clone()),
             to: info.version.clone(),
@@ -388,12 +509,25 @@ impl Registry {
             replaced = previous.as_ref().map(|p| p.info().version.as_str()),
             switched_ms, "active");
         if let Some(previous) = previous {
-            previous.set_state(State::Draining);
-            let registry = Arc::clone(self);
-            let slot = Arc::clone(&slot);
-            tokio::spawn(async move { registry.retire(slot, previous, Some(detected)).await });
+            self.retire_later(&slot, previous, Some(detected));
+        }
+        if let Some(canary) = canary {
+            self.retire_later(&slot, canary, None);
         }
         Ok(Deployed::New(version))
+    }
+
+    /// Marks a version that takes no new requests as draining and retires it in the background.
+    fn retire_later(
+        self: &Arc<Self>,
+        slot: &Arc<AppSlot>,
+        version: Arc<Version>,
+        swap: Option<Instant>,
+    ) {
+        version.set_state(State::Draining);
+        let registry = Arc::clone(self);
+        let slot = Arc::clone(slot);
+        tokio::spawn(async move { registry.retire(slot, version, swap).await });
     }
 
     /// `init`, the warm-up hook, then the configured warm-up requests.
@@ -434,6 +568,9 @@ impl Registry {
             version.wait_idle(std::time::Duration::MAX).await;
         }
         let drained_ms = swap.map(ms_since);
+        if let Some(swap) = swap {
+            self.metrics.drained(&info.app, swap.elapsed());
+        }
         let (took, leftovers) = version.unload(State::Retired).await;
         let retired_ms = swap.map(ms_since);
         if let Some(timings) = lock(&slot.last_swap)
@@ -469,34 +606,61 @@ impl Registry {
     }
 
     /// Undeploys the app whose active version came from `source` (its file was deleted): the
-    /// mount answers 404 from now on, and the version drains and retires.
+    /// mount answers 404 from now on, and the version drains and retires. A deleted canary's
+    /// file ends the canary split instead.
     pub async fn source_removed(self: &Arc<Self>, source: &Path) -> Option<Arc<Version>> {
-        let slot = self
-            .apps()
-            .into_iter()
-            .find(|slot| slot.active().is_some_and(|v| v.source() == source))?;
-        self.undeploy(&slot.name).await
+        let apps = self.apps();
+        if let Some(slot) = apps
+            .iter()
+            .find(|slot| slot.active().is_some_and(|v| v.source() == source))
+        {
+            return self.undeploy(&slot.name).await;
+        }
+        let slot = apps
+            .iter()
+            .find(|slot| slot.canary().is_some_and(|c| c.version.source() == source))?;
+        self.abort_canary(&slot.name).await.ok()
     }
 
-    /// Undeploys an app: it stops taking requests (404), drains and retires.
+    /// The app called `app`, if it was ever deployed.
+    pub fn app(&self, app: &str) -> Option<Arc<AppSlot>> {
+        lock(&self.apps).get(app).cloned()
+    }
+
+    /// Undeploys an app: it stops taking requests (404), drains and retires (a canary too).
     pub async fn undeploy(self: &Arc<Self>, app: &str) -> Option<Arc<Version>> {
         let slot = lock(&self.apps).get(app).cloned()?;
         let _deploying = slot.deploying.lock().await;
+        let canary = slot.set_split(None, 0);
         let version = slot.active.swap(None)?;
-        version.set_state(State::Draining);
         self.publish_routes();
         tracing::info!(app = %slot.name, version = %version.info().version, "undeployed");
-        let registry = Arc::clone(self);
-        let draining = Arc::clone(&version);
-        let slot = Arc::clone(&slot);
-        tokio::spawn(async move { registry.retire(slot, draining, None).await });
+        self.save_state();
+        self.retire_later(&slot, Arc::clone(&version), None);
+        if let Some(canary) = canary {
+            self.retire_later(&slot, canary, None);
+        }
         Some(version)
     }
 
     /// Stops every app: no new requests, drain (bounded by `timeout`), shutdown hooks, unload.
+    ///
+    /// The private copies of the versions that were active (and canaries) stay in the store,
+    /// for the next start to restore.
     pub async fn shutdown(self: &Arc<Self>, timeout: std::time::Duration) {
+        self.persist
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let slots = self.apps();
+        let mut kept = HashSet::new();
         for slot in &slots {
+            kept.extend(slot.active().map(|v| v.id()));
+            kept.extend(slot.canary().map(|c| c.version.id()));
+        }
+        let kept = Arc::new(kept);
+        for slot in &slots {
+            if let Some(canary) = slot.set_split(None, 0) {
+                canary.set_state(State::Draining);
+            }
             if let Some(version) = slot.active.swap(None) {
                 version.set_state(State::Draining);
             }
@@ -509,6 +673,7 @@ impl Registry {
                     continue;
                 }
                 let registry = Arc::clone(self);
+                let kept = Arc::clone(&kept);
                 tasks.spawn(async move {
                     let info = version.info().clone();
                     if !version.wait_idle(timeout).await {
@@ -518,7 +683,7 @@ impl Registry {
                         return;
                     }
                     let (_, leftovers) = version.unload(State::Retired).await;
-                    if leftovers.is_empty() {
+                    if leftovers.is_empty() && !kept.contains(&version.id()) {
                         registry.store.remove(version.copy_path());
                     }
                     tracing::info!(app = %info.app, version = %info.version,
@@ -539,7 +704,10 @@ impl Registry {
         files.sort_by_key(|(mtime, path)| (*mtime, path.clone()));
         let mut deployed = 0;
         for (_, path) in files {
-            match self.deploy(&path, Instant::now()).await {
+            let outcome = self
+                .deploy_checked(&path, &path, Instant::now(), DeployMode::Switch, true)
+                .await;
+            match outcome {
                 Ok(_) => deployed += 1,
                 Err(e) => tracing::error!(error = %e, "deploy failed"),
             }

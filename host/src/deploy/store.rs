@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 pub(crate) struct Store {
     dir: PathBuf,
     next: AtomicU64,
+    /// Names this process's copies apart from those of earlier runs, which may be kept (state
+    /// across restarts) and may come from a process with the same pid (a container's pid 1).
+    run: String,
 }
 
 impl Store {
@@ -23,9 +26,13 @@ impl Store {
         let dir = dir
             .canonicalize()
             .map_err(|e| Error::io(format!("cannot resolve {}", dir.display()), e))?;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         Ok(Store {
             dir,
             next: AtomicU64::new(1),
+            run: format!("{:x}{:05x}", started, std::process::id()),
         })
     }
 
@@ -34,15 +41,36 @@ impl Store {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The store directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every file in the store.
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A name unique to this process and call.
+    pub(crate) fn unique(&self) -> String {
+        format!("{}-{:06}", self.run, self.next_id())
+    }
+
     /// Writes the bytes of `source` into the store for deployment `id`; returns the copy's path.
     pub(crate) fn write(&self, id: u64, source: &Path, bytes: &[u8]) -> Result<PathBuf> {
         let name = source
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "module.so".to_owned());
-        let target = self
-            .dir
-            .join(format!("{}-{id:06}-{name}", std::process::id()));
+        let target = self.dir.join(format!("{}-{id:06}-{name}", self.run));
         std::fs::write(&target, bytes).map_err(|e| Error::Load {
             path: source.to_owned(),
             reason: format!("cannot copy into the private store: {e}"),

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use super::pool::Pool;
 use crate::config::Limits;
 use crate::loader::{CallError, Instance, Module, ModuleInfo, ModuleRequest, ModuleResponse};
+use crate::metrics::VersionMetrics;
 
 /// Where a version is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -113,6 +114,7 @@ pub struct Version {
     next_request: AtomicU64,
     stored: AtomicBool,
     loaded_at: SystemTime,
+    metrics: VersionMetrics,
 }
 
 impl Version {
@@ -126,6 +128,7 @@ impl Version {
         source: PathBuf,
         hash: u64,
         limits: Limits,
+        metrics: VersionMetrics,
     ) -> Result<Arc<Version>, String> {
         let info = module.info().clone();
         let pool = Pool::start(&format!("baton-{}", info.app), limits.worker_threads)
@@ -149,6 +152,7 @@ impl Version {
             next_request: AtomicU64::new(0),
             stored: AtomicBool::new(true),
             loaded_at: SystemTime::now(),
+            metrics,
         }))
     }
 
@@ -239,6 +243,11 @@ impl Version {
 
     pub(crate) fn set_error(&self, reason: &str) {
         *lock(&self.error) = Some(reason.to_owned());
+    }
+
+    /// The metric handles of this version's requests.
+    pub fn metrics(&self) -> &VersionMetrics {
+        &self.metrics
     }
 
     /// The limits this version runs under.

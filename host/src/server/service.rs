@@ -2,6 +2,7 @@
 //! timeout, response.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, SET_COOKIE};
@@ -9,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::deploy::{OwnedRequest, Registry};
+use crate::deploy::{AppSlot, OwnedRequest, Registry, Version};
 use crate::loader::CallError;
 use crate::session::{RequestSession, Sessions};
 
@@ -53,11 +54,44 @@ async fn finish_session(session: &RequestSession, mut response: Response<Body>) 
     }
 }
 
-/// Serves one request.
+/// Where a request went, for its metrics and access log line.
+#[derive(Default)]
+struct Served {
+    app: Option<Arc<AppSlot>>,
+    version: Option<Arc<Version>>,
+}
+
+/// Serves one request: counts it on its version's metrics and writes its access log line.
 pub(crate) async fn handle(
     registry: &Registry,
     sessions: &Arc<Sessions>,
     req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let access = registry
+        .config()
+        .access_log
+        .then(|| (req.method().clone(), req.uri().clone()));
+    let mut served = Served::default();
+    let response = serve(registry, sessions, req, &mut served).await;
+    let took = started.elapsed();
+    if let Some(version) = &served.version {
+        version.metrics().observe(response.status(), took);
+    }
+    if let Some((method, uri)) = access {
+        let version = served.version.as_ref().map(|v| v.info().version.as_str());
+        tracing::info!(target: "baton::access", app = served.app.as_ref().map(|a| a.name()),
+            version, %method, path = uri.path(), status = response.status().as_u16(),
+            duration_ms = took.as_secs_f64() * 1000.0, "request");
+    }
+    response
+}
+
+async fn serve(
+    registry: &Registry,
+    sessions: &Arc<Sessions>,
+    req: Request<Incoming>,
+    served: &mut Served,
 ) -> Response<Body> {
     let Some((slot, rest)) = registry.route(req.uri().path()) else {
         return plain(
@@ -65,6 +99,7 @@ pub(crate) async fn handle(
             "404 Not Found: no app is mounted here\n",
         );
     };
+    served.app = Some(Arc::clone(&slot));
     let limits = *slot.limits();
     let path = rest.to_owned();
     let rest = path.as_str();
@@ -107,12 +142,13 @@ pub(crate) async fn handle(
             return unavailable("503 Service Unavailable: the app is at capacity\n");
         }
     };
-    let Some((version, guard)) = slot.enter() else {
+    let Some((version, guard)) = slot.enter(&parts.headers) else {
         return plain(
             StatusCode::NOT_FOUND,
             "404 Not Found: no app is mounted here\n",
         );
     };
+    served.version = Some(Arc::clone(&version));
     let method = parts.method.clone();
     let session = sessions.begin(&parts.headers);
     let rx = version.dispatch(

@@ -148,6 +148,7 @@ pub struct HostProc {
     pub addr: std::net::SocketAddr,
     pub admin: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
+    options: HostOptions,
 }
 
 impl HostProc {
@@ -168,6 +169,21 @@ impl HostProc {
             let name = module.file_name().unwrap().to_string_lossy().into_owned();
             std::fs::copy(module, modules.join(format!("{i:02}-{name}"))).unwrap();
         }
+        Self::start_in(dir, options)
+    }
+
+    /// Stops the host gracefully (SIGTERM, exit 0) and starts a new one on the same
+    /// directories, modules and state.
+    pub fn restart(mut self) -> HostProc {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(60));
+        assert!(status.success(), "graceful stop failed: {status:?}");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_in(dir, self.options.clone())
+    }
+
+    fn start_in(dir: tempfile::TempDir, options: HostOptions) -> HostProc {
+        let modules = dir.path().join("modules");
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, &options.config).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
@@ -213,6 +229,7 @@ impl HostProc {
             addr: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
             dir,
+            options,
         };
         let admin = host.wait_log(Duration::from_secs(60), |l| {
             l["message"] == "admin listening"
@@ -330,4 +347,80 @@ pub async fn eventually<T>(
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// What a `baton` command-line run printed, and how it ended.
+#[derive(Debug)]
+pub struct CliRun {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real `baton` binary with `args` (a client command) and waits for it.
+pub async fn baton(args: &[&str], env: &[(&str, &str)]) -> CliRun {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+    cmd.args(args)
+        .env_remove("BATON_ADMIN_TOKEN")
+        .env_remove("BATON_ADMIN")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+        .await
+        .expect("baton finished within 5 minutes")
+        .expect("baton runs");
+    CliRun {
+        ok: output.status.success(),
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Loads `url` in headless Chromium (Debian's `chromium`), lets its scripts run for
+/// `budget_ms` of virtual time, and returns the DOM it ends with. A missing Chromium is a test
+/// failure: `.ci/run` installs it.
+pub fn chromium_dom(url: &str, budget_ms: u64) -> String {
+    let binary = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .expect("chromium is not installed: `apt-get install -y chromium` (.ci/run does this)");
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && !dom.is_empty(),
+        "chromium failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dom
 }

@@ -1,0 +1,369 @@
+//! The admin API: routing, the bearer token, and one handler per endpoint.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use crate::deploy::{DeployMode, Deployed, Registry, SwapTimings};
+use crate::error::Error;
+use crate::server::Body;
+
+/// Largest module upload the admin API accepts.
+const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
+/// Largest JSON body the admin API accepts.
+const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// The admin listener's shared state: the registry and whether the host takes traffic.
+#[derive(Debug)]
+pub struct Admin {
+    registry: Arc<Registry>,
+    ready: AtomicBool,
+}
+
+impl Admin {
+    /// The admin surface of `registry`; ready until [`Admin::set_not_ready`].
+    pub fn new(registry: Arc<Registry>) -> Admin {
+        Admin {
+            registry,
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// From now on `/readyz` answers 503: a graceful shutdown has started.
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|e| {
+        format!("{{\"error\":\"response does not serialize: {e}\"}}").into_bytes()
+    });
+    respond(status, "application/json", body)
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": message.to_string() }))
+}
+
+fn from_error(e: &Error) -> Response<Body> {
+    let status = match e {
+        Error::Load { .. } | Error::Start { .. } | Error::Invalid(_) => StatusCode::BAD_REQUEST,
+        Error::UnknownApp(_) | Error::UnknownVersion { .. } => StatusCode::NOT_FOUND,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e)
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(token: Option<&str>, headers: &http::HeaderMap) -> bool {
+    let Some(token) = token else { return true };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
+}
+
+/// Serves one admin request.
+pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+    // The page and the probes reveal nothing and must work for load balancers and browsers
+    // without credentials; everything else needs the token when one is set.
+    match (&method, segments.as_slice()) {
+        (&Method::GET, []) => {
+            return respond(StatusCode::OK, "text/html; charset=utf-8", super::DASHBOARD);
+        }
+        (&Method::GET, ["healthz"]) => return respond(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, ["readyz"]) => {
+            return if admin.is_ready() {
+                respond(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n",
+                )
+            };
+        }
+        _ => {}
+    }
+    let registry = &admin.registry;
+    if !authorized(registry.config().admin_token.as_deref(), req.headers()) {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token: send `Authorization: Bearer <token>`",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["status"] | ["apps"]) => json(StatusCode::OK, &super::status(registry)),
+        (&Method::GET, ["metrics"]) => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            registry.metrics().encode(registry),
+        ),
+        (&Method::POST, ["apps"]) => deploy(registry, req).await,
+        (&Method::GET, ["apps", app]) => match registry.app(app) {
+            Some(slot) => json(StatusCode::OK, &super::app_status(&slot)),
+            None => from_error(&Error::UnknownApp((*app).to_owned())),
+        },
+        (&Method::DELETE, ["apps", app]) => undeploy(registry, app).await,
+        (&Method::POST, ["apps", app, "rollback"]) => match registry.rollback(app).await {
+            Ok(deployed) => json(StatusCode::OK, &DeployOutcome::new(registry, &deployed)),
+            Err(e) => from_error(&e),
+        },
+        (&Method::PUT, ["apps", app, "canary"]) => set_canary(registry, app, req).await,
+        (&Method::POST, ["apps", app, "canary", "promote"]) => match registry.promote(app).await {
+            Ok(version) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "app": app, "active": version.info().version }),
+            ),
+            Err(e) => from_error(&e),
+        },
+        (&Method::DELETE, ["apps", app, "canary"]) => match registry.abort_canary(app).await {
+            Ok(version) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "app": app, "aborted": version.info().version }),
+            ),
+            Err(e) => from_error(&e),
+        },
+        (_, ["status" | "apps" | "metrics"] | ["apps", _] | ["apps", _, "rollback" | "canary"])
+        | (_, ["apps", _, "canary", "promote"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such admin endpoint: {path}"),
+        ),
+    }
+}
+
+/// What `POST /apps` and `POST /apps/{app}/rollback` answer.
+#[derive(Debug, Serialize)]
+pub struct DeployOutcome {
+    /// `deployed`, `canary` or `unchanged`.
+    pub outcome: String,
+    /// App name.
+    pub app: String,
+    /// The version deployed (or found already live).
+    pub version: String,
+    /// Deployment id of that version.
+    pub id: u64,
+    /// The version it replaced, if any.
+    pub replaced: Option<String>,
+    /// The canary's share of new requests, for a canary deploy.
+    pub percent: Option<u8>,
+    /// The timeline of the app's last swap.
+    pub last_swap: Option<SwapTimings>,
+}
+
+impl DeployOutcome {
+    fn new(registry: &Registry, deployed: &Deployed) -> DeployOutcome {
+        let (version, unchanged) = match deployed {
+            Deployed::New(v) => (v, false),
+            Deployed::Unchanged(v) => (v, true),
+        };
+        let info = version.info();
+        let slot = registry.app(&info.app);
+        let canary = slot
+            .as_ref()
+            .and_then(|s| s.canary())
+            .filter(|c| c.version.id() == version.id());
+        let last_swap = slot.as_ref().and_then(|s| s.last_swap());
+        let outcome = match (unchanged, &canary) {
+            (true, _) => "unchanged",
+            (false, Some(_)) => "canary",
+            (false, None) => "deployed",
+        };
+        DeployOutcome {
+            outcome: outcome.to_owned(),
+            app: info.app.clone(),
+            version: info.version.clone(),
+            id: version.id(),
+            replaced: last_swap
+                .as_ref()
+                .filter(|t| t.to == info.version && canary.is_none() && !unchanged)
+                .and_then(|t| t.from.clone()),
+            percent: canary.map(|c| c.percent),
+            last_swap,
+        }
+    }
+}
+
+fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find_map(|(k, v)| (k == key).then_some(v))
+}
+
+fn parse_percent(text: &str) -> Result<u8, Error> {
+    text.parse::<u8>()
+        .ok()
+        .filter(|p| *p <= 100)
+        .ok_or_else(|| Error::Invalid(format!("percent must be between 0 and 100, not {text:?}")))
+}
+
+/// `POST /apps?name=FILE[&canary=PERCENT]` with the module file as the body.
+async fn deploy(registry: &Arc<Registry>, req: Request<Incoming>) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let name = query_param(&query, "name").unwrap_or("upload.so");
+    // Read the body before refusing anything, so the client sees the answer, not a reset.
+    let body = match Limited::new(req.into_body(), MAX_UPLOAD_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the upload (at most {MAX_UPLOAD_BYTES} bytes): {e}"),
+            );
+        }
+    };
+    let mode = match query_param(&query, "canary").map(parse_percent) {
+        None => DeployMode::Switch,
+        Some(Ok(percent)) => DeployMode::Canary(percent),
+        Some(Err(e)) => return from_error(&e),
+    };
+    if body.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty upload: send the module file as the request body",
+        );
+    }
+    match registry.deploy_upload(name, body, mode).await {
+        Ok(deployed) => json(StatusCode::OK, &DeployOutcome::new(registry, &deployed)),
+        Err(e) => from_error(&e),
+    }
+}
+
+async fn undeploy(registry: &Arc<Registry>, app: &str) -> Response<Body> {
+    if registry.app(app).is_none() {
+        return from_error(&Error::UnknownApp(app.to_owned()));
+    }
+    match registry.undeploy(app).await {
+        Some(version) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "app": app, "undeployed": version.info().version }),
+        ),
+        None => error(
+            StatusCode::CONFLICT,
+            format!("{app} has no active version to undeploy"),
+        ),
+    }
+}
+
+/// The body of `PUT /apps/{app}/canary`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryRequest {
+    /// The canary version.
+    pub version: String,
+    /// Its share of new requests, 0 to 100.
+    pub percent: u8,
+}
+
+async fn set_canary(registry: &Arc<Registry>, app: &str, req: Request<Incoming>) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), MAX_JSON_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            );
+        }
+    };
+    let request: CanaryRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "expected JSON {{\"version\": \"1.2.3\", \"percent\": 10}} (percent 0 to 100): {e}"
+                ),
+            );
+        }
+    };
+    match registry
+        .set_canary(app, &request.version, request.percent)
+        .await
+    {
+        Ok(canary) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "app": app,
+                "canary": canary.version.info().version,
+                "percent": canary.percent,
+            }),
+        ),
+        Err(e) => from_error(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_checked_exactly() {
+        let mut headers = http::HeaderMap::new();
+        assert!(authorized(None, &headers));
+        assert!(!authorized(Some("s3cret"), &headers));
+        headers.insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
+        assert!(!authorized(Some("s3cret"), &headers));
+        headers.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(authorized(Some("s3cret"), &headers));
+        headers.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
+        assert!(!authorized(Some("s3cret"), &headers));
+    }
+
+    #[test]
+    fn percentages_and_query_parameters() {
+        assert_eq!(query_param("name=a.so&canary=10", "canary"), Some("10"));
+        assert_eq!(query_param("name=a.so", "canary"), None);
+        assert_eq!(parse_percent("100").unwrap(), 100);
+        assert!(parse_percent("101").is_err());
+        assert!(parse_percent("-1").is_err());
+    }
+}

@@ -1,0 +1,321 @@
+//! Canary splits and the operator's actions on an app: split, promote, abort, rollback.
+//!
+//! During a split the app's new requests go to the canary with probability `percent` and to
+//! the active version otherwise. Without stickiness the choice walks a fixed permutation of
+//! 0..100 (a shared counter times 61, mod 100), so every hundred requests split exactly. With
+//! `canary_sticky`, a request carrying the session cookie goes by a hash of the cookie's value:
+//! the same session lands on the same version without any store lookup, and raising the
+//! percentage only ever moves sessions from the active version to the canary.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::{AppSlot, DeployMode, Deployed, Registry, SwapTimings, lock, unix_ms};
+use crate::deploy::version::{State, Version};
+use crate::error::{Error, Result};
+
+/// A canary split as installed: the canary version and its share of new requests.
+#[derive(Debug)]
+pub(crate) struct Split {
+    pub(crate) version: Arc<Version>,
+    pub(crate) percent: u8,
+}
+
+/// An app's canary, as reported.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    /// The canary version.
+    pub version: Arc<Version>,
+    /// Its share of new requests, in percent.
+    pub percent: u8,
+}
+
+/// The canary part of the status document.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryStatus {
+    /// Canary version.
+    pub version: String,
+    /// Its share of new requests, in percent; the active version takes the rest.
+    pub percent: u8,
+}
+
+impl From<&Canary> for CanaryStatus {
+    fn from(canary: &Canary) -> Self {
+        CanaryStatus {
+            version: canary.version.info().version.clone(),
+            percent: canary.percent,
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (key, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+            (key == name.as_bytes()).then(|| &value[1..])
+        })
+}
+
+impl AppSlot {
+    /// The canary, if a split is set.
+    pub fn canary(&self) -> Option<Canary> {
+        self.split.load().as_ref().map(|split| Canary {
+            version: Arc::clone(&split.version),
+            percent: split.percent,
+        })
+    }
+
+    /// The share of new requests `version` takes now, in percent.
+    pub fn weight(&self, version: &Version) -> u8 {
+        let canary = self.split.load();
+        match (canary.as_ref(), self.active.load().as_ref()) {
+            (Some(split), _) if split.version.id() == version.id() => split.percent,
+            (split, Some(active)) if active.id() == version.id() => {
+                100 - split.map_or(0, |s| s.percent)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Installs (or with `None` removes) the canary; returns the canary it replaced, if that
+    /// was another version.
+    pub(super) fn set_split(
+        &self,
+        canary: Option<Arc<Version>>,
+        percent: u8,
+    ) -> Option<Arc<Version>> {
+        let id = canary.as_ref().map(|c| c.id());
+        let split = canary.map(|version| Arc::new(Split { version, percent }));
+        self.split_on.store(split.is_some(), SeqCst);
+        let old = self.split.swap(split)?;
+        (Some(old.version.id()) != id).then(|| Arc::clone(&old.version))
+    }
+
+    /// The version a new request goes to during a split.
+    pub(super) fn pick(&self, headers: &http::HeaderMap) -> Option<Arc<Version>> {
+        let split = self.split.load();
+        let Some(split) = split.as_ref() else {
+            return self.active.load_full();
+        };
+        let sticky = self
+            .sticky
+            .then(|| cookie(headers, &self.cookie_name))
+            .flatten();
+        let bucket = match sticky {
+            Some(value) => xxhash_rust::xxh3::xxh3_64(value) % 100,
+            None => self.split_counter.fetch_add(1, Relaxed).wrapping_mul(61) % 100,
+        };
+        if bucket < u64::from(split.percent) {
+            Some(Arc::clone(&split.version))
+        } else {
+            self.active.load_full()
+        }
+    }
+}
+
+impl Registry {
+    fn known(&self, app: &str) -> Result<Arc<AppSlot>> {
+        self.app(app)
+            .ok_or_else(|| Error::UnknownApp(app.to_owned()))
+    }
+
+    /// Sets `app`'s canary to `version` at `percent` of new requests: changes the share of the
+    /// current canary, or loads a version whose private copy is kept (a retired one) as the
+    /// canary after its warm-up.
+    ///
+    /// # Errors
+    /// [`Error::UnknownApp`], [`Error::Invalid`] for a percentage above 100,
+    /// [`Error::UnknownVersion`] if `version` is neither the canary nor kept,
+    /// [`Error::Conflict`] if it is the active version or the app has none; deploy errors.
+    pub async fn set_canary(
+        self: &Arc<Self>,
+        app: &str,
+        version: &str,
+        percent: u8,
+    ) -> Result<Canary> {
+        if percent > 100 {
+            return Err(Error::Invalid(format!(
+                "percent must be between 0 and 100, not {percent}"
+            )));
+        }
+        let slot = self.known(app)?;
+        let kept = {
+            let _deploying = slot.deploying.lock().await;
+            let Some(active) = slot.active() else {
+                return Err(Error::Conflict(format!("{app} has no active version")));
+            };
+            if active.info().version == version {
+                return Err(Error::Conflict(format!(
+                    "{app}@{version} is the active version; name another version as canary"
+                )));
+            }
+            if let Some(canary) = slot
+                .canary()
+                .filter(|c| c.version.info().version == version)
+            {
+                slot.set_split(Some(Arc::clone(&canary.version)), percent);
+                tracing::info!(app, version, percent, "canary split changed");
+                self.save_state();
+                return Ok(Canary { percent, ..canary });
+            }
+            slot.versions()
+                .into_iter()
+                .rev()
+                .find(|v| v.info().version == version && v.state() == State::Retired && v.stored())
+                .ok_or_else(|| Error::UnknownVersion {
+                    app: app.to_owned(),
+                    version: version.to_owned(),
+                })?
+        };
+        let source = kept.source().to_owned();
+        match self
+            .deploy_from(
+                &source,
+                kept.copy_path(),
+                Instant::now(),
+                DeployMode::Canary(percent),
+            )
+            .await?
+        {
+            Deployed::New(version) => Ok(Canary { version, percent }),
+            Deployed::Unchanged(version) => Err(Error::Conflict(format!(
+                "{app}@{} with the same bytes is already live",
+                version.info().version
+            ))),
+        }
+    }
+
+    /// Makes `app`'s canary its active version; the old active version drains and retires.
+    ///
+    /// # Errors
+    /// [`Error::UnknownApp`]; [`Error::Conflict`] if no canary is set.
+    pub async fn promote(self: &Arc<Self>, app: &str) -> Result<Arc<Version>> {
+        let slot = self.known(app)?;
+        let _deploying = slot.deploying.lock().await;
+        let Some(canary) = slot.canary() else {
+            return Err(Error::Conflict(format!("{app} has no canary to promote")));
+        };
+        let started = Instant::now();
+        let previous = slot.active.swap(Some(Arc::clone(&canary.version)));
+        slot.set_split(None, 0);
+        let info = canary.version.info();
+        *lock(&slot.last_swap) = Some(SwapTimings {
+            from: previous.as_ref().map(|p| p.info().version.clone()),
+            to: info.version.clone(),
+            detected_unix_ms: unix_ms(SystemTime::now()),
+            ..SwapTimings::default()
+        });
+        tracing::info!(app, version = %info.version,
+            replaced = previous.as_ref().map(|p| p.info().version.as_str()), "canary promoted; active");
+        if previous.is_some() {
+            self.metrics.swapped(app, started.elapsed());
+        }
+        self.save_state();
+        if let Some(previous) = previous {
+            self.retire_later(&slot, previous, Some(started));
+        }
+        Ok(canary.version)
+    }
+
+    /// Ends `app`'s canary split: the canary takes no new requests, drains and retires.
+    ///
+    /// # Errors
+    /// [`Error::UnknownApp`]; [`Error::Conflict`] if no canary is set.
+    pub async fn abort_canary(self: &Arc<Self>, app: &str) -> Result<Arc<Version>> {
+        let slot = self.known(app)?;
+        let _deploying = slot.deploying.lock().await;
+        let Some(canary) = slot.canary() else {
+            return Err(Error::Conflict(format!("{app} has no canary to abort")));
+        };
+        slot.set_split(None, 0);
+        tracing::info!(app, version = %canary.version.info().version, "canary aborted");
+        self.save_state();
+        self.retire_later(&slot, Arc::clone(&canary.version), None);
+        Ok(canary.version)
+    }
+
+    /// Deploys the newest retired version of `app` whose private copy is kept and whose bytes
+    /// differ from the active version's.
+    ///
+    /// # Errors
+    /// [`Error::UnknownApp`]; [`Error::Conflict`] if no earlier version is kept; deploy errors.
+    pub async fn rollback(self: &Arc<Self>, app: &str) -> Result<Deployed> {
+        let slot = self.known(app)?;
+        let active = slot.active().map(|a| a.hash());
+        let previous = slot
+            .versions()
+            .into_iter()
+            .rev()
+            .find(|v| v.state() == State::Retired && v.stored() && Some(v.hash()) != active)
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "no earlier version of {app} is kept in the store (keep_versions = {})",
+                    self.config.keep_versions
+                ))
+            })?;
+        tracing::info!(app, version = %previous.info().version, "rolling back");
+        let source = previous.source().to_owned();
+        self.deploy_from(
+            &source,
+            previous.copy_path(),
+            Instant::now(),
+            DeployMode::Switch,
+        )
+        .await
+    }
+
+    /// Deploys uploaded module bytes: written into the host's private upload area, then the
+    /// same pipeline as a dropped file.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad file name; deploy errors.
+    pub async fn deploy_upload(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: bytes::Bytes,
+        mode: DeployMode,
+    ) -> Result<Deployed> {
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+        {
+            return Err(Error::Invalid(format!(
+                "bad module file name {name:?}: use letters, digits and . _ - +"
+            )));
+        }
+        let detected = Instant::now();
+        let dir = self.config.state_dir.join("uploads");
+        let path = dir.join(format!("{}-{name}", self.store.unique()));
+        let written = {
+            let (dir, path) = (dir.clone(), path.clone());
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(&path, &bytes)
+            })
+            .await
+            .map_err(|e| Error::io("upload task failed", std::io::Error::other(e)))?
+        };
+        written.map_err(|e| Error::io(format!("cannot write upload {}", path.display()), e))?;
+        let result = self.deploy_from(&path, &path, detected, mode).await;
+        remove_quietly(&path);
+        if result.is_err() {
+            lock(&self.rejected).retain(|r| r.file != path);
+        }
+        result
+    }
+}
+
+fn remove_quietly(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
