@@ -21,7 +21,7 @@ use baton_sdk::abi::{self, DescriptorHeader, ModuleDescriptor, RawStr};
 
 pub use callbacks::{ModuleRequest, ModuleResponse};
 pub use maps::mapped_regions;
-pub use tlskeys::{PTHREAD_KEYS_MAX, pthread_keys_in_use, pthread_keys_reclaimed};
+pub use tlskeys::{PTHREAD_KEYS_MAX, loads_refused, pthread_keys_in_use, pthread_keys_reclaimed};
 
 use crate::error::{Error, Result};
 
@@ -115,9 +115,8 @@ impl Module {
         };
         // Every module may take a pthread key for good (see `tlskeys`); std aborts the whole
         // process when none is left, so refuse the load while there is still room.
-        if let Some(in_use) = pthread_keys_in_use()
-            && in_use + tlskeys::KEYS_RESERVE > PTHREAD_KEYS_MAX
-        {
+        if loads_refused() {
+            let in_use = pthread_keys_in_use().unwrap_or(PTHREAD_KEYS_MAX);
             return Err(refuse(format!(
                 "not loaded: {in_use} of {PTHREAD_KEYS_MAX} pthread keys are in use, mostly by \
                  modules loaded earlier that could not give theirs back; restart the host to \

@@ -91,6 +91,12 @@ pub fn pthread_keys_in_use() -> Option<usize> {
     )
 }
 
+/// Whether new modules are refused because too few pthread keys are left (only a restart of
+/// the host frees keys that could not be reclaimed).
+pub fn loads_refused() -> bool {
+    pthread_keys_in_use().is_some_and(|in_use| in_use + KEYS_RESERVE > PTHREAD_KEYS_MAX)
+}
+
 /// Keys the loader has deleted after the modules that created them were unloaded.
 pub fn pthread_keys_reclaimed() -> u64 {
     RECLAIMED.load(Ordering::Relaxed)
