@@ -73,27 +73,11 @@ pub fn prepare(
         }
         run(cmd)?;
     }
-    let modules = workspace().join("target").join("swapbench-modules");
     let mut built = [PathBuf::new(), PathBuf::new()];
     for (i, given) in hello.into_iter().enumerate() {
         built[i] = match given {
             Some(path) => path,
-            None => {
-                let version = VERSIONS[i];
-                let mut cmd = cargo();
-                cmd.args(["build", "--quiet", "--lib", "-p", "hello"])
-                    .env("CARGO_TARGET_DIR", &modules)
-                    .env("BATON_APP_VERSION", version);
-                if release {
-                    cmd.arg("--release");
-                }
-                run(cmd)?;
-                let out = modules.join(format!("hello-{version}-{profile}.so"));
-                std::fs::copy(modules.join(profile).join("libhello.so"), &out).with_context(
-                    || format!("cannot copy the built module to {}", out.display()),
-                )?;
-                out
-            }
+            None => hello_module(release, VERSIONS[i])?,
         };
     }
     let artifacts = Artifacts {
@@ -110,4 +94,25 @@ pub fn prepare(
         }
     }
     Ok(artifacts)
+}
+
+/// Builds `hello` with `BATON_APP_VERSION=version` (see the module docs); returns its path.
+///
+/// # Errors
+/// A failed build.
+pub fn hello_module(release: bool, version: &str) -> anyhow::Result<PathBuf> {
+    let profile = if release { "release" } else { "debug" };
+    let modules = workspace().join("target").join("swapbench-modules");
+    let mut cmd = cargo();
+    cmd.args(["build", "--quiet", "--lib", "-p", "hello"])
+        .env("CARGO_TARGET_DIR", &modules)
+        .env("BATON_APP_VERSION", version);
+    if release {
+        cmd.arg("--release");
+    }
+    run(cmd)?;
+    let out = modules.join(format!("hello-{version}-{profile}.so"));
+    std::fs::copy(modules.join(profile).join("libhello.so"), &out)
+        .with_context(|| format!("cannot copy the built module to {}", out.display()))?;
+    Ok(out)
 }
