@@ -7,7 +7,8 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
         return T::default();
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // The small epsilon keeps float error (99.9 × 1000 / 100 = 999.0000000000001) off the rank.
+    let rank = (p * sorted.len() as f64 / 100.0 - 1e-9).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 

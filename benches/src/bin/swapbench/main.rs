@@ -236,13 +236,14 @@ async fn bench(
 
     let pid = baton.pid();
     let keys_start = swaps::host_status(&baton).await?;
-    let rss_start = procfs::rss_kib(pid).unwrap_or(0);
+    let rss_idle = procfs::rss_kib(pid).unwrap_or(0);
     let swap_phase = swaps::run(&mut baton, &baton_target, settings, artifacts, options).await?;
     let keys_end = swaps::host_status(&baton).await.ok();
     let alive = baton.alive();
     let host = report::Host {
         alive,
-        rss_start_kib: rss_start,
+        rss_idle_kib: rss_idle,
+        rss_start_kib: swap_phase.rss_before_kib,
         rss_end_kib: procfs::rss_kib(pid).unwrap_or(0),
         rss_peak_kib: procfs::peak_rss_kib(pid).unwrap_or(0),
         copies_mapped_at_end: procfs::mapped_copies(pid, &baton.store),

@@ -16,6 +16,9 @@ const RAMP_US: u32 = 500_000;
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Host {
     pub(crate) alive: bool,
+    /// Before the swap phase, without load.
+    pub(crate) rss_idle_kib: u64,
+    /// Under load, just before the first swap.
     pub(crate) rss_start_kib: u64,
     pub(crate) rss_end_kib: u64,
     pub(crate) rss_peak_kib: u64,
@@ -98,6 +101,7 @@ fn analyse(settings: &Settings, phase: SwapPhase) -> Swaps {
         recorded,
         swaps,
         progress,
+        rss_before_kib: _,
     } = phase;
     // Windows in landing order: [landed, window end].
     let windows: Vec<(u64, u64)> = swaps
@@ -225,7 +229,7 @@ impl Result {
         if settings.swaps >= 1000 {
             let growth = host.rss_end_kib as i64 - host.rss_start_kib as i64;
             targets.push(Check {
-                name: "RSS growth over the swaps",
+                name: "RSS growth over the swaps (under load)",
                 target: "<= 10 MB".into(),
                 measured: format!("{:.1} MB", growth as f64 / 1024.0),
                 met: growth <= 10 * 1024,
@@ -336,8 +340,10 @@ pub(crate) fn table(r: &Result) -> String {
     let mb = |kib: u64| kib as f64 / 1024.0;
     let _ = writeln!(
         out,
-        "\nhost: RSS start {:.1} MB, end {:.1} MB, peak {:.1} MB; module copies mapped at end {} \
-         (the active one included); old copies mapped right after retiring {}; alive {}",
+        "\nhost: RSS idle before the swap phase {:.1} MB; under load: start (before the first swap) \
+         {:.1} MB, end {:.1} MB, peak {:.1} MB\n  module copies mapped at end {} (the active one \
+         included); old copies mapped right after retiring {}; alive {}",
+        mb(h.rss_idle_kib),
         mb(h.rss_start_kib),
         mb(h.rss_end_kib),
         mb(h.rss_peak_kib),

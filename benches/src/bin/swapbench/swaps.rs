@@ -42,6 +42,8 @@ pub(crate) struct SwapPhase {
     pub(crate) swaps: Vec<SwapRecord>,
     /// (swaps done, RSS KiB, pthread keys in use) every 100 swaps.
     pub(crate) progress: Vec<(usize, u64, Option<u64>)>,
+    /// Host RSS under load, just before the first swap.
+    pub(crate) rss_before_kib: u64,
 }
 
 pub(crate) async fn status(baton: &Baton) -> anyhow::Result<Value> {
@@ -143,6 +145,7 @@ pub(crate) async fn run(
     let micros = |t: Instant| t.duration_since(origin).as_micros() as u64;
     // Let the connections ramp up before the first swap.
     tokio::time::sleep(gap.max(Duration::from_millis(500))).await;
+    let rss_before_kib = procfs::rss_kib(pid).unwrap_or(0);
     let mut swaps = Vec::with_capacity(settings.swaps);
     let mut progress = Vec::new();
     for index in 1..=settings.swaps {
@@ -242,5 +245,6 @@ pub(crate) async fn run(
         recorded,
         swaps,
         progress,
+        rss_before_kib,
     })
 }
