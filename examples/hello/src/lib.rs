@@ -1,4 +1,5 @@
-//! `hello`: the smallest useful Baton app, plus endpoints for testing drains and panics.
+//! `hello`: the smallest useful Baton app, plus endpoints for testing drains and panics, and
+//! `/thread` (names the worker thread, as apps that log thread names do).
 
 use std::time::Duration;
 
@@ -21,6 +22,14 @@ impl App for Hello {
                 format!("hello from {}\n", app.id)
             })
             .get("/slow", Self::slow)
+            .get("/thread", |app: &Self, _: &Request| {
+                let thread = std::thread::current();
+                format!(
+                    "{} on {}\n",
+                    app.id,
+                    thread.name().unwrap_or("an unnamed thread")
+                )
+            })
             .get("/panic", |_: &Self, _: &Request| -> &'static str {
                 panic!("asked to panic")
             })

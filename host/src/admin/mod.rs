@@ -15,6 +15,7 @@ pub mod client;
 use serde::Serialize;
 
 use crate::deploy::{CanaryStatus, Registry, Rejection, Running, State, SwapTimings};
+use crate::loader;
 
 pub(crate) use api::handle;
 
@@ -29,6 +30,21 @@ pub struct Status {
     pub apps: Vec<AppStatus>,
     /// Refused module files whose app could not be identified.
     pub rejected: Vec<Rejection>,
+    /// Process-wide resources that bound how many versions can still be deployed.
+    pub host: HostStatus,
+}
+
+/// Process-wide resources in the status document.
+#[derive(Debug, Serialize)]
+pub struct HostStatus {
+    /// pthread keys in use (modules' copies of std take them); `None` if they cannot be counted.
+    pub pthread_keys_in_use: Option<usize>,
+    /// The C library's limit on pthread keys.
+    pub pthread_keys_max: usize,
+    /// Keys deleted after the modules that created them were unloaded.
+    pub pthread_keys_reclaimed: u64,
+    /// New modules are refused until the host is restarted (too few pthread keys left).
+    pub restart_required: bool,
 }
 
 /// One app in the status document.
@@ -93,6 +109,12 @@ pub fn status(registry: &Registry) -> Status {
     Status {
         apps,
         rejected: registry.rejected(),
+        host: HostStatus {
+            pthread_keys_in_use: loader::pthread_keys_in_use(),
+            pthread_keys_max: loader::PTHREAD_KEYS_MAX,
+            pthread_keys_reclaimed: loader::pthread_keys_reclaimed(),
+            restart_required: loader::loads_refused(),
+        },
     }
 }
 

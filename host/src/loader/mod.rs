@@ -11,6 +11,7 @@
 mod callbacks;
 mod maps;
 mod session;
+mod tlskeys;
 
 use std::ffi::c_void;
 use std::fmt;
@@ -21,6 +22,7 @@ use baton_sdk::abi::{self, DescriptorHeader, ModuleDescriptor, RawStr};
 
 pub use callbacks::{ModuleRequest, ModuleResponse};
 pub use maps::mapped_regions;
+pub use tlskeys::{PTHREAD_KEYS_MAX, loads_refused, pthread_keys_in_use, pthread_keys_reclaimed};
 
 use crate::error::{Error, Result};
 
@@ -112,6 +114,16 @@ impl Module {
             path: display.to_owned(),
             reason,
         };
+        // Every module may take a pthread key for good (see `tlskeys`); std aborts the whole
+        // process when none is left, so refuse the load while there is still room.
+        if loads_refused() {
+            let in_use = pthread_keys_in_use().unwrap_or(PTHREAD_KEYS_MAX);
+            return Err(refuse(format!(
+                "not loaded: {in_use} of {PTHREAD_KEYS_MAX} pthread keys are in use, mostly by \
+                 modules loaded earlier that could not give theirs back; restart the host to \
+                 deploy more versions"
+            )));
+        }
         // SAFETY: loading a library runs its initialisers; a Baton module's are those of std and
         // its dependencies, and nothing else of it runs before the descriptor checks out.
         let library: libloading::Library = unsafe {
@@ -255,12 +267,25 @@ impl Module {
         })
     }
 
-    /// Unloads the library now (`dlclose`).
+    /// Unloads the library now (`dlclose`) and, once it is unmapped, deletes the pthread keys
+    /// its copy of std created. Returns how many keys were reclaimed.
+    ///
+    /// Call only after every thread that ran the module's code has exited.
     ///
     /// # Errors
     /// What `dlclose` reports.
-    pub fn close(self) -> Result<(), String> {
-        self.library.close().map_err(|e| e.to_string())
+    pub fn close(self) -> Result<usize, String> {
+        let keys = maps::address_ranges(&self.path)
+            .map(|ranges| tlskeys::owned_by(&ranges))
+            .unwrap_or_default();
+        let path = self.path;
+        self.library.close().map_err(|e| e.to_string())?;
+        if keys.is_empty() || !maps::mapped_regions(&path).is_ok_and(|left| left.is_empty()) {
+            return Ok(0);
+        }
+        let reclaimed = tlskeys::reclaim(&keys);
+        tracing::debug!(module = %path.display(), reclaimed, "pthread keys reclaimed");
+        Ok(reclaimed)
     }
 }
 

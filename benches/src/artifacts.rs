@@ -1,0 +1,118 @@
+//! The binaries a benchmark runs: the `baton` host, the `hyper-hello` baseline and two versions
+//! of the `hello` module. Each is taken from a path given on the command line or built with
+//! cargo from this workspace.
+//!
+//! The two module versions come from one source: `cargo build --lib -p hello` with
+//! `BATON_APP_VERSION=1.0.0`, then `2.0.0`, in their own target directory
+//! (`target/swapbench-modules`, so the workspace build is not disturbed), each output copied to
+//! `target/swapbench-modules/hello-<version>-<profile>.so`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Versions the benchmark alternates between.
+pub const VERSIONS: [&str; 2] = ["1.0.0", "2.0.0"];
+
+/// Paths to everything a swap benchmark runs.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    /// The `baton` host binary.
+    pub baton: PathBuf,
+    /// The bare hyper baseline binary.
+    pub hyper_hello: PathBuf,
+    /// `hello` built as [`VERSIONS`]`[0]` and `[1]`.
+    pub hello: [PathBuf; 2],
+}
+
+/// The workspace this crate belongs to.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace());
+    for var in ["BATON_APP_VERSION", "CARGO_TARGET_DIR"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn run(mut cmd: Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Builds (with cargo, `release` or `debug` profile) whatever is not given.
+///
+/// # Errors
+/// A failed build or a missing file.
+pub fn prepare(
+    release: bool,
+    baton: Option<PathBuf>,
+    hyper_hello: Option<PathBuf>,
+    hello: [Option<PathBuf>; 2],
+) -> anyhow::Result<Artifacts> {
+    let profile = if release { "release" } else { "debug" };
+    let bin_dir = workspace().join("target").join(profile);
+    if baton.is_none() || hyper_hello.is_none() {
+        let mut cmd = cargo();
+        cmd.args(["build", "--quiet", "-p", "baton-host", "--bin", "baton"]);
+        cmd.args(["-p", "baton-benches", "--bin", "hyper-hello"]);
+        if release {
+            cmd.arg("--release");
+        }
+        run(cmd)?;
+    }
+    let mut built = [PathBuf::new(), PathBuf::new()];
+    for (i, given) in hello.into_iter().enumerate() {
+        built[i] = match given {
+            Some(path) => path,
+            None => hello_module(release, VERSIONS[i])?,
+        };
+    }
+    let artifacts = Artifacts {
+        baton: baton.unwrap_or_else(|| bin_dir.join("baton")),
+        hyper_hello: hyper_hello.unwrap_or_else(|| bin_dir.join("hyper-hello")),
+        hello: built,
+    };
+    for path in [&artifacts.baton, &artifacts.hyper_hello]
+        .into_iter()
+        .chain(&artifacts.hello)
+    {
+        if !path.is_file() {
+            bail!("{} does not exist", path.display());
+        }
+    }
+    Ok(artifacts)
+}
+
+/// Builds `hello` with `BATON_APP_VERSION=version` (see the module docs); returns its path.
+///
+/// # Errors
+/// A failed build.
+pub fn hello_module(release: bool, version: &str) -> anyhow::Result<PathBuf> {
+    let profile = if release { "release" } else { "debug" };
+    let modules = workspace().join("target").join("swapbench-modules");
+    let mut cmd = cargo();
+    cmd.args(["build", "--quiet", "--lib", "-p", "hello"])
+        .env("CARGO_TARGET_DIR", &modules)
+        .env("BATON_APP_VERSION", version);
+    if release {
+        cmd.arg("--release");
+    }
+    run(cmd)?;
+    let out = modules.join(format!("hello-{version}-{profile}.so"));
+    std::fs::copy(modules.join(profile).join("libhello.so"), &out)
+        .with_context(|| format!("cannot copy the built module to {}", out.display()))?;
+    Ok(out)
+}

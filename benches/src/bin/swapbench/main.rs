@@ -1,0 +1,268 @@
+//! `swapbench`: hot swaps under load, against a bare hyper baseline measured in the same run.
+//!
+//! 1. Starts `hyper-hello` and `baton` (serving `hello` 1.0.0 from a temporary watched
+//!    directory) as child processes.
+//! 2. Throughput rounds: the same keep-alive load on each server in turn, `--rounds` times.
+//! 3. Swap phase: the load runs on `baton` while `hello` 2.0.0 and 1.0.0 are dropped in turn,
+//!    `--swaps` times. Each swap waits until the new version is active and the old one retired,
+//!    then lets the load run `--gap-ms` in steady state.
+//! 4. Prints a table and, with `--json FILE`, writes every figure as JSON.
+//!
+//! A swap window runs from the moment the file landed (the rename returned) to the moment
+//! `/status` first shows the old version retired (polled every 5 ms). Requests that start
+//! inside a window count as "in swap windows", all others (after the first 500 ms) as steady.
+
+mod report;
+mod swaps;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use baton_benches::artifacts::{self, VERSIONS};
+use baton_benches::load::{Load, Recorded, Target};
+use baton_benches::servers::{Baton, HyperHello};
+use baton_benches::{procfs, stats};
+use clap::Parser;
+
+/// Hot swaps under keep-alive load, against bare hyper.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "swapbench")]
+struct Options {
+    /// Keep-alive connections of the load.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Swaps (alternating hello 2.0.0 and 1.0.0) [default: 100, 1000 with --soak].
+    #[arg(long)]
+    swaps: Option<usize>,
+    /// Soak: many swaps back to back (default 1000, no steady gap, no throughput rounds), the
+    /// load on /hello/thread so that every loaded copy of hello touches std::thread::current().
+    #[arg(long)]
+    soak: bool,
+    /// Seconds each server gets in each throughput round.
+    #[arg(long, default_value_t = 5.0)]
+    round_secs: f64,
+    /// Throughput rounds (hyper, then baton, each round) [default: 2, 0 with --soak].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Steady load between one swap's end and the next file [default: 200, 0 with --soak].
+    #[arg(long)]
+    gap_ms: Option<u64>,
+    /// Request path on baton [default: /hello/, /hello/thread with --soak].
+    #[arg(long)]
+    path: Option<String>,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+    /// A request without a complete response after this long counts as failed.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// A swap not finished (new version active, old one retired) after this long is failed.
+    #[arg(long, default_value_t = 60)]
+    swap_timeout_secs: u64,
+    /// Build (or look for) debug binaries instead of release ones.
+    #[arg(long)]
+    debug: bool,
+    /// The `baton` binary [default: built with cargo].
+    #[arg(long)]
+    baton: Option<PathBuf>,
+    /// The `hyper-hello` binary [default: built with cargo].
+    #[arg(long)]
+    hyper: Option<PathBuf>,
+    /// `hello` built with BATON_APP_VERSION=1.0.0 [default: built with cargo].
+    #[arg(long)]
+    hello_v1: Option<PathBuf>,
+    /// `hello` built with BATON_APP_VERSION=2.0.0 [default: built with cargo].
+    #[arg(long)]
+    hello_v2: Option<PathBuf>,
+    /// Extra TOML for the host's configuration file (default: none, the host's defaults).
+    #[arg(long, default_value = "")]
+    host_config: String,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Settings after soak defaults are applied.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Settings {
+    connections: usize,
+    swaps: usize,
+    soak: bool,
+    round_secs: f64,
+    rounds: usize,
+    gap_ms: u64,
+    path: String,
+    client_threads: usize,
+    timeout_ms: u64,
+    profile: &'static str,
+    host_config: String,
+}
+
+impl Options {
+    fn settings(&self) -> Settings {
+        Settings {
+            connections: self.connections,
+            swaps: self.swaps.unwrap_or(if self.soak { 1000 } else { 100 }),
+            soak: self.soak,
+            round_secs: self.round_secs,
+            rounds: self.rounds.unwrap_or(if self.soak { 0 } else { 2 }),
+            gap_ms: self.gap_ms.unwrap_or(if self.soak { 0 } else { 200 }),
+            path: self.path.clone().unwrap_or_else(|| {
+                if self.soak {
+                    "/hello/thread"
+                } else {
+                    "/hello/"
+                }
+                .to_owned()
+            }),
+            client_threads: self.client_threads,
+            timeout_ms: self.timeout_ms,
+            profile: if self.debug { "debug" } else { "release" },
+            host_config: self.host_config.clone(),
+        }
+    }
+}
+
+/// One throughput round.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Round {
+    hyper_rps: f64,
+    baton_rps: f64,
+    ratio: f64,
+    hyper_failed: usize,
+    baton_failed: usize,
+    hyper_latency: stats::Latency,
+    baton_latency: stats::Latency,
+}
+
+fn rps(recorded: &Recorded) -> f64 {
+    let ok = recorded.samples.len() - recorded.failed();
+    ok as f64 / recorded.elapsed.as_secs_f64()
+}
+
+async fn run_for(target: &Target, connections: usize, secs: f64) -> Recorded {
+    let load = Load::start(target, connections);
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    load.stop().await
+}
+
+fn latency(recorded: &Recorded) -> stats::Latency {
+    let mut l: Vec<u32> = recorded.samples.iter().map(|s| s.latency_us).collect();
+    stats::Latency::from_micros(&mut l)
+}
+
+async fn rounds(settings: &Settings, hyper: &Target, baton: &Target) -> anyhow::Result<Vec<Round>> {
+    let mut rounds = Vec::new();
+    if settings.rounds == 0 {
+        return Ok(rounds);
+    }
+    // Warm both servers (connections, allocator, caches) without recording.
+    run_for(hyper, settings.connections, 1.0).await;
+    run_for(baton, settings.connections, 1.0).await;
+    for i in 0..settings.rounds {
+        let h = run_for(hyper, settings.connections, settings.round_secs).await;
+        let b = run_for(baton, settings.connections, settings.round_secs).await;
+        let round = Round {
+            hyper_rps: rps(&h),
+            baton_rps: rps(&b),
+            ratio: rps(&b) / rps(&h),
+            hyper_failed: h.failed(),
+            baton_failed: b.failed(),
+            hyper_latency: latency(&h),
+            baton_latency: latency(&b),
+        };
+        eprintln!(
+            "round {}: hyper {:.0} req/s, baton {:.0} req/s, ratio {:.3}",
+            i + 1,
+            round.hyper_rps,
+            round.baton_rps,
+            round.ratio
+        );
+        rounds.push(round);
+    }
+    Ok(rounds)
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    let settings = options.settings();
+    let artifacts = artifacts::prepare(
+        !options.debug,
+        options.baton.clone(),
+        options.hyper.clone(),
+        [options.hello_v1.clone(), options.hello_v2.clone()],
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(bench(&options, &settings, &artifacts))?;
+    print!("{}", report::table(&result));
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_string_pretty(&result)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if result.swaps.failed_requests > 0 || result.swaps.failed_swaps > 0 || !result.host.alive {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn bench(
+    options: &Options,
+    settings: &Settings,
+    artifacts: &artifacts::Artifacts,
+) -> anyhow::Result<report::Result> {
+    let hyper = HyperHello::start(&artifacts.hyper_hello)?;
+    let mut baton = Baton::start(&artifacts.baton, &artifacts.hello[0], &settings.host_config)?;
+    let timeout = Duration::from_millis(settings.timeout_ms);
+    let versions: Vec<String> = VERSIONS.iter().map(|v| format!("hello@{v}")).collect();
+    let baton_target = Target {
+        addr: baton.addr,
+        path: settings.path.clone(),
+        versions: versions.clone(),
+        timeout,
+    };
+    let hyper_target = Target {
+        addr: hyper.addr,
+        path: "/".to_owned(),
+        versions: Vec::new(),
+        timeout,
+    };
+    swaps::wait_serving(&baton, &versions[0]).await?;
+    let rounds = rounds(settings, &hyper_target, &baton_target).await?;
+    drop(hyper);
+
+    let pid = baton.pid();
+    let keys_start = swaps::host_status(&baton).await?;
+    let rss_idle = procfs::rss_kib(pid).unwrap_or(0);
+    let swap_phase = swaps::run(&mut baton, &baton_target, settings, artifacts, options).await?;
+    let keys_end = swaps::host_status(&baton).await.ok();
+    let alive = baton.alive();
+    let host = report::Host {
+        alive,
+        rss_idle_kib: rss_idle,
+        rss_start_kib: swap_phase.rss_before_kib,
+        rss_end_kib: procfs::rss_kib(pid).unwrap_or(0),
+        rss_peak_kib: procfs::peak_rss_kib(pid).unwrap_or(0),
+        copies_mapped_at_end: procfs::mapped_copies(pid, &baton.store),
+        pthread_keys_in_use_start: keys_start["pthread_keys_in_use"].as_u64(),
+        pthread_keys_in_use_end: keys_end
+            .as_ref()
+            .and_then(|k| k["pthread_keys_in_use"].as_u64()),
+        pthread_keys_reclaimed: keys_end
+            .as_ref()
+            .and_then(|k| k["pthread_keys_reclaimed"].as_u64()),
+        restart_required: keys_end
+            .as_ref()
+            .and_then(|k| k["restart_required"].as_bool()),
+        warnings: baton.warnings().into_iter().take(20).collect(),
+    };
+    Ok(report::Result::new(
+        settings.clone(),
+        rounds,
+        swap_phase,
+        host,
+    ))
+}
