@@ -27,7 +27,9 @@ use std::time::Duration;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 pub use scope::{AccessError, RequestSession, UpdateFn};
-pub use store::{Attributes, Cas, Lookup, SessionStore, StoreError, StoreFuture};
+pub use store::{
+    Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
+};
 
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
