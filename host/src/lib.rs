@@ -81,7 +81,7 @@ impl Host {
             .map_err(|e| Error::io(format!("cannot resolve {}", config.modules.display()), e))?;
         let config = Arc::new(config);
         let registry = Arc::new(Registry::new(Arc::clone(&config))?);
-        let sessions = Sessions::from_config(&config.sessions)?;
+        let sessions = Sessions::from_config(&config.sessions, registry.metrics().session_store())?;
 
         // Watch first, so a file dropped during the initial scan is not missed.
         let watcher = if config.watch {

@@ -41,6 +41,69 @@ impl StoreError {
     }
 }
 
+/// One kind of store call, as counted in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreOp {
+    /// [`SessionStore::load`].
+    Load,
+    /// [`SessionStore::create`].
+    Create,
+    /// [`SessionStore::save`].
+    Save,
+    /// [`SessionStore::read`].
+    Read,
+    /// [`SessionStore::compare_and_set`].
+    CompareAndSet,
+    /// [`SessionStore::rename`].
+    Rename,
+    /// [`SessionStore::remove`].
+    Remove,
+    /// [`SessionStore::list`].
+    List,
+    /// [`SessionStore::count`].
+    Count,
+    /// [`SessionStore::info`].
+    Info,
+}
+
+impl StoreOp {
+    /// Every operation, in the order of their index.
+    pub const ALL: [StoreOp; 10] = [
+        StoreOp::Load,
+        StoreOp::Create,
+        StoreOp::Save,
+        StoreOp::Read,
+        StoreOp::CompareAndSet,
+        StoreOp::Rename,
+        StoreOp::Remove,
+        StoreOp::List,
+        StoreOp::Count,
+        StoreOp::Info,
+    ];
+
+    /// The metric label: `load`, `compare_and_set`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreOp::Load => "load",
+            StoreOp::Create => "create",
+            StoreOp::Save => "save",
+            StoreOp::Read => "read",
+            StoreOp::CompareAndSet => "compare_and_set",
+            StoreOp::Rename => "rename",
+            StoreOp::Remove => "remove",
+            StoreOp::List => "list",
+            StoreOp::Count => "count",
+            StoreOp::Info => "info",
+        }
+    }
+
+    /// Its position in [`StoreOp::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The future every store method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
