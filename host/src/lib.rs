@@ -141,7 +141,10 @@ impl Host {
         let drain = registry.config().drain_timeout();
         // The admin listener outlives the app listener, so operators can watch the drain.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = Arc::new(admin::Admin::new(Arc::clone(&registry)));
+        let state = Arc::new(admin::Admin::new(
+            Arc::clone(&registry),
+            Arc::clone(&sessions),
+        ));
         let admin_task = {
             let state = Arc::clone(&state);
             let handler = move |req| admin::handle(Arc::clone(&state), req);

@@ -38,6 +38,11 @@ use crate::error::{Error, Result};
 use crate::metrics::SessionStoreMetrics;
 use id::CookieSpec;
 
+/// Milliseconds since the Unix epoch, the clock of the sessions' metadata.
+pub fn now_unix_ms() -> u64 {
+    store::now_ms()
+}
+
 /// The host's sessions: the store, the cookie settings and the store's health.
 #[derive(Debug)]
 pub struct Sessions {
