@@ -81,7 +81,7 @@ impl Host {
             .map_err(|e| Error::io(format!("cannot resolve {}", config.modules.display()), e))?;
         let config = Arc::new(config);
         let registry = Arc::new(Registry::new(Arc::clone(&config))?);
-        let sessions = Sessions::from_config(&config.sessions)?;
+        let sessions = Sessions::from_config(&config.sessions, registry.metrics().session_store())?;
 
         // Watch first, so a file dropped during the initial scan is not missed.
         let watcher = if config.watch {
@@ -141,7 +141,10 @@ impl Host {
         let drain = registry.config().drain_timeout();
         // The admin listener outlives the app listener, so operators can watch the drain.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = Arc::new(admin::Admin::new(Arc::clone(&registry)));
+        let state = Arc::new(admin::Admin::new(
+            Arc::clone(&registry),
+            Arc::clone(&sessions),
+        ));
         let admin_task = {
             let state = Arc::clone(&state);
             let handler = move |req| admin::handle(Arc::clone(&state), req);

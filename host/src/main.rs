@@ -91,6 +91,39 @@ enum Command {
         /// App name.
         app: String,
     },
+    /// List, count or invalidate the host's sessions (shared by all its apps).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// List sessions, most recently used first: id prefix, age, idle time, expiry, attributes.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Most sessions to list (1 to 1000) [default: 100].
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only sessions whose id starts with these hex digits.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Count the live sessions (a scan of the whole store with Redis).
+    Count {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete a session; its client starts a fresh one.
+    Invalidate {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The session id, or at least its first 8 hex digits if they match only one session.
+        id: String,
+    },
 }
 
 /// Where the admin API is and how to authenticate to it.
@@ -228,6 +261,21 @@ fn run_client(command: Command) -> ExitCode {
             } => client::canary(&connect(admin), &app, &version, percent, out).await,
             Command::Promote { admin, app } => client::promote(&connect(admin), &app, out).await,
             Command::Abort { admin, app } => client::abort(&connect(admin), &app, out).await,
+            Command::Sessions(SessionsCommand::List {
+                admin,
+                limit,
+                prefix,
+                json,
+            }) => {
+                let client = connect(admin);
+                client::sessions_list(&client, limit, prefix.as_deref(), json, out).await
+            }
+            Command::Sessions(SessionsCommand::Count { admin }) => {
+                client::sessions_count(&connect(admin), out).await
+            }
+            Command::Sessions(SessionsCommand::Invalidate { admin, id }) => {
+                client::sessions_invalidate(&connect(admin), &id, out).await
+            }
         }
     });
     match result {

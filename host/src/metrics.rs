@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as MetricRegistry;
 
 use crate::deploy::Registry;
+use crate::session::StoreOp;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppLabels {
@@ -35,7 +36,7 @@ struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SessionLabels {
-    op: String,
+    op: &'static str,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -202,13 +203,14 @@ impl Metrics {
         self.rejected.inc();
     }
 
-    /// The session store's hook: count one operation (`get`, `set`, `delete`, …) and whether it
-    /// failed.
-    pub fn session_store_op(&self, op: &str, failed: bool) {
-        let labels = SessionLabels { op: op.to_owned() };
-        self.session_ops.get_or_create(&labels).inc();
-        if failed {
-            self.session_errors.get_or_create(&labels).inc();
+    /// The handles the session front updates, one pair per store operation, resolved once.
+    pub fn session_store(&self) -> SessionStoreMetrics {
+        let resolve = |family: &Family<SessionLabels, Counter>| {
+            StoreOp::ALL.map(|op| family.get_or_create_owned(&SessionLabels { op: op.name() }))
+        };
+        SessionStoreMetrics {
+            ops: resolve(&self.session_ops),
+            errors: resolve(&self.session_errors),
         }
     }
 
@@ -261,6 +263,24 @@ impl VersionMetrics {
     }
 }
 
+/// Session store operations and their failures, by operation: what the session front counts
+/// on every store call (one relaxed atomic add, two when it failed).
+#[derive(Debug, Clone, Default)]
+pub struct SessionStoreMetrics {
+    ops: [Counter; StoreOp::ALL.len()],
+    errors: [Counter; StoreOp::ALL.len()],
+}
+
+impl SessionStoreMetrics {
+    /// Counts one store call of kind `op`, and whether it failed.
+    pub fn record(&self, op: StoreOp, failed: bool) {
+        self.ops[op.index()].inc();
+        if failed {
+            self.errors[op.index()].inc();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,7 +292,9 @@ mod tests {
         v.observe(http::StatusCode::OK, Duration::from_millis(2));
         v.observe(http::StatusCode::NOT_FOUND, Duration::from_millis(1));
         metrics.swapped("hello", Duration::from_millis(30));
-        metrics.session_store_op("get", true);
+        let sessions = metrics.session_store();
+        sessions.record(StoreOp::Load, true);
+        sessions.record(StoreOp::Save, false);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &metrics.registry).unwrap();
         assert!(
@@ -286,8 +308,16 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains(r#"baton_session_store_errors_total{op="get"} 1"#),
+            out.contains(r#"baton_session_store_errors_total{op="load"} 1"#),
             "{out}"
+        );
+        assert!(
+            out.contains(r#"baton_session_store_operations_total{op="save"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"baton_session_store_errors_total{op="save"} 0"#),
+            "every operation is exported from the start: {out}"
         );
     }
 }

@@ -12,24 +12,28 @@ use serde::{Deserialize, Serialize};
 use crate::deploy::{DeployMode, Deployed, Registry, SwapTimings};
 use crate::error::Error;
 use crate::server::Body;
+use crate::session::Sessions;
 
 /// Largest module upload the admin API accepts.
 const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
 /// Largest JSON body the admin API accepts.
 const MAX_JSON_BYTES: usize = 64 * 1024;
 
-/// The admin listener's shared state: the registry and whether the host takes traffic.
+/// The admin listener's shared state: the registry, the sessions and whether the host takes
+/// traffic.
 #[derive(Debug)]
 pub struct Admin {
     registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
     ready: AtomicBool,
 }
 
 impl Admin {
-    /// The admin surface of `registry`; ready until [`Admin::set_not_ready`].
-    pub fn new(registry: Arc<Registry>) -> Admin {
+    /// The admin surface of `registry` and `sessions`; ready until [`Admin::set_not_ready`].
+    pub fn new(registry: Arc<Registry>, sessions: Arc<Sessions>) -> Admin {
         Admin {
             registry,
+            sessions,
             ready: AtomicBool::new(true),
         }
     }
@@ -66,7 +70,7 @@ fn respond(
     response
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
+pub(super) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message.to_string() }))
 }
 
@@ -97,6 +101,7 @@ fn authorized(token: Option<&str>, headers: &http::HeaderMap) -> bool {
 /// Serves one admin request.
 pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().clone();
     // The page and the probes reveal nothing and must work for load balancers and browsers
@@ -156,6 +161,23 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
             ),
             Err(e) => from_error(&e),
         },
+        // Sessions are the host's: an app's path answers for the same sessions, once the app
+        // is known.
+        (_, ["apps", app, "sessions", ..]) if registry.app(app).is_none() => {
+            from_error(&Error::UnknownApp((*app).to_owned()))
+        }
+        (&Method::GET, ["sessions"] | ["apps", _, "sessions"]) => {
+            super::sessions::list(&admin.sessions, &query).await
+        }
+        (&Method::GET, ["sessions", "count"] | ["apps", _, "sessions", "count"]) => {
+            super::sessions::count(&admin.sessions).await
+        }
+        (&Method::GET, ["sessions", id] | ["apps", _, "sessions", id]) => {
+            super::sessions::show(&admin.sessions, id).await
+        }
+        (&Method::DELETE, ["sessions", id] | ["apps", _, "sessions", id]) => {
+            super::sessions::invalidate(&admin.sessions, id).await
+        }
         (&Method::DELETE, ["apps", app, "canary"]) => match registry.abort_canary(app).await {
             Ok(version) => json(
                 StatusCode::OK,
@@ -163,8 +185,9 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
             ),
             Err(e) => from_error(&e),
         },
-        (_, ["status" | "apps" | "metrics"] | ["apps", _] | ["apps", _, "rollback" | "canary"])
-        | (_, ["apps", _, "canary", "promote"]) => error(
+        (_, ["status" | "apps" | "metrics" | "sessions"] | ["apps", _] | ["sessions", _])
+        | (_, ["apps", _, "rollback" | "canary" | "sessions"])
+        | (_, ["apps", _, "canary", "promote"] | ["apps", _, "sessions", _]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {path}"),
         ),
@@ -227,7 +250,7 @@ impl DeployOutcome {
     }
 }
 
-fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+pub(super) fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('='))

@@ -493,3 +493,113 @@ pub async fn abort(client: &Client, app: &str, out: &mut dyn Write) -> Result<()
     )
     .map_err(out_error)
 }
+
+/// A duration in seconds as an operator reads it: `42s`, `7m 03s`, `2h 05m`.
+fn human_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// `baton sessions list`: the host's sessions, most recently used first, up to `limit`, only
+/// those whose id starts with `prefix` when given (or the raw JSON).
+///
+/// # Errors
+/// As [`Client::call`].
+pub async fn sessions_list(
+    client: &Client,
+    limit: Option<usize>,
+    prefix: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut query = Vec::new();
+    if let Some(limit) = limit {
+        query.push(format!("limit={limit}"));
+    }
+    if let Some(prefix) = prefix {
+        query.push(format!("prefix={}", encode(prefix)));
+    }
+    let path = if query.is_empty() {
+        "/sessions".to_owned()
+    } else {
+        format!("/sessions?{}", query.join("&"))
+    };
+    let page = client.get(&path).await?;
+    if json {
+        return writeln!(out, "{page:#}").map_err(out_error);
+    }
+    let sessions = page["sessions"].as_array().cloned().unwrap_or_default();
+    if sessions.is_empty() {
+        return writeln!(out, "no sessions ({} store)", text(&page["store"])).map_err(out_error);
+    }
+    let now = crate::session::now_unix_ms();
+    writeln!(
+        out,
+        "{:<14} {:>9} {:>9} {:>10}  attributes",
+        "id", "age", "idle", "expires in"
+    )
+    .map_err(out_error)?;
+    for s in &sessions {
+        let at = |field: &str| s[field].as_u64().unwrap_or(0);
+        let names: Vec<&str> = s["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        writeln!(
+            out,
+            "{:<14} {:>9} {:>9} {:>10}  {}",
+            format!("{}…", text(&s["id_prefix"])),
+            human_ms(now.saturating_sub(at("created_unix_ms"))),
+            human_ms(now.saturating_sub(at("accessed_unix_ms"))),
+            human_ms(at("expires_in_ms")),
+            names.join(", "),
+        )
+        .map_err(out_error)?;
+    }
+    if page["more"].as_bool() == Some(true) {
+        writeln!(
+            out,
+            "… more sessions than the {} listed (raise --limit or narrow with --prefix)",
+            sessions.len()
+        )
+        .map_err(out_error)?;
+    }
+    Ok(())
+}
+
+/// `baton sessions count`: how many live sessions the host's store holds.
+///
+/// # Errors
+/// As [`Client::call`].
+pub async fn sessions_count(client: &Client, out: &mut dyn Write) -> Result<()> {
+    let answer = client.get("/sessions/count").await?;
+    writeln!(
+        out,
+        "{} sessions ({} store)",
+        answer["count"].as_u64().unwrap_or(0),
+        text(&answer["store"])
+    )
+    .map_err(out_error)
+}
+
+/// `baton sessions invalidate ID`: deletes a session, named by its id or a unique prefix of
+/// it; its client starts a fresh one.
+///
+/// # Errors
+/// As [`Client::call`]: 404 for an unknown session, 409 for an ambiguous prefix.
+pub async fn sessions_invalidate(client: &Client, id: &str, out: &mut dyn Write) -> Result<()> {
+    let answer = client
+        .call(
+            Method::DELETE,
+            &format!("/sessions/{}", encode(id)),
+            Bytes::new(),
+        )
+        .await?;
+    writeln!(out, "invalidated session {}…", text(&answer["invalidated"])).map_err(out_error)
+}

@@ -2,6 +2,7 @@
 //!
 //! - `api`: the JSON API (status, deploy by upload, rollback, undeploy, canary split, metrics,
 //!   health), behind a bearer token when one is configured.
+//! - `sessions`: the API's session endpoints (list, count, describe, invalidate).
 //! - the dashboard (`GET /`): one page that polls `/status` and shows apps, versions, states,
 //!   the traffic split and request rates.
 //! - `client`: the other side, used by the `baton` command line (`baton status`, `baton deploy`…).
@@ -11,6 +12,7 @@
 
 mod api;
 pub mod client;
+mod sessions;
 
 use serde::Serialize;
 

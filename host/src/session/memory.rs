@@ -10,12 +10,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use super::store::{Attributes, Cas, Lookup, SessionStore, StoreError, StoreFuture};
+use super::store::{
+    Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
+    now_ms,
+};
 
 #[derive(Debug)]
 struct Entry {
     attributes: Attributes,
     last_access: Instant,
+    created_ms: u64,
 }
 
 /// Sessions in this process's memory.
@@ -25,6 +29,10 @@ pub struct MemoryStore {
     timeout: Duration,
     max_sessions: usize,
     full: AtomicBool,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn ready<'a, T: Send + 'a>(value: Result<T, StoreError>) -> StoreFuture<'a, T> {
@@ -94,6 +102,20 @@ impl MemoryStore {
         now.saturating_duration_since(entry.last_access) >= self.timeout
     }
 
+    /// What an operator sees of `entry`; the wall-clock access time is derived, so using a
+    /// session costs no clock read beyond the `Instant` it already takes.
+    fn describe(&self, id: &str, entry: &Entry, now: Instant, now_ms: u64) -> SessionInfo {
+        let idle = now.saturating_duration_since(entry.last_access);
+        SessionInfo {
+            id: id.to_owned(),
+            created_ms: entry.created_ms,
+            accessed_ms: now_ms.saturating_sub(millis(idle)),
+            timeout_ms: millis(self.timeout),
+            expires_in_ms: millis(self.timeout.saturating_sub(idle)),
+            attributes: entry.attributes.keys().cloned().collect(),
+        }
+    }
+
     /// Logs once when the store fills up and once when it has room again.
     fn note_fill(&self, len: usize) {
         let full = len >= self.max_sessions;
@@ -149,6 +171,7 @@ impl MemoryStore {
             Entry {
                 attributes: attributes.clone(),
                 last_access: Instant::now(),
+                created_ms: now_ms(),
             },
         );
         self.note_fill(sessions.len());
@@ -231,11 +254,53 @@ impl SessionStore for MemoryStore {
         ready(Ok(true))
     }
 
-    fn remove<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
+    fn remove<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
         let mut sessions = self.lock();
-        sessions.remove(id);
+        let live = sessions
+            .remove(id)
+            .is_some_and(|entry| !self.expired(&entry, Instant::now()));
         self.note_fill(sessions.len());
-        ready(Ok(()))
+        ready(Ok(live))
+    }
+
+    fn list<'a>(&'a self, id_prefix: &'a str, limit: usize) -> StoreFuture<'a, SessionPage> {
+        let (now, wall) = (Instant::now(), now_ms());
+        let sessions = self.lock();
+        let mut matching: Vec<(&String, &Entry)> = sessions
+            .iter()
+            .filter(|(id, entry)| id.starts_with(id_prefix) && !self.expired(entry, now))
+            .collect();
+        let more = matching.len() > limit;
+        if more {
+            matching.select_nth_unstable_by_key(limit, |(_, e)| std::cmp::Reverse(e.last_access));
+            matching.truncate(limit);
+        }
+        matching.sort_unstable_by_key(|(_, e)| std::cmp::Reverse(e.last_access));
+        let sessions = matching
+            .into_iter()
+            .map(|(id, entry)| self.describe(id, entry, now, wall))
+            .collect();
+        ready(Ok(SessionPage { sessions, more }))
+    }
+
+    fn count(&self) -> StoreFuture<'_, u64> {
+        let now = Instant::now();
+        let live = self
+            .lock()
+            .values()
+            .filter(|entry| !self.expired(entry, now))
+            .count();
+        ready(Ok(live as u64))
+    }
+
+    fn info<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SessionInfo>> {
+        let (now, wall) = (Instant::now(), now_ms());
+        let sessions = self.lock();
+        let info = sessions
+            .get(id)
+            .filter(|entry| !self.expired(entry, now))
+            .map(|entry| self.describe(id, entry, now, wall));
+        ready(Ok(info))
     }
 }
 
@@ -321,8 +386,40 @@ mod tests {
             store.create("c", &Attributes::new()).await,
             Err(StoreError::Full(2))
         );
-        store.remove("a").await.unwrap();
+        assert!(store.remove("a").await.unwrap());
+        assert!(!store.remove("a").await.unwrap());
         assert!(store.create("c", &Attributes::new()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn listing_counting_and_describing_do_not_use_sessions() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        store
+            .create("aa1", &attrs(&[("x", "1"), ("cart", "[]")]))
+            .await
+            .unwrap();
+        store.create("aa2", &Attributes::new()).await.unwrap();
+        store.create("bb1", &Attributes::new()).await.unwrap();
+        store.load("aa1").await.unwrap();
+        assert_eq!(store.count().await.unwrap(), 3);
+
+        let page = store.list("", 10).await.unwrap();
+        assert!(!page.more);
+        assert_eq!(page.sessions.len(), 3);
+        assert_eq!(page.sessions[0].id, "aa1", "most recently used first");
+        assert_eq!(page.sessions[0].attributes, ["cart", "x"]);
+        assert_eq!(page.sessions[0].timeout_ms, 60_000);
+        assert!(page.sessions[0].created_ms > 0);
+
+        let page = store.list("aa", 1).await.unwrap();
+        assert!(page.more);
+        assert_eq!(page.sessions.len(), 1);
+        assert_eq!(page.sessions[0].id, "aa1");
+        assert_eq!(store.list("cc", 10).await.unwrap(), SessionPage::default());
+
+        let info = store.info("bb1").await.unwrap().unwrap();
+        assert!(info.attributes.is_empty());
+        assert_eq!(store.info("zz").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -3,8 +3,9 @@
 //! - [`SessionStore`] is what a store does, in round trips; [`MemoryStore`] (the default) keeps
 //!   sessions in this process, [`RedisStore`] in Redis, shared by every host pointed at it.
 //! - [`Sessions`] is the host's front: it owns the store, bounds every store call with the
-//!   configured timeout, logs an outage once when it starts and once when it ends, and starts a
-//!   [`RequestSession`] for each request.
+//!   configured timeout, counts every call by operation (and its failures) for the metrics, logs
+//!   an outage once when it starts and once when it ends, and starts a [`RequestSession`] for
+//!   each request. It also answers the admin API's listing, counting and invalidation.
 //! - A [`RequestSession`] is one request's view, handed to the module through the loader's
 //!   session callbacks. It is lazy: it reads the store only when the app first uses the session,
 //!   creates a session only when the app first writes, buffers plain writes and stores only the
@@ -27,11 +28,20 @@ use std::time::Duration;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 pub use scope::{AccessError, RequestSession, UpdateFn};
-pub use store::{Attributes, Cas, Lookup, SessionStore, StoreError, StoreFuture};
+pub use store::{
+    Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
+    StoreOp,
+};
 
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
+use crate::metrics::SessionStoreMetrics;
 use id::CookieSpec;
+
+/// Milliseconds since the Unix epoch, the clock of the sessions' metadata.
+pub fn now_unix_ms() -> u64 {
+    store::now_ms()
+}
 
 /// The host's sessions: the store, the cookie settings and the store's health.
 #[derive(Debug)]
@@ -41,18 +51,23 @@ pub struct Sessions {
     op_timeout: Duration,
     runtime: tokio::runtime::Handle,
     down: AtomicBool,
+    metrics: SessionStoreMetrics,
 }
 
 impl Sessions {
     /// The sessions `config` describes: an in-memory store with its expiry sweep, or a Redis
-    /// store (connected lazily, so the host starts while Redis is down).
+    /// store (connected lazily, so the host starts while Redis is down). Store calls are
+    /// counted into `metrics`.
     ///
     /// # Errors
     /// [`Error::Config`] for a store URL the Redis client refuses.
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub fn from_config(config: &SessionConfig) -> Result<Arc<Sessions>> {
+    pub fn from_config(
+        config: &SessionConfig,
+        metrics: SessionStoreMetrics,
+    ) -> Result<Arc<Sessions>> {
         let timeout = config.timeout();
         let store: Arc<dyn SessionStore> = if config.is_memory() {
             let store = Arc::new(MemoryStore::new(timeout, config.max_sessions));
@@ -69,12 +84,14 @@ impl Sessions {
             .map_err(|e| Error::Config(format!("sessions.store: {e}")))?;
             Arc::new(store)
         };
-        Ok(Self::with_store(
+        let mut sessions = Self::build(
             store,
             &config.cookie_name,
             config.cookie_secure,
             config.op_timeout(),
-        ))
+        );
+        sessions.metrics = metrics;
+        Ok(Arc::new(sessions))
     }
 
     /// Sessions kept in `store`, with cookie `cookie_name` and each store call bounded by
@@ -88,7 +105,16 @@ impl Sessions {
         cookie_secure: bool,
         op_timeout: Duration,
     ) -> Arc<Sessions> {
-        Arc::new(Sessions {
+        Arc::new(Self::build(store, cookie_name, cookie_secure, op_timeout))
+    }
+
+    fn build(
+        store: Arc<dyn SessionStore>,
+        cookie_name: &str,
+        cookie_secure: bool,
+        op_timeout: Duration,
+    ) -> Sessions {
+        Sessions {
             store,
             cookie: CookieSpec {
                 name: cookie_name.to_owned(),
@@ -97,7 +123,8 @@ impl Sessions {
             op_timeout,
             runtime: tokio::runtime::Handle::current(),
             down: AtomicBool::new(false),
-        })
+            metrics: SessionStoreMetrics::default(),
+        }
     }
 
     /// The store.
@@ -110,6 +137,46 @@ impl Sessions {
         self.down.load(Ordering::Relaxed)
     }
 
+    /// Up to `limit` live sessions whose id starts with `id_prefix`, without using them.
+    ///
+    /// # Errors
+    /// The store's error: [`StoreError::Unsupported`] if it cannot list, an outage, or the op
+    /// timeout.
+    pub async fn list(&self, id_prefix: &str, limit: usize) -> Result<SessionPage, StoreError> {
+        self.call(StoreOp::List, self.store.list(id_prefix, limit))
+            .await
+    }
+
+    /// How many live sessions the store holds.
+    ///
+    /// # Errors
+    /// As [`Sessions::list`].
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        self.call(StoreOp::Count, self.store.count()).await
+    }
+
+    /// Session `id`'s metadata, without using it.
+    ///
+    /// # Errors
+    /// As [`Sessions::list`].
+    pub async fn info(&self, id: &str) -> Result<Option<SessionInfo>, StoreError> {
+        self.call(StoreOp::Info, self.store.info(id)).await
+    }
+
+    /// Deletes session `id`; its client gets a fresh session on its next write. `false` if it
+    /// did not exist.
+    ///
+    /// # Errors
+    /// As [`Sessions::list`].
+    pub async fn invalidate(&self, id: &str) -> Result<bool, StoreError> {
+        self.call(StoreOp::Remove, self.store.remove(id)).await
+    }
+
+    /// Whether `id` has the shape of a session id (48 lower-case hex digits).
+    pub fn is_session_id(id: &str) -> bool {
+        id::is_valid(id)
+    }
+
     /// Starts one request's session from its headers. Makes no store call.
     pub fn begin(self: &Arc<Self>, headers: &http::HeaderMap) -> Arc<RequestSession> {
         let cookie = id::from_cookies(headers, &self.cookie.name);
@@ -117,13 +184,14 @@ impl Sessions {
     }
 
     /// Runs one store call, bounded by the timeout, and records the store's health.
-    async fn call<T>(&self, call: StoreFuture<'_, T>) -> Result<T, StoreError> {
+    async fn call<T>(&self, op: StoreOp, call: StoreFuture<'_, T>) -> Result<T, StoreError> {
         let result = match tokio::time::timeout(self.op_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(
                 u64::try_from(self.op_timeout.as_millis()).unwrap_or(u64::MAX),
             )),
         };
+        self.metrics.record(op, result.is_err());
         match &result {
             Ok(_) => {
                 if self.down.swap(false, Ordering::Relaxed) {
@@ -144,13 +212,13 @@ impl Sessions {
     }
 
     /// Runs one store call from a worker thread, blocking it until the answer.
-    fn run<T>(&self, call: StoreFuture<'_, T>) -> Result<T, StoreError> {
+    fn run<T>(&self, op: StoreOp, call: StoreFuture<'_, T>) -> Result<T, StoreError> {
         if tokio::runtime::Handle::try_current().is_ok() {
             // Blocking a runtime thread could stall the runtime; module code never runs there.
             return Err(StoreError::Unavailable(
                 "session access from a runtime thread".into(),
             ));
         }
-        self.runtime.block_on(self.call(call))
+        self.runtime.block_on(self.call(op, call))
     }
 }

@@ -12,17 +12,27 @@
 //! most requests; every write refreshes it anyway. Atomic updates read the attribute and store
 //! the new value with a compare-and-set script, retried by the caller on conflict.
 //!
+//! Operators' listing and counting use `SCAN` with `MATCH PREFIX*` (never `KEYS`), so Redis
+//! stays responsive; a listing stops once it has its page, but a count walks every key of the
+//! database, in time proportional to its size, bounded like every call by the op timeout.
+//!
 //! The connection is the `redis` crate's `ConnectionManager`, created lazily and reconnecting by
 //! itself; the host starts even while Redis is down. Rotation renames the key, so the two keys
 //! must live on one server (Redis Cluster is not supported).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
-use super::store::{Attributes, Cas, Lookup, SessionStore, StoreError, StoreFuture, now_ms};
+use super::store::{
+    Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
+    now_ms,
+};
+
+/// Keys asked for per `SCAN` round trip.
+const SCAN_COUNT: usize = 1000;
 
 /// Refreshes the expiry of a session that exists; shared by the scripts.
 macro_rules! lua {
@@ -180,6 +190,91 @@ impl RedisStore {
     fn key(&self, id: &str) -> String {
         format!("{}{id}", self.prefix)
     }
+
+    /// Walks the keys starting with `PREFIX + id_prefix` with `SCAN`, until the walk ends or
+    /// `enough` distinct keys are found. `SCAN` may return a key twice; the set removes those.
+    async fn scan(&self, id_prefix: &str, enough: usize) -> Result<HashSet<Vec<u8>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}*", glob_escape(&format!("{}{id_prefix}", self.prefix)));
+        let mut keys = HashSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            keys.extend(batch);
+            if next == 0 || keys.len() >= enough {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The metadata of sessions `ids`, in one round trip; those gone meanwhile are left out.
+    async fn describe(&self, ids: Vec<String>) -> Result<Vec<SessionInfo>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            let key = self.key(id);
+            pipe.cmd("HMGET")
+                .arg(&key)
+                .arg("#created_ms")
+                .arg("#accessed_ms")
+                .arg("#timeout_ms")
+                .cmd("HKEYS")
+                .arg(&key)
+                .cmd("PTTL")
+                .arg(&key);
+        }
+        type Reply = (Vec<Option<u64>>, Vec<String>, i64);
+        let replies: Vec<Reply> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(ids
+            .into_iter()
+            .zip(replies)
+            .filter_map(|(id, (meta, fields, ttl))| {
+                // PTTL is -2 for a key that no longer exists.
+                let ttl = u64::try_from(ttl).ok()?;
+                let field = |i: usize| meta.get(i).copied().flatten().unwrap_or(0);
+                Some(SessionInfo {
+                    id,
+                    created_ms: field(0),
+                    accessed_ms: field(1),
+                    timeout_ms: field(2),
+                    expires_in_ms: ttl,
+                    attributes: fields.into_iter().filter(|f| !f.starts_with('#')).collect(),
+                })
+            })
+            .collect())
+    }
+
+    /// The session id of a key found by a scan.
+    fn id_of(&self, key: Vec<u8>) -> Option<String> {
+        String::from_utf8(key)
+            .ok()?
+            .strip_prefix(&self.prefix)
+            .map(str::to_owned)
+    }
+}
+
+/// `text` with Redis glob patterns' special characters escaped.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The attributes of a flat `HGETALL` reply, metadata left out.
@@ -323,16 +418,37 @@ impl SessionStore for RedisStore {
         })
     }
 
-    fn remove<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
+    fn remove<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let _: i64 = redis::cmd("DEL")
+            let removed: i64 = redis::cmd("DEL")
                 .arg(self.key(id))
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            Ok(())
+            Ok(removed == 1)
         })
+    }
+
+    fn list<'a>(&'a self, id_prefix: &'a str, limit: usize) -> StoreFuture<'a, SessionPage> {
+        Box::pin(async move {
+            let keys = self.scan(id_prefix, limit.saturating_add(1)).await?;
+            let more = keys.len() > limit;
+            let mut ids: Vec<String> = keys.into_iter().filter_map(|k| self.id_of(k)).collect();
+            ids.sort_unstable();
+            ids.truncate(limit);
+            let mut sessions = self.describe(ids).await?;
+            sessions.sort_by_key(|s| std::cmp::Reverse(s.accessed_ms));
+            Ok(SessionPage { sessions, more })
+        })
+    }
+
+    fn count(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move { Ok(self.scan("", usize::MAX).await?.len() as u64) })
+    }
+
+    fn info<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SessionInfo>> {
+        Box::pin(async move { Ok(self.describe(vec![id.to_owned()]).await?.pop()) })
     }
 }
 
@@ -500,8 +616,53 @@ mod tests {
             .query(&mut redis.conn())
             .unwrap();
         assert!(ttl > 0, "the TTL moves with the session: {ttl}");
-        store.remove("moved").await.unwrap();
+        assert!(store.remove("moved").await.unwrap());
+        assert!(!store.remove("moved").await.unwrap());
         assert_eq!(store.load("moved").await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn listing_and_counting_scan_only_the_prefix() {
+        let redis = TestRedis::start();
+        let store = redis.store(Duration::from_secs(100));
+        for i in 0..30 {
+            let id = format!("{}{i:02}", if i < 25 { "aa" } else { "bb" });
+            store
+                .create(&id, &attrs(&[("n", "1"), ("user", "\"x\"")]))
+                .await
+                .unwrap();
+        }
+        // Not a session: outside the prefix.
+        let _: () = redis::cmd("SET")
+            .arg("other:aa99")
+            .arg("1")
+            .query(&mut redis.conn())
+            .unwrap();
+        assert_eq!(store.count().await.unwrap(), 30);
+
+        let page = store.list("", 100).await.unwrap();
+        assert!(!page.more);
+        assert_eq!(page.sessions.len(), 30);
+        let page = store.list("aa", 10).await.unwrap();
+        assert!(page.more);
+        assert_eq!(page.sessions.len(), 10);
+        assert!(page.sessions.iter().all(|s| s.id.starts_with("aa")));
+        let page = store.list("bb", 10).await.unwrap();
+        assert!(!page.more);
+        assert_eq!(page.sessions.len(), 5);
+
+        let info = store.info("bb27").await.unwrap().unwrap();
+        assert_eq!(info.attributes, ["n", "user"]);
+        assert_eq!(info.timeout_ms, 100_000);
+        assert!(info.created_ms > 0 && info.accessed_ms >= info.created_ms);
+        assert!(info.expires_in_ms > 0 && info.expires_in_ms <= 100_000);
+        assert_eq!(store.info("zz").await.unwrap(), None);
+    }
+
+    #[test]
+    fn glob_characters_in_the_prefix_are_escaped() {
+        assert_eq!(glob_escape("baton:session:"), "baton:session:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 
     #[tokio::test(flavor = "multi_thread")]

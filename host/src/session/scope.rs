@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::Sessions;
 use super::id::{self, CookieChange};
 use super::store::{Attributes, Cas, Lookup, StoreError};
+use super::{Sessions, StoreOp};
 
 /// An atomic update's step: the current JSON value (if any) to the new one, or why not.
 pub type UpdateFn<'f> = dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>, String> + 'f;
@@ -104,7 +104,10 @@ impl RequestSession {
         };
         state.current = match cookie.clone() {
             None => Current::Absent,
-            Some(id) => match self.sessions.run(self.sessions.store.load(&id))? {
+            Some(id) => match self
+                .sessions
+                .run(StoreOp::Load, self.sessions.store.load(&id))?
+            {
                 Some(attributes) => Current::Stored { id, attributes },
                 None => {
                     state.cookie = Some(CookieChange::Clear);
@@ -138,7 +141,10 @@ impl RequestSession {
             match current {
                 Current::New { id } => {
                     let attributes = initial_attributes(changes);
-                    if self.sessions.run(store.create(id, &attributes))? {
+                    if self
+                        .sessions
+                        .run(StoreOp::Create, store.create(id, &attributes))?
+                    {
                         changes.clear();
                         *current = Current::Stored {
                             id: id.clone(),
@@ -154,7 +160,7 @@ impl RequestSession {
                         return Ok(id.clone());
                     };
                     let one = BTreeMap::from([(name.to_owned(), change.clone())]);
-                    if self.sessions.run(store.save(id, &one))? {
+                    if self.sessions.run(StoreOp::Save, store.save(id, &one))? {
                         changes.remove(name);
                         match change {
                             Some(value) => attributes.insert(name.to_owned(), value),
@@ -265,7 +271,8 @@ impl RequestSession {
         let mut state = self.lock();
         self.load(&mut state)?;
         if let Current::Stored { id, .. } = &state.current {
-            self.sessions.run(self.sessions.store.remove(id))?;
+            self.sessions
+                .run(StoreOp::Remove, self.sessions.store.remove(id))?;
         }
         Self::forget(&mut state);
         Ok(())
@@ -283,7 +290,10 @@ impl RequestSession {
             Current::New { .. } => id::new_id()?,
             Current::Stored { id, .. } => {
                 let fresh = id::new_id()?;
-                if !self.sessions.run(self.sessions.store.rename(id, &fresh))? {
+                if !self
+                    .sessions
+                    .run(StoreOp::Rename, self.sessions.store.rename(id, &fresh))?
+                {
                     Self::forget(&mut state);
                     return Ok(());
                 }
@@ -314,7 +324,7 @@ impl RequestSession {
         };
         let mut restarted = false;
         for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let old = match self.sessions.run(store.read(&id, name))? {
+            let old = match self.sessions.run(StoreOp::Read, store.read(&id, name))? {
                 Lookup::Present(value) => Some(value),
                 Lookup::Absent => None,
                 Lookup::Gone => {
@@ -324,10 +334,10 @@ impl RequestSession {
             };
             let new = f(old.as_deref()).map_err(AccessError::Aborted)?;
             check_json(name, &new)?;
-            match self
-                .sessions
-                .run(store.compare_and_set(&id, name, old.as_deref(), &new))?
-            {
+            match self.sessions.run(
+                StoreOp::CompareAndSet,
+                store.compare_and_set(&id, name, old.as_deref(), &new),
+            )? {
                 Cas::Done => {
                     let mut state = self.lock();
                     if let Current::Stored {
@@ -380,7 +390,10 @@ impl RequestSession {
         let store = &self.sessions.store;
         match current {
             Current::Stored { id, .. } if !changes.is_empty() => {
-                let saved = self.sessions.call(store.save(&id, &changes)).await?;
+                let saved = self
+                    .sessions
+                    .call(StoreOp::Save, store.save(&id, &changes))
+                    .await?;
                 if !saved {
                     cookie = had_cookie.then_some(CookieChange::Clear);
                 }
@@ -389,7 +402,11 @@ impl RequestSession {
                 let attributes = initial_attributes(&changes);
                 let mut created = false;
                 for _ in 0..3 {
-                    if self.sessions.call(store.create(&id, &attributes)).await? {
+                    if self
+                        .sessions
+                        .call(StoreOp::Create, store.create(&id, &attributes))
+                        .await?
+                    {
                         created = true;
                         break;
                     }

@@ -5,6 +5,11 @@
 //! are the round trips a request needs: load (which also refreshes the expiry when due), create,
 //! save the attributes a request changed, read and compare-and-set one attribute for atomic
 //! updates, rename for id rotation, and remove.
+//!
+//! For operators, a store may also list, count and describe its sessions without using them
+//! (no expiry refresh). These have default implementations answering
+//! [`StoreError::Unsupported`], so a store that cannot enumerate its sessions still works for
+//! requests.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,12 +29,78 @@ pub enum StoreError {
     /// The store holds its maximum number of sessions and cannot create another.
     #[error("session store is full ({0} sessions)")]
     Full(usize),
+    /// The store cannot do this (e.g. enumerate its sessions).
+    #[error("this session store cannot {0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
     /// Whether the error means the store is down (as opposed to full).
     pub fn is_outage(&self) -> bool {
         matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
+}
+
+/// One kind of store call, as counted in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreOp {
+    /// [`SessionStore::load`].
+    Load,
+    /// [`SessionStore::create`].
+    Create,
+    /// [`SessionStore::save`].
+    Save,
+    /// [`SessionStore::read`].
+    Read,
+    /// [`SessionStore::compare_and_set`].
+    CompareAndSet,
+    /// [`SessionStore::rename`].
+    Rename,
+    /// [`SessionStore::remove`].
+    Remove,
+    /// [`SessionStore::list`].
+    List,
+    /// [`SessionStore::count`].
+    Count,
+    /// [`SessionStore::info`].
+    Info,
+}
+
+impl StoreOp {
+    /// Every operation, in the order of their index.
+    pub const ALL: [StoreOp; 10] = [
+        StoreOp::Load,
+        StoreOp::Create,
+        StoreOp::Save,
+        StoreOp::Read,
+        StoreOp::CompareAndSet,
+        StoreOp::Rename,
+        StoreOp::Remove,
+        StoreOp::List,
+        StoreOp::Count,
+        StoreOp::Info,
+    ];
+
+    /// The metric label: `load`, `compare_and_set`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreOp::Load => "load",
+            StoreOp::Create => "create",
+            StoreOp::Save => "save",
+            StoreOp::Read => "read",
+            StoreOp::CompareAndSet => "compare_and_set",
+            StoreOp::Rename => "rename",
+            StoreOp::Remove => "remove",
+            StoreOp::List => "list",
+            StoreOp::Count => "count",
+            StoreOp::Info => "info",
+        }
+    }
+
+    /// Its position in [`StoreOp::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -59,6 +130,36 @@ pub enum Cas {
     Conflict,
     /// The new value is stored.
     Done,
+}
+
+/// What an operator sees of one session: its metadata and attribute names, never values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session id.
+    pub id: String,
+    /// When it was created (Unix milliseconds; 0 if unknown).
+    pub created_ms: u64,
+    /// When it was last used (Unix milliseconds), as far as the store tracks it.
+    pub accessed_ms: u64,
+    /// Its timeout: it expires after this long without use.
+    pub timeout_ms: u64,
+    /// Milliseconds until it expires unless used before.
+    pub expires_in_ms: u64,
+    /// Its attribute names, sorted.
+    pub attributes: Vec<String>,
+}
+
+/// Part of a store's sessions, as listed for an operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionPage {
+    /// The sessions, most recently used first.
+    pub sessions: Vec<SessionInfo>,
+    /// Whether more sessions matched than were listed.
+    pub more: bool,
+}
+
+fn unsupported<'a, T: Send + 'a>(what: &'static str) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(Err(StoreError::Unsupported(what))))
 }
 
 /// A place to keep sessions. Implementations must be safe to share between requests and host
@@ -99,8 +200,26 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// exist or `to` does.
     fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> StoreFuture<'a, bool>;
 
-    /// Deletes a session (nothing happens if it does not exist).
-    fn remove<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
+    /// Deletes a session; `false` if it did not exist.
+    fn remove<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Up to `limit` live sessions whose id starts with `id_prefix` (every one for `""`),
+    /// without using them. Which ones, when more match, is up to the store.
+    fn list<'a>(&'a self, id_prefix: &'a str, limit: usize) -> StoreFuture<'a, SessionPage> {
+        let _ = (id_prefix, limit);
+        unsupported("list sessions")
+    }
+
+    /// How many live sessions the store holds (may take time proportional to that number).
+    fn count(&self) -> StoreFuture<'_, u64> {
+        unsupported("count sessions")
+    }
+
+    /// Session `id`'s metadata, without using it; `None` if unknown or expired.
+    fn info<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SessionInfo>> {
+        let _ = id;
+        unsupported("describe sessions")
+    }
 }
 
 /// Milliseconds since the Unix epoch, for the stored metadata.
