@@ -387,25 +387,19 @@ impl Registry {
         mode: DeployMode,
         at_start: bool,
     ) -> Result<Deployed> {
-        let bytes = {
-            let path = read.to_owned();
-            tokio::task::spawn_blocking(move || std::fs::read(&path))
+        let id = self.store.next_id();
+        let (copy, hash) = {
+            let (registry, source, read) = (Arc::clone(self), source.to_owned(), read.to_owned());
+            tokio::task::spawn_blocking(move || registry.store.copy_in(id, &source, &read))
                 .await
-                .map_err(|e| Error::io("read task failed", std::io::Error::other(e)))?
-                .map_err(|e| Error::Load {
-                    path: source.to_owned(),
-                    reason: format!("cannot read: {e}"),
-                })?
+                .map_err(|e| Error::io("copy task failed", std::io::Error::other(e)))??
         };
-        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
         if let Some(live) = self.live_with_hash(hash) {
+            self.store.remove(&copy);
             tracing::info!(app = %live.info().app, version = %live.info().version,
                 file = %source.display(), "same module bytes already deployed; nothing to do");
             return Ok(Deployed::Unchanged(live));
         }
-        let id = self.store.next_id();
-        let copy = self.store.write(id, source, &bytes)?;
-        drop(bytes);
         let opened = {
             let (copy, display) = (copy.clone(), source.to_owned());
             tokio::task::spawn_blocking(move || Module::open(&copy, &display))

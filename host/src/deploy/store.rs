@@ -64,18 +64,45 @@ impl Store {
         format!("{}-{:06}", self.run, self.next_id())
     }
 
-    /// Writes the bytes of `source` into the store for deployment `id`; returns the copy's path.
-    pub(crate) fn write(&self, id: u64, source: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    /// Copies the module file `read` (deployed as `source`) into the store for deployment
+    /// `id`, hashing it on the way; returns the copy's path and the hash of its bytes.
+    ///
+    /// Streams through a small buffer: reading a whole module into one allocation would leave
+    /// glibc's heap several megabytes larger after the first few deploys.
+    pub(crate) fn copy_in(&self, id: u64, source: &Path, read: &Path) -> Result<(PathBuf, u64)> {
+        use std::io::{Read, Write};
         let name = source
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "module.so".to_owned());
         let target = self.dir.join(format!("{}-{id:06}-{name}", self.run));
-        std::fs::write(&target, bytes).map_err(|e| Error::Load {
+        let refuse = |what: &str, e: std::io::Error| Error::Load {
             path: source.to_owned(),
-            reason: format!("cannot copy into the private store: {e}"),
-        })?;
-        Ok(target)
+            reason: format!("{what}: {e}"),
+        };
+        let mut input = std::fs::File::open(read).map_err(|e| refuse("cannot read", e))?;
+        let mut output = std::fs::File::create(&target)
+            .map_err(|e| refuse("cannot copy into the private store", e))?;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        let copied = loop {
+            let n = match input.read(&mut buffer) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(refuse("cannot read", e)),
+            };
+            hasher.update(&buffer[..n]);
+            if let Err(e) = output.write_all(&buffer[..n]) {
+                break Err(refuse("cannot copy into the private store", e));
+            }
+        };
+        if let Err(e) = copied {
+            drop(output);
+            let _ = std::fs::remove_file(&target);
+            return Err(e);
+        }
+        Ok((target, hasher.digest()))
     }
 
     /// Removes a private copy that is no longer mapped.
