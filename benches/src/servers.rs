@@ -78,6 +78,11 @@ impl Baton {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
+                    // The access log is one line per request: skip it without parsing, so the
+                    // harness's own work on it does not compete with the host it measures.
+                    if line.contains(r#""target":"baton::access""#) {
+                        continue;
+                    }
                     let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
                         push(&warnings, line);
                         continue;

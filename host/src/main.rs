@@ -171,7 +171,10 @@ struct ServeArgs {
 /// The exit code for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
-fn init_tracing(format: LogFormat) {
+/// Installs the log subscriber. Lines are written to stderr by a background thread, so a
+/// request never waits for a write system call (the access log writes one line per request);
+/// the returned guard flushes what is left when `main` returns.
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("BATON_LOG")
         .ok()
@@ -181,13 +184,23 @@ fn init_tracing(format: LogFormat) {
         eprintln!("baton: ignoring invalid log filter {filter:?}: {e}");
         EnvFilter::new("info")
     });
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        // Under a flood of lines, wait for the writer rather than drop log lines.
+        .lossy(false)
+        // The writer thread drains every queued line into the buffer, then flushes: one write
+        // system call per batch, not per line.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -309,7 +322,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => args,
         command => return run_client(command),
     };
-    init_tracing(cli.log_format);
+    let _log_guard = init_tracing(cli.log_format);
     let config = match load_config(&args) {
         Ok(config) => config,
         Err(e) => {
