@@ -6,6 +6,9 @@
 //! `BATON_APP_VERSION=1.0.0`, then `2.0.0`, in their own target directory
 //! (`target/swapbench-modules`, so the workspace build is not disturbed), each output copied to
 //! `target/swapbench-modules/hello-<version>-<profile>.so`.
+//!
+//! Apps that need one version only (`sessionbench`'s `hello` and `counter`) are built as usual,
+//! `cargo build --lib -p APP`, into the workspace's target directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +36,9 @@ pub fn workspace() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_owned)
 }
 
-fn cargo() -> Command {
+/// `cargo` (the one running this build, if any) in the workspace, without the variables that
+/// would change what it builds or where.
+pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace());
     for var in ["BATON_APP_VERSION", "CARGO_TARGET_DIR"] {
@@ -52,6 +57,65 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn profile(release: bool) -> &'static str {
+    if release { "release" } else { "debug" }
+}
+
+fn must_exist<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> anyhow::Result<()> {
+    for path in paths {
+        if !path.is_file() {
+            bail!("{} does not exist", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// The `baton` host and one module per app, each built (with cargo, `release` or `debug`
+/// profile) unless given; returns the host and the modules in the order of `apps`.
+///
+/// # Errors
+/// A failed build or a missing file.
+pub fn host_and_apps(
+    release: bool,
+    baton: Option<PathBuf>,
+    apps: &[(&str, Option<PathBuf>)],
+) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    let out = workspace().join("target").join(profile(release));
+    let mut cmd = cargo();
+    cmd.args(["build", "--quiet"]);
+    let mut build = false;
+    if baton.is_none() {
+        cmd.args(["-p", "baton-host", "--bin", "baton"]);
+        build = true;
+    }
+    for (app, given) in apps {
+        if given.is_none() {
+            cmd.args(["-p", app]);
+            build = true;
+        }
+    }
+    if apps.iter().any(|(_, given)| given.is_none()) {
+        cmd.arg("--lib");
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    if build {
+        run(cmd)?;
+    }
+    let baton = baton.unwrap_or_else(|| out.join("baton"));
+    let modules: Vec<PathBuf> = apps
+        .iter()
+        .map(|(app, given)| {
+            given
+                .clone()
+                .unwrap_or_else(|| out.join(format!("lib{app}.so")))
+        })
+        .collect();
+    must_exist(std::iter::once(&baton).chain(&modules))?;
+    Ok((baton, modules))
+}
+
 /// Builds (with cargo, `release` or `debug` profile) whatever is not given.
 ///
 /// # Errors
@@ -62,8 +126,7 @@ pub fn prepare(
     hyper_hello: Option<PathBuf>,
     hello: [Option<PathBuf>; 2],
 ) -> anyhow::Result<Artifacts> {
-    let profile = if release { "release" } else { "debug" };
-    let bin_dir = workspace().join("target").join(profile);
+    let bin_dir = workspace().join("target").join(profile(release));
     if baton.is_none() || hyper_hello.is_none() {
         let mut cmd = cargo();
         cmd.args(["build", "--quiet", "-p", "baton-host", "--bin", "baton"]);
@@ -85,14 +148,11 @@ pub fn prepare(
         hyper_hello: hyper_hello.unwrap_or_else(|| bin_dir.join("hyper-hello")),
         hello: built,
     };
-    for path in [&artifacts.baton, &artifacts.hyper_hello]
-        .into_iter()
-        .chain(&artifacts.hello)
-    {
-        if !path.is_file() {
-            bail!("{} does not exist", path.display());
-        }
-    }
+    must_exist(
+        [&artifacts.baton, &artifacts.hyper_hello]
+            .into_iter()
+            .chain(&artifacts.hello),
+    )?;
     Ok(artifacts)
 }
 
@@ -101,7 +161,7 @@ pub fn prepare(
 /// # Errors
 /// A failed build.
 pub fn hello_module(release: bool, version: &str) -> anyhow::Result<PathBuf> {
-    let profile = if release { "release" } else { "debug" };
+    let profile = profile(release);
     let modules = workspace().join("target").join("swapbench-modules");
     let mut cmd = cargo();
     cmd.args(["build", "--quiet", "--lib", "-p", "hello"])

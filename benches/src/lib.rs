@@ -6,14 +6,20 @@
 //!   attribute JSON encoding, route lookup (`cargo bench -p baton-benches`).
 //! - `swapbench`: the `baton` host as a child process under keep-alive load while versions of
 //!   `hello` are dropped into its watched directory, against the bare `hyper-hello` server.
+//! - `sessionbench`: `counter` with Redis sessions against `hello` on one `baton` host, one
+//!   session per keep-alive connection, every count checked; `counter` with in-memory sessions
+//!   for reference.
 //! - `tlskeys`: loads and unloads a module many times in one process and counts pthread keys.
 //!
 //! The library holds what they share: [`artifacts`] (building or finding the binaries and the
-//! two module versions), [`servers`] (the servers as child processes), [`load`] (the load
-//! generator), [`procfs`] (memory and mappings of a child) and [`stats`].
+//! modules), [`servers`] (the servers as child processes), [`redis`] (a private
+//! `redis-server`), [`load`] (the load generator), [`procfs`] (memory and mappings of a child),
+//! [`stats`] and [`report`] (machine, table rows, JSON).
 
 pub mod artifacts;
 pub mod load;
 pub mod procfs;
+pub mod redis;
+pub mod report;
 pub mod servers;
 pub mod stats;

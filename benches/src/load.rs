@@ -4,6 +4,11 @@
 //! It does the least work a correct client can (a prebuilt request, `httparse` on the response
 //! head, the body skipped by length) so that on a small machine it costs the server under test
 //! as little CPU as possible, and it costs both servers of a comparison the same.
+//!
+//! A [`Target`] may ask each connection to behave as one browser: keep the cookies the server
+//! sets and send them back ([`Target::cookies`]), so one connection is one session; and to check
+//! the `counter` example's answers ([`Target::counter`]), so a session lost or a count skipped is
+//! a failed request, never a silently faster one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::stats::Latency;
+
 /// A 2xx response without a known version header.
 pub const OK_UNTAGGED: u8 = 0;
 /// A response with a status other than 2xx.
@@ -21,6 +28,8 @@ pub const FAIL_STATUS: u8 = 250;
 pub const FAIL_IO: u8 = 251;
 /// No complete response within the request timeout.
 pub const FAIL_TIMEOUT: u8 = 252;
+/// A 2xx response whose body is not the one expected ([`Target::counter`]).
+pub const FAIL_BODY: u8 = 253;
 
 /// One request: when it started (µs after the load started), how long it took, and its
 /// outcome: [`OK_UNTAGGED`], `1 + i` for a 2xx answered by `versions[i]`, or a `FAIL_*`.
@@ -57,6 +66,26 @@ pub struct Target {
     pub versions: Vec<String>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Keep cookies per connection: what `Set-Cookie` gave is sent back on every later request
+    /// of that connection (and after a reconnect), so each connection is one client.
+    pub cookies: bool,
+    /// Check that every 2xx body is `count N`, N one more than the connection's previous count
+    /// (1 first): the `counter` example with one session per connection.
+    pub counter: bool,
+}
+
+impl Target {
+    /// `GET path` on `addr`, no version tags, no cookies, bodies unchecked.
+    pub fn new(addr: SocketAddr, path: impl Into<String>, timeout: Duration) -> Target {
+        Target {
+            addr,
+            path: path.into(),
+            versions: Vec::new(),
+            timeout,
+            cookies: false,
+            counter: false,
+        }
+    }
 }
 
 /// Everything one load run recorded.
@@ -68,6 +97,11 @@ pub struct Recorded {
     pub errors: Vec<String>,
     /// How long the load ran.
     pub elapsed: Duration,
+    /// Cookies the connections were given (with [`Target::cookies`]): one per connection when
+    /// the server keeps every session.
+    pub cookies_set: usize,
+    /// Counts checked and found right (with [`Target::counter`]).
+    pub counts_ok: usize,
 }
 
 impl Recorded {
@@ -75,6 +109,29 @@ impl Recorded {
     pub fn failed(&self) -> usize {
         self.samples.iter().filter(|s| s.failed()).count()
     }
+
+    /// Requests with this outcome.
+    pub fn with_outcome(&self, outcome: u8) -> usize {
+        self.samples.iter().filter(|s| s.outcome == outcome).count()
+    }
+
+    /// Successful requests per second.
+    pub fn rps(&self) -> f64 {
+        (self.samples.len() - self.failed()) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Latency of every request, failed ones included.
+    pub fn latency(&self) -> Latency {
+        let mut l: Vec<u32> = self.samples.iter().map(|s| s.latency_us).collect();
+        Latency::from_micros(&mut l)
+    }
+}
+
+/// Runs `connections` connections on `target` for `secs` seconds.
+pub async fn run_for(target: &Target, connections: usize, secs: f64) -> Recorded {
+    let load = Load::start(target, connections);
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    load.stop().await
 }
 
 /// Keep-alive load from a number of connections, until stopped.
@@ -82,7 +139,7 @@ impl Recorded {
 pub struct Load {
     stop: Arc<AtomicBool>,
     started: Instant,
-    tasks: Vec<tokio::task::JoinHandle<(Vec<Sample>, Vec<String>)>>,
+    tasks: Vec<tokio::task::JoinHandle<Connection>>,
 }
 
 impl Load {
@@ -118,11 +175,13 @@ impl Load {
             ..Recorded::default()
         };
         for task in self.tasks {
-            if let Ok((samples, errors)) = task.await {
-                recorded.samples.extend(samples);
+            if let Ok(conn) = task.await {
+                recorded.samples.extend(conn.samples);
                 if recorded.errors.len() < 20 {
-                    recorded.errors.extend(errors);
+                    recorded.errors.extend(conn.errors);
                 }
+                recorded.cookies_set += conn.client.cookies_set;
+                recorded.counts_ok += conn.client.counts_ok;
             }
         }
         recorded
@@ -133,16 +192,88 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-async fn connection(
-    target: &Target,
-    stop: &AtomicBool,
-    origin: Instant,
-) -> (Vec<Sample>, Vec<String>) {
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: swapbench\r\n\r\n",
-        target.path, target.addr
-    )
-    .into_bytes();
+/// What one connection recorded.
+#[derive(Debug)]
+struct Connection {
+    samples: Vec<Sample>,
+    errors: Vec<String>,
+    client: Client,
+}
+
+/// What a connection remembers between requests, as a browser would.
+#[derive(Debug, Default)]
+struct Client {
+    /// `(name, value)` of the cookies to send back.
+    cookies: Vec<(String, String)>,
+    cookies_set: usize,
+    /// The last count seen, 0 before the first.
+    count: u64,
+    /// A request failed since that count: the server may have counted it or not.
+    uncertain: bool,
+    counts_ok: usize,
+}
+
+impl Client {
+    fn request(&self, target: &Target) -> Vec<u8> {
+        let mut request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: baton-benches\r\n",
+            target.path, target.addr
+        );
+        if !self.cookies.is_empty() {
+            let pairs: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            request.push_str(&format!("Cookie: {}\r\n", pairs.join("; ")));
+        }
+        request.push_str("\r\n");
+        request.into_bytes()
+    }
+
+    /// Applies a `Set-Cookie` value: a new value is kept, an empty one forgets the cookie.
+    fn set_cookie(&mut self, header: &str) {
+        let pair = header.split(';').next().unwrap_or("");
+        let Some((name, value)) = pair.split_once('=') else {
+            return;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        self.cookies.retain(|(n, _)| n != name);
+        if !value.is_empty() {
+            self.cookies.push((name.to_owned(), value.to_owned()));
+            self.cookies_set += 1;
+        }
+    }
+
+    /// Checks a `counter` body: `count N`, N one more than the last (or two more, if the
+    /// request in between failed after the server counted it).
+    fn check_count(&mut self, body: &[u8]) -> Result<(), String> {
+        let text = String::from_utf8_lossy(body);
+        let Some(n) = text
+            .trim_end()
+            .strip_prefix("count ")
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return Err(format!("body {text:?} is not `count N`"));
+        };
+        let expected = self.count + 1;
+        let ok = n == expected || (self.uncertain && n == expected + 1);
+        self.count = n;
+        self.uncertain = false;
+        if ok {
+            self.counts_ok += 1;
+            Ok(())
+        } else {
+            Err(format!(
+                "count {n}, expected {expected} (session lost or a count skipped)"
+            ))
+        }
+    }
+}
+
+async fn connection(target: &Target, stop: &AtomicBool, origin: Instant) -> Connection {
+    let mut client = Client::default();
+    let mut request = client.request(target);
     let mut samples = Vec::with_capacity(1 << 16);
     let mut errors = Vec::new();
     let mut conn: Option<TcpStream> = None;
@@ -151,14 +282,22 @@ async fn connection(
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             target.timeout,
-            exchange(&mut conn, target, &request, &mut buf),
+            exchange(&mut conn, target, &request, &mut buf, &mut client),
         )
         .await;
         let latency = started.elapsed();
         let outcome = match outcome {
-            Ok(Ok(outcome)) => outcome,
+            Ok(Ok((outcome, cookies_changed))) => {
+                if cookies_changed {
+                    request = client.request(target);
+                }
+                outcome
+            }
             Ok(Err((code, error))) => {
-                conn = None;
+                if code != FAIL_BODY {
+                    conn = None;
+                    client.uncertain = true;
+                }
                 if errors.len() < 5 {
                     errors.push(error);
                 }
@@ -166,6 +305,7 @@ async fn connection(
             }
             Err(_) => {
                 conn = None;
+                client.uncertain = true;
                 if errors.len() < 5 {
                     errors.push(format!("no response within {:?}", target.timeout));
                 }
@@ -182,19 +322,24 @@ async fn connection(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    (samples, errors)
+    Connection {
+        samples,
+        errors,
+        client,
+    }
 }
 
 type Failure = (u8, String);
 
 /// Sends one request and reads its response; leaves `conn` open for the next one unless the
-/// server asked to close.
+/// server asked to close. Returns the outcome and whether the client's cookies changed.
 async fn exchange(
     conn: &mut Option<TcpStream>,
     target: &Target,
     request: &[u8],
     buf: &mut Vec<u8>,
-) -> Result<u8, Failure> {
+    client: &mut Client,
+) -> Result<(u8, bool), Failure> {
     let io = |e: std::io::Error| (FAIL_IO, format!("connection error: {e}"));
     if conn.is_none() {
         let stream = TcpStream::connect(target.addr).await.map_err(io)?;
@@ -215,6 +360,7 @@ async fn exchange(
                 let mut length = None;
                 let mut tag = OK_UNTAGGED;
                 let mut close = false;
+                let mut set_cookies = Vec::new();
                 for header in response.headers.iter() {
                     if header.name.eq_ignore_ascii_case("content-length") {
                         length = std::str::from_utf8(header.value)
@@ -230,6 +376,8 @@ async fn exchange(
                         }
                     } else if header.name.eq_ignore_ascii_case("connection") {
                         close = header.value.eq_ignore_ascii_case(b"close");
+                    } else if target.cookies && header.name.eq_ignore_ascii_case("set-cookie") {
+                        set_cookies.push(String::from_utf8_lossy(header.value).into_owned());
                     }
                 }
                 let Some(length) = length else {
@@ -240,15 +388,24 @@ async fn exchange(
                         return Err((FAIL_IO, "connection closed mid-body".into()));
                     }
                 }
+                let ok = (200..300).contains(&status);
+                let checked = if ok && target.counter {
+                    client.check_count(&buf[head..head + length])
+                } else {
+                    Ok(())
+                };
                 buf.drain(..head + length);
                 if close {
                     *conn = None;
                 }
-                return if (200..300).contains(&status) {
-                    Ok(tag)
-                } else {
-                    Err((FAIL_STATUS, format!("status {status}")))
-                };
+                for cookie in &set_cookies {
+                    client.set_cookie(cookie);
+                }
+                if !ok {
+                    return Err((FAIL_STATUS, format!("status {status}")));
+                }
+                checked.map_err(|e| (FAIL_BODY, e))?;
+                return Ok((tag, !set_cookies.is_empty()));
             }
             Ok(httparse::Status::Partial) => {
                 if stream.read_buf(buf).await.map_err(io)? == 0 {
@@ -275,5 +432,44 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)>
     match response.parse(&buf)? {
         httparse::Status::Complete(head) => Ok((response.code.unwrap_or(0), buf[head..].to_vec())),
         httparse::Status::Partial => anyhow::bail!("incomplete response from {addr}{path}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_keeps_sends_and_forgets_cookies() {
+        let target = Target::new(([127, 0, 0, 1], 80).into(), "/counter/", Duration::ZERO);
+        let mut client = Client::default();
+        assert!(
+            !String::from_utf8(client.request(&target))
+                .unwrap()
+                .contains("Cookie")
+        );
+        client.set_cookie("BATON_SESSION=abc; Path=/; HttpOnly; SameSite=Lax");
+        client.set_cookie("other=1");
+        let request = String::from_utf8(client.request(&target)).unwrap();
+        assert!(request.contains("\r\nCookie: BATON_SESSION=abc; other=1\r\n\r\n"));
+        client.set_cookie("BATON_SESSION=; Path=/; Max-Age=0");
+        assert_eq!(client.cookies, [("other".to_owned(), "1".to_owned())]);
+        assert_eq!(client.cookies_set, 2);
+    }
+
+    #[test]
+    fn counts_must_go_up_by_one() {
+        let mut client = Client::default();
+        assert!(client.check_count(b"count 1\n").is_ok());
+        assert!(client.check_count(b"count 2\n").is_ok());
+        // A new session starts again at 1: the old one was lost.
+        assert!(client.check_count(b"count 1\n").is_err());
+        assert!(client.check_count(b"count 2\n").is_ok());
+        assert!(client.check_count(b"hello\n").is_err());
+        // After a failed request the server may have counted it or not.
+        client.uncertain = true;
+        assert!(client.check_count(b"count 4\n").is_ok());
+        assert!(client.check_count(b"count 6\n").is_err());
+        assert_eq!(client.counts_ok, 4);
     }
 }

@@ -44,3 +44,15 @@ pub fn mapped_copies(pid: u32, dir: &Path) -> Vec<String> {
     copies.dedup();
     copies
 }
+
+/// CPU time (user + system) the process used so far, in seconds: `/proc/<pid>/stat` counts it in
+/// clock ticks, which Linux reports to user space at 100 per second on every architecture.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}

@@ -44,10 +44,27 @@ impl Baton {
     /// # Errors
     /// If it does not start listening within a minute.
     pub fn start(binary: &Path, module: &Path, config: &str) -> anyhow::Result<Baton> {
+        Baton::start_with(binary, &[("hello", module)], config, &[])
+    }
+
+    /// Starts `baton` serving each `(app, module)` as `app.so` (at `/app/`), with `config` as
+    /// its config file and `args` after the others on its command line.
+    ///
+    /// # Errors
+    /// If it does not start listening within a minute.
+    pub fn start_with(
+        binary: &Path,
+        apps: &[(&str, &Path)],
+        config: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Baton> {
         let dir = tempfile::tempdir()?;
         let modules = dir.path().join("modules");
         std::fs::create_dir_all(&modules)?;
-        std::fs::copy(module, modules.join("hello.so"))?;
+        for (app, module) in apps {
+            std::fs::copy(module, modules.join(format!("{app}.so")))
+                .with_context(|| format!("cannot copy {}", module.display()))?;
+        }
         let config_file = dir.path().join("baton.toml");
         std::fs::write(&config_file, config)?;
         let state = dir.path().join("state");
@@ -60,6 +77,7 @@ impl Baton {
             .arg(&modules)
             .arg("--state-dir")
             .arg(&state)
+            .args(args)
             .env("BATON_LOG_FORMAT", "json")
             .env("BATON_LOG", "info")
             .env_remove("RUST_LOG")

@@ -1,27 +1,34 @@
-//! A short `swapbench` run (debug builds, a few swaps, a few seconds) so the benchmark keeps
-//! working: it must complete every swap without failing a request.
+//! Short runs of the benchmark programs (debug builds, a few seconds) so they keep working:
+//! `swapbench` must complete every swap without failing a request, `sessionbench` must keep one
+//! session per connection and see every count.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Builds with `args` into a target directory of its own: the one `cargo test` uses is locked
+/// while the tests run. Returns its `debug` directory.
+fn build_apart(args: &[&str]) -> PathBuf {
+    let target = baton_benches::artifacts::workspace()
+        .join("target")
+        .join("smoke-build");
+    let status = baton_benches::artifacts::cargo()
+        .args(["build", "--quiet"])
+        .args(args)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build {args:?} failed");
+    target.join("debug")
+}
+
 /// The `baton` binary of this build: `cargo test --workspace` builds it next to this package's
-/// binaries; otherwise it is built into a target directory of its own.
+/// binaries; otherwise it is built apart.
 fn baton() -> PathBuf {
     let sibling = Path::new(env!("CARGO_BIN_EXE_swapbench")).with_file_name("baton");
     if sibling.is_file() {
         return sibling;
     }
-    let target = baton_benches::artifacts::workspace()
-        .join("target")
-        .join("swapbench-host");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "baton-host", "--bin", "baton"])
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(baton_benches::artifacts::workspace())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building baton failed");
-    target.join("debug").join("baton")
+    build_apart(&["-p", "baton-host", "--bin", "baton"]).join("baton")
 }
 
 #[test]
@@ -72,4 +79,53 @@ fn a_short_swapbench_run_fails_no_request() {
         "{table}"
     );
     assert!(table.contains("targets"), "{table}");
+}
+
+#[test]
+fn a_short_sessionbench_run_keeps_every_session() {
+    let modules = build_apart(&["-p", "hello", "-p", "counter", "--lib"]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("sessionbench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_sessionbench"))
+        .args(["--debug", "--rounds", "1", "--connections", "8"])
+        .args(["--round-secs", "0.5", "--warmup-secs", "0.2"])
+        .arg("--baton")
+        .arg(baton())
+        .arg("--hello")
+        .arg(modules.join("libhello.so"))
+        .arg("--counter")
+        .arg(modules.join("libcounter.so"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("sessionbench runs");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "sessionbench failed:\n{table}\n{stderr}"
+    );
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let round = result["rounds"][0].as_array().unwrap();
+    let kinds: Vec<&str> = round.iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["hello", "counter_redis", "counter_memory"],
+        "{table}"
+    );
+    for measure in round {
+        assert_eq!(measure["failed"], 0, "{table}");
+        assert!(measure["requests"].as_u64().unwrap() > 8, "{table}");
+    }
+    for counter in &round[1..] {
+        // Every connection's counts went 1, 2, 3, ... in one session of its own.
+        assert_eq!(counter["count_mismatches"], 0, "{table}");
+        assert_eq!(counter["sessions"], 8, "{table}");
+        assert_eq!(counter["counts_ok"], counter["requests"], "{table}");
+    }
+    assert!(
+        result["summary"][1]["rps_ratio_to_hello"].as_f64().unwrap() > 0.0,
+        "{table}"
+    );
+    assert!(table.contains("checks"), "{table}");
 }

@@ -18,11 +18,10 @@ mod swaps;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use baton_benches::artifacts::{self, VERSIONS};
-use baton_benches::load::{Load, Recorded, Target};
+use baton_benches::load::{Target, run_for};
 use baton_benches::servers::{Baton, HyperHello};
-use baton_benches::{procfs, stats};
+use baton_benches::{procfs, report as shared, stats};
 use clap::Parser;
 
 /// Hot swaps under keep-alive load, against bare hyper.
@@ -136,22 +135,6 @@ pub(crate) struct Round {
     baton_latency: stats::Latency,
 }
 
-fn rps(recorded: &Recorded) -> f64 {
-    let ok = recorded.samples.len() - recorded.failed();
-    ok as f64 / recorded.elapsed.as_secs_f64()
-}
-
-async fn run_for(target: &Target, connections: usize, secs: f64) -> Recorded {
-    let load = Load::start(target, connections);
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    load.stop().await
-}
-
-fn latency(recorded: &Recorded) -> stats::Latency {
-    let mut l: Vec<u32> = recorded.samples.iter().map(|s| s.latency_us).collect();
-    stats::Latency::from_micros(&mut l)
-}
-
 async fn rounds(settings: &Settings, hyper: &Target, baton: &Target) -> anyhow::Result<Vec<Round>> {
     let mut rounds = Vec::new();
     if settings.rounds == 0 {
@@ -164,13 +147,13 @@ async fn rounds(settings: &Settings, hyper: &Target, baton: &Target) -> anyhow::
         let h = run_for(hyper, settings.connections, settings.round_secs).await;
         let b = run_for(baton, settings.connections, settings.round_secs).await;
         let round = Round {
-            hyper_rps: rps(&h),
-            baton_rps: rps(&b),
-            ratio: rps(&b) / rps(&h),
+            hyper_rps: h.rps(),
+            baton_rps: b.rps(),
+            ratio: b.rps() / h.rps(),
             hyper_failed: h.failed(),
             baton_failed: b.failed(),
-            hyper_latency: latency(&h),
-            baton_latency: latency(&b),
+            hyper_latency: h.latency(),
+            baton_latency: b.latency(),
         };
         eprintln!(
             "round {}: hyper {:.0} req/s, baton {:.0} req/s, ratio {:.3}",
@@ -200,8 +183,7 @@ fn main() -> anyhow::Result<()> {
     let result = runtime.block_on(bench(&options, &settings, &artifacts))?;
     print!("{}", report::table(&result));
     if let Some(path) = &options.json {
-        std::fs::write(path, serde_json::to_string_pretty(&result)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        shared::write_json(path, &result)?;
     }
     if result.swaps.failed_requests > 0 || result.swaps.failed_swaps > 0 || !result.host.alive {
         std::process::exit(1);
@@ -219,17 +201,10 @@ async fn bench(
     let timeout = Duration::from_millis(settings.timeout_ms);
     let versions: Vec<String> = VERSIONS.iter().map(|v| format!("hello@{v}")).collect();
     let baton_target = Target {
-        addr: baton.addr,
-        path: settings.path.clone(),
         versions: versions.clone(),
-        timeout,
+        ..Target::new(baton.addr, settings.path.clone(), timeout)
     };
-    let hyper_target = Target {
-        addr: hyper.addr,
-        path: "/".to_owned(),
-        versions: Vec::new(),
-        timeout,
-    };
+    let hyper_target = Target::new(hyper.addr, "/", timeout);
     swaps::wait_serving(&baton, &versions[0]).await?;
     let rounds = rounds(settings, &hyper_target, &baton_target).await?;
     drop(hyper);

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use baton_benches::load::OK_UNTAGGED;
+use baton_benches::report::{Machine, latency_row};
 use baton_benches::stats::{self, Latency, Spread};
 use serde::Serialize;
 
@@ -28,12 +29,6 @@ pub(crate) struct Host {
     pub(crate) pthread_keys_reclaimed: Option<u64>,
     pub(crate) restart_required: Option<bool>,
     pub(crate) warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Machine {
-    cores: usize,
-    cpu: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,17 +78,6 @@ pub(crate) struct Result {
     pub(crate) swaps: Swaps,
     pub(crate) host: Host,
     targets: Vec<Check>,
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default()
 }
 
 fn analyse(settings: &Settings, phase: SwapPhase) -> Swaps {
@@ -247,10 +231,7 @@ impl Result {
             });
         }
         Result {
-            machine: Machine {
-                cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-                cpu: cpu_model(),
-            },
+            machine: Machine::current(),
             settings,
             throughput,
             swaps,
@@ -258,14 +239,6 @@ impl Result {
             targets,
         }
     }
-}
-
-fn latency_row(out: &mut String, name: &str, l: &Latency) {
-    let _ = writeln!(
-        out,
-        "  {name:<28} {:>9}  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>8.2} ms",
-        l.count, l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
-    );
 }
 
 fn spread_row(out: &mut String, name: &str, s: &Spread) {

@@ -74,10 +74,8 @@ fn entry(app: &Value, id: u64) -> Option<&Value> {
 pub(crate) async fn wait_serving(baton: &Baton, version: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let target = Target {
-        addr: baton.addr,
-        path: "/hello/".to_owned(),
         versions: vec![version.to_owned()],
-        timeout: Duration::from_secs(5),
+        ..Target::new(baton.addr, "/hello/", Duration::from_secs(5))
     };
     loop {
         let load = Load::start(&target, 1);

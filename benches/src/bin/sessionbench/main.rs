@@ -1,0 +1,311 @@
+//! `sessionbench`: what a session costs, against a request that uses none, in the same run.
+//!
+//! 1. Starts its own `redis-server` (from PATH, free port, no persistence) and the `baton` host
+//!    with `--sessions redis://127.0.0.1:PORT/0`, serving `hello` and `counter`; and, for
+//!    reference, a second host with the in-memory store serving the same modules.
+//! 2. Rounds: the same keep-alive load (N connections, each keeping its own cookie, so one
+//!    session per connection) on `/hello/`, then `/counter/` (Redis), then `/counter/` (memory),
+//!    `--rounds` times. Every `counter` body must be `count N`, N one more than the
+//!    connection's previous one; anything else is a failed request.
+//! 3. Prints a table and, with `--json FILE`, writes every figure as JSON.
+
+mod report;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use baton_benches::load::{self, Recorded, Target, run_for};
+use baton_benches::redis::RedisServer;
+use baton_benches::servers::Baton;
+use baton_benches::{artifacts, procfs};
+use clap::Parser;
+
+/// Sessions under keep-alive load: counter (Redis) against hello, one session per connection.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sessionbench")]
+struct Options {
+    /// Keep-alive connections of the load, each one client with its own session.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds each target gets in each round.
+    #[arg(long, default_value_t = 5.0)]
+    round_secs: f64,
+    /// Rounds (hello, counter with Redis, counter in memory, each round).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds of unrecorded load on each target before the rounds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
+    /// Skip the reference host with in-memory sessions.
+    #[arg(long)]
+    no_memory: bool,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+    /// A request without a complete response after this long counts as failed.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// Build (or look for) debug binaries instead of release ones.
+    #[arg(long)]
+    debug: bool,
+    /// The `baton` binary [default: built with cargo].
+    #[arg(long)]
+    baton: Option<PathBuf>,
+    /// The `hello` module [default: built with cargo].
+    #[arg(long)]
+    hello: Option<PathBuf>,
+    /// The `counter` module [default: built with cargo].
+    #[arg(long)]
+    counter: Option<PathBuf>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The settings of a run, as reported.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Settings {
+    connections: usize,
+    round_secs: f64,
+    rounds: usize,
+    warmup_secs: f64,
+    memory_reference: bool,
+    client_threads: usize,
+    timeout_ms: u64,
+    profile: &'static str,
+}
+
+/// What is measured: a path on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Kind {
+    /// `/hello/` on the Redis host: no session touched.
+    Hello,
+    /// `/counter/` on the Redis host.
+    CounterRedis,
+    /// `/counter/` on the in-memory host.
+    CounterMemory,
+}
+
+impl Kind {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Kind::Hello => "hello",
+            Kind::CounterRedis => "counter (redis)",
+            Kind::CounterMemory => "counter (memory)",
+        }
+    }
+}
+
+/// One target's share of one round.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Measure {
+    pub(crate) kind: Kind,
+    pub(crate) requests: usize,
+    pub(crate) rps: f64,
+    pub(crate) failed: usize,
+    /// Counter bodies that were not the next count (included in `failed`).
+    pub(crate) count_mismatches: usize,
+    /// Counter bodies checked and right.
+    pub(crate) counts_ok: usize,
+    /// Session cookies the connections were given: one per connection when none is lost.
+    pub(crate) sessions: usize,
+    pub(crate) latency: baton_benches::stats::Latency,
+    /// CPU the host and `redis-server` used during the round, µs per successful request.
+    pub(crate) host_cpu_us_per_request: f64,
+    pub(crate) redis_cpu_us_per_request: f64,
+    pub(crate) errors: Vec<String>,
+}
+
+/// The processes a round runs against.
+struct Bench {
+    redis: RedisServer,
+    redis_host: Baton,
+    memory_host: Option<Baton>,
+    timeout: Duration,
+    connections: usize,
+}
+
+impl Bench {
+    fn host(&self, kind: Kind) -> Option<&Baton> {
+        match kind {
+            Kind::Hello | Kind::CounterRedis => Some(&self.redis_host),
+            Kind::CounterMemory => self.memory_host.as_ref(),
+        }
+    }
+
+    fn target(&self, kind: Kind) -> Option<Target> {
+        let host = self.host(kind)?;
+        let path = if kind == Kind::Hello {
+            "/hello/"
+        } else {
+            "/counter/"
+        };
+        Some(Target {
+            cookies: true,
+            counter: kind != Kind::Hello,
+            ..Target::new(host.addr, path, self.timeout)
+        })
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        let mut kinds = vec![Kind::Hello, Kind::CounterRedis];
+        if self.memory_host.is_some() {
+            kinds.push(Kind::CounterMemory);
+        }
+        kinds
+    }
+
+    async fn measure(&self, kind: Kind, secs: f64) -> Option<Measure> {
+        let target = self.target(kind)?;
+        let host = self.host(kind)?;
+        let cpu = || {
+            (
+                procfs::cpu_secs(host.pid()).unwrap_or(0.0),
+                procfs::cpu_secs(self.redis.pid()).unwrap_or(0.0),
+            )
+        };
+        let before = cpu();
+        let recorded = run_for(&target, self.connections, secs).await;
+        let after = cpu();
+        Some(Measure::new(
+            kind,
+            &recorded,
+            (after.0 - before.0, after.1 - before.1),
+        ))
+    }
+}
+
+impl Measure {
+    fn new(kind: Kind, recorded: &Recorded, (host_cpu, redis_cpu): (f64, f64)) -> Measure {
+        let ok = (recorded.samples.len() - recorded.failed()).max(1) as f64;
+        Measure {
+            kind,
+            requests: recorded.samples.len(),
+            rps: recorded.rps(),
+            failed: recorded.failed(),
+            count_mismatches: recorded.with_outcome(load::FAIL_BODY),
+            counts_ok: recorded.counts_ok,
+            sessions: recorded.cookies_set,
+            latency: recorded.latency(),
+            host_cpu_us_per_request: host_cpu * 1e6 / ok,
+            redis_cpu_us_per_request: redis_cpu * 1e6 / ok,
+            errors: recorded.errors.iter().take(10).cloned().collect(),
+        }
+    }
+}
+
+/// Waits until `path` answers 200 on `host`.
+async fn wait_ready(host: &Baton, path: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match load::get(host.addr, path).await {
+            Ok((200, _)) => return Ok(()),
+            answer if Instant::now() > deadline => {
+                bail!("{path} does not answer 200 within 60 s: {answer:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report::Result> {
+    let (baton, modules) = artifacts::host_and_apps(
+        !options.debug,
+        options.baton.clone(),
+        &[
+            ("hello", options.hello.clone()),
+            ("counter", options.counter.clone()),
+        ],
+    )?;
+    let apps = [
+        ("hello", modules[0].as_path()),
+        ("counter", modules[1].as_path()),
+    ];
+    let redis = RedisServer::start()?;
+    let url = redis.url();
+    let redis_host = Baton::start_with(&baton, &apps, "", &["--sessions", &url])
+        .context("starting baton with Redis sessions")?;
+    let memory_host = if options.no_memory {
+        None
+    } else {
+        Some(Baton::start_with(&baton, &apps, "", &[]).context("starting baton (memory)")?)
+    };
+    let mut bench = Bench {
+        redis,
+        redis_host,
+        memory_host,
+        timeout: Duration::from_millis(options.timeout_ms),
+        connections: options.connections,
+    };
+    for kind in bench.kinds() {
+        let host = bench.host(kind).context("host")?;
+        wait_ready(host, &bench.target(kind).context("target")?.path).await?;
+    }
+    for kind in bench.kinds() {
+        bench.measure(kind, options.warmup_secs).await;
+    }
+    let mut rounds = Vec::new();
+    for i in 0..options.rounds {
+        let mut round = Vec::new();
+        for kind in bench.kinds() {
+            let measure = bench
+                .measure(kind, options.round_secs)
+                .await
+                .context("measure")?;
+            eprintln!(
+                "round {}: {:<17} {:>8.0} req/s  p99 {:.2} ms  failed {}",
+                i + 1,
+                kind.label(),
+                measure.rps,
+                measure.latency.p99_ms,
+                measure.failed
+            );
+            round.push(measure);
+        }
+        rounds.push(round);
+    }
+    let mut warnings = bench.redis_host.warnings();
+    if let Some(host) = &bench.memory_host {
+        warnings.extend(host.warnings());
+    }
+    let mut alive = bench.redis_host.alive();
+    if let Some(host) = &mut bench.memory_host {
+        alive &= host.alive();
+    }
+    Ok(report::Result::new(
+        settings.clone(),
+        url,
+        rounds,
+        alive,
+        warnings,
+    ))
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    let settings = Settings {
+        connections: options.connections,
+        round_secs: options.round_secs,
+        rounds: options.rounds,
+        warmup_secs: options.warmup_secs,
+        memory_reference: !options.no_memory,
+        client_threads: options.client_threads,
+        timeout_ms: options.timeout_ms,
+        profile: if options.debug { "debug" } else { "release" },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(bench(&options, &settings))?;
+    print!("{}", report::table(&result));
+    if let Some(path) = &options.json {
+        baton_benches::report::write_json(path, &result)?;
+    }
+    if !result.passed() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
