@@ -25,17 +25,10 @@ fn host(redis: Option<&RedisServer>) -> HostProc {
     })
 }
 
+/// An admin call with the test token.
 async fn admin(host: &HostProc, method: &str, path: &str) -> Reply {
-    let auth = format!("Bearer {TOKEN}");
-    Http::new()
-        .send(
-            method,
-            &host.admin_url(path),
-            &[("authorization", &auth)],
-            bytes::Bytes::new(),
-        )
+    host.admin_call(TOKEN, method, path, bytes::Bytes::new())
         .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 fn json(reply: &Reply) -> Value {

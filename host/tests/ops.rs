@@ -22,16 +22,7 @@ fn with_token() -> HostOptions {
 
 /// An admin call with the test token.
 async fn admin(host: &HostProc, method: &str, path: &str, body: impl Into<bytes::Bytes>) -> Reply {
-    let auth = format!("Bearer {TOKEN}");
-    Http::new()
-        .send(
-            method,
-            &host.admin_url(path),
-            &[("authorization", &auth)],
-            body,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    host.admin_call(TOKEN, method, path, body).await
 }
 
 fn json(reply: &Reply) -> Value {

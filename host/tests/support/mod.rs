@@ -255,6 +255,26 @@ impl HostProc {
         format!("http://{}{path}", self.admin)
     }
 
+    /// An admin API call with `Authorization: Bearer TOKEN`; panics on a transport error.
+    pub async fn admin_call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: impl Into<bytes::Bytes>,
+    ) -> http::Reply {
+        let auth = format!("Bearer {token}");
+        http::Http::new()
+            .send(
+                method,
+                &self.admin_url(path),
+                &[("authorization", &auth)],
+                body,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
     /// Drops a module file into the watched directory the way operators should: copy to a
     /// hidden temporary name, then rename. Returns the final path.
     pub fn drop_module(&self, module: &Path, name: &str) -> PathBuf {
