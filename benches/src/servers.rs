@@ -1,12 +1,14 @@
 //! The servers under test, as child processes: the `baton` host on a temporary modules
 //! directory, and the `hyper-hello` baseline. Both listen on port 0 and say where on stderr.
+//!
+//! The host's log goes to a file, as it would in production: the harness reads it only until
+//! the host says where it listens, and again at the end for warnings, so its own work on the log
+//! (a line per request with the access log) never competes with the host it measures.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -34,7 +36,7 @@ pub struct Baton {
     pub modules: PathBuf,
     /// The host's private module store (`state/store`).
     pub store: PathBuf,
-    warnings: Arc<Mutex<Vec<String>>>,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -68,7 +70,8 @@ impl Baton {
         let config_file = dir.path().join("baton.toml");
         std::fs::write(&config_file, config)?;
         let state = dir.path().join("state");
-        let mut child = Command::new(binary)
+        let log = dir.path().join("baton.log");
+        let child = Command::new(binary)
             .arg("serve")
             .arg("--config")
             .arg(&config_file)
@@ -84,47 +87,41 @@ impl Baton {
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log)?))
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let child = Killed(child);
-        let warnings = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let warnings = Arc::clone(&warnings);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    // The access log is one line per request: skip it without parsing, so the
-                    // harness's own work on it does not compete with the host it measures.
-                    if line.contains(r#""target":"baton::access""#) {
-                        continue;
-                    }
-                    let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
-                        push(&warnings, line);
-                        continue;
-                    };
-                    let message = value["message"].as_str().unwrap_or("");
-                    if let Some(addr) = value["addr"].as_str() {
-                        let _ = tx.send((message.to_owned(), addr.to_owned()));
-                    }
-                    if matches!(value["level"].as_str(), Some("WARN" | "ERROR")) {
-                        push(&warnings, line);
-                    }
-                }
-            });
-        }
+        let mut child = Killed(child);
         let (mut addr, mut admin) = (None, None);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut reader = BufReader::new(std::fs::File::open(&log)?);
+        let mut line = String::new();
         while addr.is_none() || admin.is_none() {
-            let (message, at) = rx
-                .recv_timeout(Duration::from_secs(60))
-                .context("baton did not start listening within 60 s")?;
-            let at: SocketAddr = at.parse()?;
-            match message.as_str() {
-                "listening" => addr = Some(at),
-                "admin listening" => admin = Some(at),
-                _ => {}
+            line.clear();
+            if reader.read_line(&mut line)? == 0 || !line.ends_with('\n') {
+                // Not a whole line yet: wait for the host to write more.
+                if std::time::Instant::now() > deadline {
+                    bail!("baton did not start listening within 60 s");
+                }
+                if !matches!(child.0.try_wait(), Ok(None)) {
+                    bail!("baton exited before listening; its log: {}", log.display());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                if !line.is_empty() {
+                    // Re-read the partial line from its start next time.
+                    reader.seek_relative(-(line.len() as i64))?;
+                }
+                continue;
+            }
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if let Some(at) = value["addr"].as_str() {
+                let at: SocketAddr = at.parse()?;
+                match value["message"].as_str() {
+                    Some("listening") => addr = Some(at),
+                    Some("admin listening") => admin = Some(at),
+                    _ => {}
+                }
             }
         }
         Ok(Baton {
@@ -133,7 +130,7 @@ impl Baton {
             admin: admin.context("no admin address")?,
             modules,
             store: state.join("store"),
-            warnings,
+            log,
             _dir: dir,
         })
     }
@@ -148,9 +145,23 @@ impl Baton {
         matches!(self.child.0.try_wait(), Ok(None))
     }
 
-    /// Warnings and errors the host logged so far (and anything it printed that was not JSON).
+    /// Warnings and errors the host logged so far (and anything it printed that was not JSON),
+    /// at most 1,000.
     pub fn warnings(&self) -> Vec<String> {
-        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+        let Ok(file) = std::fs::File::open(&self.log) else {
+            return Vec::new();
+        };
+        BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|line| {
+                !line.contains(r#""target":"baton::access""#)
+                    && serde_json::from_str::<serde_json::Value>(line).map_or(true, |v| {
+                        matches!(v["level"].as_str(), Some("WARN" | "ERROR"))
+                    })
+            })
+            .take(1000)
+            .collect()
     }
 
     /// Drops `module` into the watched directory as `hello.so` the way operators should: copy to
@@ -163,14 +174,6 @@ impl Baton {
         std::fs::copy(module, &tmp)?;
         std::fs::rename(&tmp, self.modules.join("hello.so"))?;
         Ok(())
-    }
-}
-
-fn push(warnings: &Mutex<Vec<String>>, line: String) {
-    if let Ok(mut w) = warnings.lock()
-        && w.len() < 1000
-    {
-        w.push(line);
     }
 }
 
