@@ -115,6 +115,7 @@ pub struct Version {
     stored: AtomicBool,
     loaded_at: SystemTime,
     metrics: VersionMetrics,
+    header: Option<http::HeaderValue>,
 }
 
 impl Version {
@@ -133,6 +134,8 @@ impl Version {
         let info = module.info().clone();
         let pool = Pool::start(&format!("baton-{}", info.app), limits.worker_threads)
             .map_err(|e| format!("cannot start worker threads: {e}"))?;
+        // Validated app names and versions are header-safe; built once, not per response.
+        let header = http::HeaderValue::from_str(&format!("{}@{}", info.app, info.version)).ok();
         Ok(Arc::new(Version {
             id,
             copy: module.path().to_owned(),
@@ -153,6 +156,7 @@ impl Version {
             stored: AtomicBool::new(true),
             loaded_at: SystemTime::now(),
             metrics,
+            header,
         }))
     }
 
@@ -243,6 +247,11 @@ impl Version {
 
     pub(crate) fn set_error(&self, reason: &str) {
         *lock(&self.error) = Some(reason.to_owned());
+    }
+
+    /// The `x-baton-version` value, `<app>@<version>`.
+    pub(crate) fn header(&self) -> Option<&http::HeaderValue> {
+        self.header.as_ref()
     }
 
     /// The metric handles of this version's requests.

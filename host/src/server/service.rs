@@ -129,14 +129,20 @@ async fn serve(
         }
     };
 
-    let permit = match tokio::time::timeout(
-        limits.queue_timeout(),
-        Arc::clone(slot.permits()).acquire_owned(),
-    )
-    .await
-    {
-        Ok(Ok(permit)) => permit,
-        _ => {
+    // A free slot is taken without arming a timer; only a full app waits, bounded.
+    let permit = match Arc::clone(slot.permits()).try_acquire_owned() {
+        Ok(permit) => Ok(permit),
+        Err(_) => tokio::time::timeout(
+            limits.queue_timeout(),
+            Arc::clone(slot.permits()).acquire_owned(),
+        )
+        .await
+        .map_err(|_| ())
+        .and_then(|acquired| acquired.map_err(|_| ())),
+    };
+    let permit = match permit {
+        Ok(permit) => permit,
+        Err(()) => {
             tracing::warn!(app = %slot.name(), queue_timeout_ms = limits.queue_timeout_ms,
                 "request refused: app at its concurrency limit");
             return unavailable("503 Service Unavailable: the app is at capacity\n");
@@ -204,9 +210,11 @@ async fn serve(
         }
     };
     if registry.config().version_header
-        && let Ok(value) = HeaderValue::from_str(&format!("{}@{}", info.app, info.version))
+        && let Some(value) = version.header()
     {
-        response.headers_mut().insert("x-baton-version", value);
+        response
+            .headers_mut()
+            .insert("x-baton-version", value.clone());
     }
     response
 }
