@@ -266,9 +266,10 @@ pub async fn deploy(
         if let Ok(status) = client.get("/status").await
             && let Some((app, version, state)) = newest_after(&status, before)
         {
+            // The `active` line waits for the upload's answer, which says what it replaced.
             let step = match state.as_str() {
                 "warming" => Some(1),
-                "active" if canary.is_none() => Some(2),
+                "active" if canary.is_none() => Some(1),
                 "loading" | "active" => Some(0),
                 _ => None,
             };
