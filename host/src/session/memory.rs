@@ -336,32 +336,7 @@ mod tests {
     #[tokio::test]
     async fn compare_and_set_detects_conflicts() {
         let store = MemoryStore::new(Duration::from_secs(60), 10);
-        store.create("a", &Attributes::new()).await.unwrap();
-        assert_eq!(store.read("a", "n").await.unwrap(), Lookup::Absent);
-        assert_eq!(
-            store.compare_and_set("a", "n", None, b"1").await.unwrap(),
-            Cas::Done
-        );
-        assert_eq!(
-            store.compare_and_set("a", "n", None, b"1").await.unwrap(),
-            Cas::Conflict
-        );
-        assert_eq!(
-            store
-                .compare_and_set("a", "n", Some(b"1"), b"2")
-                .await
-                .unwrap(),
-            Cas::Done
-        );
-        assert_eq!(
-            store.read("a", "n").await.unwrap(),
-            Lookup::Present(b"2".to_vec())
-        );
-        assert_eq!(
-            store.compare_and_set("b", "n", None, b"1").await.unwrap(),
-            Cas::Gone
-        );
-        assert_eq!(store.read("b", "n").await.unwrap(), Lookup::Gone);
+        crate::session::store::contract::compare_and_set(&store).await;
     }
 
     #[tokio::test]

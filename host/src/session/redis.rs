@@ -574,34 +574,7 @@ mod tests {
     async fn compare_and_set_and_rename() {
         let redis = TestRedis::start();
         let store = redis.store(Duration::from_secs(100));
-        store.create("s", &Attributes::new()).await.unwrap();
-        assert_eq!(store.read("s", "n").await.unwrap(), Lookup::Absent);
-        assert_eq!(
-            store.compare_and_set("s", "n", None, b"1").await.unwrap(),
-            Cas::Done
-        );
-        assert_eq!(
-            store.compare_and_set("s", "n", None, b"2").await.unwrap(),
-            Cas::Conflict
-        );
-        assert_eq!(
-            store
-                .compare_and_set("s", "n", Some(b"2"), b"3")
-                .await
-                .unwrap(),
-            Cas::Conflict
-        );
-        assert_eq!(
-            store
-                .compare_and_set("s", "n", Some(b"1"), b"2")
-                .await
-                .unwrap(),
-            Cas::Done
-        );
-        assert_eq!(
-            store.read("s", "n").await.unwrap(),
-            Lookup::Present(b"2".to_vec())
-        );
+        crate::session::store::contract::compare_and_set(&store).await;
 
         store.create("taken", &Attributes::new()).await.unwrap();
         assert!(!store.rename("s", "taken").await.unwrap());
