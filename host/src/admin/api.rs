@@ -264,16 +264,22 @@ fn parse_percent(text: &str) -> Result<u8, Error> {
         .ok_or_else(|| Error::Invalid(format!("percent must be between 0 and 100, not {text:?}")))
 }
 
+/// The whole request body, at most `limit` bytes.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, String> {
+    Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map(|body| body.to_bytes())
+        .map_err(|e| e.to_string())
+}
+
 /// `POST /apps?name=FILE[&canary=PERCENT]` with the module file as the body.
 async fn deploy(registry: &Arc<Registry>, req: Request<Incoming>) -> Response<Body> {
     let query = req.uri().query().unwrap_or("").to_owned();
     let name = query_param(&query, "name").unwrap_or("upload.so");
     // Read the body before refusing anything, so the client sees the answer, not a reset.
-    let body = match Limited::new(req.into_body(), MAX_UPLOAD_BYTES)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
+    let body = match read_body(req, MAX_UPLOAD_BYTES).await {
+        Ok(body) => body,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -325,11 +331,8 @@ pub struct CanaryRequest {
 }
 
 async fn set_canary(registry: &Arc<Registry>, app: &str, req: Request<Incoming>) -> Response<Body> {
-    let body = match Limited::new(req.into_body(), MAX_JSON_BYTES)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
+    let body = match read_body(req, MAX_JSON_BYTES).await {
+        Ok(body) => body,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
