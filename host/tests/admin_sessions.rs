@@ -32,7 +32,7 @@ async fn admin(host: &HostProc, method: &str, path: &str) -> Reply {
 }
 
 fn json(reply: &Reply) -> Value {
-    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.body))
+    reply.json()
 }
 
 async fn count_to(jar: &Jar, host: &HostProc, n: usize) -> String {

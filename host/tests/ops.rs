@@ -26,7 +26,7 @@ async fn admin(host: &HostProc, method: &str, path: &str, body: impl Into<bytes:
 }
 
 fn json(reply: &Reply) -> Value {
-    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.body))
+    reply.json()
 }
 
 async fn app_status(host: &HostProc, name: &str) -> Value {

@@ -20,6 +20,11 @@ impl Reply {
         self.header("x-baton-version")
     }
 
+    /// The body as JSON; panics with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
     /// A header's value, or "".
     pub fn header(&self, name: &str) -> &str {
         self.headers
