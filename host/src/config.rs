@@ -92,6 +92,11 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// Worker threads per loaded version (handlers run on them, never on the I/O threads).
     pub worker_threads: usize,
+    /// Stack size of each worker thread, in MiB (a stack overflow ends the whole process).
+    pub worker_stack_mib: usize,
+    /// Handlers past `request_timeout_ms` whose threads are replaced so the version keeps its
+    /// capacity; with more stuck than this, the version answers 503 until some return.
+    pub max_stuck_threads: usize,
 }
 
 impl Default for Limits {
@@ -102,6 +107,8 @@ impl Default for Limits {
             queue_timeout_ms: 1_000,
             request_timeout_ms: 30_000,
             worker_threads: 16,
+            worker_stack_mib: 8,
+            max_stuck_threads: 16,
         }
     }
 }
@@ -117,6 +124,11 @@ impl Limits {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// `worker_stack_mib` in bytes.
+    pub fn worker_stack_bytes(&self) -> usize {
+        self.worker_stack_mib.saturating_mul(1024 * 1024)
+    }
+
     fn validate(&self, scope: &str) -> Result<()> {
         let fail = |what: &str| Err(Error::Config(format!("{scope}: {what} must be at least 1")));
         if self.max_concurrent_requests == 0 {
@@ -127,6 +139,14 @@ impl Limits {
         }
         if self.request_timeout_ms == 0 {
             return fail("request_timeout_ms");
+        }
+        if self.worker_stack_mib == 0 {
+            return fail("worker_stack_mib");
+        }
+        if self.worker_stack_mib > 1024 {
+            return Err(Error::Config(format!(
+                "{scope}: worker_stack_mib must be at most 1024"
+            )));
         }
         Ok(())
     }
@@ -232,6 +252,10 @@ pub struct LimitOverrides {
     pub request_timeout_ms: Option<u64>,
     /// See [`Limits::worker_threads`].
     pub worker_threads: Option<usize>,
+    /// See [`Limits::worker_stack_mib`].
+    pub worker_stack_mib: Option<usize>,
+    /// See [`Limits::max_stuck_threads`].
+    pub max_stuck_threads: Option<usize>,
 }
 
 /// Settings of one app, under `[apps.NAME]`.
@@ -346,6 +370,8 @@ impl Config {
             queue_timeout_ms: o.queue_timeout_ms.unwrap_or(base.queue_timeout_ms),
             request_timeout_ms: o.request_timeout_ms.unwrap_or(base.request_timeout_ms),
             worker_threads: o.worker_threads.unwrap_or(base.worker_threads),
+            worker_stack_mib: o.worker_stack_mib.unwrap_or(base.worker_stack_mib),
+            max_stuck_threads: o.max_stuck_threads.unwrap_or(base.max_stuck_threads),
         }
     }
 

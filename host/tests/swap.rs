@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::http::Http;
-use support::{HostOptions, HostProc, eventually, hello, module};
+use support::{HostOptions, HostProc, eventually, hello, mapped, module};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -62,20 +62,6 @@ async fn retired(host: &HostProc, name: &str, v: &str) -> Value {
         (entry["state"] == "retired").then(|| entry.clone())
     })
     .await
-}
-
-/// Executable or writable mappings of `path` in process `pid`.
-fn mapped(pid: u32, path: &str) -> Vec<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.ends_with(path) || l.ends_with(&format!("{path} (deleted)")))
-        .filter(|l| {
-            let perms = l.split_whitespace().nth(1).unwrap_or("");
-            perms.contains('x') || perms.contains('w')
-        })
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Distinct module copies (from the host's private store) with code mapped in `pid`.

@@ -551,9 +551,10 @@ impl Registry {
         let timeout = self.config.drain_timeout();
         if !version.wait_idle(timeout).await {
             let running = version.running();
+            let stuck = running.iter().filter(|r| r.stuck).count();
             let message = format!(
-                "drain timeout ({} s) passed with {} request(s) still running; library stays \
-                 mapped until they finish",
+                "drain timeout ({} s) passed with {} request(s) still running ({stuck} stuck \
+                 past the request timeout); library stays mapped until they finish",
                 timeout.as_secs(),
                 running.len()
             );

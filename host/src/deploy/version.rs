@@ -56,6 +56,42 @@ pub struct Running {
     pub path: String,
     /// How long it has been running.
     pub elapsed_ms: u64,
+    /// Its handler overran the request timeout (the client got a 504) and still runs.
+    pub stuck: bool,
+}
+
+/// Where a dispatched request's handler is, shared by its worker and the task awaiting it.
+#[derive(Debug, Default)]
+pub(crate) struct Ticket(AtomicU8);
+
+impl Ticket {
+    const RUNNING: u8 = 0;
+    const DONE: u8 = 1;
+    /// Overran its time; a replacement thread took its place.
+    const REPLACED: u8 = 2;
+    /// Overran its time; no thread was started in its place.
+    const STUCK: u8 = 3;
+
+    fn stuck(&self) -> bool {
+        self.0.load(SeqCst) >= Self::REPLACED
+    }
+}
+
+/// A running request, as tracked for status and drains.
+#[derive(Debug)]
+struct Tracked {
+    method: http::Method,
+    path: String,
+    started: Instant,
+    ticket: Arc<Ticket>,
+}
+
+/// A request handed to a worker: its reply, and its ticket for [`Version::overran`].
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub(crate) reply: tokio::sync::oneshot::Receiver<Result<ModuleResponse, CallError>>,
+    ticket: Arc<Ticket>,
+    id: u64,
 }
 
 /// A request's claim on a version: while it exists the version cannot retire.
@@ -110,8 +146,10 @@ pub struct Version {
     instance: ArcSwapOption<Instance>,
     module: Mutex<Option<Arc<Module>>>,
     error: Mutex<Option<String>>,
-    running: Mutex<HashMap<u64, (http::Method, String, Instant)>>,
+    running: Mutex<HashMap<u64, Tracked>>,
     next_request: AtomicU64,
+    /// Handlers running past their timeout.
+    stuck: AtomicUsize,
     stored: AtomicBool,
     loaded_at: SystemTime,
     metrics: VersionMetrics,
@@ -132,8 +170,12 @@ impl Version {
         metrics: VersionMetrics,
     ) -> Result<Arc<Version>, String> {
         let info = module.info().clone();
-        let pool = Pool::start(&format!("baton-{}", info.app), limits.worker_threads)
-            .map_err(|e| format!("cannot start worker threads: {e}"))?;
+        let pool = Pool::start(
+            &format!("baton-{}", info.app),
+            limits.worker_threads,
+            limits.worker_stack_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
         // Validated app names and versions are header-safe; built once, not per response.
         let header = http::HeaderValue::from_str(&format!("{}@{}", info.app, info.version)).ok();
         Ok(Arc::new(Version {
@@ -153,6 +195,7 @@ impl Version {
             error: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),
+            stuck: AtomicUsize::new(0),
             stored: AtomicBool::new(true),
             loaded_at: SystemTime::now(),
             metrics,
@@ -264,14 +307,31 @@ impl Version {
         &self.limits
     }
 
+    /// Handlers running past their request timeout now.
+    pub fn stuck(&self) -> usize {
+        self.stuck.load(SeqCst)
+    }
+
+    /// More handlers are stuck than `max_stuck_threads` allows: the version answers 503 to new
+    /// requests until some of them return.
+    pub fn unhealthy(&self) -> bool {
+        self.stuck() > self.limits.max_stuck_threads
+    }
+
+    /// Worker threads alive now (replacements for stuck handlers included).
+    pub fn worker_threads(&self) -> usize {
+        self.pool.threads()
+    }
+
     /// The requests running on this version now, longest-running first.
     pub fn running(&self) -> Vec<Running> {
         let mut running: Vec<Running> = lock(&self.running)
             .values()
-            .map(|(method, path, started)| Running {
-                method: method.to_string(),
-                path: path.clone(),
-                elapsed_ms: started.elapsed().as_millis() as u64,
+            .map(|t| Running {
+                method: t.method.to_string(),
+                path: t.path.clone(),
+                elapsed_ms: t.started.elapsed().as_millis() as u64,
+                stuck: t.ticket.stuck(),
             })
             .collect();
         running.sort_by_key(|r| std::cmp::Reverse(r.elapsed_ms));
@@ -318,7 +378,7 @@ impl Version {
         let guard = self
             .try_enter()
             .ok_or_else(|| "version stopped taking requests".to_owned())?;
-        let rx = self.dispatch(
+        let mut call = self.dispatch(
             guard,
             None,
             OwnedRequest {
@@ -331,7 +391,11 @@ impl Version {
                 session: None,
             },
         );
-        match tokio::time::timeout(timeout, rx).await {
+        let outcome = tokio::time::timeout(timeout, &mut call.reply).await;
+        if outcome.is_err() {
+            self.overran(&call);
+        }
+        match outcome {
             Ok(Ok(Ok(response))) if response.status.is_success() => Ok(()),
             Ok(Ok(Ok(response))) => Err(format!(
                 "warm-up request GET {path} answered {}",
@@ -348,18 +412,25 @@ impl Version {
 
     /// Handles a request on a worker thread; `guard` is released there when the handler returns.
     pub(crate) fn dispatch(
-        &self,
+        self: &Arc<Self>,
         mut guard: InFlight,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
         request: OwnedRequest,
-    ) -> tokio::sync::oneshot::Receiver<Result<ModuleResponse, CallError>> {
+    ) -> Call {
         let id = self.next_request.fetch_add(1, SeqCst);
+        let ticket = Arc::new(Ticket::default());
         lock(&self.running).insert(
             id,
-            (request.method.clone(), request.path.clone(), Instant::now()),
+            Tracked {
+                method: request.method.clone(),
+                path: request.path.clone(),
+                started: Instant::now(),
+                ticket: Arc::clone(&ticket),
+            },
         );
         guard.tracked = Some(id);
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let job_ticket = Arc::clone(&ticket);
         self.pool.submit(Box::new(move || {
             let instance = guard.version.instance.load();
             let result = match instance.as_ref() {
@@ -376,15 +447,92 @@ impl Version {
             drop(instance);
             let _ = tx.send(result);
             drop(permit);
+            if let Err(overran) =
+                job_ticket
+                    .0
+                    .compare_exchange(Ticket::RUNNING, Ticket::DONE, SeqCst, SeqCst)
+            {
+                guard
+                    .version
+                    .stuck_returned(id, overran == Ticket::REPLACED);
+            }
             drop(guard);
         }));
-        rx
+        Call {
+            reply: rx,
+            ticket,
+            id,
+        }
+    }
+
+    /// The request of `call` overran its timeout and its client was answered without it: report
+    /// its handler as stuck and, within `max_stuck_threads`, start a thread in its place so the
+    /// version keeps its capacity. Nothing happens if the handler already returned.
+    pub(crate) fn overran(&self, call: &Call) {
+        let replace = self.stuck.fetch_add(1, SeqCst) < self.limits.max_stuck_threads;
+        let state = if replace {
+            Ticket::REPLACED
+        } else {
+            Ticket::STUCK
+        };
+        if call
+            .ticket
+            .0
+            .compare_exchange(Ticket::RUNNING, state, SeqCst, SeqCst)
+            .is_err()
+        {
+            // It returned meanwhile: not stuck after all.
+            self.stuck.fetch_sub(1, SeqCst);
+            return;
+        }
+        let replaced = replace
+            && match self.pool.replace_stuck() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(app = %self.info.app, version = %self.info.version,
+                        error = %e, "no thread started in place of a stuck handler");
+                    // Its thread must not leave when the handler returns: none replaced it.
+                    call.ticket.0.store(Ticket::STUCK, SeqCst);
+                    false
+                }
+            };
+        let (method, path, elapsed_ms) = self.describe(call.id);
+        tracing::warn!(app = %self.info.app, version = %self.info.version, %method, %path,
+            elapsed_ms, stuck = self.stuck(), replaced, unhealthy = self.unhealthy(),
+            "handler stuck past the request timeout; still running");
+    }
+
+    /// Method, path and running time of request `id`, for a log line.
+    fn describe(&self, id: u64) -> (String, String, u64) {
+        lock(&self.running)
+            .get(&id)
+            .map(|t| {
+                (
+                    t.method.to_string(),
+                    t.path.clone(),
+                    t.started.elapsed().as_millis() as u64,
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// A stuck handler returned, on its own worker thread.
+    fn stuck_returned(&self, id: u64, replaced: bool) {
+        let stuck = self.stuck.fetch_sub(1, SeqCst) - 1;
+        if replaced {
+            // A replacement runs in this thread's place: leave, so the pool keeps its size.
+            Pool::leave_after_job();
+        }
+        let (method, path, elapsed_ms) = self.describe(id);
+        tracing::info!(app = %self.info.app, version = %self.info.version, %method, %path,
+            elapsed_ms, stuck, "stuck handler returned");
     }
 
     /// Waits until no request runs on this version, or `timeout` passes. Call after the
     /// version stopped taking new requests.
     pub(crate) async fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // `Duration::MAX` waits for ever; an `Instant` that far out would overflow.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
@@ -392,8 +540,13 @@ impl Version {
             if self.in_flight() == 0 {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.in_flight() == 0;
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return self.in_flight() == 0;
+                    }
+                }
+                None => notified.await,
             }
         }
     }

@@ -155,9 +155,14 @@ async fn serve(
         );
     };
     served.version = Some(Arc::clone(&version));
+    if version.unhealthy() {
+        tracing::warn!(app = %slot.name(), version = %version.info().version,
+            stuck = version.stuck(), "request refused: too many handlers stuck");
+        return unavailable("503 Service Unavailable: the app's handlers are stuck\n");
+    }
     let method = parts.method.clone();
     let session = sessions.begin(&parts.headers);
-    let rx = version.dispatch(
+    let mut call = version.dispatch(
         guard,
         Some(permit),
         OwnedRequest {
@@ -170,7 +175,11 @@ async fn serve(
         },
     );
     let info = version.info();
-    let mut response = match tokio::time::timeout(limits.request_timeout(), rx).await {
+    let outcome = tokio::time::timeout(limits.request_timeout(), &mut call.reply).await;
+    if outcome.is_err() {
+        version.overran(&call);
+    }
+    let mut response = match outcome {
         Ok(Ok(Ok(out))) => {
             if let Some(error) = &out.error {
                 tracing::warn!(app = %info.app, version = %info.version, %method, path = %rest,
