@@ -273,6 +273,8 @@ pub struct AppConfig {
     pub warmup_paths: Vec<String>,
     /// How long each warm-up request may take.
     pub warmup_timeout_ms: u64,
+    /// How long `init` and the warm-up hook may each take before the version is refused.
+    pub start_timeout_ms: u64,
 }
 
 impl Default for AppConfig {
@@ -283,6 +285,7 @@ impl Default for AppConfig {
             config: toml::Table::new(),
             warmup_paths: Vec::new(),
             warmup_timeout_ms: 10_000,
+            start_timeout_ms: 60_000,
         }
     }
 }
@@ -381,6 +384,17 @@ impl Config {
             Some(a) => serde_json::to_vec(&a.config).unwrap_or_else(|_| b"{}".to_vec()),
             None => b"{}".to_vec(),
         }
+    }
+
+    /// How long the app's `init` and warm-up hook may each take.
+    pub fn start_timeout_for(&self, app: &str) -> Duration {
+        Duration::from_millis(
+            self.apps
+                .get(app)
+                .map_or(AppConfig::default().start_timeout_ms, |a| {
+                    a.start_timeout_ms
+                }),
+        )
     }
 
     /// The app's warm-up requests and their timeout.

@@ -26,6 +26,13 @@ fn host(config: &str) -> HostProc {
 
 /// The status entry of the newest version `v` of app `faulty`.
 async fn version(host: &HostProc, v: &str) -> Value {
+    try_version(host, v)
+        .await
+        .unwrap_or_else(|| panic!("no version {v} of faulty in /status"))
+}
+
+/// The status entry of the newest version `v` of app `faulty`, if it is there.
+async fn try_version(host: &HostProc, v: &str) -> Option<Value> {
     let r = Http::new().get(&host.admin_url("/status")).await;
     assert_eq!(r.status, 200);
     let status = r.json();
@@ -33,17 +40,14 @@ async fn version(host: &HostProc, v: &str) -> Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|a| a["name"] == "faulty")
-        .unwrap_or_else(|| panic!("no app faulty in {status:#}"))
+        .find(|a| a["name"] == "faulty")?
         .clone();
     app["versions"]
-        .as_array()
-        .unwrap()
+        .as_array()?
         .iter()
         .rev()
         .find(|e| e["version"] == v)
-        .unwrap_or_else(|| panic!("no version {v} in {app:#}"))
-        .clone()
+        .cloned()
 }
 
 /// Starts `GET path` in the background.
@@ -185,6 +189,44 @@ async fn a_version_with_a_stuck_handler_is_swapped_out_and_unmapped_once_it_retu
         support::mapped(host.pid(), &copy).is_empty(),
         "v1 still mapped after its stuck handler returned"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warmup_hook_that_hangs_is_refused_and_holds_up_no_later_deploy() {
+    let host = host("[apps.faulty]\nstart_timeout_ms = 500\n");
+    let hanging = module(
+        "fixture-faulty",
+        &[
+            ("BATON_APP_VERSION", "2.0.0"),
+            ("BATON_FAULT", "warmup-hang"),
+        ],
+    );
+    host.drop_module(&hanging, "libfaulty.so");
+    let v2 = eventually(WAIT, "v2 refused", async || {
+        let v2 = try_version(&host, "2.0.0").await?;
+        (v2["state"] == "failed").then_some(v2)
+    })
+    .await;
+    let error = v2["error"].as_str().unwrap_or_default();
+    assert!(error.contains("did not return within 500 ms"), "{v2:#}");
+    let reply = Http::new().get(&host.url("/faulty/")).await;
+    assert_eq!((reply.status, reply.version()), (200, "faulty@1.0.0"));
+
+    // The hook sleeps 10 s; the next version deploys meanwhile, while v2 is still mapped.
+    let copy = v2["copy"].as_str().unwrap().to_owned();
+    host.drop_module(&faulty("3.0.0"), "libfaulty.so");
+    eventually(WAIT, "v3 serving", async || {
+        (Http::new().get(&host.url("/faulty/")).await.version() == "faulty@3.0.0").then_some(())
+    })
+    .await;
+    assert!(
+        !support::mapped(host.pid(), &copy).is_empty(),
+        "v2's hook should still be running"
+    );
+    eventually(WAIT, "v2 unmapped once its hook returned", async || {
+        support::mapped(host.pid(), &copy).is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -454,7 +454,7 @@ impl Registry {
 
         if let Err(e) = self.warm(&version).await {
             let (stage, reason) = e;
-            version.fail(&reason).await;
+            version.fail(&reason);
             version.set_stored(false);
             self.store.remove(&copy);
             self.metrics.warmup_failed(&info.app);
@@ -527,12 +527,13 @@ impl Registry {
     /// `init`, the warm-up hook, then the configured warm-up requests.
     async fn warm(&self, version: &Arc<Version>) -> Result<(), (&'static str, String)> {
         let app = version.info().app.clone();
+        let start_timeout = self.config.start_timeout_for(&app);
         version
-            .init(self.config.app_config_json(&app))
+            .init(self.config.app_config_json(&app), start_timeout)
             .await
             .map_err(|e| ("init", format!("init {e}")))?;
         version
-            .warmup()
+            .warmup(start_timeout)
             .await
             .map_err(|e| ("warmup", format!("warmup {e}")))?;
         let (paths, timeout) = self.config.warmup_for(&app);

@@ -207,18 +207,30 @@ impl Version {
     ///
     /// # Errors
     /// The app's `init` error or panic.
-    pub(crate) async fn init(&self, config: Vec<u8>) -> Result<(), CallError> {
+    pub(crate) async fn init(&self, config: Vec<u8>, timeout: Duration) -> Result<(), CallError> {
         let Some(module) = lock(&self.module).clone() else {
             return Err(CallError::Failed("module already unloaded".into()));
         };
         let instance = self
-            .pool
-            .call(move || module.instantiate(&config))
-            .await
-            .unwrap_or_else(|| Err(CallError::Failed("worker pool stopped".into())))?;
+            .bounded_call(timeout, move || module.instantiate(&config))
+            .await?;
         self.instance.store(Some(Arc::new(instance)));
         self.set_state(State::Warming);
         Ok(())
+    }
+
+    /// Runs a lifecycle hook on a worker thread, giving up on it after `timeout` (the hook goes
+    /// on running on its thread; unloading the version waits for it).
+    async fn bounded_call<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        hook: impl FnOnce() -> Result<T, CallError> + Send + 'static,
+    ) -> Result<T, CallError> {
+        match tokio::time::timeout(timeout, self.pool.call(hook)).await {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(CallError::Failed("worker pool stopped".into())),
+            Err(_) => Err(CallError::Overran(timeout)),
+        }
     }
 
     /// Deployment id, unique in this process.
@@ -358,14 +370,11 @@ impl Version {
     }
 
     /// Runs the app's warm-up hook on a worker thread.
-    pub(crate) async fn warmup(&self) -> Result<(), CallError> {
+    pub(crate) async fn warmup(&self, timeout: Duration) -> Result<(), CallError> {
         let Some(instance) = self.instance.load_full() else {
             return Err(CallError::Failed("no instance".into()));
         };
-        self.pool
-            .call(move || instance.warmup())
-            .await
-            .unwrap_or_else(|| Err(CallError::Failed("worker pool stopped".into())))
+        self.bounded_call(timeout, move || instance.warmup()).await
     }
 
     /// Sends `GET path` to this version directly; it must answer 2xx within `timeout`.
@@ -551,11 +560,13 @@ impl Version {
         }
     }
 
-    /// Marks the version failed and unloads it.
-    pub(crate) async fn fail(self: &Arc<Self>, reason: &str) {
+    /// Marks the version failed and unloads it in the background: a hook that overran its time
+    /// may still be running, and the unload waits for it without holding up the deploy.
+    pub(crate) fn fail(self: &Arc<Self>, reason: &str) {
         self.set_error(reason);
         self.set_state(State::Failed);
-        self.unload(State::Failed).await;
+        let version = Arc::clone(self);
+        tokio::spawn(async move { version.unload(State::Failed).await });
     }
 
     /// Shuts the app down and unloads the library. Call once no request runs on it.

@@ -198,9 +198,9 @@ async fn serve(
                 "500 Internal Server Error\n",
             )
         }
-        Ok(Ok(Err(CallError::Failed(message)))) => {
+        Ok(Ok(Err(error))) => {
             tracing::error!(app = %info.app, version = %info.version, %method, path = %rest,
-                error = %message, "handler call failed");
+                %error, "handler call failed");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "500 Internal Server Error\n",
