@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod jar;
+pub mod load;
 pub mod redis;
 
 use std::io::{BufRead, BufReader};
