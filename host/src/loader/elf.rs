@@ -268,7 +268,8 @@ fn check_data<'data, R: ReadRef<'data>>(data: R, len: u64) -> Result<Checked, El
         });
     }
 
-    // The header tables, then what they describe.
+    // The program header table and the segments it describes (what dlopen maps), then the
+    // section header table and the sections (where the dynamic symbol table is).
     let phnum = header
         .phnum(endian, data)
         .map_err(malformed("program header count"))?;
@@ -281,19 +282,6 @@ fn check_data<'data, R: ReadRef<'data>>(data: R, len: u64) -> Result<Checked, El
     let segments = header
         .program_headers(endian, data)
         .map_err(malformed("program headers"))?;
-    let shnum = header
-        .shnum(endian, data)
-        .map_err(malformed("section header count"))?;
-    inside(
-        || "the section header table".to_owned(),
-        header.e_shoff(endian),
-        u64::from(shnum) * u64::from(header.e_shentsize(endian)),
-        len,
-    )?;
-    let sections = header
-        .sections(endian, data)
-        .map_err(malformed("section headers"))?;
-
     if !segments.iter().any(|s| s.p_type(endian) == elf::PT_LOAD) {
         return Err(ElfError::NoLoadSegment);
     }
@@ -321,6 +309,18 @@ fn check_data<'data, R: ReadRef<'data>>(data: R, len: u64) -> Result<Checked, El
             }
         }
     }
+    let shnum = header
+        .shnum(endian, data)
+        .map_err(malformed("section header count"))?;
+    inside(
+        || "the section header table".to_owned(),
+        header.e_shoff(endian),
+        u64::from(shnum) * u64::from(header.e_shentsize(endian)),
+        len,
+    )?;
+    let sections = header
+        .sections(endian, data)
+        .map_err(malformed("section headers"))?;
     for (i, section) in sections.iter().enumerate() {
         if let Some((offset, size)) = section.file_range(endian) {
             inside(|| format!("section {i}"), offset, size, len)?;
