@@ -313,6 +313,13 @@ async fn a_module_linked_with_nodelete_is_unloaded_after_a_swap() {
         copied.nodelete().is_none(),
         "the flag is cleared in the private copy"
     );
+    for file in std::fs::read_dir(host.modules_dir()).unwrap().flatten() {
+        let original = loader::check(&std::fs::read(file.path()).unwrap()).unwrap();
+        assert!(
+            original.nodelete().is_some(),
+            "the operator's file is untouched"
+        );
+    }
 
     host.drop_module(&v2, "nodelete-v2.so");
     let entry = eventually(WAIT, "nodelete@1.0.0 retired", async || {
