@@ -17,6 +17,23 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A module file failed the intake checks, before anything of it was mapped.
+    #[error("module {}: {source}", path.display())]
+    Intake {
+        /// The module file as the operator named it.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: crate::loader::ElfError,
+    },
+    /// A module file changed while it was copied into the store: its writer is not done. The
+    /// copy was discarded; the file is deployed once it settles.
+    #[error("module {}: changed while it was copied ({change}); waiting for it to settle", path.display())]
+    Unsettled {
+        /// The module file.
+        path: PathBuf,
+        /// What changed, e.g. "size 1,024 → 30,681".
+        change: String,
+    },
     /// An app's `init` or `warmup` failed or panicked.
     #[error("{app}@{version}: {stage} failed: {reason}")]
     Start {
@@ -63,6 +80,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this error refuses a module file (shown under `rejected`, counted in
+    /// `module_rejections_total`, retried when the file changes).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Load { .. } | Error::Intake { .. })
+    }
+
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             what: what.into(),

@@ -144,7 +144,7 @@ impl Metrics {
         );
         registry.register(
             "module_rejections",
-            "Module files refused by the loader (not a library, no entry symbol, ABI)",
+            "Module files refused by the loader (truncated or not a library for this host, no entry symbol, ABI)",
             m.rejected.clone(),
         );
         registry.register(

@@ -3,12 +3,18 @@
 //! A file is deployed when its writer is done with it: a close-after-write event (a plain `cp`)
 //! or a rename into the directory (the `cp` to a hidden temporary name then `mv` convention).
 //! On file systems that report neither, a file whose size and modification time have not moved
-//! for `watch_settle_ms` is taken as complete. A file whose deploy failed is tried again when it
+//! for `watch_settle_ms` is taken as complete. A file that changed while it was copied into the
+//! store (a plain `cp` run again over it) is waiting for its writer: it is deployed once it has
+//! settled, or at its writer's next close. A file whose deploy failed is tried again when it
 //! changes. Deleting the active version's file undeploys its app. Hidden files are ignored.
+//!
+//! Deploys of one file run one at a time, and at most one more waits: a deploy that has not
+//! started yet will read the file as it is then, so further events add nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
@@ -82,11 +88,20 @@ struct Pending {
     detected: Instant,
 }
 
+/// The deploys of one file.
 #[derive(Default)]
+struct FileDeploys {
+    /// One deploy at a time per file, so a repeated event sees the first deploy's outcome.
+    lock: tokio::sync::Mutex<()>,
+    /// A deploy waits for `lock` and has not read the file yet.
+    queued: AtomicBool,
+}
+
 struct State {
     pending: HashMap<PathBuf, Pending>,
-    /// One deploy at a time per file, so a repeated event sees the first deploy's outcome.
-    locks: HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>,
+    files: HashMap<PathBuf, Arc<FileDeploys>>,
+    /// Files that changed while they were copied, to wait for again.
+    unsettled: mpsc::UnboundedSender<(PathBuf, Instant)>,
 }
 
 async fn run(
@@ -94,7 +109,12 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Vec<DebouncedEvent>>,
     settle: Duration,
 ) {
-    let mut state = State::default();
+    let (unsettled, mut unsettled_rx) = mpsc::unbounded_channel();
+    let mut state = State {
+        pending: HashMap::new(),
+        files: HashMap::new(),
+        unsettled,
+    };
     let tick = (settle / 4).max(Duration::from_millis(10));
     loop {
         tokio::select! {
@@ -104,6 +124,7 @@ async fn run(
                     state.handle(&registry, &event);
                 }
             }
+            Some((path, detected)) = unsettled_rx.recv() => state.wait_for(&path, detected),
             () = tokio::time::sleep(tick), if !state.pending.is_empty() => {
                 state.settle(&registry, settle);
             }
@@ -138,17 +159,7 @@ impl State {
                         self.pending.remove(path);
                         self.deploy(registry, path, event.time);
                     } else if matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_)) {
-                        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                        let detected = self.pending.get(path).map_or(event.time, |p| p.detected);
-                        self.pending.insert(
-                            path.clone(),
-                            Pending {
-                                size: meta.len(),
-                                modified,
-                                since: Instant::now(),
-                                detected,
-                            },
-                        );
+                        self.wait_for(path, event.time);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && removed(&event.kind) => {
@@ -163,6 +174,25 @@ impl State {
                 _ => {}
             }
         }
+    }
+
+    /// Deploys `path` once its size and mtime stay put for the settle time (or at its writer's
+    /// close).
+    fn wait_for(&mut self, path: &Path, detected: Instant) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let detected = self.pending.get(path).map_or(detected, |p| p.detected);
+        self.pending.insert(
+            path.to_owned(),
+            Pending {
+                size: meta.len(),
+                modified,
+                since: Instant::now(),
+                detected,
+            },
+        );
     }
 
     /// Deploys pending files whose size and mtime stayed put for `settle`.
@@ -191,12 +221,25 @@ impl State {
     }
 
     fn deploy(&mut self, registry: &Arc<Registry>, path: &Path, detected: Instant) {
-        let lock = Arc::clone(self.locks.entry(path.to_owned()).or_default());
-        let (registry, path) = (Arc::clone(registry), path.to_owned());
+        let file = Arc::clone(self.files.entry(path.to_owned()).or_default());
+        if file.queued.swap(true, Ordering::SeqCst) {
+            // A deploy of this file is waiting and will read it as it is by then.
+            return;
+        }
+        let (registry, path, unsettled) = (
+            Arc::clone(registry),
+            path.to_owned(),
+            self.unsettled.clone(),
+        );
         tokio::spawn(async move {
-            let _one_at_a_time = lock.lock().await;
+            let _one_at_a_time = file.lock.lock().await;
+            file.queued.store(false, Ordering::SeqCst);
             match registry.deploy(&path, detected).await {
                 Ok(Deployed::New(_) | Deployed::Unchanged(_)) => {}
+                Err(e @ Error::Unsettled { .. }) => {
+                    tracing::info!(error = %e, "module file still being written");
+                    let _ = unsettled.send((path, detected));
+                }
                 Err(e) => tracing::error!(error = %e, "deploy failed"),
             }
         });

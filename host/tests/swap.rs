@@ -4,30 +4,14 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::http::Http;
-use support::{HostOptions, HostProc, eventually, hello, mapped, module};
+use support::load::{Load, Sample, assert_no_failures};
+use support::{HostOptions, HostProc, app, eventually, hello, mapped, module, status};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn status(host: &HostProc) -> Value {
-    let r = Http::new().get(&host.admin_url("/status")).await;
-    assert_eq!(r.status, 200);
-    serde_json::from_str(&r.body).unwrap()
-}
-
-fn app<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == name)
-        .unwrap_or_else(|| panic!("no app {name} in {status:#}"))
-}
 
 fn version<'a>(app: &'a Value, version: &str) -> &'a Value {
     app["versions"]
@@ -87,79 +71,6 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
-}
-
-/// One request made by the load generator.
-#[derive(Debug, Clone)]
-struct Sample {
-    started: Instant,
-    finished: Instant,
-    status: u16,
-    /// The `x-baton-version` header, or the transport error.
-    version: String,
-}
-
-/// Keep-alive load from `connections` concurrent clients until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>,
-}
-
-impl Load {
-    fn start(url: String, connections: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..connections)
-            .map(|_| {
-                let (url, stop) = (url.clone(), Arc::clone(&stop));
-                tokio::spawn(async move {
-                    // One client per task: one keep-alive connection each.
-                    let http = Http::new();
-                    let mut samples = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let started = Instant::now();
-                        let result = http.send("GET", &url, &[], bytes::Bytes::new()).await;
-                        let finished = Instant::now();
-                        samples.push(match result {
-                            Ok(r) => Sample {
-                                started,
-                                finished,
-                                status: r.status,
-                                version: r.version().to_owned(),
-                            },
-                            Err(e) => Sample {
-                                started,
-                                finished,
-                                status: 0,
-                                version: format!("transport error: {e}"),
-                            },
-                        });
-                    }
-                    samples
-                })
-            })
-            .collect();
-        Load { stop, tasks }
-    }
-
-    async fn stop(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
-        for task in self.tasks {
-            all.extend(task.await.unwrap());
-        }
-        all
-    }
-}
-
-fn assert_no_failures(samples: &[Sample]) {
-    let failed: Vec<&Sample> = samples.iter().filter(|s| s.status != 200).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed, e.g. {:?}",
-        failed.len(),
-        samples.len(),
-        failed.first()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

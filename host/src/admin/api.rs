@@ -76,9 +76,11 @@ pub(super) fn error(status: StatusCode, message: impl std::fmt::Display) -> Resp
 
 fn from_error(e: &Error) -> Response<Body> {
     let status = match e {
-        Error::Load { .. } | Error::Start { .. } | Error::Invalid(_) => StatusCode::BAD_REQUEST,
+        Error::Load { .. } | Error::Intake { .. } | Error::Start { .. } | Error::Invalid(_) => {
+            StatusCode::BAD_REQUEST
+        }
         Error::UnknownApp(_) | Error::UnknownVersion { .. } => StatusCode::NOT_FOUND,
-        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::Conflict(_) | Error::Unsettled { .. } => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e)

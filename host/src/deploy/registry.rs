@@ -368,9 +368,8 @@ impl Registry {
             .deploy_inner(source, read, detected, mode, at_start)
             .await;
         match &result {
-            Ok(Deployed::New(_)) => self.accept(source),
-            Ok(Deployed::Unchanged(_)) => {}
-            Err(e @ Error::Load { .. }) => {
+            Ok(Deployed::New(_) | Deployed::Unchanged(_)) => self.accept(source),
+            Err(e) if e.is_refusal() => {
                 self.metrics.module_rejected();
                 self.reject(source, e);
             }
@@ -388,12 +387,14 @@ impl Registry {
         at_start: bool,
     ) -> Result<Deployed> {
         let id = self.store.next_id();
-        let (copy, hash) = {
+        let copied = {
             let (registry, source, read) = (Arc::clone(self), source.to_owned(), read.to_owned());
-            tokio::task::spawn_blocking(move || registry.store.copy_in(id, &source, &read))
+            let grace = std::time::Duration::from_millis(self.config.watch_settle_ms);
+            tokio::task::spawn_blocking(move || registry.store.copy_in(id, &source, &read, grace))
                 .await
                 .map_err(|e| Error::io("copy task failed", std::io::Error::other(e)))??
         };
+        let (copy, hash) = (copied.path.clone(), copied.hash);
         if let Some(live) = self.live_with_hash(hash) {
             self.store.remove(&copy);
             tracing::info!(app = %live.info().app, version = %live.info().version,
@@ -413,6 +414,16 @@ impl Registry {
             Ok(module) => Arc::new(module),
             Err(e) => {
                 self.store.remove(&copy);
+                // A file rewritten since it was copied is refused for its writer's unfinished
+                // work, not its own: wait for it to settle rather than reject it.
+                if e.is_refusal()
+                    && let Some(change) = self.store.changed_since(read, &copied)
+                {
+                    return Err(Error::Unsettled {
+                        path: source.to_owned(),
+                        change,
+                    });
+                }
                 return Err(e);
             }
         };

@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 mod callbacks;
+mod elf;
 mod maps;
 mod session;
 mod tlskeys;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use baton_sdk::abi::{self, DescriptorHeader, ModuleDescriptor, RawStr};
 
 pub use callbacks::{ModuleRequest, ModuleResponse};
+pub use elf::{Checked, ElfError, NoDelete, check, check_file};
 pub use maps::mapped_regions;
 pub use tlskeys::{PTHREAD_KEYS_MAX, loads_refused, pthread_keys_in_use, pthread_keys_reclaimed};
 
@@ -110,9 +112,13 @@ impl Module {
     /// `display` is the name used in errors (the file the operator dropped, when `path` is a
     /// private copy).
     ///
+    /// The file is checked as ELF before it is mapped ([`check_file`]); a library linked with
+    /// `DF_1_NODELETE` has the flag cleared in `path` (a private copy) first, with a warning.
+    ///
     /// # Errors
-    /// [`Error::Load`] when the file is not a shared library, lacks the entry symbol, or its
-    /// descriptor is malformed or of another ABI major; the message names both sides' versions.
+    /// [`Error::Intake`] when the file is not a complete shared library for this host or lacks
+    /// the entry symbol; [`Error::Load`] when `dlopen` fails or the descriptor is malformed or
+    /// of another ABI major (the message names both sides' versions).
     pub fn open(path: &Path, display: &Path) -> Result<Module> {
         let refuse = |reason: String| Error::Load {
             path: display.to_owned(),
@@ -127,6 +133,24 @@ impl Module {
                  modules loaded earlier that could not give theirs back; restart the host to \
                  deploy more versions"
             )));
+        }
+        // A file dlopen cannot map safely (truncated, foreign) would fault the whole process;
+        // nothing is mapped before it checks out.
+        let checked = elf::check_file(path).map_err(|source| Error::Intake {
+            path: display.to_owned(),
+            source,
+        })?;
+        if let Some(nodelete) = checked.nodelete() {
+            elf::clear_nodelete(path, nodelete).map_err(|e| {
+                refuse(format!(
+                    "linked with DF_1_NODELETE (it could never be unloaded), and the flag could \
+                     not be cleared in the private copy: {e}"
+                ))
+            })?;
+            let file = display.display();
+            tracing::warn!(module = %file,
+                "module linked with DF_1_NODELETE (-z nodelete): cleared in the private copy so \
+                 this version can be unloaded after a swap");
         }
         // SAFETY: loading a library runs its initialisers; a Baton module's are those of std and
         // its dependencies, and nothing else of it runs before the descriptor checks out.

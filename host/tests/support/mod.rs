@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod jar;
+pub mod load;
 pub mod redis;
 
 use std::io::{BufRead, BufReader};
@@ -358,6 +359,23 @@ impl Drop for HostProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET /status` on the admin listener, as JSON.
+pub async fn status(host: &HostProc) -> serde_json::Value {
+    let r = http::Http::new().get(&host.admin_url("/status")).await;
+    assert_eq!(r.status, 200);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+/// The app called `name` in a status document; panics when it is not there.
+pub fn app<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no app {name} in {status:#}"))
 }
 
 /// Executable or writable mappings of `path` in process `pid` (a read-only mapping may stay:
