@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod guard;
+
+pub use guard::{GuardConfig, GuardOverrides};
+
 /// The whole host configuration. Every field has a default; see the README's reference.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -52,6 +56,8 @@ pub struct Config {
     pub apps: BTreeMap<String, AppConfig>,
     /// Where sessions live and how their cookie looks.
     pub sessions: SessionConfig,
+    /// The guard window after a switch and the regression that rolls a version back.
+    pub guard: GuardConfig,
 }
 
 impl Default for Config {
@@ -74,6 +80,7 @@ impl Default for Config {
             limits: Limits::default(),
             apps: BTreeMap::new(),
             sessions: SessionConfig::default(),
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -249,6 +256,8 @@ pub struct AppConfig {
     pub warmup_paths: Vec<String>,
     /// How long each warm-up request may take.
     pub warmup_timeout_ms: u64,
+    /// Guard settings that differ from the global `[guard]` ones.
+    pub guard: GuardOverrides,
 }
 
 impl Default for AppConfig {
@@ -259,6 +268,7 @@ impl Default for AppConfig {
             config: toml::Table::new(),
             warmup_paths: Vec::new(),
             warmup_timeout_ms: 10_000,
+            guard: GuardOverrides::default(),
         }
     }
 }
@@ -281,6 +291,7 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.limits.validate("limits")?;
         self.sessions.validate()?;
+        self.guard.validate("guard")?;
         match self.admin_token.as_deref() {
             Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
                 return Err(Error::Config(
@@ -300,6 +311,8 @@ impl Config {
         for name in self.apps.keys() {
             self.limits_for(name)
                 .validate(&format!("apps.{name}.limits"))?;
+            self.guard_for(name)
+                .validate(&format!("apps.{name}.guard"))?;
             let mount = self.mount_for(name);
             if !mount.starts_with('/') || (mount.len() > 1 && mount.ends_with('/')) {
                 return Err(Error::Config(format!(
@@ -376,6 +389,14 @@ impl Config {
     /// How long drains and shutdown wait.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// The effective guard settings of an app.
+    pub fn guard_for(&self, app: &str) -> GuardConfig {
+        match self.apps.get(app) {
+            Some(a) => self.guard.merged(&a.guard),
+            None => self.guard,
+        }
     }
 }
 
