@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::http::Http;
-use support::{HostOptions, HostProc, eventually, hello, module};
+use support::load::{Load, Sample, assert_no_failures, mapped};
+use support::{GUARD_OFF, HostOptions, HostProc, eventually, hello, module};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -64,18 +63,14 @@ async fn retired(host: &HostProc, name: &str, v: &str) -> Value {
     .await
 }
 
-/// Executable or writable mappings of `path` in process `pid`.
-fn mapped(pid: u32, path: &str) -> Vec<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.ends_with(path) || l.ends_with(&format!("{path} (deleted)")))
-        .filter(|l| {
-            let perms = l.split_whitespace().nth(1).unwrap_or("");
-            perms.contains('x') || perms.contains('w')
-        })
-        .map(str::to_owned)
-        .collect()
+/// A host serving `modules` with the guard window off: these tests measure the old version's
+/// drain and unload right after the switch.
+fn start_unguarded(modules: &[std::path::PathBuf]) -> HostProc {
+    HostProc::start_with(HostOptions {
+        modules: modules.to_vec(),
+        config: GUARD_OFF.into(),
+        ..HostOptions::default()
+    })
 }
 
 /// Distinct module copies (from the host's private store) with code mapped in `pid`.
@@ -103,83 +98,10 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// One request made by the load generator.
-#[derive(Debug, Clone)]
-struct Sample {
-    started: Instant,
-    finished: Instant,
-    status: u16,
-    /// The `x-baton-version` header, or the transport error.
-    version: String,
-}
-
-/// Keep-alive load from `connections` concurrent clients until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>,
-}
-
-impl Load {
-    fn start(url: String, connections: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..connections)
-            .map(|_| {
-                let (url, stop) = (url.clone(), Arc::clone(&stop));
-                tokio::spawn(async move {
-                    // One client per task: one keep-alive connection each.
-                    let http = Http::new();
-                    let mut samples = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let started = Instant::now();
-                        let result = http.send("GET", &url, &[], bytes::Bytes::new()).await;
-                        let finished = Instant::now();
-                        samples.push(match result {
-                            Ok(r) => Sample {
-                                started,
-                                finished,
-                                status: r.status,
-                                version: r.version().to_owned(),
-                            },
-                            Err(e) => Sample {
-                                started,
-                                finished,
-                                status: 0,
-                                version: format!("transport error: {e}"),
-                            },
-                        });
-                    }
-                    samples
-                })
-            })
-            .collect();
-        Load { stop, tasks }
-    }
-
-    async fn stop(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
-        for task in self.tasks {
-            all.extend(task.await.unwrap());
-        }
-        all
-    }
-}
-
-fn assert_no_failures(samples: &[Sample]) {
-    let failed: Vec<&Sample> = samples.iter().filter(|s| s.status != 200).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed, e.g. {:?}",
-        failed.len(),
-        samples.len(),
-        failed.first()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_swap_under_load_fails_nothing_and_flips_new_requests_to_v2() {
     let (v1, v2) = (hello("1.0.0"), hello("2.0.0"));
-    let host = HostProc::start(&[v1]);
+    let host = start_unguarded(&[v1]);
     let load = Load::start(host.url("/hello/"), 16);
     tokio::time::sleep(Duration::from_millis(500)).await;
     host.drop_module(&v2, "00-hello.so");
@@ -226,7 +148,7 @@ async fn a_swap_under_load_fails_nothing_and_flips_new_requests_to_v2() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_request_finishes_on_v1_then_v1_is_unmapped() {
     let (v1, v2) = (hello("1.0.0"), hello("2.0.0"));
-    let host = HostProc::start(&[v1]);
+    let host = start_unguarded(&[v1]);
     let http = Http::new();
     let slow = {
         let (http, url) = (http.clone(), host.url("/hello/slow?ms=2000"));
@@ -428,7 +350,7 @@ async fn the_same_bytes_again_are_a_no_op() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_by_dropping_v1_again_and_undeploy_by_deleting_the_file() {
-    let host = HostProc::start(&[hello("1.0.0")]);
+    let host = start_unguarded(&[hello("1.0.0")]);
     let http = Http::new();
     let file = host.drop_module(&hello("2.0.0"), "00-hello.so");
     active(&host, "hello", "2.0.0").await;
@@ -458,7 +380,7 @@ async fn rollback_by_dropping_v1_again_and_undeploy_by_deleting_the_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_apps_swap_independently_at_the_same_time() {
     let faulty = |v: &str| module("fixture-faulty", &[("BATON_APP_VERSION", v)]);
-    let host = HostProc::start(&[hello("1.0.0"), faulty("1.0.0")]);
+    let host = start_unguarded(&[hello("1.0.0"), faulty("1.0.0")]);
     let hello_load = Load::start(host.url("/hello/"), 4);
     let faulty_load = Load::start(host.url("/faulty/"), 4);
     host.drop_module(&hello("2.0.0"), "00-hello.so");
@@ -477,7 +399,7 @@ async fn two_hundred_swaps_under_load_fail_nothing_and_leak_no_mappings() {
     let host = HostProc::start_with(HostOptions {
         modules: vec![v1.clone()],
         // Few threads per version: 200 pools are created and joined.
-        config: "[limits]\nworker_threads = 2\n".into(),
+        config: format!("{GUARD_OFF}[limits]\nworker_threads = 2\n"),
         ..HostOptions::default()
     });
     let load = Load::start(host.url("/hello/"), 8);

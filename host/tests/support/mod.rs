@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod jar;
+pub mod load;
 pub mod redis;
 
 use std::io::{BufRead, BufReader};
@@ -120,6 +121,11 @@ pub fn hello(version: &str) -> PathBuf {
 pub fn counter(version: &str) -> PathBuf {
     module("counter", &[("BATON_APP_VERSION", version)])
 }
+
+/// Configuration that turns the guard window off (an inline table, so it combines with any
+/// other top-level keys). Tests that measure the old version's drain and unload right after a
+/// switch set it explicitly; the guard's own tests are in `guard.rs`.
+pub const GUARD_OFF: &str = "guard = { window_secs = 0 }\n";
 
 /// Log lines collected from a host's stderr.
 #[derive(Default)]
