@@ -230,6 +230,33 @@ async fn a_v2_failing_half_its_requests_is_rolled_back_under_load() {
     let shown = &dom[at..dom[at..].find("</p>").map_or(dom.len(), |e| at + e)];
     assert!(shown.contains("rolled back 2.0.0 → 1.0.0"), "{shown}");
     assert!(shown.contains("5xx ratio"), "{shown}");
+
+    // The bad bytes are not deployed again from the modules directory (the file is still
+    // there); an upload tries them again.
+    host.drop_module(&bad_v2("errors-half"), "00-hello.so");
+    host.wait_log(WAIT, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("these module bytes were rolled back"))
+    });
+    assert_eq!(app_status(&host).await["active"], "1.0.0");
+    let bytes = std::fs::read(bad_v2("errors-half")).unwrap();
+    let r = Http::new()
+        .send(
+            "POST",
+            &host.admin_url("/apps?name=libhello.so"),
+            &[],
+            bytes,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["version"].as_str()),
+        (200, Some("2.0.0")),
+        "{}",
+        r.body
+    );
+    assert_eq!(app_status(&host).await["active"], "2.0.0");
 }
 
 #[tokio::test(flavor = "multi_thread")]
