@@ -27,7 +27,7 @@ use crate::deploy::outcomes::{Cause, Figures, Regression, Traffic, judge};
 use crate::deploy::version::{State, Version};
 
 /// How often an open window compares the figures.
-const CHECK_EVERY: Duration = Duration::from_millis(250);
+const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How often the sampler notes active versions' counters.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
