@@ -99,6 +99,11 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// Worker threads per loaded version (handlers run on them, never on the I/O threads).
     pub worker_threads: usize,
+    /// Stack size of each worker thread, in MiB (a stack overflow ends the whole process).
+    pub worker_stack_mib: usize,
+    /// Handlers past `request_timeout_ms` whose threads are replaced so the version keeps its
+    /// capacity; with more stuck than this, the version answers 503 until some return.
+    pub max_stuck_threads: usize,
 }
 
 impl Default for Limits {
@@ -109,6 +114,8 @@ impl Default for Limits {
             queue_timeout_ms: 1_000,
             request_timeout_ms: 30_000,
             worker_threads: 16,
+            worker_stack_mib: 8,
+            max_stuck_threads: 16,
         }
     }
 }
@@ -124,6 +131,11 @@ impl Limits {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// `worker_stack_mib` in bytes.
+    pub fn worker_stack_bytes(&self) -> usize {
+        self.worker_stack_mib.saturating_mul(1024 * 1024)
+    }
+
     fn validate(&self, scope: &str) -> Result<()> {
         let fail = |what: &str| Err(Error::Config(format!("{scope}: {what} must be at least 1")));
         if self.max_concurrent_requests == 0 {
@@ -134,6 +146,14 @@ impl Limits {
         }
         if self.request_timeout_ms == 0 {
             return fail("request_timeout_ms");
+        }
+        if self.worker_stack_mib == 0 {
+            return fail("worker_stack_mib");
+        }
+        if self.worker_stack_mib > 1024 {
+            return Err(Error::Config(format!(
+                "{scope}: worker_stack_mib must be at most 1024"
+            )));
         }
         Ok(())
     }
@@ -239,6 +259,10 @@ pub struct LimitOverrides {
     pub request_timeout_ms: Option<u64>,
     /// See [`Limits::worker_threads`].
     pub worker_threads: Option<usize>,
+    /// See [`Limits::worker_stack_mib`].
+    pub worker_stack_mib: Option<usize>,
+    /// See [`Limits::max_stuck_threads`].
+    pub max_stuck_threads: Option<usize>,
 }
 
 /// Settings of one app, under `[apps.NAME]`.
@@ -256,6 +280,8 @@ pub struct AppConfig {
     pub warmup_paths: Vec<String>,
     /// How long each warm-up request may take.
     pub warmup_timeout_ms: u64,
+    /// How long `init` and the warm-up hook may each take before the version is refused.
+    pub start_timeout_ms: u64,
     /// Guard settings that differ from the global `[guard]` ones.
     pub guard: GuardOverrides,
 }
@@ -268,6 +294,7 @@ impl Default for AppConfig {
             config: toml::Table::new(),
             warmup_paths: Vec::new(),
             warmup_timeout_ms: 10_000,
+            start_timeout_ms: 60_000,
             guard: GuardOverrides::default(),
         }
     }
@@ -359,6 +386,8 @@ impl Config {
             queue_timeout_ms: o.queue_timeout_ms.unwrap_or(base.queue_timeout_ms),
             request_timeout_ms: o.request_timeout_ms.unwrap_or(base.request_timeout_ms),
             worker_threads: o.worker_threads.unwrap_or(base.worker_threads),
+            worker_stack_mib: o.worker_stack_mib.unwrap_or(base.worker_stack_mib),
+            max_stuck_threads: o.max_stuck_threads.unwrap_or(base.max_stuck_threads),
         }
     }
 
@@ -368,6 +397,17 @@ impl Config {
             Some(a) => serde_json::to_vec(&a.config).unwrap_or_else(|_| b"{}".to_vec()),
             None => b"{}".to_vec(),
         }
+    }
+
+    /// How long the app's `init` and warm-up hook may each take.
+    pub fn start_timeout_for(&self, app: &str) -> Duration {
+        Duration::from_millis(
+            self.apps
+                .get(app)
+                .map_or(AppConfig::default().start_timeout_ms, |a| {
+                    a.start_timeout_ms
+                }),
+        )
     }
 
     /// The app's warm-up requests and their timeout.

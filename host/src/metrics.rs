@@ -67,6 +67,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily<VersionLabels>,
     in_flight: Family<VersionLabels, Gauge>,
+    stuck: Family<VersionLabels, Gauge>,
     weight: Family<VersionLabels, Gauge>,
     swaps: Family<AppLabels, Counter>,
     swap_seconds: HistogramFamily<AppLabels>,
@@ -92,6 +93,7 @@ impl Metrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             in_flight: Family::default(),
+            stuck: Family::default(),
             weight: Family::default(),
             swaps: Family::default(),
             swap_seconds: Family::new_with_constructor(swap_histogram as fn() -> Histogram),
@@ -117,6 +119,11 @@ impl Metrics {
             "requests_in_flight",
             "Requests running on an app version now",
             m.in_flight.clone(),
+        );
+        registry.register(
+            "stuck_handlers",
+            "Handlers of an app version running past the request timeout",
+            m.stuck.clone(),
         );
         registry.register(
             "version_weight_percent",
@@ -241,6 +248,7 @@ impl Metrics {
     /// The exposition of every metric, with the gauges read from `registry` now.
     pub fn encode(&self, registry: &Registry) -> String {
         self.in_flight.clear();
+        self.stuck.clear();
         self.weight.clear();
         for slot in registry.apps() {
             for version in slot.versions() {
@@ -258,6 +266,9 @@ impl Metrics {
                 self.in_flight
                     .get_or_create(&labels)
                     .inc_by(version.in_flight() as i64);
+                self.stuck
+                    .get_or_create(&labels)
+                    .inc_by(version.stuck() as i64);
                 self.weight
                     .get_or_create(&labels)
                     .inc_by(i64::from(slot.weight(&version)));

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::http::Http;
-use support::load::{Load, Sample, assert_no_failures, mapped};
-use support::{HostOptions, HostProc, baton, eventually, hello, module};
+use support::load::{Load, Sample, assert_no_failures};
+use support::{HostOptions, HostProc, baton, eventually, hello, mapped, module};
 
 const WAIT: Duration = Duration::from_secs(60);
 

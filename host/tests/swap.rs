@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::http::Http;
-use support::load::{Load, Sample, assert_no_failures, mapped};
-use support::{GUARD_OFF, HostOptions, HostProc, eventually, hello, module};
+use support::load::{Load, Sample, assert_no_failures};
+use support::{GUARD_OFF, HostOptions, HostProc, eventually, hello, mapped, module};
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -97,6 +97,12 @@ pub struct VersionStatus {
     pub stored: bool,
     /// Requests running on it now, longest first.
     pub running: Vec<Running>,
+    /// Handlers running past the request timeout now.
+    pub stuck: usize,
+    /// More handlers are stuck than `max_stuck_threads`: it answers 503 until some return.
+    pub unhealthy: bool,
+    /// Worker threads alive (replacements for stuck handlers included).
+    pub worker_threads: usize,
     /// Its last error.
     pub error: Option<String>,
 }
@@ -147,6 +153,9 @@ pub fn app_status(slot: &crate::deploy::AppSlot) -> AppStatus {
                 rustc_version: v.info().rustc_version.clone(),
                 stored: v.stored(),
                 running: v.running(),
+                stuck: v.stuck(),
+                unhealthy: v.unhealthy(),
+                worker_threads: v.worker_threads(),
                 error: v.error(),
             })
             .collect(),

@@ -498,7 +498,7 @@ impl Registry {
 
         if let Err(e) = self.warm(&version).await {
             let (stage, reason) = e;
-            version.fail(&reason).await;
+            version.fail(&reason);
             version.set_stored(false);
             self.store.remove(&copy);
             self.metrics.warmup_failed(&info.app);
@@ -611,12 +611,13 @@ impl Registry {
     /// `init`, the warm-up hook, then the configured warm-up requests.
     async fn warm(&self, version: &Arc<Version>) -> Result<(), (&'static str, String)> {
         let app = version.info().app.clone();
+        let start_timeout = self.config.start_timeout_for(&app);
         version
-            .init(self.config.app_config_json(&app))
+            .init(self.config.app_config_json(&app), start_timeout)
             .await
             .map_err(|e| ("init", format!("init {e}")))?;
         version
-            .warmup()
+            .warmup(start_timeout)
             .await
             .map_err(|e| ("warmup", format!("warmup {e}")))?;
         let (paths, timeout) = self.config.warmup_for(&app);
@@ -635,9 +636,10 @@ impl Registry {
         let timeout = self.config.drain_timeout();
         if !version.wait_idle(timeout).await {
             let running = version.running();
+            let stuck = running.iter().filter(|r| r.stuck).count();
             let message = format!(
-                "drain timeout ({} s) passed with {} request(s) still running; library stays \
-                 mapped until they finish",
+                "drain timeout ({} s) passed with {} request(s) still running ({stuck} stuck \
+                 past the request timeout); library stays mapped until they finish",
                 timeout.as_secs(),
                 running.len()
             );

@@ -61,6 +61,42 @@ pub struct Running {
     pub path: String,
     /// How long it has been running.
     pub elapsed_ms: u64,
+    /// Its handler overran the request timeout (the client got a 504) and still runs.
+    pub stuck: bool,
+}
+
+/// Where a dispatched request's handler is, shared by its worker and the task awaiting it.
+#[derive(Debug, Default)]
+pub(crate) struct Ticket(AtomicU8);
+
+impl Ticket {
+    const RUNNING: u8 = 0;
+    const DONE: u8 = 1;
+    /// Overran its time; a replacement thread took its place.
+    const REPLACED: u8 = 2;
+    /// Overran its time; no thread was started in its place.
+    const STUCK: u8 = 3;
+
+    fn stuck(&self) -> bool {
+        self.0.load(SeqCst) >= Self::REPLACED
+    }
+}
+
+/// A running request, as tracked for status and drains.
+#[derive(Debug)]
+struct Tracked {
+    method: http::Method,
+    path: String,
+    started: Instant,
+    ticket: Arc<Ticket>,
+}
+
+/// A request handed to a worker: its reply, and its ticket for [`Version::overran`].
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub(crate) reply: tokio::sync::oneshot::Receiver<Result<ModuleResponse, CallError>>,
+    ticket: Arc<Ticket>,
+    id: u64,
 }
 
 /// A request's claim on a version: while it exists the version cannot retire.
@@ -115,8 +151,10 @@ pub struct Version {
     instance: ArcSwapOption<Instance>,
     module: Mutex<Option<Arc<Module>>>,
     error: Mutex<Option<String>>,
-    running: Mutex<HashMap<u64, (http::Method, String, Instant)>>,
+    running: Mutex<HashMap<u64, Tracked>>,
     next_request: AtomicU64,
+    /// Handlers running past their timeout.
+    stuck: AtomicUsize,
     stored: AtomicBool,
     loaded_at: SystemTime,
     metrics: VersionMetrics,
@@ -138,8 +176,12 @@ impl Version {
         metrics: VersionMetrics,
     ) -> Result<Arc<Version>, String> {
         let info = module.info().clone();
-        let pool = Pool::start(&format!("baton-{}", info.app), limits.worker_threads)
-            .map_err(|e| format!("cannot start worker threads: {e}"))?;
+        let pool = Pool::start(
+            &format!("baton-{}", info.app),
+            limits.worker_threads,
+            limits.worker_stack_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
         // Validated app names and versions are header-safe; built once, not per response.
         let header = http::HeaderValue::from_str(&format!("{}@{}", info.app, info.version)).ok();
         Ok(Arc::new(Version {
@@ -159,6 +201,7 @@ impl Version {
             error: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),
+            stuck: AtomicUsize::new(0),
             stored: AtomicBool::new(true),
             loaded_at: SystemTime::now(),
             metrics,
@@ -171,18 +214,30 @@ impl Version {
     ///
     /// # Errors
     /// The app's `init` error or panic.
-    pub(crate) async fn init(&self, config: Vec<u8>) -> Result<(), CallError> {
+    pub(crate) async fn init(&self, config: Vec<u8>, timeout: Duration) -> Result<(), CallError> {
         let Some(module) = lock(&self.module).clone() else {
             return Err(CallError::Failed("module already unloaded".into()));
         };
         let instance = self
-            .pool
-            .call(move || module.instantiate(&config))
-            .await
-            .unwrap_or_else(|| Err(CallError::Failed("worker pool stopped".into())))?;
+            .bounded_call(timeout, move || module.instantiate(&config))
+            .await?;
         self.instance.store(Some(Arc::new(instance)));
         self.set_state(State::Warming);
         Ok(())
+    }
+
+    /// Runs a lifecycle hook on a worker thread, giving up on it after `timeout` (the hook goes
+    /// on running on its thread; unloading the version waits for it).
+    async fn bounded_call<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        hook: impl FnOnce() -> Result<T, CallError> + Send + 'static,
+    ) -> Result<T, CallError> {
+        match tokio::time::timeout(timeout, self.pool.call(hook)).await {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(CallError::Failed("worker pool stopped".into())),
+            Err(_) => Err(CallError::Overran(timeout)),
+        }
     }
 
     /// Deployment id, unique in this process.
@@ -283,14 +338,31 @@ impl Version {
         &self.limits
     }
 
+    /// Handlers running past their request timeout now.
+    pub fn stuck(&self) -> usize {
+        self.stuck.load(SeqCst)
+    }
+
+    /// More handlers are stuck than `max_stuck_threads` allows: the version answers 503 to new
+    /// requests until some of them return.
+    pub fn unhealthy(&self) -> bool {
+        self.stuck() > self.limits.max_stuck_threads
+    }
+
+    /// Worker threads alive now (replacements for stuck handlers included).
+    pub fn worker_threads(&self) -> usize {
+        self.pool.threads()
+    }
+
     /// The requests running on this version now, longest-running first.
     pub fn running(&self) -> Vec<Running> {
         let mut running: Vec<Running> = lock(&self.running)
             .values()
-            .map(|(method, path, started)| Running {
-                method: method.to_string(),
-                path: path.clone(),
-                elapsed_ms: started.elapsed().as_millis() as u64,
+            .map(|t| Running {
+                method: t.method.to_string(),
+                path: t.path.clone(),
+                elapsed_ms: t.started.elapsed().as_millis() as u64,
+                stuck: t.ticket.stuck(),
             })
             .collect();
         running.sort_by_key(|r| std::cmp::Reverse(r.elapsed_ms));
@@ -317,14 +389,11 @@ impl Version {
     }
 
     /// Runs the app's warm-up hook on a worker thread.
-    pub(crate) async fn warmup(&self) -> Result<(), CallError> {
+    pub(crate) async fn warmup(&self, timeout: Duration) -> Result<(), CallError> {
         let Some(instance) = self.instance.load_full() else {
             return Err(CallError::Failed("no instance".into()));
         };
-        self.pool
-            .call(move || instance.warmup())
-            .await
-            .unwrap_or_else(|| Err(CallError::Failed("worker pool stopped".into())))
+        self.bounded_call(timeout, move || instance.warmup()).await
     }
 
     /// Sends `GET path` to this version directly; it must answer 2xx within `timeout`.
@@ -337,7 +406,7 @@ impl Version {
         let guard = self
             .try_enter()
             .ok_or_else(|| "version stopped taking requests".to_owned())?;
-        let rx = self.dispatch(
+        let mut call = self.dispatch(
             guard,
             None,
             OwnedRequest {
@@ -350,7 +419,11 @@ impl Version {
                 session: None,
             },
         );
-        match tokio::time::timeout(timeout, rx).await {
+        let outcome = tokio::time::timeout(timeout, &mut call.reply).await;
+        if outcome.is_err() {
+            self.overran(&call);
+        }
+        match outcome {
             Ok(Ok(Ok(response))) if response.status.is_success() => Ok(()),
             Ok(Ok(Ok(response))) => Err(format!(
                 "warm-up request GET {path} answered {}",
@@ -367,18 +440,25 @@ impl Version {
 
     /// Handles a request on a worker thread; `guard` is released there when the handler returns.
     pub(crate) fn dispatch(
-        &self,
+        self: &Arc<Self>,
         mut guard: InFlight,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
         request: OwnedRequest,
-    ) -> tokio::sync::oneshot::Receiver<Result<ModuleResponse, CallError>> {
+    ) -> Call {
         let id = self.next_request.fetch_add(1, SeqCst);
+        let ticket = Arc::new(Ticket::default());
         lock(&self.running).insert(
             id,
-            (request.method.clone(), request.path.clone(), Instant::now()),
+            Tracked {
+                method: request.method.clone(),
+                path: request.path.clone(),
+                started: Instant::now(),
+                ticket: Arc::clone(&ticket),
+            },
         );
         guard.tracked = Some(id);
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let job_ticket = Arc::clone(&ticket);
         self.pool.submit(Box::new(move || {
             let instance = guard.version.instance.load();
             let result = match instance.as_ref() {
@@ -395,15 +475,92 @@ impl Version {
             drop(instance);
             let _ = tx.send(result);
             drop(permit);
+            if let Err(overran) =
+                job_ticket
+                    .0
+                    .compare_exchange(Ticket::RUNNING, Ticket::DONE, SeqCst, SeqCst)
+            {
+                guard
+                    .version
+                    .stuck_returned(id, overran == Ticket::REPLACED);
+            }
             drop(guard);
         }));
-        rx
+        Call {
+            reply: rx,
+            ticket,
+            id,
+        }
+    }
+
+    /// The request of `call` overran its timeout and its client was answered without it: report
+    /// its handler as stuck and, within `max_stuck_threads`, start a thread in its place so the
+    /// version keeps its capacity. Nothing happens if the handler already returned.
+    pub(crate) fn overran(&self, call: &Call) {
+        let replace = self.stuck.fetch_add(1, SeqCst) < self.limits.max_stuck_threads;
+        let state = if replace {
+            Ticket::REPLACED
+        } else {
+            Ticket::STUCK
+        };
+        if call
+            .ticket
+            .0
+            .compare_exchange(Ticket::RUNNING, state, SeqCst, SeqCst)
+            .is_err()
+        {
+            // It returned meanwhile: not stuck after all.
+            self.stuck.fetch_sub(1, SeqCst);
+            return;
+        }
+        let replaced = replace
+            && match self.pool.replace_stuck() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(app = %self.info.app, version = %self.info.version,
+                        error = %e, "no thread started in place of a stuck handler");
+                    // Its thread must not leave when the handler returns: none replaced it.
+                    call.ticket.0.store(Ticket::STUCK, SeqCst);
+                    false
+                }
+            };
+        let (method, path, elapsed_ms) = self.describe(call.id);
+        tracing::warn!(app = %self.info.app, version = %self.info.version, %method, %path,
+            elapsed_ms, stuck = self.stuck(), replaced, unhealthy = self.unhealthy(),
+            "handler stuck past the request timeout; still running");
+    }
+
+    /// Method, path and running time of request `id`, for a log line.
+    fn describe(&self, id: u64) -> (String, String, u64) {
+        lock(&self.running)
+            .get(&id)
+            .map(|t| {
+                (
+                    t.method.to_string(),
+                    t.path.clone(),
+                    t.started.elapsed().as_millis() as u64,
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// A stuck handler returned, on its own worker thread.
+    fn stuck_returned(&self, id: u64, replaced: bool) {
+        let stuck = self.stuck.fetch_sub(1, SeqCst) - 1;
+        if replaced {
+            // A replacement runs in this thread's place: leave, so the pool keeps its size.
+            Pool::leave_after_job();
+        }
+        let (method, path, elapsed_ms) = self.describe(id);
+        tracing::info!(app = %self.info.app, version = %self.info.version, %method, %path,
+            elapsed_ms, stuck, "stuck handler returned");
     }
 
     /// Waits until no request runs on this version, or `timeout` passes. Call after the
     /// version stopped taking new requests.
     pub(crate) async fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // `Duration::MAX` waits for ever; an `Instant` that far out would overflow.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
@@ -411,17 +568,24 @@ impl Version {
             if self.in_flight() == 0 {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.in_flight() == 0;
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return self.in_flight() == 0;
+                    }
+                }
+                None => notified.await,
             }
         }
     }
 
-    /// Marks the version failed and unloads it.
-    pub(crate) async fn fail(self: &Arc<Self>, reason: &str) {
+    /// Marks the version failed and unloads it in the background: a hook that overran its time
+    /// may still be running, and the unload waits for it without holding up the deploy.
+    pub(crate) fn fail(self: &Arc<Self>, reason: &str) {
         self.set_error(reason);
         self.set_state(State::Failed);
-        self.unload(State::Failed).await;
+        let version = Arc::clone(self);
+        tokio::spawn(async move { version.unload(State::Failed).await });
     }
 
     /// Shuts the app down and unloads the library. Call once no request runs on it.

@@ -43,6 +43,7 @@ pub struct ModuleInfo {
 
 /// How a call into a module failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// The app returned an error.
     #[error("{0}")]
@@ -50,6 +51,9 @@ pub enum CallError {
     /// The app panicked; the panic was caught inside the module.
     #[error("panicked: {0}")]
     Panicked(String),
+    /// The call did not return in time; it goes on running on its thread.
+    #[error("did not return within {} ms", .0.as_millis())]
+    Overran(std::time::Duration),
 }
 
 /// A loaded, validated module file.

@@ -155,9 +155,14 @@ async fn serve(
         );
     };
     served.version = Some(Arc::clone(&version));
+    if version.unhealthy() {
+        tracing::warn!(app = %slot.name(), version = %version.info().version,
+            stuck = version.stuck(), "request refused: too many handlers stuck");
+        return unavailable("503 Service Unavailable: the app's handlers are stuck\n");
+    }
     let method = parts.method.clone();
     let session = sessions.begin(&parts.headers);
-    let rx = version.dispatch(
+    let mut call = version.dispatch(
         guard,
         Some(permit),
         OwnedRequest {
@@ -170,7 +175,11 @@ async fn serve(
         },
     );
     let info = version.info();
-    let mut response = match tokio::time::timeout(limits.request_timeout(), rx).await {
+    let outcome = tokio::time::timeout(limits.request_timeout(), &mut call.reply).await;
+    if outcome.is_err() {
+        version.overran(&call);
+    }
+    let mut response = match outcome {
         Ok(Ok(Ok(out))) => {
             if let Some(error) = &out.error {
                 tracing::warn!(app = %info.app, version = %info.version, %method, path = %rest,
@@ -189,9 +198,9 @@ async fn serve(
                 "500 Internal Server Error\n",
             )
         }
-        Ok(Ok(Err(CallError::Failed(message)))) => {
+        Ok(Ok(Err(error))) => {
             tracing::error!(app = %info.app, version = %info.version, %method, path = %rest,
-                error = %message, "handler call failed");
+                %error, "handler call failed");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "500 Internal Server Error\n",

@@ -1,5 +1,5 @@
 //! Keep-alive load from concurrent clients, every request recorded with its status and the
-//! version that answered it; and the mappings of a module copy in a process.
+//! version that answered it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,18 +79,4 @@ pub fn assert_no_failures(samples: &[Sample]) {
         samples.len(),
         failed.first()
     );
-}
-
-/// Executable or writable mappings of `path` in process `pid`.
-pub fn mapped(pid: u32, path: &str) -> Vec<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.ends_with(path) || l.ends_with(&format!("{path} (deleted)")))
-        .filter(|l| {
-            let perms = l.split_whitespace().nth(1).unwrap_or("");
-            perms.contains('x') || perms.contains('w')
-        })
-        .map(str::to_owned)
-        .collect()
 }

@@ -184,6 +184,13 @@ impl HostProc {
         self.signal(libc::SIGTERM);
         let status = self.wait_exit(Duration::from_secs(60));
         assert!(status.success(), "graceful stop failed: {status:?}");
+        self.relaunch()
+    }
+
+    /// Starts a new host on the same directories, modules and state once this one has exited
+    /// (crashed, or stopped), as a supervisor would.
+    pub fn relaunch(mut self) -> HostProc {
+        self.wait_exit(Duration::from_secs(60));
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         Self::start_in(dir, self.options.clone())
     }
@@ -357,6 +364,21 @@ impl Drop for HostProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Executable or writable mappings of `path` in process `pid` (a read-only mapping may stay:
+/// the backtrace symbolizer's).
+pub fn mapped(pid: u32, path: &str) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with(path) || l.ends_with(&format!("{path} (deleted)")))
+        .filter(|l| {
+            let perms = l.split_whitespace().nth(1).unwrap_or("");
+            perms.contains('x') || perms.contains('w')
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
