@@ -176,3 +176,31 @@ pub fn hello_module(release: bool, version: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("cannot copy the built module to {}", out.display()))?;
     Ok(out)
 }
+
+/// The `x-baton-version` of [`bad_hello_module`].
+pub const BAD_VERSION: &str = "6.6.6";
+
+/// Builds the host tests' `fixture-faulty` module posing as `hello` [`BAD_VERSION`] with the
+/// `errors-half` fault: it passes its warm-up, then answers 500 to every second request. The
+/// guard phase of `swapbench` deploys it under load. Returns its path.
+///
+/// # Errors
+/// A failed build.
+pub fn bad_hello_module(release: bool) -> anyhow::Result<PathBuf> {
+    let profile = profile(release);
+    let modules = workspace().join("target").join("swapbench-modules");
+    let mut cmd = cargo();
+    cmd.args(["build", "--quiet", "--lib", "-p", "fixture-faulty"])
+        .env("CARGO_TARGET_DIR", &modules)
+        .env("BATON_FIXTURE_APP", "hello")
+        .env("BATON_APP_VERSION", BAD_VERSION)
+        .env("BATON_FAULT", "errors-half");
+    if release {
+        cmd.arg("--release");
+    }
+    run(cmd)?;
+    let out = modules.join(format!("hello-bad-{profile}.so"));
+    std::fs::copy(modules.join(profile).join("libfixture_faulty.so"), &out)
+        .with_context(|| format!("cannot copy the built module to {}", out.display()))?;
+    Ok(out)
+}

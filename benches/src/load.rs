@@ -22,6 +22,8 @@ use crate::stats::Latency;
 
 /// A 2xx response without a known version header.
 pub const OK_UNTAGGED: u8 = 0;
+/// A 5xx response from the version named by [`Target::tolerate_5xx_from`]: expected, not failed.
+pub const TOLERATED_5XX: u8 = 249;
 /// A response with a status other than 2xx.
 pub const FAIL_STATUS: u8 = 250;
 /// A connection error (refused, reset, closed mid-response, malformed response).
@@ -72,6 +74,9 @@ pub struct Target {
     /// Check that every 2xx body is `count N`, N one more than the connection's previous count
     /// (1 first): the `counter` example with one session per connection.
     pub counter: bool,
+    /// A 5xx answered by this version (`x-baton-version` value) is [`TOLERATED_5XX`], not a
+    /// failure: a deliberately bad version's own errors.
+    pub tolerate_5xx_from: Option<String>,
 }
 
 impl Target {
@@ -84,6 +89,7 @@ impl Target {
             timeout,
             cookies: false,
             counter: false,
+            tolerate_5xx_from: None,
         }
     }
 }
@@ -360,6 +366,7 @@ async fn exchange(
                 let mut length = None;
                 let mut tag = OK_UNTAGGED;
                 let mut close = false;
+                let mut tolerated = false;
                 let mut set_cookies = Vec::new();
                 for header in response.headers.iter() {
                     if header.name.eq_ignore_ascii_case("content-length") {
@@ -367,6 +374,10 @@ async fn exchange(
                             .ok()
                             .and_then(|v| v.trim().parse::<usize>().ok());
                     } else if header.name.eq_ignore_ascii_case("x-baton-version") {
+                        tolerated = target
+                            .tolerate_5xx_from
+                            .as_ref()
+                            .is_some_and(|v| v.as_bytes() == header.value);
                         if let Some(i) = target
                             .versions
                             .iter()
@@ -401,6 +412,9 @@ async fn exchange(
                 for cookie in &set_cookies {
                     client.set_cookie(cookie);
                 }
+                if tolerated && (500..600).contains(&status) {
+                    return Ok((TOLERATED_5XX, !set_cookies.is_empty()));
+                }
                 if !ok {
                     return Err((FAIL_STATUS, format!("status {status}")));
                 }
@@ -422,9 +436,30 @@ async fn exchange(
 /// # Errors
 /// Connection errors and malformed responses.
 pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    send(addr, "GET", path, &[]).await
+}
+
+/// `POST path` with `body` on a fresh connection (`Connection: close`); returns status and body.
+///
+/// # Errors
+/// Connection errors and malformed responses.
+pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    send(addr, "POST", path, body).await
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await?;
+    stream.write_all(body).await?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await?;
     let mut headers = [httparse::EMPTY_HEADER; 32];

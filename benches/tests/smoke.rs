@@ -46,6 +46,7 @@ fn a_short_swapbench_run_fails_no_request() {
             "1",
         ])
         .args(["--round-secs", "0.5", "--gap-ms", "100"])
+        .args(["--guard-rollbacks", "1"])
         .arg("--baton")
         .arg(baton())
         .arg("--hyper")
@@ -78,6 +79,11 @@ fn a_short_swapbench_run_fails_no_request() {
         1,
         "{table}"
     );
+    let guard = &result["guard"];
+    assert_eq!(guard["rolled_back"], 1, "{table}");
+    assert_eq!(guard["failed_requests"], 0, "{table}");
+    assert!(guard["bad_version_5xx"].as_u64().unwrap() > 0, "{table}");
+    assert_eq!(guard["switch_to_rollback"]["count"], 1, "{table}");
     assert!(table.contains("targets"), "{table}");
 }
 

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod guard;
+
+pub use guard::{GuardConfig, GuardOverrides};
+
 /// The whole host configuration. Every field has a default; see the README's reference.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -52,6 +56,8 @@ pub struct Config {
     pub apps: BTreeMap<String, AppConfig>,
     /// Where sessions live and how their cookie looks.
     pub sessions: SessionConfig,
+    /// The guard window after a switch and the regression that rolls a version back.
+    pub guard: GuardConfig,
 }
 
 impl Default for Config {
@@ -74,6 +80,7 @@ impl Default for Config {
             limits: Limits::default(),
             apps: BTreeMap::new(),
             sessions: SessionConfig::default(),
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -275,6 +282,8 @@ pub struct AppConfig {
     pub warmup_timeout_ms: u64,
     /// How long `init` and the warm-up hook may each take before the version is refused.
     pub start_timeout_ms: u64,
+    /// Guard settings that differ from the global `[guard]` ones.
+    pub guard: GuardOverrides,
 }
 
 impl Default for AppConfig {
@@ -286,6 +295,7 @@ impl Default for AppConfig {
             warmup_paths: Vec::new(),
             warmup_timeout_ms: 10_000,
             start_timeout_ms: 60_000,
+            guard: GuardOverrides::default(),
         }
     }
 }
@@ -308,6 +318,7 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.limits.validate("limits")?;
         self.sessions.validate()?;
+        self.guard.validate("guard")?;
         match self.admin_token.as_deref() {
             Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
                 return Err(Error::Config(
@@ -327,6 +338,8 @@ impl Config {
         for name in self.apps.keys() {
             self.limits_for(name)
                 .validate(&format!("apps.{name}.limits"))?;
+            self.guard_for(name)
+                .validate(&format!("apps.{name}.guard"))?;
             let mount = self.mount_for(name);
             if !mount.starts_with('/') || (mount.len() > 1 && mount.ends_with('/')) {
                 return Err(Error::Config(format!(
@@ -416,6 +429,14 @@ impl Config {
     /// How long drains and shutdown wait.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// The effective guard settings of an app.
+    pub fn guard_for(&self, app: &str) -> GuardConfig {
+        match self.apps.get(app) {
+            Some(a) => self.guard.merged(&a.guard),
+            None => self.guard,
+        }
     }
 }
 

@@ -38,7 +38,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Upload a module and follow it: loading, warming, active, old version drained, retired.
+    /// Upload a module and follow it: loading, warming, active, old version drained, the guard
+    /// window, old version retired; exits non-zero if the new version was rolled back.
     Deploy {
         #[command(flatten)]
         admin: AdminArgs,
@@ -47,9 +48,13 @@ enum Command {
         /// Deploy as a canary taking this percentage of new requests beside the active version.
         #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
         canary: Option<u8>,
-        /// How long to wait for the old version to retire.
+        /// How long to wait for the old version to retire (after the guard window, if any).
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
+        /// Return once the new version is active: do not follow the old version's drain, the
+        /// guard window or a rollback.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Make the previous version (kept in the host's store) active again.
     Rollback {
@@ -260,9 +265,10 @@ fn run_client(command: Command) -> ExitCode {
                 file,
                 canary,
                 timeout_secs,
+                no_wait,
             } => {
                 let timeout = Duration::from_secs(timeout_secs);
-                client::deploy(&connect(admin), &file, canary, timeout, out).await
+                client::deploy(&connect(admin), &file, canary, !no_wait, timeout, out).await
             }
             Command::Rollback { admin, app } => client::rollback(&connect(admin), &app, out).await,
             Command::Undeploy { admin, app } => client::undeploy(&connect(admin), &app, out).await,

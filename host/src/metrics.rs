@@ -35,6 +35,12 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RollbackLabels {
+    app: String,
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SessionLabels {
     op: &'static str,
 }
@@ -67,6 +73,7 @@ pub struct Metrics {
     swap_seconds: HistogramFamily<AppLabels>,
     drain_seconds: HistogramFamily<AppLabels>,
     warmup_failures: Family<AppLabels, Counter>,
+    rollbacks: Family<RollbackLabels, Counter>,
     rejected: Counter,
     session_ops: Family<SessionLabels, Counter>,
     session_errors: Family<SessionLabels, Counter>,
@@ -92,6 +99,7 @@ impl Metrics {
             swap_seconds: Family::new_with_constructor(swap_histogram as fn() -> Histogram),
             drain_seconds: Family::new_with_constructor(swap_histogram as fn() -> Histogram),
             warmup_failures: Family::default(),
+            rollbacks: Family::default(),
             rejected: Counter::default(),
             session_ops: Family::default(),
             session_errors: Family::default(),
@@ -141,6 +149,11 @@ impl Metrics {
             "warmup_failures",
             "New versions refused because init, the warm-up hook or a warm-up request failed",
             m.warmup_failures.clone(),
+        );
+        registry.register(
+            "rollbacks",
+            "Automatic switches back to the previous version during a guard window, by cause",
+            m.rollbacks.clone(),
         );
         registry.register(
             "module_rejections",
@@ -201,6 +214,17 @@ impl Metrics {
         self.warmup_failures
             .get_or_create(&AppLabels {
                 app: app.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The guard switched `app` back to its previous version because of `cause` (`errors` or
+    /// `latency`).
+    pub fn rolled_back(&self, app: &str, cause: &'static str) {
+        self.rollbacks
+            .get_or_create(&RollbackLabels {
+                app: app.to_owned(),
+                cause,
             })
             .inc();
     }
@@ -303,6 +327,7 @@ mod tests {
         v.observe(http::StatusCode::OK, Duration::from_millis(2));
         v.observe(http::StatusCode::NOT_FOUND, Duration::from_millis(1));
         metrics.swapped("hello", Duration::from_millis(30));
+        metrics.rolled_back("hello", "errors");
         let sessions = metrics.session_store();
         sessions.record(StoreOp::Load, true);
         sessions.record(StoreOp::Save, false);
@@ -314,6 +339,10 @@ mod tests {
         );
         assert!(out.contains(r#"status="4xx"} 1"#), "{out}");
         assert!(out.contains(r#"baton_swaps_total{app="hello"} 1"#), "{out}");
+        assert!(
+            out.contains(r#"baton_rollbacks_total{app="hello",cause="errors"} 1"#),
+            "{out}"
+        );
         assert!(
             out.contains("baton_request_duration_seconds_bucket"),
             "{out}"

@@ -13,7 +13,9 @@ use baton_host::loader::{self, ElfError};
 use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, assert_no_failures};
-use support::{HostOptions, HostProc, app, counter, eventually, hello, mapped, module, status};
+use support::{
+    GUARD_OFF, HostOptions, HostProc, app, counter, eventually, hello, mapped, module, status,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -260,7 +262,12 @@ async fn a_module_linked_with_nodelete_is_unloaded_after_a_swap() {
     let plain = loader::check(&std::fs::read(hello("1.0.0")).unwrap()).unwrap();
     assert!(plain.nodelete().is_none());
 
-    let host = HostProc::start(&[v1]);
+    // The swap below checks the old version is unmapped: no guard window keeps it in standby.
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![v1],
+        config: GUARD_OFF.to_owned(),
+        ..HostOptions::default()
+    });
     host.wait_log(WAIT, |l| {
         l["level"] == "WARN"
             && l["message"]
@@ -337,8 +344,9 @@ async fn cp_storm(sources: &[(PathBuf, &str)]) -> usize {
     let (first, first_version) = &sources[0];
     let host = HostProc::start_with(HostOptions {
         modules: vec![first.clone()],
-        // The load's access lines would drown the log this test reads.
-        config: "access_log = false\n".to_owned(),
+        // The load's access lines would drown the log this test reads; versions replaced go
+        // straight to retired, with no guard window in standby.
+        config: format!("access_log = false\n{GUARD_OFF}"),
         ..HostOptions::default()
     });
     let live = std::fs::read_dir(host.modules_dir())

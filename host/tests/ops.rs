@@ -13,9 +13,11 @@ use support::{HostOptions, HostProc, baton, eventually, hello};
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "t0ken-for-tests";
 
+/// The admin token, and the guard window off: these tests follow swaps to the old version's
+/// retirement (the guard's own tests are in `guard.rs`).
 fn with_token() -> HostOptions {
     HostOptions {
-        config: format!("admin_token = \"{TOKEN}\"\n"),
+        config: format!("admin_token = \"{TOKEN}\"\n{}", support::GUARD_OFF),
         ..HostOptions::default()
     }
 }
@@ -584,7 +586,10 @@ async fn count(host: &HostProc, n: usize, cookie: Option<&str>, version: &str) -
 async fn a_canary_split_sends_its_share_and_sticky_sessions_stay_put() {
     let host = HostProc::start_with(HostOptions {
         modules: vec![hello("1.0.0")],
-        config: format!("admin_token = \"{TOKEN}\"\ncanary_sticky = true\n"),
+        config: format!(
+            "admin_token = \"{TOKEN}\"\ncanary_sticky = true\n{}",
+            support::GUARD_OFF
+        ),
         ..HostOptions::default()
     });
     let r = upload(&host, &hello("2.0.0"), "&canary=10").await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, Sample, assert_no_failures};
-use support::{HostOptions, HostProc, app, eventually, hello, mapped, module, status};
+use support::{GUARD_OFF, HostOptions, HostProc, app, eventually, hello, mapped, module, status};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -48,6 +48,16 @@ async fn retired(host: &HostProc, name: &str, v: &str) -> Value {
     .await
 }
 
+/// A host serving `modules` with the guard window off: these tests measure the old version's
+/// drain and unload right after the switch.
+fn start_unguarded(modules: &[std::path::PathBuf]) -> HostProc {
+    HostProc::start_with(HostOptions {
+        modules: modules.to_vec(),
+        config: GUARD_OFF.into(),
+        ..HostOptions::default()
+    })
+}
+
 /// Distinct module copies (from the host's private store) with code mapped in `pid`.
 fn mapped_copies(pid: u32) -> Vec<String> {
     let mut copies: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
@@ -76,7 +86,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_swap_under_load_fails_nothing_and_flips_new_requests_to_v2() {
     let (v1, v2) = (hello("1.0.0"), hello("2.0.0"));
-    let host = HostProc::start(&[v1]);
+    let host = start_unguarded(&[v1]);
     let load = Load::start(host.url("/hello/"), 16);
     tokio::time::sleep(Duration::from_millis(500)).await;
     host.drop_module(&v2, "00-hello.so");
@@ -123,7 +133,7 @@ async fn a_swap_under_load_fails_nothing_and_flips_new_requests_to_v2() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_request_finishes_on_v1_then_v1_is_unmapped() {
     let (v1, v2) = (hello("1.0.0"), hello("2.0.0"));
-    let host = HostProc::start(&[v1]);
+    let host = start_unguarded(&[v1]);
     let http = Http::new();
     let slow = {
         let (http, url) = (http.clone(), host.url("/hello/slow?ms=2000"));
@@ -325,7 +335,7 @@ async fn the_same_bytes_again_are_a_no_op() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_by_dropping_v1_again_and_undeploy_by_deleting_the_file() {
-    let host = HostProc::start(&[hello("1.0.0")]);
+    let host = start_unguarded(&[hello("1.0.0")]);
     let http = Http::new();
     let file = host.drop_module(&hello("2.0.0"), "00-hello.so");
     active(&host, "hello", "2.0.0").await;
@@ -355,7 +365,7 @@ async fn rollback_by_dropping_v1_again_and_undeploy_by_deleting_the_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_apps_swap_independently_at_the_same_time() {
     let faulty = |v: &str| module("fixture-faulty", &[("BATON_APP_VERSION", v)]);
-    let host = HostProc::start(&[hello("1.0.0"), faulty("1.0.0")]);
+    let host = start_unguarded(&[hello("1.0.0"), faulty("1.0.0")]);
     let hello_load = Load::start(host.url("/hello/"), 4);
     let faulty_load = Load::start(host.url("/faulty/"), 4);
     host.drop_module(&hello("2.0.0"), "00-hello.so");
@@ -374,7 +384,7 @@ async fn two_hundred_swaps_under_load_fail_nothing_and_leak_no_mappings() {
     let host = HostProc::start_with(HostOptions {
         modules: vec![v1.clone()],
         // Few threads per version: 200 pools are created and joined.
-        config: "[limits]\nworker_threads = 2\n".into(),
+        config: format!("{GUARD_OFF}[limits]\nworker_threads = 2\n"),
         ..HostOptions::default()
     });
     let load = Load::start(host.url("/hello/"), 8);

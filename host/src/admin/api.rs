@@ -244,8 +244,15 @@ impl DeployOutcome {
             id: version.id(),
             replaced: last_swap
                 .as_ref()
-                .filter(|t| t.to == info.version && canary.is_none() && !unchanged)
-                .and_then(|t| t.from.clone()),
+                .filter(|_| canary.is_none() && !unchanged)
+                .and_then(|t| {
+                    if t.rolled_back.is_some() && t.from_id == Some(version.id()) {
+                        // Switched back to the fallback: it replaced the guarded version.
+                        Some(t.to.clone())
+                    } else {
+                        (t.to_id == version.id()).then(|| t.from.clone()).flatten()
+                    }
+                }),
             percent: canary.map(|c| c.percent),
             last_swap,
         }

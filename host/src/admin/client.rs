@@ -159,6 +159,24 @@ pub async fn status(client: &Client, json: bool, out: &mut dyn Write) -> Result<
                 swap["retired_ms"],
             )
             .map_err(out_error)?;
+            let (from, to) = (swap["from"].as_str().unwrap_or("none"), text(&swap["to"]));
+            if let Some(back) = swap["rolled_back"].as_object() {
+                writeln!(
+                    out,
+                    "  rolled back {to} -> {from} after {} ms ({}): {}",
+                    back["after_switch_ms"],
+                    text(&back["cause"]),
+                    text(&back["reason"])
+                )
+                .map_err(out_error)?;
+            } else if swap["guard"]["state"] == "watching" {
+                writeln!(
+                    out,
+                    "  guard window open: {from} in standby; {to} so far {} requests, {} 5xx",
+                    swap["guard"]["new"]["requests"], swap["guard"]["new"]["errors_5xx"]
+                )
+                .map_err(out_error)?;
+            }
         }
         if let Some(e) = app["last_error"].as_str() {
             writeln!(out, "  last error: {e}").map_err(out_error)?;
@@ -231,16 +249,18 @@ fn ms(v: &Value) -> String {
 }
 
 /// `baton deploy FILE`: uploads a module and follows it through loading, warming, active, the
-/// old version drained and retired. With `canary`, the new version takes that share of new
-/// requests beside the active one instead of replacing it.
+/// old version drained, its guard window (if the app has one) and the old version retired.
+/// With `canary`, the new version takes that share of new requests beside the active one
+/// instead of replacing it. Without `wait`, it returns once the new version is active.
 ///
 /// # Errors
-/// The deploy's failure reason (a refused module, a failed warm-up), or the old version not
-/// retiring within `timeout`.
+/// The deploy's failure reason (a refused module, a failed warm-up, a rollback during the guard
+/// window), or the old version not retiring within `timeout`.
 pub async fn deploy(
     client: &Client,
     file: &Path,
     canary: Option<u8>,
+    wait: bool,
     timeout: Duration,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -325,9 +345,19 @@ pub async fn deploy(
         },
     })?;
     let Some(old) = replaced else { return Ok(()) };
+    if !wait {
+        writeln!(
+            progress.out,
+            "not waiting for {app} {old} to drain and retire (or for the guard window); follow \
+             with `baton status`"
+        )
+        .map_err(out_error)?;
+        return Ok(());
+    }
     let new_id = outcome["id"].as_u64().unwrap_or(u64::MAX);
     let deadline = Instant::now() + timeout;
     let mut told_draining = false;
+    let mut told_guard = false;
     loop {
         let app_status = client.get(&format!("/apps/{}", encode(app))).await?;
         let old_version = app_status["versions"]
@@ -341,9 +371,38 @@ pub async fn deploy(
             return Err(admin_error(format!("{app} {old} vanished from the status")));
         };
         let swap = &app_status["last_swap"];
+        let ours = swap["to_id"].as_u64() == Some(new_id);
+        let old_what = format!("{app} {old}");
+        if ours && let Some(back) = swap["rolled_back"].as_object() {
+            let reason = text(&back["reason"]);
+            writeln!(
+                progress.out,
+                "rolled back {what} -> {old} after {} ms ({}): {reason}",
+                back["after_switch_ms"],
+                text(&back["cause"]),
+            )
+            .map_err(out_error)?;
+            return Err(admin_error(format!(
+                "{what} was rolled back to {old}: {reason}"
+            )));
+        }
+        if ours && swap["drained_ms"].is_u64() {
+            progress.reach(3, &old_what, |_| ms(&swap["drained_ms"]))?;
+        }
+        let guard = &swap["guard"];
+        if ours && !told_guard && guard["state"] == "watching" {
+            writeln!(
+                progress.out,
+                "guarding {what}: {old} stays loaded as the fallback for {} s; a clear rise in \
+                 5xx or latency switches back (`--no-wait` returns at once)",
+                guard["window_ms"].as_u64().unwrap_or(0) / 1000
+            )
+            .map_err(out_error)?;
+            told_guard = true;
+        }
         match text(&old_version["state"]) {
             "retired" => {
-                progress.reach(4, &format!("{app} {old}"), |step| {
+                progress.reach(4, &old_what, |step| {
                     ms(&swap[if step == 3 {
                         "drained_ms"
                     } else {
@@ -352,6 +411,16 @@ pub async fn deploy(
                 })?;
                 if let Some(e) = old_version["error"].as_str() {
                     writeln!(progress.out, "warning  {e}").map_err(out_error)?;
+                }
+                if ours && guard["state"] == "passed" {
+                    let new = &guard["new"];
+                    writeln!(
+                        progress.out,
+                        "passed   {what}: guard window over, {} requests, {:.1}% 5xx",
+                        new["requests"],
+                        new["error_ratio"].as_f64().unwrap_or(0.0) * 100.0
+                    )
+                    .map_err(out_error)?;
                 }
                 return Ok(());
             }

@@ -1,6 +1,7 @@
 //! The registry: apps by name and by mount, and the deploy pipeline.
 
 mod canary;
+mod guard;
 mod state;
 
 use std::collections::{BTreeMap, HashSet};
@@ -15,10 +16,12 @@ use tokio::sync::Semaphore;
 
 use canary::Split;
 pub use canary::{Canary, CanaryStatus};
+use guard::Watch;
+pub use guard::{GuardState, GuardStatus, RolledBack};
 
 use super::store::Store;
 use super::version::{InFlight, State, Version};
-use crate::config::{Config, Limits};
+use crate::config::{Config, GuardConfig, Limits};
 use crate::error::{Error, Result};
 use crate::loader::Module;
 use crate::metrics::Metrics;
@@ -36,13 +39,18 @@ fn ms_since(start: Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
 
-/// The timeline of an app's last swap, in milliseconds after the file was detected.
+/// The timeline of an app's last swap, in milliseconds after the file was detected, and what
+/// its guard window found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SwapTimings {
     /// Version switched away from, if any.
     pub from: Option<String>,
+    /// Its deployment id.
+    pub from_id: Option<u64>,
     /// Version switched to.
     pub to: String,
+    /// Its deployment id.
+    pub to_id: u64,
     /// When the file was detected (Unix milliseconds).
     pub detected_unix_ms: u64,
     /// Module copied, mapped and validated.
@@ -55,6 +63,10 @@ pub struct SwapTimings {
     pub drained_ms: Option<u64>,
     /// The old version is shut down and unmapped.
     pub retired_ms: Option<u64>,
+    /// The guard window of this swap, if the app has one.
+    pub guard: Option<GuardStatus>,
+    /// Set when the new version was switched back to the old one, with why.
+    pub rolled_back: Option<RolledBack>,
 }
 
 /// A module file that was refused, as shown in status.
@@ -87,12 +99,28 @@ pub enum DeployMode {
     Canary(u8),
 }
 
+/// What asked for a deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The scan of the modules directory at start: apps restored from the host state keep
+    /// their version.
+    Start,
+    /// A file event in the modules directory.
+    Watch,
+    /// An operator (upload, rollback, canary) or the restore of the host state.
+    Operator,
+}
+
 /// One app: its mount, limits and the version that takes new requests.
 #[derive(Debug)]
 pub struct AppSlot {
     name: String,
     mount: String,
     limits: Limits,
+    guard_config: GuardConfig,
+    /// The open guard window, if any. Every change of `active` happens under this lock, so the
+    /// guard's own switch back never races an operator's action.
+    guard: Mutex<Option<Watch>>,
     permits: Arc<Semaphore>,
     active: ArcSwapOption<Version>,
     versions: Mutex<Vec<Arc<Version>>>,
@@ -208,6 +236,8 @@ pub struct Registry {
     saving: Mutex<()>,
     /// Apps brought back from `state.json` at start.
     restored: Mutex<HashSet<String>>,
+    /// Hashes of module bytes the guard rolled back (newest last), with their app.
+    rolled_back: Mutex<Vec<(u64, String)>>,
 }
 
 impl Registry {
@@ -226,6 +256,7 @@ impl Registry {
             persist: AtomicBool::new(false),
             saving: Mutex::new(()),
             restored: Mutex::new(HashSet::new()),
+            rolled_back: Mutex::new(Vec::new()),
         })
     }
 
@@ -274,6 +305,8 @@ impl Registry {
                 name: app.to_owned(),
                 mount: self.config.mount_for(app),
                 limits,
+                guard_config: self.config.guard_for(app),
+                guard: Mutex::new(None),
                 permits: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
                 active: ArcSwapOption::empty(),
                 versions: Mutex::new(Vec::new()),
@@ -334,8 +367,12 @@ impl Registry {
     /// # Errors
     /// [`Error::Load`] if the file is refused, [`Error::Start`] if init or warm-up fails; the
     /// app's current version keeps serving in both cases.
+    ///
+    /// This is the watcher's deploy: bytes the guard rolled back in this process are not
+    /// deployed again this way (a repeated file event, or the file left in place); an upload
+    /// ([`Registry::deploy_from`]) tries them again.
     pub async fn deploy(self: &Arc<Self>, source: &Path, detected: Instant) -> Result<Deployed> {
-        self.deploy_from(source, source, detected, DeployMode::Switch)
+        self.deploy_checked(source, source, detected, DeployMode::Switch, Trigger::Watch)
             .await
     }
 
@@ -350,22 +387,21 @@ impl Registry {
         detected: Instant,
         mode: DeployMode,
     ) -> Result<Deployed> {
-        self.deploy_checked(source, read, detected, mode, false)
+        self.deploy_checked(source, read, detected, mode, Trigger::Operator)
             .await
     }
 
-    /// A deploy; `at_start` for the scan of the modules directory at start, which leaves apps
-    /// restored from the host state alone.
+    /// A deploy, and what asked for it.
     async fn deploy_checked(
         self: &Arc<Self>,
         source: &Path,
         read: &Path,
         detected: Instant,
         mode: DeployMode,
-        at_start: bool,
+        trigger: Trigger,
     ) -> Result<Deployed> {
         let result = self
-            .deploy_inner(source, read, detected, mode, at_start)
+            .deploy_inner(source, read, detected, mode, trigger)
             .await;
         match &result {
             Ok(Deployed::New(_) | Deployed::Unchanged(_)) => self.accept(source),
@@ -384,7 +420,7 @@ impl Registry {
         read: &Path,
         detected: Instant,
         mode: DeployMode,
-        at_start: bool,
+        trigger: Trigger,
     ) -> Result<Deployed> {
         let id = self.store.next_id();
         let copied = {
@@ -400,6 +436,14 @@ impl Registry {
             tracing::info!(app = %live.info().app, version = %live.info().version,
                 file = %source.display(), "same module bytes already deployed; nothing to do");
             return Ok(Deployed::Unchanged(live));
+        }
+        if let Some(kept) = self.refuse_rolled_back(hash, trigger) {
+            self.store.remove(&copy);
+            tracing::warn!(app = %kept.info().app, file = %source.display(),
+                active = %kept.info().version,
+                "these module bytes were rolled back by the guard; not deploying them again from \
+                 the modules directory (upload them with `baton deploy` to try again)");
+            return Ok(Deployed::Unchanged(kept));
         }
         let opened = {
             let (copy, display) = (copy.clone(), source.to_owned());
@@ -429,7 +473,7 @@ impl Registry {
         };
         let info = module.info().clone();
         let slot = self.slot(&info.app);
-        if at_start
+        if trigger == Trigger::Start
             && self.was_restored(&info.app)
             && let Some(active) = slot.active()
         {
@@ -481,16 +525,40 @@ impl Registry {
             version.set_state(State::Active);
             slot.set_error(None);
             tracing::info!(app = %info.app, version = %info.version, percent, "canary");
-            let replaced = slot.set_split(Some(Arc::clone(&version)), percent);
+            let (replaced, watch) = {
+                let mut guard = lock(&slot.guard);
+                (
+                    slot.set_split(Some(Arc::clone(&version)), percent),
+                    guard.take(),
+                )
+            };
             self.save_state();
+            if let Some(watch) = watch {
+                self.end_guard(&slot, watch, "a canary was set");
+            }
             if let Some(replaced) = replaced {
                 self.retire_later(&slot, replaced, None);
             }
             return Ok(Deployed::New(version));
         }
         version.set_state(State::Active);
-        let canary = slot.set_split(None, 0);
-        let previous = slot.active.swap(Some(Arc::clone(&version)));
+        let guarded = slot.guard_config.enabled();
+        let (previous, canary, superseded) = {
+            let mut guard = lock(&slot.guard);
+            let superseded = guard.take();
+            let canary = slot.set_split(None, 0);
+            let previous = slot.active.swap(Some(Arc::clone(&version)));
+            if guarded && let Some(previous) = &previous {
+                previous.set_state(State::Standby);
+                *guard = Some(Watch::open(
+                    &slot.guard_config,
+                    Arc::clone(&version),
+                    Arc::clone(previous),
+                    detected,
+                ));
+            }
+            (previous, canary, superseded)
+        };
         if previous.is_none() {
             self.publish_routes();
         }
@@ -500,21 +568,37 @@ impl Registry {
         }
         slot.set_error(None);
         self.save_state();
+        let watching = lock(&slot.guard)
+            .as_ref()
+            .filter(|w| w.new.id() == version.id())
+            .map(Watch::status);
         *lock(&slot.last_swap) = Some(SwapTimings {
             from: previous.as_ref().map(|p| p.info().version.clone()),
+            from_id: previous.as_ref().map(|p| p.id()),
             to: info.version.clone(),
+            to_id: version.id(),
             detected_unix_ms: unix_ms(SystemTime::now()).saturating_sub(switched_ms),
             loaded_ms,
             warmed_ms,
             switched_ms,
             drained_ms: None,
             retired_ms: None,
+            guard: watching.clone(),
+            rolled_back: None,
         });
         tracing::info!(app = %info.app, version = %info.version, mount = %slot.mount,
             replaced = previous.as_ref().map(|p| p.info().version.as_str()),
             switched_ms, "active");
+        if let Some(superseded) = superseded {
+            // At most one fallback: the version before the one just replaced goes at once.
+            self.end_guard(&slot, superseded, "a newer version was deployed");
+        }
         if let Some(previous) = previous {
-            self.retire_later(&slot, previous, Some(detected));
+            if watching.is_some() {
+                self.watch(&slot, &version, &previous, detected);
+            } else {
+                self.retire_later(&slot, previous, Some(detected));
+            }
         }
         if let Some(canary) = canary {
             self.retire_later(&slot, canary, None);
@@ -575,16 +659,19 @@ impl Registry {
             version.wait_idle(std::time::Duration::MAX).await;
         }
         let drained_ms = swap.map(ms_since);
-        if let Some(swap) = swap {
+        if let Some(swap) = swap
+            && !self.drain_recorded(&slot, &version)
+        {
             self.metrics.drained(&info.app, swap.elapsed());
         }
         let (took, leftovers) = version.unload(State::Retired).await;
         let retired_ms = swap.map(ms_since);
         if let Some(timings) = lock(&slot.last_swap)
             .as_mut()
-            .filter(|t| swap.is_some() && t.from.as_deref() == Some(&info.version))
+            .filter(|t| swap.is_some() && t.from_id == Some(version.id()))
         {
-            timings.drained_ms = drained_ms;
+            // After a guard window the drain was recorded when it happened.
+            timings.drained_ms = timings.drained_ms.or(drained_ms);
             timings.retired_ms = retired_ms;
         }
         if leftovers.is_empty() {
@@ -638,8 +725,15 @@ impl Registry {
     pub async fn undeploy(self: &Arc<Self>, app: &str) -> Option<Arc<Version>> {
         let slot = lock(&self.apps).get(app).cloned()?;
         let _deploying = slot.deploying.lock().await;
-        let canary = slot.set_split(None, 0);
-        let version = slot.active.swap(None)?;
+        let (canary, version, watch) = {
+            let mut guard = lock(&slot.guard);
+            let watch = guard.take();
+            (slot.set_split(None, 0), slot.active.swap(None), watch)
+        };
+        if let Some(watch) = watch {
+            self.end_guard(&slot, watch, "the app was undeployed");
+        }
+        let version = version?;
         self.publish_routes();
         tracing::info!(app = %slot.name, version = %version.info().version, "undeployed");
         self.save_state();
@@ -665,6 +759,11 @@ impl Registry {
         }
         let kept = Arc::new(kept);
         for slot in &slots {
+            let mut guard = lock(&slot.guard);
+            // A fallback is not restored after a restart: it drains and unloads with the rest.
+            if let Some(watch) = guard.take() {
+                watch.fallback.set_state(State::Draining);
+            }
             if let Some(canary) = slot.set_split(None, 0) {
                 canary.set_state(State::Draining);
             }
@@ -712,7 +811,13 @@ impl Registry {
         let mut deployed = 0;
         for (_, path) in files {
             let outcome = self
-                .deploy_checked(&path, &path, Instant::now(), DeployMode::Switch, true)
+                .deploy_checked(
+                    &path,
+                    &path,
+                    Instant::now(),
+                    DeployMode::Switch,
+                    Trigger::Start,
+                )
                 .await;
             match outcome {
                 Ok(_) => deployed += 1,

@@ -10,6 +10,7 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::outcomes::Outcomes;
 use super::pool::Pool;
 use crate::config::Limits;
 use crate::loader::{CallError, Instance, Module, ModuleInfo, ModuleRequest, ModuleResponse};
@@ -32,6 +33,9 @@ pub enum State {
     Retired = 4,
     /// Refused before it took traffic.
     Failed = 5,
+    /// The previous version during its successor's guard window: takes no new requests but
+    /// stays loaded and warm, its worker threads up, ready to be switched back to.
+    Standby = 6,
 }
 
 impl State {
@@ -42,6 +46,7 @@ impl State {
             2 => State::Active,
             3 => State::Draining,
             4 => State::Retired,
+            6 => State::Standby,
             _ => State::Failed,
         }
     }
@@ -153,6 +158,7 @@ pub struct Version {
     stored: AtomicBool,
     loaded_at: SystemTime,
     metrics: VersionMetrics,
+    outcomes: Outcomes,
     header: Option<http::HeaderValue>,
 }
 
@@ -199,6 +205,7 @@ impl Version {
             stored: AtomicBool::new(true),
             loaded_at: SystemTime::now(),
             metrics,
+            outcomes: Outcomes::default(),
             header,
         }))
     }
@@ -312,6 +319,18 @@ impl Version {
     /// The metric handles of this version's requests.
     pub fn metrics(&self) -> &VersionMetrics {
         &self.metrics
+    }
+
+    /// Counts one answered request in the version's metrics and in the outcomes the guard
+    /// compares.
+    pub(crate) fn observe(&self, status: http::StatusCode, took: Duration) {
+        self.metrics.observe(status, took);
+        self.outcomes.record(status, took);
+    }
+
+    /// What this version's requests came to.
+    pub(crate) fn outcomes(&self) -> &Outcomes {
+        &self.outcomes
     }
 
     /// The limits this version runs under.

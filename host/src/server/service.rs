@@ -76,7 +76,7 @@ pub(crate) async fn handle(
     let response = serve(registry, sessions, req, &mut served).await;
     let took = started.elapsed();
     if let Some(version) = &served.version {
-        version.metrics().observe(response.status(), took);
+        version.observe(response.status(), took);
     }
     if let Some((method, uri)) = access {
         let version = served.version.as_ref().map(|v| v.info().version.as_str());

@@ -1,5 +1,5 @@
-//! Keep-alive HTTP load for tests: concurrent clients, each on its own connection, recording
-//! every request's status and `x-baton-version`.
+//! Keep-alive load from concurrent clients, every request recorded with its status and the
+//! version that answered it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +69,7 @@ impl Load {
     }
 }
 
+/// Panics if any request did not answer 200.
 pub fn assert_no_failures(samples: &[Sample]) {
     let failed: Vec<&Sample> = samples.iter().filter(|s| s.status != 200).collect();
     assert!(

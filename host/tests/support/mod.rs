@@ -122,6 +122,11 @@ pub fn counter(version: &str) -> PathBuf {
     module("counter", &[("BATON_APP_VERSION", version)])
 }
 
+/// Configuration that turns the guard window off (an inline table, so it combines with any
+/// other top-level keys). Tests that measure the old version's drain and unload right after a
+/// switch set it explicitly; the guard's own tests are in `guard.rs`.
+pub const GUARD_OFF: &str = "guard = { window_secs = 0 }\n";
+
 /// Log lines collected from a host's stderr.
 #[derive(Default)]
 struct LogBook {

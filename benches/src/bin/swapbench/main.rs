@@ -6,12 +6,19 @@
 //! 3. Swap phase: the load runs on `baton` while `hello` 2.0.0 and 1.0.0 are dropped in turn,
 //!    `--swaps` times. Each swap waits until the new version is active and the old one retired,
 //!    then lets the load run `--gap-ms` in steady state.
-//! 4. Prints a table and, with `--json FILE`, writes every figure as JSON.
+//!    The host runs with its guard window off here, so the old version retires right after the
+//!    switch, as it would without the guard.
+//! 4. Guard phase (`--guard-rollbacks`, default 3): a second host with the guard window on
+//!    serves `hello` 1.0.0 under the same load, and a bad version (answering 500 to every
+//!    second request after its warm-up) is uploaded each time: the failed requests other than
+//!    the bad version's own 5xx, and the time from its switch to the automatic rollback.
+//! 5. Prints a table and, with `--json FILE`, writes every figure as JSON.
 //!
 //! A swap window runs from the moment the file landed (the rename returned) to the moment
 //! `/status` first shows the old version retired (polled every 5 ms). Requests that start
 //! inside a window count as "in swap windows", all others (after the first 500 ms) as steady.
 
+mod guard;
 mod report;
 mod swaps;
 
@@ -74,9 +81,21 @@ struct Options {
     /// `hello` built with BATON_APP_VERSION=2.0.0 [default: built with cargo].
     #[arg(long)]
     hello_v2: Option<PathBuf>,
-    /// Extra TOML for the host's configuration file (default: none, the host's defaults).
+    /// Extra TOML for the host's configuration file (default: none, the host's defaults; the
+    /// swap phase adds `guard = { window_secs = 0 }` before it, the guard phase a `[guard]`
+    /// table after it).
     #[arg(long, default_value = "")]
     host_config: String,
+    /// Bad versions deployed (and rolled back) with the guard on [default: 3, 0 with --soak].
+    #[arg(long)]
+    guard_rollbacks: Option<usize>,
+    /// The guard window of the guard phase's host.
+    #[arg(long, default_value_t = 30)]
+    guard_window_secs: u64,
+    /// The bad module of the guard phase [default: the `fixture-faulty` crate built as hello
+    /// 6.6.6 with BATON_FAULT=errors-half].
+    #[arg(long)]
+    hello_bad: Option<PathBuf>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -96,6 +115,8 @@ pub(crate) struct Settings {
     timeout_ms: u64,
     profile: &'static str,
     host_config: String,
+    pub(crate) guard_rollbacks: usize,
+    pub(crate) guard_window_secs: u64,
 }
 
 impl Options {
@@ -119,6 +140,10 @@ impl Options {
             timeout_ms: self.timeout_ms,
             profile: if self.debug { "debug" } else { "release" },
             host_config: self.host_config.clone(),
+            guard_rollbacks: self
+                .guard_rollbacks
+                .unwrap_or(if self.soak { 0 } else { 3 }),
+            guard_window_secs: self.guard_window_secs,
         }
     }
 }
@@ -180,12 +205,25 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(settings.client_threads.max(1))
         .enable_all()
         .build()?;
-    let result = runtime.block_on(bench(&options, &settings, &artifacts))?;
+    let bad = match (&options.hello_bad, settings.guard_rollbacks) {
+        (Some(path), _) => Some(path.clone()),
+        (None, 0) => None,
+        (None, _) => Some(artifacts::bad_hello_module(!options.debug)?),
+    };
+    let result = runtime.block_on(bench(&options, &settings, &artifacts, bad.as_deref()))?;
     print!("{}", report::table(&result));
     if let Some(path) = &options.json {
         shared::write_json(path, &result)?;
     }
-    if result.swaps.failed_requests > 0 || result.swaps.failed_swaps > 0 || !result.host.alive {
+    let guard_failed = result
+        .guard
+        .as_ref()
+        .is_some_and(|g| g.failed_requests > 0 || g.rolled_back < g.requested);
+    if result.swaps.failed_requests > 0
+        || result.swaps.failed_swaps > 0
+        || !result.host.alive
+        || guard_failed
+    {
         std::process::exit(1);
     }
     Ok(())
@@ -195,9 +233,12 @@ async fn bench(
     options: &Options,
     settings: &Settings,
     artifacts: &artifacts::Artifacts,
+    bad: Option<&std::path::Path>,
 ) -> anyhow::Result<report::Result> {
     let hyper = HyperHello::start(&artifacts.hyper_hello)?;
-    let mut baton = Baton::start(&artifacts.baton, &artifacts.hello[0], &settings.host_config)?;
+    // Switch -> old version unmapped is measured without the guard window.
+    let config = format!("guard = {{ window_secs = 0 }}\n{}", settings.host_config);
+    let mut baton = Baton::start(&artifacts.baton, &artifacts.hello[0], &config)?;
     let timeout = Duration::from_millis(settings.timeout_ms);
     let versions: Vec<String> = VERSIONS.iter().map(|v| format!("hello@{v}")).collect();
     let baton_target = Target {
@@ -234,10 +275,18 @@ async fn bench(
             .and_then(|k| k["restart_required"].as_bool()),
         warnings: baton.warnings().into_iter().take(20).collect(),
     };
+    drop(baton);
+    let guard = match bad {
+        Some(bad) if settings.guard_rollbacks > 0 => {
+            Some(guard::run(settings, artifacts, bad).await?)
+        }
+        _ => None,
+    };
     Ok(report::Result::new(
         settings.clone(),
         rounds,
         swap_phase,
         host,
+        guard,
     ))
 }

@@ -7,6 +7,7 @@ use baton_benches::report::{Machine, latency_row};
 use baton_benches::stats::{self, Latency, Spread};
 use serde::Serialize;
 
+use crate::guard::GuardPhase;
 use crate::swaps::{SwapPhase, SwapRecord};
 use crate::{Round, Settings};
 
@@ -77,6 +78,8 @@ pub(crate) struct Result {
     throughput: Throughput,
     pub(crate) swaps: Swaps,
     pub(crate) host: Host,
+    /// The guard phase, if it ran.
+    pub(crate) guard: Option<GuardPhase>,
     targets: Vec<Check>,
 }
 
@@ -164,6 +167,7 @@ impl Result {
         rounds: Vec<Round>,
         phase: SwapPhase,
         host: Host,
+        guard: Option<GuardPhase>,
     ) -> Self {
         let swaps = analyse(&settings, phase);
         let hyper: Vec<f64> = rounds.iter().map(|r| r.hyper_rps).collect();
@@ -230,12 +234,24 @@ impl Result {
                     && swaps.old_copy_mapped_after_retire == 0,
             });
         }
+        if let Some(g) = &guard {
+            targets.push(Check {
+                name: "failed requests, guard on (bad 5xx aside)",
+                target: "0".into(),
+                measured: format!(
+                    "{} of {}; {} of {} bad versions rolled back",
+                    g.failed_requests, g.requests, g.rolled_back, g.requested
+                ),
+                met: g.failed_requests == 0 && g.rolled_back == g.requested,
+            });
+        }
         Result {
             machine: Machine::current(),
             settings,
             throughput,
             swaps,
             host,
+            guard,
             targets,
         }
     }
@@ -308,6 +324,37 @@ pub(crate) fn table(r: &Result) -> String {
     );
     for e in w.request_errors.iter().chain(&w.swap_errors).take(10) {
         let _ = writeln!(out, "  error: {e}");
+    }
+    if let Some(g) = &r.guard {
+        let _ = writeln!(
+            out,
+            "\nguard on ({} s window): {} of {} bad versions rolled back under load; requests {} \
+             total, {} failed (the bad version's own 5xx aside), {} answered 5xx by the bad version",
+            g.window_secs,
+            g.rolled_back,
+            g.requested,
+            g.requests,
+            g.failed_requests,
+            g.bad_version_5xx
+        );
+        spread_row(
+            &mut out,
+            "switch -> rolled back (host)",
+            &g.switch_to_rollback,
+        );
+        spread_row(
+            &mut out,
+            "upload sent -> rollback in /status",
+            &g.upload_to_rollback_seen,
+        );
+        for e in g
+            .request_errors
+            .iter()
+            .chain(g.per_rollback.iter().filter_map(|r| r.error.as_ref()))
+            .take(10)
+        {
+            let _ = writeln!(out, "  error: {e}");
+        }
     }
     let h = &r.host;
     let mb = |kib: u64| kib as f64 / 1024.0;

@@ -15,6 +15,7 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 
 use super::{AppSlot, DeployMode, Deployed, Registry, SwapTimings, lock, unix_ms};
+use crate::deploy::outcomes::{Cause, Regression};
 use crate::deploy::version::{State, Version};
 use crate::error::{Error, Result};
 
@@ -205,12 +206,22 @@ impl Registry {
             return Err(Error::Conflict(format!("{app} has no canary to promote")));
         };
         let started = Instant::now();
-        let previous = slot.active.swap(Some(Arc::clone(&canary.version)));
-        slot.set_split(None, 0);
+        let (previous, watch) = {
+            let mut guard = lock(&slot.guard);
+            let watch = guard.take();
+            let previous = slot.active.swap(Some(Arc::clone(&canary.version)));
+            slot.set_split(None, 0);
+            (previous, watch)
+        };
+        if let Some(watch) = watch {
+            self.end_guard(&slot, watch, "a canary was promoted");
+        }
         let info = canary.version.info();
         *lock(&slot.last_swap) = Some(SwapTimings {
             from: previous.as_ref().map(|p| p.info().version.clone()),
+            from_id: previous.as_ref().map(|p| p.id()),
             to: info.version.clone(),
+            to_id: canary.version.id(),
             detected_unix_ms: unix_ms(SystemTime::now()),
             ..SwapTimings::default()
         });
@@ -243,13 +254,28 @@ impl Registry {
         Ok(canary.version)
     }
 
-    /// Deploys the newest retired version of `app` whose private copy is kept and whose bytes
-    /// differ from the active version's.
+    /// Switches `app` back to its previous version if a guard window is open (it is still
+    /// loaded); otherwise deploys the newest retired version of `app` whose private copy is
+    /// kept and whose bytes differ from the active version's.
     ///
     /// # Errors
     /// [`Error::UnknownApp`]; [`Error::Conflict`] if no earlier version is kept; deploy errors.
     pub async fn rollback(self: &Arc<Self>, app: &str) -> Result<Deployed> {
         let slot = self.known(app)?;
+        {
+            let _deploying = slot.deploying.lock().await;
+            let mut guard = lock(&slot.guard);
+            if let Some(watch) = guard.take() {
+                // The previous version is still loaded and warm: switch back to it.
+                let figures = watch.new.outcomes().now();
+                let regression = Regression {
+                    cause: Cause::Operator,
+                    reason: "rolled back by the operator during the guard window".to_owned(),
+                };
+                let fallback = self.switch_back(&slot, watch, &regression, &figures);
+                return Ok(Deployed::New(fallback));
+            }
+        }
         let active = slot.active().map(|a| a.hash());
         let previous = slot
             .versions()

@@ -176,7 +176,7 @@ impl Registry {
 
     /// Ends the start: removes store files no live version uses (earlier runs' copies), then
     /// records the state and keeps it up to date from now on.
-    pub(crate) fn started(&self) {
+    pub(crate) fn started(self: &Arc<Self>) {
         let live: Vec<PathBuf> = self
             .apps()
             .iter()
@@ -191,6 +191,7 @@ impl Registry {
         }
         self.persist.store(true, SeqCst);
         self.save_state();
+        self.start_sampler();
     }
 }
 
