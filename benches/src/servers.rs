@@ -73,6 +73,8 @@ impl Baton {
         let log = dir.path().join("baton.log");
         let child = Command::new(binary)
             .arg("serve")
+            // One process: the figures (RSS, mappings) are those of the serving process.
+            .arg("--no-supervisor")
             .arg("--config")
             .arg(&config_file)
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])

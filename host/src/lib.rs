@@ -14,6 +14,8 @@
 //! - [`admin`]: the admin listener: JSON API, health, dashboard, and the CLI's client.
 //! - [`metrics`]: Prometheus metrics, with per-version handles for the request path.
 //! - [`session`]: session stores (in memory, Redis) and each request's lazy view of its session.
+//! - [`supervisor`]: the small process that owns the listening sockets and restarts the serving
+//!   process when it dies.
 //!
 //! [`Host`] ties them together; the `baton` binary is a thin command line over it.
 
@@ -25,6 +27,7 @@ pub mod loader;
 pub mod metrics;
 pub mod server;
 pub mod session;
+pub mod supervisor;
 pub mod watch;
 
 use std::future::Future;
@@ -47,10 +50,21 @@ pub struct Host {
     watcher: Option<watch::Watcher>,
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<(tokio::net::TcpListener, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::io(format!("cannot listen on {addr} ({what})"), e))?;
+/// The listener for `addr`: the one inherited from a supervisor or systemd, or a new one.
+async fn bind(
+    addr: SocketAddr,
+    inherited: Option<std::net::TcpListener>,
+    what: &str,
+) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = match inherited {
+        Some(listener) => listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            .map_err(|e| Error::io(format!("cannot use the inherited {what} listener"), e))?,
+        None => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on {addr} ({what})"), e))?,
+    };
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the listener address", e))?;
@@ -58,13 +72,15 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<(tokio::net::TcpListener, 
 }
 
 impl Host {
-    /// Validates `config`, loads every module in its modules directory and binds the listener.
+    /// Validates `config`, loads every module in its modules directory and binds the listeners
+    /// (or takes those inherited through `LISTEN_FDS` from a supervisor or systemd).
     ///
     /// # Errors
     /// An invalid config, an unreadable modules directory, or a listener that cannot bind.
     /// Individual modules that fail to load are logged and skipped.
     pub async fn start(mut config: Config) -> Result<Host> {
         config.validate()?;
+        let (http, admin) = supervisor::inherited_listeners()?.unzip();
         std::fs::create_dir_all(&config.modules).map_err(|e| {
             Error::io(
                 format!(
@@ -93,11 +109,11 @@ impl Host {
         registry.restore().await;
         let deployed = registry.deploy_dir(&config.modules).await?;
         registry.started();
-        let (admin, admin_addr) = bind(config.admin, "admin").await?;
+        let (admin, admin_addr) = bind(config.admin, admin, "admin").await?;
         tracing::info!(addr = %admin_addr, "admin listening");
-        let (listener, addr) = bind(config.listen, "http").await?;
+        let (listener, addr) = bind(config.listen, http, "http").await?;
         tracing::info!(%addr, modules = %config.modules.display(), apps = deployed,
-            sessions = sessions.store().kind(), "listening");
+            sessions = sessions.store().kind(), pid = std::process::id(), "listening");
         Ok(Host {
             registry,
             sessions,

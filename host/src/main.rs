@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use baton_host::admin::client::{self, Client};
-use baton_host::{Config, Host};
+use baton_host::{Config, Host, supervisor};
 use clap::{Parser, Subcommand};
 
 /// Baton: a web app host that swaps app versions without failing a request.
@@ -171,6 +171,9 @@ struct ServeArgs {
     /// Bearer token the admin API requires (prefer the environment variable).
     #[arg(long, env = "BATON_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Serve in this process, without a supervisor that restarts it when it dies.
+    #[arg(long)]
+    no_supervisor: bool,
 }
 
 /// The exit code for a configuration error (EX_USAGE).
@@ -322,6 +325,29 @@ async fn shutdown_signal() {
     tracing::info!(signal = name, "graceful shutdown");
 }
 
+/// Runs the supervisor: it owns the listeners and keeps a serving process (this binary, with
+/// the same arguments) running on them.
+fn supervise(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("baton: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args = std::env::args_os().skip(1).collect();
+    match runtime.block_on(supervisor::run(config, args)) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            tracing::error!(error = %e, "supervisor cannot run");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
@@ -336,6 +362,17 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let supervisor = std::env::var(supervisor::SUPERVISOR_PID_ENV).ok();
+    match &supervisor {
+        Some(pid) => {
+            if let Err(e) = supervisor::bind_to_supervisor(pid) {
+                eprintln!("baton: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        None if !args.no_supervisor => return supervise(&config),
+        None => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("baton-io")

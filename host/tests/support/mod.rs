@@ -145,6 +145,8 @@ pub struct HostOptions {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Run under the supervisor (the default of `baton serve`); otherwise `--no-supervisor`.
+    pub supervised: bool,
 }
 
 /// A `baton serve` child process with its own temporary directories.
@@ -213,6 +215,7 @@ impl HostProc {
             .arg(&modules)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
+            .args((!options.supervised).then_some("--no-supervisor"))
             .args(&options.args)
             .env("BATON_LOG_FORMAT", "json")
             .env("BATON_LOG", "info")
