@@ -45,6 +45,7 @@ pub struct Host {
     listener: tokio::net::TcpListener,
     admin: tokio::net::TcpListener,
     watcher: Option<watch::Watcher>,
+    max_connections: usize,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<(tokio::net::TcpListener, SocketAddr)> {
@@ -80,6 +81,7 @@ impl Host {
             .canonicalize()
             .map_err(|e| Error::io(format!("cannot resolve {}", config.modules.display()), e))?;
         let config = Arc::new(config);
+        admin::upload::remove_leftovers(&config.state_dir);
         let registry = Arc::new(Registry::new(Arc::clone(&config))?);
         let sessions = Sessions::from_config(&config.sessions, registry.metrics().session_store())?;
 
@@ -96,14 +98,21 @@ impl Host {
         let (admin, admin_addr) = bind(config.admin, "admin").await?;
         tracing::info!(addr = %admin_addr, "admin listening");
         let (listener, addr) = bind(config.listen, "http").await?;
+        let nofile = server::open_files_limit();
+        let max_connections = config
+            .http
+            .max_connections
+            .unwrap_or_else(|| server::default_max_connections(nofile));
         tracing::info!(%addr, modules = %config.modules.display(), apps = deployed,
-            sessions = sessions.store().kind(), "listening");
+            sessions = sessions.store().kind(), max_connections, open_files_limit = nofile,
+            "listening");
         Ok(Host {
             registry,
             sessions,
             listener,
             admin,
             watcher,
+            max_connections,
         })
     }
 
@@ -137,7 +146,11 @@ impl Host {
             listener,
             admin,
             watcher,
+            max_connections,
         } = self;
+        let http = registry.config().http;
+        let app_settings = server::ConnectionSettings::new(&http, max_connections);
+        let admin_settings = server::ConnectionSettings::new(&http, http.admin_max_connections);
         let drain = registry.config().drain_timeout();
         // The admin listener outlives the app listener, so operators can watch the drain.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -155,6 +168,7 @@ impl Host {
                     let _ = admin_stopped.await;
                 },
                 std::time::Duration::from_secs(1),
+                admin_settings,
             ))
         };
         let grace = std::time::Duration::from_millis(registry.config().shutdown_grace_ms);
@@ -171,7 +185,15 @@ impl Host {
             }
         };
         let started = tokio::time::Instant::now();
-        server::serve_apps(listener, Arc::clone(&registry), sessions, shutdown, drain).await;
+        server::serve_apps(
+            listener,
+            Arc::clone(&registry),
+            sessions,
+            shutdown,
+            drain,
+            app_settings,
+        )
+        .await;
         drop(watcher);
         let left = drain
             .saturating_sub(started.elapsed())

@@ -13,6 +13,7 @@
 mod api;
 pub mod client;
 mod sessions;
+pub(crate) mod upload;
 
 use serde::Serialize;
 
