@@ -171,10 +171,21 @@ struct ServeArgs {
 /// The exit code for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
+/// The log writer's guard: dropping it flushes the lines still queued. Kept here so a forced
+/// exit (a second signal) can flush before it leaves.
+static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
+fn flush_log() {
+    let guard = LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(guard);
+}
+
 /// Installs the log subscriber. Lines are written to stderr by a background thread, so a
 /// request never waits for a write system call (the access log writes one line per request);
-/// the returned guard flushes what is left when `main` returns.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// [`flush_log`] flushes what is left. Colours only on a terminal (and not with `NO_COLOR`).
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("BATON_LOG")
         .ok()
@@ -193,14 +204,48 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             64 * 1024,
             std::io::stderr(),
         ));
+    let colours = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(writer);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+}
+
+/// Raises the soft limit on open files to the hard limit, so a busy host does not run out of
+/// file descriptors at the common default of 1,024 when the system allows more.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (limit.current, limit.maximum) else {
+        return;
+    };
+    // An unlimited hard limit is not a number the kernel accepts for files; leave it alone.
+    let Some(hard) = hard else { return };
+    if soft >= hard {
+        tracing::info!(limit = soft, "open-files limit (RLIMIT_NOFILE)");
+        return;
+    }
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    ) {
+        Ok(()) => tracing::info!(
+            from = soft,
+            to = hard,
+            "raised the open-files limit (RLIMIT_NOFILE) to its hard limit"
+        ),
+        Err(e) => tracing::warn!(limit = soft, hard, error = %e,
+            "cannot raise the open-files limit (RLIMIT_NOFILE)"),
+    }
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -300,6 +345,8 @@ fn run_client(command: Command) -> ExitCode {
     }
 }
 
+/// Resolves at the first SIGTERM or SIGINT; a second one exits at once, with status 128 plus
+/// the signal's number (143 for SIGTERM, 130 for SIGINT), without waiting for anything.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -313,7 +360,24 @@ async fn shutdown_signal() {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::info!(signal = name, "graceful shutdown");
+    tracing::info!(
+        signal = name,
+        "graceful shutdown; a second SIGTERM or SIGINT exits at once"
+    );
+    tokio::spawn(async move {
+        let (name, number) = tokio::select! {
+            _ = term.recv() => ("SIGTERM", libc::SIGTERM),
+            _ = int.recv() => ("SIGINT", libc::SIGINT),
+        };
+        let code = 128 + number;
+        tracing::warn!(
+            signal = name,
+            code,
+            "second signal: exiting now, without waiting for running requests"
+        );
+        flush_log();
+        std::process::exit(code);
+    });
 }
 
 fn main() -> ExitCode {
@@ -322,8 +386,15 @@ fn main() -> ExitCode {
         Command::Serve(args) => args,
         command => return run_client(command),
     };
-    let _log_guard = init_tracing(cli.log_format);
-    let config = match load_config(&args) {
+    init_tracing(cli.log_format);
+    let code = serve(&args);
+    flush_log();
+    code
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    raise_open_files_limit();
+    let config = match load_config(args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("baton: {e:#}");
