@@ -184,8 +184,14 @@ async fn serve(
     let mut response = match tokio::time::timeout(limits.request_timeout(), rx).await {
         Ok(Ok(Ok(out))) => {
             if let Some(error) = &out.error {
-                tracing::warn!(app = %info.app, version = %info.version, %method, path = %rest,
-                    status = out.status.as_u16(), %error, "handler error");
+                if out.status == StatusCode::SERVICE_UNAVAILABLE && sessions.is_down() {
+                    // The app passed on the store's outage, which `Sessions` logs once.
+                    tracing::debug!(app = %info.app, version = %info.version, %method,
+                        path = %rest, %error, "handler error during a session store outage");
+                } else {
+                    tracing::warn!(app = %info.app, version = %info.version, %method,
+                        path = %rest, status = out.status.as_u16(), %error, "handler error");
+                }
             }
             let mut response = Response::new(Full::new(Bytes::from(out.body)));
             *response.status_mut() = out.status;
