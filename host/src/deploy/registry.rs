@@ -208,6 +208,9 @@ pub struct Registry {
     saving: Mutex<()>,
     /// Apps brought back from `state.json` at start.
     restored: Mutex<HashSet<String>>,
+    /// Apps undeployed through the admin API and not deployed since: their files stay
+    /// ignored at start.
+    undeployed: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Registry {
@@ -226,6 +229,7 @@ impl Registry {
             persist: AtomicBool::new(false),
             saving: Mutex::new(()),
             restored: Mutex::new(HashSet::new()),
+            undeployed: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -417,6 +421,14 @@ impl Registry {
             }
         };
         let info = module.info().clone();
+        if at_start && lock(&self.undeployed).contains(&info.app) {
+            let _ = tokio::task::spawn_blocking(move || drop(module)).await;
+            self.store.remove(&copy);
+            return Err(Error::Undeployed {
+                app: info.app,
+                file: source.to_owned(),
+            });
+        }
         let slot = self.slot(&info.app);
         if at_start
             && self.was_restored(&info.app)
@@ -488,6 +500,7 @@ impl Registry {
             self.metrics.swapped(&info.app, detected.elapsed());
         }
         slot.set_error(None);
+        lock(&self.undeployed).remove(&info.app);
         self.save_state();
         *lock(&slot.last_swap) = Some(SwapTimings {
             from: previous.as_ref().map(|p| p.info().version.clone()),
@@ -608,7 +621,7 @@ impl Registry {
             .iter()
             .find(|slot| slot.active().is_some_and(|v| v.source() == source))
         {
-            return self.undeploy(&slot.name).await;
+            return self.undeploy_app(&slot.name, false).await;
         }
         let slot = apps
             .iter()
@@ -622,12 +635,21 @@ impl Registry {
     }
 
     /// Undeploys an app: it stops taking requests (404), drains and retires (a canary too).
+    /// The host remembers it across restarts: the app's files in the modules directory are
+    /// ignored at start until one of them is deployed again.
     pub async fn undeploy(self: &Arc<Self>, app: &str) -> Option<Arc<Version>> {
+        self.undeploy_app(app, true).await
+    }
+
+    async fn undeploy_app(self: &Arc<Self>, app: &str, remember: bool) -> Option<Arc<Version>> {
         let slot = lock(&self.apps).get(app).cloned()?;
         let _deploying = slot.deploying.lock().await;
         let canary = slot.set_split(None, 0);
         let version = slot.active.swap(None)?;
         self.publish_routes();
+        if remember {
+            lock(&self.undeployed).insert(app.to_owned());
+        }
         tracing::info!(app = %slot.name, version = %version.info().version, "undeployed");
         self.save_state();
         self.retire_later(&slot, Arc::clone(&version), None);
@@ -703,6 +725,7 @@ impl Registry {
                 .await;
             match outcome {
                 Ok(_) => deployed += 1,
+                Err(e @ Error::Undeployed { .. }) => tracing::info!(reason = %e, "file skipped"),
                 Err(e) => tracing::error!(error = %e, "deploy failed"),
             }
         }
