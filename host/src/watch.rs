@@ -4,7 +4,9 @@
 //! or a rename into the directory (the `cp` to a hidden temporary name then `mv` convention).
 //! On file systems that report neither, a file whose size and modification time have not moved
 //! for `watch_settle_ms` is taken as complete. A file whose deploy failed is tried again when it
-//! changes. Deleting the active version's file undeploys its app. Hidden files are ignored.
+//! changes; one that failed for a transient reason (out of file descriptors or disk space) is
+//! tried again a few times, with growing waits. Deleting the active version's file undeploys
+//! its app. Hidden files are ignored.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,11 @@ pub fn watch(registry: Arc<Registry>, dir: &Path) -> Result<Watcher> {
         task,
     })
 }
+
+/// The first wait before a deploy that failed for a transient reason is tried again; it
+/// doubles each time, up to `RETRY_LAST` (about a minute in all).
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_LAST: Duration = Duration::from_secs(32);
 
 /// A file that changed but whose writer has not said it is done.
 struct Pending {
@@ -195,9 +202,22 @@ impl State {
         let (registry, path) = (Arc::clone(registry), path.to_owned());
         tokio::spawn(async move {
             let _one_at_a_time = lock.lock().await;
-            match registry.deploy(&path, detected).await {
-                Ok(Deployed::New(_) | Deployed::Unchanged(_)) => {}
-                Err(e) => tracing::error!(error = %e, "deploy failed"),
+            let mut wait = RETRY_FIRST;
+            loop {
+                match registry.deploy(&path, detected).await {
+                    Ok(Deployed::New(_) | Deployed::Unchanged(_)) => return,
+                    // Out of file descriptors or disk space: worth another try shortly.
+                    Err(e) if e.is_transient() && wait <= RETRY_LAST => {
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                            "deploy failed for a transient reason; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "deploy failed");
+                        return;
+                    }
+                }
             }
         });
     }
