@@ -139,6 +139,9 @@ pub struct HostOptions {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Soft and hard limit on open files, set with util-linux's `prlimit` before the host
+    /// starts (`prlimit` execs the host, so the pid is the host's).
+    pub open_files_limit: Option<u64>,
 }
 
 /// A `baton serve` child process with its own temporary directories.
@@ -186,7 +189,16 @@ impl HostProc {
         let modules = dir.path().join("modules");
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, &options.config).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        let mut cmd = match options.open_files_limit {
+            Some(limit) => {
+                let mut cmd = Command::new("prlimit");
+                cmd.arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_baton"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_baton")),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
