@@ -145,6 +145,13 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
         let (got, at) = until_closed(&mut stream, WAIT).await;
         (got, at - start)
     });
+    let admin = host.admin;
+    let silent_admin = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(admin).await.unwrap();
+        let start = Instant::now();
+        let (got, at) = until_closed(&mut stream, WAIT).await;
+        (got, at - start)
+    });
     let idle = tokio::spawn(async move {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream
@@ -173,6 +180,11 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
         took >= Duration::from_millis(900) && took < Duration::from_secs(10),
         "a silent connection closed after {took:?} (header timeout 1 s)"
     );
+    let (got, took) = silent_admin.await.unwrap();
+    assert!(
+        got.is_empty() && took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "a silent admin connection closed after {took:?} (header timeout 1 s)"
+    );
     let (got, took) = half_header.await.unwrap();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(10),
@@ -190,6 +202,36 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
     assert!(
         took >= Duration::from_millis(1800) && took < Duration::from_secs(12),
         "an idle keep-alive connection closed after {took:?} (idle timeout 2 s)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_peer_that_stops_answering_pings_is_dropped() {
+    // Long header and idle timeouts: only the pings can end this connection early.
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        config: "[http]\nheader_read_timeout_ms = 120000\nidle_timeout_ms = 120000\n\
+                 http2_keep_alive_interval_ms = 500\nhttp2_keep_alive_timeout_ms = 500\n"
+            .into(),
+        ..HostOptions::default()
+    });
+    let mut stream = TcpStream::connect(host.addr).await.unwrap();
+    // The h2c preface and an empty SETTINGS frame; then this peer reads but never answers.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let (got, at) = until_closed(&mut stream, WAIT).await;
+    let took = at - start;
+    // Frame type 6 is PING.
+    assert!(
+        got.windows(4).any(|w| w[..3] == [0, 0, 8] && w[3] == 6),
+        "the host pinged: {got:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(15),
+        "a peer that does not answer pings was dropped after {took:?} (ping every 0.5 s, 0.5 s to answer)"
     );
 }
 
