@@ -591,6 +591,30 @@ mod tests {
     }
 
     #[test]
+    fn connection_and_upload_settings_have_defaults_and_refuse_zeros() {
+        let config: Config =
+            toml::from_str("[http]\nidle_timeout_ms = 5000\n[uploads]\nmax_bytes = 1024\n")
+                .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.http.idle_timeout(), Duration::from_secs(5));
+        assert_eq!(config.http.header_read_timeout(), Duration::from_secs(10));
+        assert_eq!(config.http.max_connections, None);
+        assert_eq!(config.uploads.max_bytes, 1024);
+        assert_eq!(config.uploads.max_concurrent, 2);
+        for bad in [
+            "[http]\nheader_read_timeout_ms = 0",
+            "[http]\nmax_connections = 0",
+            "[uploads]\nmax_concurrent = 0",
+        ] {
+            let config: Config = toml::from_str(bad).unwrap();
+            assert!(config.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Config>("[http]\nidle_timeout = 5").is_err());
+        let pings_off: Config = toml::from_str("[http]\nhttp2_keep_alive_interval_ms = 0").unwrap();
+        assert_eq!(pings_off.http.http2_keep_alive_interval(), None);
+    }
+
+    #[test]
     fn a_non_loopback_admin_needs_a_token() {
         let config: Config = toml::from_str("admin = \"0.0.0.0:9090\"").unwrap();
         let error = config.validate().unwrap_err().to_string();

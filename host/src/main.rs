@@ -345,39 +345,49 @@ fn run_client(command: Command) -> ExitCode {
     }
 }
 
-/// Resolves at the first SIGTERM or SIGINT; a second one exits at once, with status 128 plus
-/// the signal's number (143 for SIGTERM, 130 for SIGINT), without waiting for anything.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(
-        signal = name,
-        "graceful shutdown; a second SIGTERM or SIGINT exits at once"
-    );
-    tokio::spawn(async move {
-        let (name, number) = tokio::select! {
-            _ = term.recv() => ("SIGTERM", libc::SIGTERM),
-            _ = int.recv() => ("SIGINT", libc::SIGINT),
+/// SIGTERM and SIGINT, caught from before the host starts (so a signal during the start is a
+/// graceful shutdown too, not the default action).
+#[derive(Debug)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves at the first SIGTERM or SIGINT; a second one exits at once, with status 128
+    /// plus the signal's number (143 for SIGTERM, 130 for SIGINT), without waiting for anything.
+    async fn shutdown(mut self) {
+        let name = tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         };
-        let code = 128 + number;
-        tracing::warn!(
+        tracing::info!(
             signal = name,
-            code,
-            "second signal: exiting now, without waiting for running requests"
+            "graceful shutdown; a second SIGTERM or SIGINT exits at once"
         );
-        flush_log();
-        std::process::exit(code);
-    });
+        tokio::spawn(async move {
+            let (name, number) = tokio::select! {
+                _ = self.term.recv() => ("SIGTERM", libc::SIGTERM),
+                _ = self.int.recv() => ("SIGINT", libc::SIGINT),
+            };
+            let code = 128 + number;
+            tracing::warn!(
+                signal = name,
+                code,
+                "second signal: exiting now, without waiting for running requests"
+            );
+            flush_log();
+            std::process::exit(code);
+        });
+    }
 }
 
 fn main() -> ExitCode {
@@ -413,9 +423,16 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         match Host::start(config).await {
             Ok(host) => {
-                host.run(shutdown_signal()).await;
+                host.run(signals.shutdown()).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -290,7 +290,7 @@ async fn at_1024_open_files_1100_idle_connections_lock_nobody_out() {
         modules: vec![hello("1.0.0")],
         // Long timeouts: only the cap's eviction closes the idle connections here.
         config: "[http]\nheader_read_timeout_ms = 300000\nidle_timeout_ms = 300000\n".into(),
-        open_files_limit: Some(1024),
+        open_files_limit: Some((1024, 1024)),
         ..HostOptions::default()
     });
     let listening = host.wait_log(WAIT, |l| l["message"] == "listening");
@@ -371,13 +371,62 @@ async fn at_1024_open_files_1100_idle_connections_lock_nobody_out() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_open_files_limit_is_raised_at_start_and_sizes_the_cap() {
+    let host = HostProc::start_with(HostOptions {
+        open_files_limit: Some((1024, 4096)),
+        ..HostOptions::default()
+    });
+    let raised = host.wait_log(WAIT, |l| {
+        l["message"] == "raised the open-files limit (RLIMIT_NOFILE) to its hard limit"
+    });
+    assert_eq!(
+        (raised["from"].as_u64(), raised["to"].as_u64()),
+        (Some(1024), Some(4096))
+    );
+    let listening = host.wait_log(WAIT, |l| l["message"] == "listening");
+    assert_eq!(listening["open_files_limit"], 4096, "{listening}");
+    assert_eq!(listening["max_connections"], 4096 - 512, "{listening}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_has_its_own_cap() {
+    let host = HostProc::start_with(HostOptions {
+        config: "[http]\nadmin_max_connections = 4\nheader_read_timeout_ms = 300000\n".into(),
+        ..HostOptions::default()
+    });
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(TcpStream::connect(host.admin).await.unwrap());
+    }
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        Http::new().get(&host.admin_url("/healthz")),
+    )
+    .await
+    .expect("/healthz answers past the cap");
+    assert_eq!(r.status, 200);
+    // Ten idle connections and this client's: at most four stay open.
+    let mut open = 0;
+    for stream in &mut idle {
+        let mut byte = [0u8; 1];
+        if tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte))
+            .await
+            .is_err()
+        {
+            open += 1;
+        }
+    }
+    assert!(open <= 4, "{open} idle admin connections still open");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn out_of_descriptors_accept_backs_off_with_one_line_and_a_deploy_is_retried() {
     raise_own_open_files_limit(1024);
     // A cap above the open-files limit: the host runs out of descriptors instead.
     let host = HostProc::start_with(HostOptions {
         modules: vec![hello("1.0.0")],
         config: "[http]\nmax_connections = 5000\nheader_read_timeout_ms = 300000\n".into(),
-        open_files_limit: Some(256),
+        open_files_limit: Some((256, 256)),
         ..HostOptions::default()
     });
     let mut idle = Vec::new();
@@ -611,7 +660,9 @@ async fn a_600_mb_upload_is_refused_while_streaming_and_memory_stays_bounded() {
 async fn concurrent_uploads_are_bounded_stalled_ones_time_out_and_leftovers_go_at_start() {
     let host = HostProc::start_with(HostOptions {
         modules: vec![hello("1.0.0")],
-        config: "[uploads]\nmax_concurrent = 1\n[http]\nbody_read_timeout_ms = 1500\n".into(),
+        config: "[uploads]\nmax_concurrent = 1\nmax_bytes = 65536\n\
+                 [http]\nbody_read_timeout_ms = 4000\n"
+            .into(),
         ..HostOptions::default()
     });
     let mut stalled = TcpStream::connect(host.admin).await.unwrap();
@@ -660,6 +711,19 @@ async fn concurrent_uploads_are_bounded_stalled_ones_time_out_and_leftovers_go_a
         "{}",
         r.body
     );
+
+    // The size limit is configurable (the 600 MB test covers the default).
+    let r = http
+        .send(
+            "POST",
+            &host.admin_url("/apps?name=libhello.so"),
+            &[],
+            vec![0u8; 70_000],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.body.contains("(65536 bytes)"), "{}", r.body);
 
     // A name the file system cannot take is a clear 400.
     let long = format!("{}.so", "a".repeat(240));
@@ -824,8 +888,9 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     #[allow(unsafe_code)]
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(rc, 0);
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
     let log = reader.join().unwrap();
+    assert!(status.success(), "{status:?}: {log}");
     assert!(log.contains("graceful shutdown"), "{log}");
     assert!(log.contains("listening"), "{log}");
     assert!(

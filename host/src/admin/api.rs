@@ -143,6 +143,31 @@ fn not_local<B>(req: &Request<B>) -> Option<String> {
     ))
 }
 
+/// Most of a refused request's body read (and dropped) before the answer, so the client sees
+/// the answer rather than a reset; past it the connection is closed.
+const MAX_DISCARD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Answers a request refused before its body was read: reads and drops the body first (at most
+/// [`MAX_DISCARD_BYTES`], and only while it keeps arriving), so a client still sending it gets
+/// `response` instead of a broken pipe.
+async fn refuse(req: Request<RequestBody>, mut response: Response<Body>) -> Response<Body> {
+    let mut body = req.into_body();
+    let mut discarded = 0u64;
+    while discarded <= MAX_DISCARD_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                discarded += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Some(Err(_)) | None => return response,
+        }
+    }
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 fn forbidden(why: &str) -> Response<Body> {
     error(
         StatusCode::FORBIDDEN,
@@ -165,7 +190,7 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<RequestBody>) -> Resp
     if token.is_none()
         && let Some(why) = not_local(&req)
     {
-        return forbidden(&why);
+        return refuse(req, forbidden(&why)).await;
     }
     // The page and the probes reveal nothing and must work for load balancers and browsers
     // without credentials; everything else needs the token when one is set.
@@ -197,7 +222,7 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<RequestBody>) -> Resp
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
-        return response;
+        return refuse(req, response).await;
     }
     match (&method, segments.as_slice()) {
         (&Method::GET, ["status"] | ["apps"]) => json(StatusCode::OK, &super::status(registry)),

@@ -132,12 +132,6 @@ impl ConnState {
     pub(super) async fn close_requested(&self) {
         self.close.notified().await;
     }
-
-    /// The connection survived an eviction (a request started meanwhile): it may be picked
-    /// again later.
-    pub(super) fn spared(&self) {
-        self.evicted.store(false, Ordering::SeqCst);
-    }
 }
 
 /// A request in progress on a connection; dropping it ends the request.
@@ -220,6 +214,8 @@ pub(super) struct Connections {
     next_id: AtomicU64,
     /// A connection closed.
     closed: Notify,
+    /// Connections asked to close to make room that have not closed yet.
+    evicting: AtomicUsize,
     shutting_down: AtomicBool,
 }
 
@@ -233,6 +229,7 @@ impl Connections {
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             closed: Notify::new(),
+            evicting: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -247,8 +244,19 @@ impl Connections {
 
     /// Forgets a closed connection.
     pub(super) fn closed(&self, id: u64) {
-        lock(&self.open).remove(&id);
+        let state = lock(&self.open).remove(&id);
+        if let Some(state) = state {
+            self.spared(&state);
+        }
         self.closed.notify_one();
+    }
+
+    /// `state`'s connection is no longer asked to close to make room: it closed, or a request
+    /// started on it meanwhile (it may be picked again later).
+    pub(super) fn spared(&self, state: &ConnState) {
+        if state.evicted.swap(false, Ordering::SeqCst) {
+            self.evicting.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// How many connections are open.
@@ -256,17 +264,21 @@ impl Connections {
         lock(&self.open).len()
     }
 
-    /// Asks the connection idle for longest (no request in progress) to close. `false` if
-    /// every connection has a request in progress.
+    /// Asks the connection idle for longest (no request in progress) to close, unless one
+    /// asked earlier is still closing. `false` if every connection has a request in progress.
     pub(super) fn evict_idlest(&self) -> bool {
         let open = lock(&self.open);
+        if self.evicting.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
         let idlest = open
-            .values()
-            .filter(|c| c.is_idle() && !c.evicted.load(Ordering::SeqCst))
-            .min_by_key(|c| c.idle_since.load(Ordering::SeqCst));
+            .iter()
+            .filter(|(_, c)| c.is_idle() && !c.evicted.load(Ordering::SeqCst))
+            .min_by_key(|(id, c)| (c.idle_since.load(Ordering::SeqCst), **id));
         match idlest {
-            Some(conn) => {
+            Some((_, conn)) => {
                 conn.evicted.store(true, Ordering::SeqCst);
+                self.evicting.fetch_add(1, Ordering::SeqCst);
                 conn.close.notify_one();
                 true
             }
@@ -344,17 +356,23 @@ mod tests {
     #[test]
     fn eviction_picks_the_longest_idle_connection_with_no_request() {
         let conns = Connections::new();
-        let (_, oldest) = conns.open();
+        let (oldest_id, oldest) = conns.open();
         let (_, busy) = conns.open();
-        let (_, newest) = conns.open();
-        oldest.idle_since.store(1, Ordering::SeqCst);
+        let (newest_id, newest) = conns.open();
+        oldest.idle_since.store(5, Ordering::SeqCst);
         busy.idle_since.store(0, Ordering::SeqCst);
         let _running = busy.start_request();
+        // Accepted in the same millisecond: the one accepted first goes first.
         newest.idle_since.store(5, Ordering::SeqCst);
         assert!(conns.evict_idlest());
         assert!(oldest.evicted.load(Ordering::SeqCst));
+        assert!(conns.evict_idlest(), "one eviction at a time");
+        assert!(!newest.evicted.load(Ordering::SeqCst));
+        conns.closed(oldest_id);
+        assert!(!oldest.evicted.load(Ordering::SeqCst));
         assert!(conns.evict_idlest());
         assert!(newest.evicted.load(Ordering::SeqCst));
+        conns.closed(newest_id);
         assert!(!busy.evicted.load(Ordering::SeqCst));
         assert!(!conns.evict_idlest(), "only a busy connection is left");
     }

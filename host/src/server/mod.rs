@@ -214,7 +214,7 @@ pub async fn serve<H, F>(
                         if state.is_idle() {
                             break;
                         }
-                        state.spared();
+                        conns.spared(&state);
                         if conns.shutting_down() && !closing {
                             // Finish the requests in progress, take no more.
                             conn.as_mut().graceful_shutdown();

@@ -139,9 +139,9 @@ pub struct HostOptions {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
-    /// Soft and hard limit on open files, set with util-linux's `prlimit` before the host
+    /// Soft and hard limits on open files, set with util-linux's `prlimit` before the host
     /// starts (`prlimit` execs the host, so the pid is the host's).
-    pub open_files_limit: Option<u64>,
+    pub open_files_limit: Option<(u64, u64)>,
 }
 
 /// A `baton serve` child process with its own temporary directories.
@@ -190,9 +190,9 @@ impl HostProc {
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, &options.config).unwrap();
         let mut cmd = match options.open_files_limit {
-            Some(limit) => {
+            Some((soft, hard)) => {
                 let mut cmd = Command::new("prlimit");
-                cmd.arg(format!("--nofile={limit}:{limit}"))
+                cmd.arg(format!("--nofile={soft}:{hard}"))
                     .arg("--")
                     .arg(env!("CARGO_BIN_EXE_baton"));
                 cmd
