@@ -428,7 +428,13 @@ fn from_upload_error(e: &super::upload::UploadError) -> Response<Body> {
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = %e, "upload failed");
     }
-    error(status, e)
+    let mut response = error(status, e);
+    // The rest of the body is not read: the connection cannot carry another request.
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 async fn undeploy(registry: &Arc<Registry>, app: &str) -> Response<Body> {

@@ -126,10 +126,15 @@ async fn serve(
                 .is_some_and(|e| e.is_timeout()) =>
         {
             tracing::debug!(error = %e, "request body stalled");
-            return plain(
+            let mut response = plain(
                 StatusCode::REQUEST_TIMEOUT,
                 "408 Request Timeout: the request body stopped arriving\n",
             );
+            // The rest of the body never came: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
         }
         Err(e) => {
             tracing::debug!(error = %e, "request body read failed");
