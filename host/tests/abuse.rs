@@ -98,6 +98,14 @@ fn open_fds(pid: u32) -> usize {
         .count()
 }
 
+/// `POST` to the admin API, without a token; panics on a transport error.
+async fn post(host: &HostProc, path: &str, body: impl Into<bytes::Bytes>) -> support::http::Reply {
+    Http::new()
+        .send("POST", &host.admin_url(path), &[], body)
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
 fn count_log(host: &HostProc, message: &str) -> usize {
     host.log_lines()
         .iter()
@@ -673,17 +681,8 @@ async fn concurrent_uploads_are_bounded_stalled_ones_time_out_and_leftovers_go_a
         )
         .await
         .unwrap();
-    let http = Http::new();
     let busy = eventually(WAIT, "a second upload refused", async || {
-        let r = http
-            .send(
-                "POST",
-                &host.admin_url("/apps?name=x.so"),
-                &[],
-                "not a module",
-            )
-            .await
-            .unwrap();
+        let r = post(&host, "/apps?name=x.so", "not a module").await;
         (r.status == 503).then_some(r)
     })
     .await;
@@ -696,15 +695,7 @@ async fn concurrent_uploads_are_bounded_stalled_ones_time_out_and_leftovers_go_a
     let (status, body) = read_response(&mut stalled).await;
     assert_eq!(status, 408, "{body}");
     // The slot is free again: the next upload gets to the loader.
-    let r = http
-        .send(
-            "POST",
-            &host.admin_url("/apps?name=x.so"),
-            &[],
-            "not a module",
-        )
-        .await
-        .unwrap();
+    let r = post(&host, "/apps?name=x.so", "not a module").await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
         r.body.contains("not a loadable shared library"),
@@ -713,29 +704,13 @@ async fn concurrent_uploads_are_bounded_stalled_ones_time_out_and_leftovers_go_a
     );
 
     // The size limit is configurable (the 600 MB test covers the default).
-    let r = http
-        .send(
-            "POST",
-            &host.admin_url("/apps?name=libhello.so"),
-            &[],
-            vec![0u8; 70_000],
-        )
-        .await
-        .unwrap();
+    let r = post(&host, "/apps?name=libhello.so", vec![0u8; 70_000]).await;
     assert_eq!(r.status, 413, "{}", r.body);
     assert!(r.body.contains("(65536 bytes)"), "{}", r.body);
 
     // A name the file system cannot take is a clear 400.
     let long = format!("{}.so", "a".repeat(240));
-    let r = http
-        .send(
-            "POST",
-            &host.admin_url(&format!("/apps?name={long}")),
-            &[],
-            "x",
-        )
-        .await
-        .unwrap();
+    let r = post(&host, &format!("/apps?name={long}"), "x").await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
         r.body.contains("243 characters long, at most 128"),
