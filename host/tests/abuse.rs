@@ -121,7 +121,7 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
     let host = HostProc::start_with(HostOptions {
         modules: vec![hello("1.0.0")],
         config: "[http]\nheader_read_timeout_ms = 1000\nbody_read_timeout_ms = 1000\n\
-                 idle_timeout_ms = 2000\n"
+                 idle_timeout_ms = 6000\n"
             .into(),
         ..HostOptions::default()
     });
@@ -172,6 +172,24 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
         let (got, at) = until_closed(&mut stream, WAIT).await;
         (got, at - start)
     });
+    // On a keep-alive connection the header timeout runs from the next request's first byte.
+    let keep_alive_half_header = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_response(&mut stream).await.0, 200);
+        // The client idles a while (the scenario, not a synchronisation), then drips.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stream
+            .write_all(b"GET /hello/ HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let (got, at) = until_closed(&mut stream, WAIT).await;
+        (got, at - start)
+    });
     // Meanwhile other clients are served.
     let http = Http::new();
     let mut served = 0;
@@ -205,11 +223,18 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
         took >= Duration::from_millis(900) && took < Duration::from_secs(10),
         "a half-sent body was answered after {took:?} (body timeout 1 s)"
     );
+    let (got, took) = keep_alive_half_header.await.unwrap();
+    assert!(got.is_empty(), "{got:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(3500),
+        "half-sent headers on a keep-alive connection closed after {took:?} (header timeout \
+         1 s, idle timeout 6 s)"
+    );
     let (got, took) = idle.await.unwrap();
     assert!(got.is_empty(), "{got:?}");
     assert!(
-        took >= Duration::from_millis(1800) && took < Duration::from_secs(12),
-        "an idle keep-alive connection closed after {took:?} (idle timeout 2 s)"
+        took >= Duration::from_millis(5800) && took < Duration::from_secs(16),
+        "an idle keep-alive connection closed after {took:?} (idle timeout 6 s)"
     );
 }
 

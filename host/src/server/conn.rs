@@ -109,9 +109,14 @@ impl ConnState {
     }
 
     /// When the connection's task should look at it again: its deadline, or, while a request
-    /// is in progress, a second from now (or sooner with short timeouts).
+    /// is in progress, a second from now (or sooner with short timeouts). While it is idle,
+    /// at least once per header timeout, so a request that starts arriving is held to that
+    /// timeout from its first byte.
     pub(super) fn next_check(&self, timeouts: &IdleTimeouts) -> tokio::time::Instant {
         match self.deadline(timeouts) {
+            Some(ms) if self.first_byte.load(Ordering::SeqCst) == 0 => {
+                instant_at(ms).min(tokio::time::Instant::now() + timeouts.header)
+            }
             Some(ms) => instant_at(ms),
             None => {
                 let tick = timeouts
