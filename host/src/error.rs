@@ -60,6 +60,18 @@ pub enum Error {
         /// The version asked for.
         version: String,
     },
+    /// A file of an app undeployed through the admin API, found at start: left alone.
+    #[error(
+        "{app} was undeployed through the admin API; {} is ignored at start (touch it or \
+         deploy it to bring {app} back)",
+        file.display()
+    )]
+    Undeployed {
+        /// App name.
+        app: String,
+        /// The module file.
+        file: PathBuf,
+    },
     /// An operator's request is malformed.
     #[error("{0}")]
     Invalid(String),
@@ -79,6 +91,19 @@ pub enum Error {
     },
 }
 
+/// OS errors that go away by themselves: out of file descriptors (per process, system-wide)
+/// or of disk space.
+const TRANSIENT: [i32; 3] = [libc::EMFILE, libc::ENFILE, libc::ENOSPC];
+
+/// The OS's text for `code`, without Rust's " (os error N)".
+fn os_message(code: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    match text.find(" (os error") {
+        Some(end) => text[..end].to_owned(),
+        None => text,
+    }
+}
+
 impl Error {
     /// Whether this error refuses a module file (shown under `rejected`, counted in
     /// `module_rejections_total`, retried when the file changes).
@@ -86,10 +111,50 @@ impl Error {
         matches!(self, Error::Load { .. } | Error::Intake { .. })
     }
 
+    /// Whether the failure may go away by itself (file descriptors or disk space ran out), so
+    /// the same deploy is worth trying again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source
+                .raw_os_error()
+                .is_some_and(|code| TRANSIENT.contains(&code)),
+            // The loader reports the OS error as text (dlopen's own message, or the store's).
+            Error::Load { reason, .. } => TRANSIENT
+                .iter()
+                .any(|&code| reason.contains(&os_message(code))),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             what: what.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_files_or_disk_space_is_transient() {
+        let load = |reason: &str| Error::Load {
+            path: PathBuf::from("m/libhello.so"),
+            reason: reason.to_owned(),
+        };
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(load(&format!("cannot read: {emfile}")).is_transient());
+        assert!(
+            load("libhello.so: cannot open shared object file: Too many open files").is_transient()
+        );
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(Error::io("cannot copy", enospc).is_transient());
+        let enfile = std::io::Error::from_raw_os_error(libc::ENFILE);
+        assert!(Error::io("cannot copy", enfile).is_transient());
+        assert!(!load("not a loadable shared library: invalid ELF header").is_transient());
+        let enoent = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert!(!Error::io("cannot read", enoent).is_transient());
     }
 }

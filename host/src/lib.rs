@@ -48,6 +48,7 @@ pub struct Host {
     listener: tokio::net::TcpListener,
     admin: tokio::net::TcpListener,
     watcher: Option<watch::Watcher>,
+    max_connections: usize,
 }
 
 /// The listener for `addr`: the one inherited from a supervisor or systemd, or a new one.
@@ -96,6 +97,7 @@ impl Host {
             .canonicalize()
             .map_err(|e| Error::io(format!("cannot resolve {}", config.modules.display()), e))?;
         let config = Arc::new(config);
+        admin::upload::remove_leftovers(&config.state_dir);
         let registry = Arc::new(Registry::new(Arc::clone(&config))?);
         let sessions = Sessions::from_config(&config.sessions, registry.metrics().session_store())?;
 
@@ -112,14 +114,21 @@ impl Host {
         let (admin, admin_addr) = bind(config.admin, admin, "admin").await?;
         tracing::info!(addr = %admin_addr, "admin listening");
         let (listener, addr) = bind(config.listen, http, "http").await?;
+        let nofile = server::open_files_limit();
+        let max_connections = config
+            .http
+            .max_connections
+            .unwrap_or_else(|| server::default_max_connections(nofile));
         tracing::info!(%addr, modules = %config.modules.display(), apps = deployed,
-            sessions = sessions.store().kind(), pid = std::process::id(), "listening");
+            sessions = sessions.store().kind(), max_connections, open_files_limit = nofile,
+            pid = std::process::id(), "listening");
         Ok(Host {
             registry,
             sessions,
             listener,
             admin,
             watcher,
+            max_connections,
         })
     }
 
@@ -153,7 +162,11 @@ impl Host {
             listener,
             admin,
             watcher,
+            max_connections,
         } = self;
+        let http = registry.config().http;
+        let app_settings = server::ConnectionSettings::new(&http, max_connections);
+        let admin_settings = server::ConnectionSettings::new(&http, http.admin_max_connections);
         let drain = registry.config().drain_timeout();
         // The admin listener outlives the app listener, so operators can watch the drain.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -171,6 +184,7 @@ impl Host {
                     let _ = admin_stopped.await;
                 },
                 std::time::Duration::from_secs(1),
+                admin_settings,
             ))
         };
         let grace = std::time::Duration::from_millis(registry.config().shutdown_grace_ms);
@@ -187,7 +201,15 @@ impl Host {
             }
         };
         let started = tokio::time::Instant::now();
-        server::serve_apps(listener, Arc::clone(&registry), sessions, shutdown, drain).await;
+        server::serve_apps(
+            listener,
+            Arc::clone(&registry),
+            sessions,
+            shutdown,
+            drain,
+            app_settings,
+        )
+        .await;
         drop(watcher);
         let left = drain
             .saturating_sub(started.elapsed())

@@ -179,10 +179,21 @@ struct ServeArgs {
 /// The exit code for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
+/// The log writer's guard: dropping it flushes the lines still queued. Kept here so a forced
+/// exit (a second signal) can flush before it leaves.
+static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
+fn flush_log() {
+    let guard = LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(guard);
+}
+
 /// Installs the log subscriber. Lines are written to stderr by a background thread, so a
 /// request never waits for a write system call (the access log writes one line per request);
-/// the returned guard flushes what is left when `main` returns.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// [`flush_log`] flushes what is left. Colours only on a terminal (and not with `NO_COLOR`).
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("BATON_LOG")
         .ok()
@@ -201,14 +212,48 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             64 * 1024,
             std::io::stderr(),
         ));
+    let colours = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(writer);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+}
+
+/// Raises the soft limit on open files to the hard limit, so a busy host does not run out of
+/// file descriptors at the common default of 1,024 when the system allows more.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (limit.current, limit.maximum) else {
+        return;
+    };
+    // An unlimited hard limit is not a number the kernel accepts for files; leave it alone.
+    let Some(hard) = hard else { return };
+    if soft >= hard {
+        tracing::info!(limit = soft, "open-files limit (RLIMIT_NOFILE)");
+        return;
+    }
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    ) {
+        Ok(()) => tracing::info!(
+            from = soft,
+            to = hard,
+            "raised the open-files limit (RLIMIT_NOFILE) to its hard limit"
+        ),
+        Err(e) => tracing::warn!(limit = soft, hard, error = %e,
+            "cannot raise the open-files limit (RLIMIT_NOFILE)"),
+    }
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -309,20 +354,49 @@ fn run_client(command: Command) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "graceful shutdown");
+/// SIGTERM and SIGINT, caught from before the host starts (so a signal during the start is a
+/// graceful shutdown too, not the default action).
+#[derive(Debug)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves at the first SIGTERM or SIGINT; a second one exits at once, with status 128
+    /// plus the signal's number (143 for SIGTERM, 130 for SIGINT), without waiting for anything.
+    async fn shutdown(mut self) {
+        let name = tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = name,
+            "graceful shutdown; a second SIGTERM or SIGINT exits at once"
+        );
+        tokio::spawn(async move {
+            let (name, number) = tokio::select! {
+                _ = self.term.recv() => ("SIGTERM", libc::SIGTERM),
+                _ = self.int.recv() => ("SIGINT", libc::SIGINT),
+            };
+            let code = 128 + number;
+            tracing::warn!(
+                signal = name,
+                code,
+                "second signal: exiting now, without waiting for running requests"
+            );
+            flush_log();
+            std::process::exit(code);
+        });
+    }
 }
 
 /// Runs the supervisor: it owns the listeners and keeps a serving process (this binary, with
@@ -354,8 +428,15 @@ fn main() -> ExitCode {
         Command::Serve(args) => args,
         command => return run_client(command),
     };
-    let _log_guard = init_tracing(cli.log_format);
-    let config = match load_config(&args) {
+    init_tracing(cli.log_format);
+    let code = serve(&args);
+    flush_log();
+    code
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    raise_open_files_limit();
+    let config = match load_config(args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("baton: {e:#}");
@@ -385,9 +466,16 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         match Host::start(config).await {
             Ok(host) => {
-                host.run(shutdown_signal()).await;
+                host.run(signals.shutdown()).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {

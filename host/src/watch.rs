@@ -6,7 +6,9 @@
 //! for `watch_settle_ms` is taken as complete. A file that changed while it was copied into the
 //! store (a plain `cp` run again over it) is waiting for its writer: it is deployed once it has
 //! settled, or at its writer's next close. A file whose deploy failed is tried again when it
-//! changes. Deleting the active version's file undeploys its app. Hidden files are ignored.
+//! changes; one that failed for a transient reason (out of file descriptors or disk space) is
+//! tried again a few times, with growing waits. Deleting the active version's file undeploys
+//! its app. Hidden files are ignored.
 //!
 //! Deploys of one file run one at a time, and at most one more waits: a deploy that has not
 //! started yet will read the file as it is then, so further events add nothing.
@@ -79,6 +81,11 @@ pub fn watch(registry: Arc<Registry>, dir: &Path) -> Result<Watcher> {
         task,
     })
 }
+
+/// The first wait before a deploy that failed for a transient reason is tried again; it
+/// doubles each time, up to `RETRY_LAST` (about a minute in all).
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_LAST: Duration = Duration::from_secs(32);
 
 /// A file that changed but whose writer has not said it is done.
 struct Pending {
@@ -234,13 +241,27 @@ impl State {
         tokio::spawn(async move {
             let _one_at_a_time = file.lock.lock().await;
             file.queued.store(false, Ordering::SeqCst);
-            match registry.deploy(&path, detected).await {
-                Ok(Deployed::New(_) | Deployed::Unchanged(_)) => {}
-                Err(e @ Error::Unsettled { .. }) => {
-                    tracing::info!(error = %e, "module file still being written");
-                    let _ = unsettled.send((path, detected));
+            let mut wait = RETRY_FIRST;
+            loop {
+                match registry.deploy(&path, detected).await {
+                    Ok(Deployed::New(_) | Deployed::Unchanged(_)) => return,
+                    Err(e @ Error::Unsettled { .. }) => {
+                        tracing::info!(error = %e, "module file still being written");
+                        let _ = unsettled.send((path, detected));
+                        return;
+                    }
+                    // Out of file descriptors or disk space: worth another try shortly.
+                    Err(e) if e.is_transient() && wait <= RETRY_LAST => {
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                            "deploy failed for a transient reason; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "deploy failed");
+                        return;
+                    }
                 }
-                Err(e) => tracing::error!(error = %e, "deploy failed"),
             }
         });
     }

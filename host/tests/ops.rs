@@ -845,6 +845,21 @@ async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn without_a_token_the_dashboard_works_from_its_own_origin() {
+    // No token: the admin API answers only the local operator, and the page is theirs.
+    let host = HostProc::start(&[hello("1.0.0")]);
+    let page = format!("http://localhost:{}/", host.admin.port());
+    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&page, 2500))
+        .await
+        .unwrap();
+    let hello_section = section(&dom, "hello");
+    assert!(
+        hello_section.contains(r#"data-version="1.0.0" data-state="active""#),
+        "{hello_section}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_non_loopback_admin_without_a_token_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let modules = dir.path().join("modules");

@@ -474,6 +474,17 @@ async fn a_redis_outage_fails_only_session_requests_and_heals_itself() {
         1,
         "logged once"
     );
+    let warnings: Vec<String> = host
+        .log_lines()
+        .iter()
+        .filter(|l| l["level"] == "WARN" && l.to_string().contains("session store"))
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning for the outage, not one per failed request: {warnings:#?}"
+    );
 
     store.server().restart();
     let r = support::eventually(WAIT, "sessions to work again", async || {

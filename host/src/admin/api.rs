@@ -6,16 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use crate::deploy::{DeployMode, Deployed, Registry, SwapTimings};
 use crate::error::Error;
-use crate::server::Body;
+use crate::server::{Body, RequestBody};
 use crate::session::Sessions;
 
-/// Largest module upload the admin API accepts.
-const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
 /// Largest JSON body the admin API accepts.
 const MAX_JSON_BYTES: usize = 64 * 1024;
 
@@ -26,15 +23,19 @@ pub struct Admin {
     registry: Arc<Registry>,
     sessions: Arc<Sessions>,
     ready: AtomicBool,
+    /// One permit per upload being received or deployed (`uploads.max_concurrent`).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Admin {
     /// The admin surface of `registry` and `sessions`; ready until [`Admin::set_not_ready`].
     pub fn new(registry: Arc<Registry>, sessions: Arc<Sessions>) -> Admin {
+        let uploads = registry.config().uploads.max_concurrent;
         Admin {
             registry,
             sessions,
             ready: AtomicBool::new(true),
+            uploads: Arc::new(tokio::sync::Semaphore::new(uploads)),
         }
     }
 
@@ -96,16 +97,103 @@ fn authorized(token: Option<&str>, headers: &http::HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
+        .and_then(|v| v.trim_start().split_once(' '))
+        // The scheme is case-insensitive (RFC 9110, section 11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, given)| same_secret(given.trim().as_bytes(), token.as_bytes()))
+}
+
+/// Whether `host` (a `Host` header or an authority) names this machine's loopback interface.
+fn is_loopback_host(host: &str) -> bool {
+    let Ok(authority) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Without a token the admin API answers only the local operator: why `req` is not from them,
+/// if it is not. A browser on the machine sends any site's requests to it with that site's
+/// `Origin`, and a DNS-rebound name arrives with that name as `Host`.
+fn not_local<B>(req: &Request<B>) -> Option<String> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str));
+    if let Some(host) = host
+        && !is_loopback_host(host)
+    {
+        return Some(format!(
+            "it was sent to {host:?}, which is not a loopback name or address"
+        ));
+    }
+    let origin = req.headers().get(header::ORIGIN)?;
+    let origin = origin.to_str().unwrap_or("(not text)");
+    let own = host.map(|host| format!("http://{host}"));
+    if own.is_some_and(|own| own.eq_ignore_ascii_case(origin)) {
+        return None;
+    }
+    Some(format!(
+        "it comes from a web page of another origin ({origin})"
+    ))
+}
+
+/// Most of a refused request's body read (and dropped) before the answer, so the client sees
+/// the answer rather than a reset; past it the connection is closed.
+const MAX_DISCARD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Answers a request refused before its body was read: reads and drops the body first (at most
+/// [`MAX_DISCARD_BYTES`], and only while it keeps arriving), so a client still sending it gets
+/// `response` instead of a broken pipe.
+async fn refuse(req: Request<RequestBody>, mut response: Response<Body>) -> Response<Body> {
+    let mut body = req.into_body();
+    let mut discarded = 0u64;
+    while discarded <= MAX_DISCARD_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                discarded += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Some(Err(_)) | None => return response,
+        }
+    }
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+fn forbidden(why: &str) -> Response<Body> {
+    error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "refused: {why}. Without an admin token the admin API answers only requests from \
+             this machine's own tools and dashboard. To call it from elsewhere, set a token \
+             (admin_token in the config file, BATON_ADMIN_TOKEN or --admin-token) and send \
+             `Authorization: Bearer <token>`"
+        ),
+    )
 }
 
 /// Serves one admin request.
-pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(admin: Arc<Admin>, req: Request<RequestBody>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().clone();
+    let token = admin.registry.config().admin_token.as_deref();
+    if token.is_none()
+        && let Some(why) = not_local(&req)
+    {
+        return refuse(req, forbidden(&why)).await;
+    }
     // The page and the probes reveal nothing and must work for load balancers and browsers
     // without credentials; everything else needs the token when one is set.
     match (&method, segments.as_slice()) {
@@ -127,7 +215,7 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
         _ => {}
     }
     let registry = &admin.registry;
-    if !authorized(registry.config().admin_token.as_deref(), req.headers()) {
+    if !authorized(token, req.headers()) {
         let mut response = error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong admin token: send `Authorization: Bearer <token>`",
@@ -136,7 +224,7 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
-        return response;
+        return refuse(req, response).await;
     }
     match (&method, segments.as_slice()) {
         (&Method::GET, ["status"] | ["apps"]) => json(StatusCode::OK, &super::status(registry)),
@@ -145,7 +233,7 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             registry.metrics().encode(registry),
         ),
-        (&Method::POST, ["apps"]) => deploy(registry, req).await,
+        (&Method::POST, ["apps"]) => deploy(&admin, req).await,
         (&Method::GET, ["apps", app]) => match registry.app(app) {
             Some(slot) => json(StatusCode::OK, &super::app_status(&slot)),
             None => from_error(&Error::UnknownApp((*app).to_owned())),
@@ -274,7 +362,7 @@ fn parse_percent(text: &str) -> Result<u8, Error> {
 }
 
 /// The whole request body, at most `limit` bytes.
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, String> {
+async fn read_body(req: Request<RequestBody>, limit: usize) -> Result<Bytes, String> {
     Limited::new(req.into_body(), limit)
         .collect()
         .await
@@ -283,34 +371,79 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, String
 }
 
 /// `POST /apps?name=FILE[&canary=PERCENT]` with the module file as the body.
-async fn deploy(registry: &Arc<Registry>, req: Request<Incoming>) -> Response<Body> {
+async fn deploy(admin: &Admin, req: Request<RequestBody>) -> Response<Body> {
+    let registry = &admin.registry;
+    let config = registry.config();
+    let limit = config.uploads.max_bytes;
+    let Ok(_uploading) = Arc::clone(&admin.uploads).try_acquire_owned() else {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} uploads are already in progress (uploads.max_concurrent); try again when one \
+                 is done",
+                config.uploads.max_concurrent
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return from_upload_error(&super::upload::UploadError::TooLarge { limit });
+    }
     let query = req.uri().query().unwrap_or("").to_owned();
     let name = query_param(&query, "name").unwrap_or("upload.so");
-    // Read the body before refusing anything, so the client sees the answer, not a reset.
-    let body = match read_body(req, MAX_UPLOAD_BYTES).await {
-        Ok(body) => body,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the upload (at most {MAX_UPLOAD_BYTES} bytes): {e}"),
-            );
-        }
+    // Receive the body before refusing anything else, so the client sees the answer, not a
+    // reset.
+    let file = match super::upload::receive(req.into_body(), &config.state_dir, limit).await {
+        Ok(file) => file,
+        Err(e) => return from_upload_error(&e),
+    };
+    let discard = |response| {
+        let _ = std::fs::remove_file(&file);
+        response
     };
     let mode = match query_param(&query, "canary").map(parse_percent) {
         None => DeployMode::Switch,
         Some(Ok(percent)) => DeployMode::Canary(percent),
-        Some(Err(e)) => return from_error(&e),
+        Some(Err(e)) => return discard(from_error(&e)),
     };
-    if body.is_empty() {
-        return error(
+    if std::fs::metadata(&file).is_ok_and(|m| m.len() == 0) {
+        return discard(error(
             StatusCode::BAD_REQUEST,
             "empty upload: send the module file as the request body",
-        );
+        ));
     }
-    match registry.deploy_upload(name, body, mode).await {
+    match registry.deploy_upload(name, &file, mode).await {
         Ok(deployed) => json(StatusCode::OK, &DeployOutcome::new(registry, &deployed)),
         Err(e) => from_error(&e),
     }
+}
+
+fn from_upload_error(e: &super::upload::UploadError) -> Response<Body> {
+    use super::upload::UploadError;
+    let status = match e {
+        UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        UploadError::Body(body) if body.is_timeout() => StatusCode::REQUEST_TIMEOUT,
+        UploadError::Body(_) => StatusCode::BAD_REQUEST,
+        UploadError::Write { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "upload failed");
+    }
+    let mut response = error(status, e);
+    // The rest of the body is not read: the connection cannot carry another request.
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 async fn undeploy(registry: &Arc<Registry>, app: &str) -> Response<Body> {
@@ -339,7 +472,11 @@ pub struct CanaryRequest {
     pub percent: u8,
 }
 
-async fn set_canary(registry: &Arc<Registry>, app: &str, req: Request<Incoming>) -> Response<Body> {
+async fn set_canary(
+    registry: &Arc<Registry>,
+    app: &str,
+    req: Request<RequestBody>,
+) -> Response<Body> {
     let body = match read_body(req, MAX_JSON_BYTES).await {
         Ok(body) => body,
         Err(e) => {
@@ -391,6 +528,57 @@ mod tests {
         assert!(authorized(Some("s3cret"), &headers));
         headers.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
         assert!(!authorized(Some("s3cret"), &headers));
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let value = format!("{scheme} s3cret");
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            assert!(authorized(Some("s3cret"), &headers), "{value}");
+        }
+        headers.insert(header::AUTHORIZATION, "Bearers3cret".parse().unwrap());
+        assert!(!authorized(Some("s3cret"), &headers));
+    }
+
+    fn request(headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder().uri("/status");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_hosts_and_the_own_origin_pass() {
+        for host in [
+            "127.0.0.1:9090",
+            "localhost:9090",
+            "LOCALHOST",
+            "[::1]:9090",
+            "127.1.2.3",
+        ] {
+            assert_eq!(not_local(&request(&[("host", host)])), None, "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9090",
+            "10.0.0.1:9090",
+            "localhost.evil.example",
+        ] {
+            let why = not_local(&request(&[("host", host)])).unwrap();
+            assert!(why.contains("not a loopback"), "{host}: {why}");
+        }
+        let own = [
+            ("host", "127.0.0.1:9090"),
+            ("origin", "http://127.0.0.1:9090"),
+        ];
+        assert_eq!(not_local(&request(&own)), None);
+        for origin in [
+            "http://evil.example",
+            "null",
+            "http://localhost:3000",
+            "https://127.0.0.1:9090",
+        ] {
+            let why = not_local(&request(&[("host", "127.0.0.1:9090"), ("origin", origin)]));
+            assert!(why.unwrap().contains("another origin"), "{origin}");
+        }
     }
 
     #[test]

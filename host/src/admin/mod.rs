@@ -2,6 +2,9 @@
 //!
 //! - `api`: the JSON API (status, deploy by upload, rollback, undeploy, canary split, metrics,
 //!   health), behind a bearer token when one is configured.
+//!   Without a token it answers only the local operator: a request from another site's page
+//!   (`Origin`) or for a name that is not loopback (`Host`) is refused.
+//! - `upload`: module uploads stream into `state_dir/uploads/`, bounded in size and number.
 //! - `sessions`: the API's session endpoints (list, count, describe, invalidate).
 //! - the dashboard (`GET /`): one page that polls `/status` and shows apps, versions, states,
 //!   the traffic split and request rates.
@@ -13,6 +16,7 @@
 mod api;
 pub mod client;
 mod sessions;
+pub(crate) mod upload;
 
 use serde::Serialize;
 

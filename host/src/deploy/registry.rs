@@ -238,6 +238,9 @@ pub struct Registry {
     restored: Mutex<HashSet<String>>,
     /// Hashes of module bytes the guard rolled back (newest last), with their app.
     rolled_back: Mutex<Vec<(u64, String)>>,
+    /// Apps undeployed through the admin API and not deployed since: their files stay
+    /// ignored at start.
+    undeployed: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Registry {
@@ -257,6 +260,7 @@ impl Registry {
             saving: Mutex::new(()),
             restored: Mutex::new(HashSet::new()),
             rolled_back: Mutex::new(Vec::new()),
+            undeployed: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -472,6 +476,14 @@ impl Registry {
             }
         };
         let info = module.info().clone();
+        if trigger == Trigger::Start && lock(&self.undeployed).contains(&info.app) {
+            let _ = tokio::task::spawn_blocking(move || drop(module)).await;
+            self.store.remove(&copy);
+            return Err(Error::Undeployed {
+                app: info.app,
+                file: source.to_owned(),
+            });
+        }
         let slot = self.slot(&info.app);
         if trigger == Trigger::Start
             && self.was_restored(&info.app)
@@ -567,6 +579,7 @@ impl Registry {
             self.metrics.swapped(&info.app, detected.elapsed());
         }
         slot.set_error(None);
+        lock(&self.undeployed).remove(&info.app);
         self.save_state();
         let watching = lock(&slot.guard)
             .as_ref()
@@ -708,7 +721,7 @@ impl Registry {
             .iter()
             .find(|slot| slot.active().is_some_and(|v| v.source() == source))
         {
-            return self.undeploy(&slot.name).await;
+            return self.undeploy_app(&slot.name, false).await;
         }
         let slot = apps
             .iter()
@@ -722,7 +735,13 @@ impl Registry {
     }
 
     /// Undeploys an app: it stops taking requests (404), drains and retires (a canary too).
+    /// The host remembers it across restarts: the app's files in the modules directory are
+    /// ignored at start until one of them is deployed again.
     pub async fn undeploy(self: &Arc<Self>, app: &str) -> Option<Arc<Version>> {
+        self.undeploy_app(app, true).await
+    }
+
+    async fn undeploy_app(self: &Arc<Self>, app: &str, remember: bool) -> Option<Arc<Version>> {
         let slot = lock(&self.apps).get(app).cloned()?;
         let _deploying = slot.deploying.lock().await;
         let (canary, version, watch) = {
@@ -735,6 +754,9 @@ impl Registry {
         }
         let version = version?;
         self.publish_routes();
+        if remember {
+            lock(&self.undeployed).insert(app.to_owned());
+        }
         tracing::info!(app = %slot.name, version = %version.info().version, "undeployed");
         self.save_state();
         self.retire_later(&slot, Arc::clone(&version), None);
@@ -821,6 +843,7 @@ impl Registry {
                 .await;
             match outcome {
                 Ok(_) => deployed += 1,
+                Err(e @ Error::Undeployed { .. }) => tracing::info!(reason = %e, "file skipped"),
                 Err(e) => tracing::error!(error = %e, "deploy failed"),
             }
         }

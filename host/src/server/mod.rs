@@ -1,21 +1,72 @@
-//! The HTTP server: accept loop, connections (HTTP/1.1 keep-alive and h2c), graceful shutdown.
+//! The HTTP server: accept loop, connections (HTTP/1.1 keep-alive and h2c), their timeouts and
+//! cap, graceful shutdown.
+//!
+//! - `conn`: each connection's activity, the idle and header timeouts, the set of open
+//!   connections that enforces the cap (closing the longest-idle one to make room).
+//! - `body`: the request body with its progress timeout, and the response body that marks the
+//!   end of a request on its connection.
+//! - `service`: one app request, from routing to the response.
 
+mod body;
+mod conn;
 mod service;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-
+use crate::config::HttpConfig;
 use crate::deploy::Registry;
 use crate::session::Sessions;
+pub use body::{BodyError, RequestBody};
+use conn::{Connections, IdleTimeouts, TrackedIo};
 pub use service::Body;
+
+/// How a listener treats its connections: timeouts and the most it keeps open.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSettings {
+    idle: IdleTimeouts,
+    body_read_timeout: Duration,
+    http2_keep_alive_interval: Option<Duration>,
+    http2_keep_alive_timeout: Duration,
+    max_connections: usize,
+}
+
+impl ConnectionSettings {
+    /// The timeouts of `http`, with at most `max_connections` open at once.
+    pub fn new(http: &HttpConfig, max_connections: usize) -> ConnectionSettings {
+        ConnectionSettings {
+            idle: IdleTimeouts {
+                header: http.header_read_timeout(),
+                idle: http.idle_timeout(),
+            },
+            body_read_timeout: http.body_read_timeout(),
+            http2_keep_alive_interval: http.http2_keep_alive_interval(),
+            http2_keep_alive_timeout: http.http2_keep_alive_timeout(),
+            max_connections: max_connections.max(1),
+        }
+    }
+}
+
+/// The soft limit on open files (`RLIMIT_NOFILE`); `None` if unlimited.
+pub fn open_files_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// The default cap on the app listener's connections for an open-files limit of `nofile`:
+/// what is left after a reserve for the admin listener, module files, uploads, the session
+/// store and the log (an eighth of the limit, at least 128).
+pub fn default_max_connections(nofile: Option<u64>) -> usize {
+    let nofile = nofile.unwrap_or(1 << 20);
+    let reserve = (nofile / 8).max(128);
+    usize::try_from(nofile.saturating_sub(reserve).max(16)).unwrap_or(usize::MAX)
+}
 
 /// Serves the apps of `registry` on `listener` until `shutdown` resolves, then stops accepting
 /// and lets open connections finish their requests for at most `drain`.
@@ -25,67 +76,190 @@ pub async fn serve_apps(
     sessions: Arc<Sessions>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    settings: ConnectionSettings,
 ) {
     let handler = move |req| {
         let registry = Arc::clone(&registry);
         let sessions = Arc::clone(&sessions);
         async move { service::handle(&registry, &sessions, req).await }
     };
-    serve(listener, handler, shutdown, drain).await;
+    serve(listener, handler, shutdown, drain, settings).await;
+}
+
+/// The answer to an HTTP/1.1 request without `Host` (RFC 9112, section 3.2).
+fn missing_host() -> Response<Body> {
+    let mut response = Response::new(Body::from(
+        "400 Bad Request: an HTTP/1.1 request needs a Host header\n",
+    ));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response
+}
+
+/// How long to wait after the `failures`-th accept error in a row.
+fn accept_backoff(failures: u32) -> Duration {
+    Duration::from_millis(10u64 << (failures.clamp(1, 8) - 1)).min(Duration::from_secs(1))
 }
 
 /// Serves `handler` on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves, then stops
-/// accepting and lets open connections finish their requests for at most `drain`.
+/// accepting, closes the connections with no request in progress, and lets the others finish
+/// their requests for at most `drain`.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    settings: ConnectionSettings,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(settings.http2_keep_alive_interval)
+        .keep_alive_timeout(settings.http2_keep_alive_timeout);
+    let builder = Arc::new(builder);
+    let conns = Arc::new(Connections::new());
+    let addr = listener.local_addr().ok();
+    let mut failures = 0u32;
+    let mut at_cap = false;
     tokio::pin!(shutdown);
     loop {
+        // At the cap, new connections wait in the kernel's backlog while the connection idle
+        // for longest makes room; with every connection busy, the next one to close does.
+        if conns.len() >= settings.max_connections {
+            if !at_cap {
+                at_cap = true;
+                tracing::warn!(addr = ?addr, max_connections = settings.max_connections,
+                    "connection limit reached; closing the longest-idle connections to make room");
+            }
+            conns.evict_idlest();
+            tokio::select! {
+                () = conns.wait_closed(Duration::from_millis(50)) => continue,
+                () = &mut shutdown => break,
+            }
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    // Out of file descriptors and the like: back off, one line per episode.
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(addr = ?addr, error = %e,
+                            "accept failed; backing off until it works again");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(accept_backoff(failures)) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
         };
+        if failures > 0 {
+            tracing::info!(addr = ?addr, failures, "accepting again");
+            failures = 0;
+        }
+        if at_cap && conns.len() + 1 < settings.max_connections {
+            at_cap = false;
+        }
         let _ = stream.set_nodelay(true);
+        let (id, state) = conns.open();
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let response = handler(req);
-            async move { Ok::<_, std::convert::Infallible>(response.await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let body_timeout = settings.body_read_timeout;
+        let service = {
+            let state = Arc::clone(&state);
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let request = state.start_request();
+                let handler = handler.clone();
+                async move {
+                    let response = if req.version() == Version::HTTP_11
+                        && !req.headers().contains_key(http::header::HOST)
+                    {
+                        missing_host()
+                    } else {
+                        handler(req.map(|b| RequestBody::new(b, body_timeout))).await
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|b| body::TrackedBody::new(b, request)),
+                    )
+                }
+            })
+        };
+        let builder = Arc::clone(&builder);
+        let conns = Arc::clone(&conns);
+        let timeouts = settings.idle;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let io = TokioIo::new(TrackedIo::new(stream, Arc::clone(&state)));
+            // Boxed so it can be dropped (closing the socket) before the slot is given back.
+            let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = tokio::time::sleep_until(state.next_check(&timeouts)) => {
+                        if state.expired(&timeouts) {
+                            tracing::debug!(%peer, "closing a connection that sent no request in time");
+                            break;
+                        }
+                    }
+                    () = state.close_requested() => {
+                        if state.is_idle() {
+                            break;
+                        }
+                        conns.spared(&state);
+                        if conns.shutting_down() && !closing {
+                            // Finish the requests in progress, take no more.
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
             }
+            drop(conn);
+            conns.closed(id);
         });
     }
     drop(listener);
-    tracing::info!("stopped accepting; waiting for open requests");
-    if tokio::time::timeout(drain, graceful.shutdown())
+    conns.shut_down();
+    tracing::info!(addr = ?addr, open = conns.len(), "stopped accepting; waiting for open requests");
+    if tokio::time::timeout(drain, conns.all_closed())
         .await
         .is_err()
     {
         tracing::warn!(
+            addr = ?addr,
             timeout_secs = drain.as_secs(),
+            open = conns.len(),
             "connections still open after the drain timeout"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cap_leaves_a_reserve_of_file_descriptors() {
+        assert_eq!(default_max_connections(Some(1024)), 896);
+        assert_eq!(default_max_connections(Some(65536)), 57344);
+        assert_eq!(default_max_connections(Some(100)), 16);
+    }
+
+    #[test]
+    fn accept_errors_back_off_up_to_a_second() {
+        assert_eq!(accept_backoff(1), Duration::from_millis(10));
+        assert_eq!(accept_backoff(2), Duration::from_millis(20));
+        assert_eq!(accept_backoff(7), Duration::from_millis(640));
+        assert_eq!(accept_backoff(8), Duration::from_secs(1));
+        assert_eq!(accept_backoff(100), Duration::from_secs(1));
     }
 }

@@ -8,11 +8,12 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, SET_COOKIE};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 
 use crate::deploy::{AppSlot, OwnedRequest, Registry, Version};
 use crate::loader::CallError;
 use crate::session::{RequestSession, Sessions};
+
+use super::RequestBody;
 
 /// The response body type of every response the host sends.
 pub type Body = Full<Bytes>;
@@ -65,7 +66,7 @@ struct Served {
 pub(crate) async fn handle(
     registry: &Registry,
     sessions: &Arc<Sessions>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<Body> {
     let started = Instant::now();
     let access = registry
@@ -90,7 +91,7 @@ pub(crate) async fn handle(
 async fn serve(
     registry: &Registry,
     sessions: &Arc<Sessions>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Served,
 ) -> Response<Body> {
     let Some((slot, rest)) = registry.route(req.uri().path()) else {
@@ -119,6 +120,21 @@ async fn serve(
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return plain(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large\n");
+        }
+        Err(e)
+            if e.downcast_ref::<super::BodyError>()
+                .is_some_and(|e| e.is_timeout()) =>
+        {
+            tracing::debug!(error = %e, "request body stalled");
+            let mut response = plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "408 Request Timeout: the request body stopped arriving\n",
+            );
+            // The rest of the body never came: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
         }
         Err(e) => {
             tracing::debug!(error = %e, "request body read failed");
@@ -182,8 +198,14 @@ async fn serve(
     let mut response = match outcome {
         Ok(Ok(Ok(out))) => {
             if let Some(error) = &out.error {
-                tracing::warn!(app = %info.app, version = %info.version, %method, path = %rest,
-                    status = out.status.as_u16(), %error, "handler error");
+                if out.status == StatusCode::SERVICE_UNAVAILABLE && sessions.is_down() {
+                    // The app passed on the store's outage, which `Sessions` logs once.
+                    tracing::debug!(app = %info.app, version = %info.version, %method,
+                        path = %rest, %error, "handler error during a session store outage");
+                } else {
+                    tracing::warn!(app = %info.app, version = %info.version, %method,
+                        path = %rest, status = out.status.as_u16(), %error, "handler error");
+                }
             }
             let mut response = Response::new(Full::new(Bytes::from(out.body)));
             *response.status_mut() = out.status;

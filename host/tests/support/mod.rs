@@ -147,6 +147,9 @@ pub struct HostOptions {
     pub env: Vec<(String, String)>,
     /// Run under the supervisor (the default of `baton serve`); otherwise `--no-supervisor`.
     pub supervised: bool,
+    /// Soft and hard limits on open files, set with util-linux's `prlimit` before the host
+    /// starts (`prlimit` execs the host, so the pid is the host's).
+    pub open_files_limit: Option<(u64, u64)>,
 }
 
 /// A `baton serve` child process with its own temporary directories.
@@ -201,7 +204,16 @@ impl HostProc {
         let modules = dir.path().join("modules");
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, &options.config).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        let mut cmd = match options.open_files_limit {
+            Some((soft, hard)) => {
+                let mut cmd = Command::new("prlimit");
+                cmd.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_baton"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_baton")),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)

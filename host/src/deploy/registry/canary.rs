@@ -299,40 +299,30 @@ impl Registry {
         .await
     }
 
-    /// Deploys uploaded module bytes: written into the host's private upload area, then the
-    /// same pipeline as a dropped file.
+    /// Deploys an uploaded module: `file` (in the upload area) is named after `name`, then
+    /// goes through the same pipeline as a dropped file. The file is removed in every case.
     ///
     /// # Errors
     /// [`Error::Invalid`] for a bad file name; deploy errors.
     pub async fn deploy_upload(
         self: &Arc<Self>,
         name: &str,
-        bytes: bytes::Bytes,
+        file: &Path,
         mode: DeployMode,
     ) -> Result<Deployed> {
-        if name.is_empty()
-            || name.starts_with('.')
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
-        {
-            return Err(Error::Invalid(format!(
-                "bad module file name {name:?}: use letters, digits and . _ - +"
-            )));
-        }
         let detected = Instant::now();
-        let dir = self.config.state_dir.join("uploads");
-        let path = dir.join(format!("{}-{name}", self.store.unique()));
-        let written = {
-            let (dir, path) = (dir.clone(), path.clone());
-            tokio::task::spawn_blocking(move || {
-                std::fs::create_dir_all(&dir)?;
-                std::fs::write(&path, &bytes)
-            })
-            .await
-            .map_err(|e| Error::io("upload task failed", std::io::Error::other(e)))?
-        };
-        written.map_err(|e| Error::io(format!("cannot write upload {}", path.display()), e))?;
+        if let Err(e) = check_upload_name(name) {
+            remove_quietly(file);
+            return Err(e);
+        }
+        let path = file.with_file_name(format!("{}-{name}", self.store.unique()));
+        if let Err(e) = std::fs::rename(file, &path) {
+            remove_quietly(file);
+            return Err(Error::io(
+                format!("cannot rename upload {}", file.display()),
+                e,
+            ));
+        }
         let result = self.deploy_from(&path, &path, detected, mode).await;
         remove_quietly(&path);
         if result.is_err() {
@@ -340,6 +330,29 @@ impl Registry {
         }
         result
     }
+}
+
+/// Longest module file name an upload may have (the host's copies add their own prefixes).
+const MAX_UPLOAD_NAME: usize = 128;
+
+fn check_upload_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+    {
+        return Err(Error::Invalid(format!(
+            "bad module file name {name:?}: use letters, digits and . _ - +"
+        )));
+    }
+    if name.len() > MAX_UPLOAD_NAME {
+        return Err(Error::Invalid(format!(
+            "bad module file name: {} characters long, at most {MAX_UPLOAD_NAME}",
+            name.len()
+        )));
+    }
+    Ok(())
 }
 
 fn remove_quietly(path: &Path) {

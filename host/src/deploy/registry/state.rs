@@ -4,10 +4,11 @@
 //!
 //! At start the host first restores every app from it, then scans the modules directory: a file
 //! of an app that was restored is ignored at start (the restored version wins; touching the file
-//! or `baton deploy` deploys it), files of other apps deploy as usual. Store files that no live
-//! version uses afterwards are removed.
+//! or `baton deploy` deploys it), files of other apps deploy as usual. An app undeployed
+//! through the admin API is listed too, and its files are ignored at start the same way until
+//! it is deployed again. Store files that no live version uses afterwards are removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
@@ -24,6 +25,9 @@ const STATE_FILE: &str = "state.json";
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Saved {
     apps: BTreeMap<String, SavedApp>,
+    /// Apps undeployed through the admin API; their files are ignored at start.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    undeployed: BTreeSet<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,7 +79,10 @@ impl Registry {
             return;
         }
         let _one_writer = lock(&self.saving);
-        let mut state = Saved::default();
+        let mut state = Saved {
+            undeployed: lock(&self.undeployed).clone(),
+            ..Saved::default()
+        };
         for slot in self.apps() {
             let Some(active) = slot.active() else {
                 continue;
@@ -123,6 +130,7 @@ impl Registry {
                 return;
             }
         };
+        lock(&self.undeployed).clone_from(&state.undeployed);
         for (app, saved) in state.apps {
             if !self
                 .restore_one(&app, &saved.active, DeployMode::Switch)
