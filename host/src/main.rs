@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use baton_host::admin::client::{self, Client};
-use baton_host::{Config, Host, supervisor};
+use baton_host::{Config, Host, Stop, supervisor};
 use clap::{Parser, Subcommand};
 
 /// Baton: a web app host that swaps app versions without failing a request.
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, about)]
+#[command(name = "baton", version = baton_host::VERSION, about)]
 struct Cli {
     /// Log format: `plain` or `json` (also BATON_LOG_FORMAT). Log filter: BATON_LOG, then RUST_LOG.
     #[arg(long, global = true, env = "BATON_LOG_FORMAT", default_value = "plain")]
@@ -62,6 +62,15 @@ enum Command {
         admin: AdminArgs,
         /// App name.
         app: String,
+    },
+    /// Start a new serving process from the `baton` binary now on disk and hand over to it
+    /// (supervised hosts only); waits until the old process is gone.
+    Upgrade {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// How long to wait for the new process to take over.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
     },
     /// Stop serving an app: its mount answers 404; its version drains and retires.
     Undeploy {
@@ -320,6 +329,13 @@ fn run_client(command: Command) -> ExitCode {
             }
             Command::Rollback { admin, app } => client::rollback(&connect(admin), &app, out).await,
             Command::Undeploy { admin, app } => client::undeploy(&connect(admin), &app, out).await,
+            Command::Upgrade {
+                admin,
+                timeout_secs,
+            } => {
+                let timeout = Duration::from_secs(timeout_secs);
+                client::upgrade(&connect(admin), timeout, out).await
+            }
             Command::Canary {
                 admin,
                 app,
@@ -355,11 +371,14 @@ fn run_client(command: Command) -> ExitCode {
 }
 
 /// SIGTERM and SIGINT, caught from before the host starts (so a signal during the start is a
-/// graceful shutdown too, not the default action).
+/// graceful shutdown too, not the default action), and the supervisor's SIGUSR1 (go on) and
+/// SIGUSR2 (hand over to a new serving process), which must never end the process either.
 #[derive(Debug)]
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -368,15 +387,37 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 
-    /// Resolves at the first SIGTERM or SIGINT; a second one exits at once, with status 128
-    /// plus the signal's number (143 for SIGTERM, 130 for SIGINT), without waiting for anything.
-    async fn shutdown(mut self) {
-        let name = tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+    /// As the new serving process of an upgrade: waits for the supervisor's word that the old
+    /// one has handed its sessions over. `false` if a stop signal came first.
+    async fn handed_over(&mut self) -> bool {
+        tokio::select! {
+            _ = self.usr1.recv() => true,
+            _ = self.term.recv() => false,
+            _ = self.int.recv() => false,
+        }
+    }
+
+    /// Resolves at the first SIGTERM or SIGINT (a shutdown) or the supervisor's SIGUSR2 (a
+    /// hand-over); after a SIGTERM or SIGINT, a second one exits at once, with status 128 plus
+    /// the signal's number (143 for SIGTERM, 130 for SIGINT), without waiting for anything.
+    async fn stop(mut self) -> Stop {
+        let supervised = std::env::var_os(supervisor::SUPERVISOR_PID_ENV).is_some();
+        let name = loop {
+            tokio::select! {
+                _ = self.term.recv() => break "SIGTERM",
+                _ = self.int.recv() => break "SIGINT",
+                _ = self.usr2.recv() => {
+                    if supervised {
+                        return Stop::HandOver;
+                    }
+                    tracing::warn!("SIGUSR2 ignored: only a supervised host hands over");
+                }
+            }
         };
         tracing::info!(
             signal = name,
@@ -396,6 +437,7 @@ impl Signals {
             flush_log();
             std::process::exit(code);
         });
+        Stop::Shutdown
     }
 }
 
@@ -413,7 +455,7 @@ fn supervise(config: &Config) -> ExitCode {
         }
     };
     let args = std::env::args_os().skip(1).collect();
-    match runtime.block_on(supervisor::run(config, args)) {
+    match runtime.block_on(supervisor::run(config, args, flush_log)) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             tracing::error!(error = %e, "supervisor cannot run");
@@ -466,7 +508,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let signals = match Signals::install() {
+        let mut signals = match Signals::install() {
             Ok(signals) => signals,
             Err(e) => {
                 tracing::error!(error = %e, "cannot install signal handlers");
@@ -475,7 +517,20 @@ fn serve(args: &ServeArgs) -> ExitCode {
         };
         match Host::start(config).await {
             Ok(host) => {
-                host.run(signals.shutdown()).await;
+                if std::env::var_os(supervisor::UPGRADE_ENV).is_some() {
+                    // The new serving process of an upgrade: warm now; the old one hands over.
+                    supervisor::tell_supervisor();
+                    if host.sessions_in_memory() {
+                        if !signals.handed_over().await {
+                            return ExitCode::SUCCESS;
+                        }
+                        match host.take_over_sessions() {
+                            Ok(sessions) => tracing::info!(sessions, "sessions taken over"),
+                            Err(e) => tracing::error!(error = %e, "sessions not taken over"),
+                        }
+                    }
+                }
+                host.run(signals.stop()).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -234,6 +234,18 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<RequestBody>) -> Resp
             registry.metrics().encode(registry),
         ),
         (&Method::POST, ["apps"]) => deploy(&admin, req).await,
+        (&Method::POST, ["upgrade"]) => match crate::supervisor::request_upgrade() {
+            Ok(supervisor) => json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({
+                    "outcome": "upgrading",
+                    "pid": std::process::id(),
+                    "version": crate::VERSION,
+                    "supervisor": supervisor.as_raw_pid(),
+                }),
+            ),
+            Err(e) => from_error(&e),
+        },
         (&Method::GET, ["apps", app]) => match registry.app(app) {
             Some(slot) => json(StatusCode::OK, &super::app_status(&slot)),
             None => from_error(&Error::UnknownApp((*app).to_owned())),

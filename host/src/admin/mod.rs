@@ -43,6 +43,12 @@ pub struct Status {
 /// Process-wide resources in the status document.
 #[derive(Debug, Serialize)]
 pub struct HostStatus {
+    /// The serving process's pid (it changes with a restart or an upgrade).
+    pub pid: u32,
+    /// The version of the `baton` binary serving (see `baton --version`).
+    pub version: &'static str,
+    /// Whether a supervisor restarts this process and can upgrade it.
+    pub supervised: bool,
     /// pthread keys in use (modules' copies of std take them); `None` if they cannot be counted.
     pub pthread_keys_in_use: Option<usize>,
     /// The C library's limit on pthread keys.
@@ -122,6 +128,9 @@ pub fn status(registry: &Registry) -> Status {
         apps,
         rejected: registry.rejected(),
         host: HostStatus {
+            pid: std::process::id(),
+            version: crate::VERSION,
+            supervised: std::env::var_os(crate::supervisor::SUPERVISOR_PID_ENV).is_some(),
             pthread_keys_in_use: loader::pthread_keys_in_use(),
             pthread_keys_max: loader::PTHREAD_KEYS_MAX,
             pthread_keys_reclaimed: loader::pthread_keys_reclaimed(),

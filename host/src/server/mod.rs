@@ -69,12 +69,13 @@ pub fn default_max_connections(nofile: Option<u64>) -> usize {
 }
 
 /// Serves the apps of `registry` on `listener` until `shutdown` resolves, then stops accepting
-/// and lets open connections finish their requests for at most `drain`.
+/// and lets open connections finish their requests for at most `drain`. `shutdown` resolves to
+/// how long idle HTTP/1 keep-alive connections may linger (see [`serve`]).
 pub async fn serve_apps(
     listener: TcpListener,
     registry: Arc<Registry>,
     sessions: Arc<Sessions>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Duration>,
     drain: Duration,
     settings: ConnectionSettings,
 ) {
@@ -103,10 +104,16 @@ fn accept_backoff(failures: u32) -> Duration {
 /// Serves `handler` on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves, then stops
 /// accepting, closes the connections with no request in progress, and lets the others finish
 /// their requests for at most `drain`.
+///
+/// `shutdown` resolves to a linger: `ZERO` closes idle connections at once. Otherwise (a
+/// hand-over to another process on the same listener) an idle HTTP/1 keep-alive connection
+/// stays open that long, every response from then on says `Connection: close`, and the
+/// connection closes after it; a client that sends on a kept-alive connection just as it is
+/// closed would see its request fail, and one that gets `Connection: close` simply reconnects.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Duration>,
     drain: Duration,
     settings: ConnectionSettings,
 ) where
@@ -125,7 +132,7 @@ pub async fn serve<H, F>(
     let mut failures = 0u32;
     let mut at_cap = false;
     tokio::pin!(shutdown);
-    loop {
+    let linger = loop {
         // At the cap, new connections wait in the kernel's backlog while the connection idle
         // for longest makes room; with every connection busy, the next one to close does.
         if conns.len() >= settings.max_connections {
@@ -137,7 +144,7 @@ pub async fn serve<H, F>(
             conns.evict_idlest();
             tokio::select! {
                 () = conns.wait_closed(Duration::from_millis(50)) => continue,
-                () = &mut shutdown => break,
+                l = &mut shutdown => break l,
             }
         }
         let (stream, peer) = tokio::select! {
@@ -152,11 +159,11 @@ pub async fn serve<H, F>(
                     }
                     tokio::select! {
                         () = tokio::time::sleep(accept_backoff(failures)) => continue,
-                        () = &mut shutdown => break,
+                        l = &mut shutdown => break l,
                     }
                 }
             },
-            () = &mut shutdown => break,
+            l = &mut shutdown => break l,
         };
         if failures > 0 {
             tracing::info!(addr = ?addr, failures, "accepting again");
@@ -171,17 +178,30 @@ pub async fn serve<H, F>(
         let body_timeout = settings.body_read_timeout;
         let service = {
             let state = Arc::clone(&state);
+            let conns = Arc::clone(&conns);
             hyper::service::service_fn(move |req: Request<Incoming>| {
                 let request = state.start_request();
                 let handler = handler.clone();
+                let conns = Arc::clone(&conns);
+                let h2 = req.version() == Version::HTTP_2;
+                if h2 {
+                    state.saw_h2();
+                }
                 async move {
-                    let response = if req.version() == Version::HTTP_11
+                    let mut response = if req.version() == Version::HTTP_11
                         && !req.headers().contains_key(http::header::HOST)
                     {
                         missing_host()
                     } else {
                         handler(req.map(|b| RequestBody::new(b, body_timeout))).await
                     };
+                    if !h2 && conns.shutting_down() {
+                        // The client reconnects for its next request, to whoever serves then.
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
                     Ok::<_, std::convert::Infallible>(
                         response.map(|b| body::TrackedBody::new(b, request)),
                     )
@@ -196,6 +216,7 @@ pub async fn serve<H, F>(
             // Boxed so it can be dropped (closing the socket) before the slot is given back.
             let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
             let mut closing = false;
+            let mut lingering: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     result = conn.as_mut() => {
@@ -210,9 +231,28 @@ pub async fn serve<H, F>(
                             break;
                         }
                     }
-                    () = state.close_requested() => {
+                    () = tokio::time::sleep_until(lingering.unwrap_or_else(tokio::time::Instant::now)),
+                        if lingering.is_some() =>
+                    {
+                        lingering = None;
                         if state.is_idle() {
                             break;
+                        }
+                        if !closing {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                    () = state.close_requested() => {
+                        if state.is_idle() {
+                            let linger = conns.linger();
+                            if !conns.shutting_down() || linger.is_zero() || state.is_h2() {
+                                break;
+                            }
+                            // A hand-over: a request may be on its way; it gets an answer
+                            // with `Connection: close`.
+                            lingering = Some(tokio::time::Instant::now() + linger);
+                            continue;
                         }
                         conns.spared(&state);
                         if conns.shutting_down() && !closing {
@@ -226,9 +266,9 @@ pub async fn serve<H, F>(
             drop(conn);
             conns.closed(id);
         });
-    }
+    };
     drop(listener);
-    conns.shut_down();
+    conns.shut_down(linger);
     tracing::info!(addr = ?addr, open = conns.len(), "stopped accepting; waiting for open requests");
     if tokio::time::timeout(drain, conns.all_closed())
         .await

@@ -112,6 +112,31 @@ fn sources_fingerprint() -> u64 {
     hasher.finish()
 }
 
+/// The `baton` binary built with `BATON_BUILD_VERSION=version` (in its own target directory, so
+/// the test build is not disturbed), for upgrades to a different binary.
+pub fn baton_binary(version: &str) -> PathBuf {
+    let root = workspace().join("target").join("test-baton");
+    let lock = {
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::File::create(root.join(".lock")).unwrap()
+    };
+    lock.lock().unwrap();
+    // Cargo rebuilds only what changed since the last test run.
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "baton-host", "--bin", "baton"])
+        .env("CARGO_TARGET_DIR", root.join("build"))
+        .env("BATON_BUILD_VERSION", version)
+        .current_dir(workspace())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building baton {version} failed");
+    let out = root.join(format!("baton-{version}"));
+    let tmp = out.with_extension("tmp");
+    std::fs::copy(root.join("build").join("debug").join("baton"), &tmp).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
 /// `hello` built as `version`.
 pub fn hello(version: &str) -> PathBuf {
     module("hello", &[("BATON_APP_VERSION", version)])
@@ -150,6 +175,8 @@ pub struct HostOptions {
     /// Soft and hard limits on open files, set with util-linux's `prlimit` before the host
     /// starts (`prlimit` execs the host, so the pid is the host's).
     pub open_files_limit: Option<(u64, u64)>,
+    /// The `baton` binary to run, instead of the one this test build made.
+    pub binary: Option<PathBuf>,
 }
 
 /// A `baton serve` child process with its own temporary directories.
@@ -204,15 +231,19 @@ impl HostProc {
         let modules = dir.path().join("modules");
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, &options.config).unwrap();
+        let binary = options
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_baton")));
         let mut cmd = match options.open_files_limit {
             Some((soft, hard)) => {
                 let mut cmd = Command::new("prlimit");
                 cmd.arg(format!("--nofile={soft}:{hard}"))
                     .arg("--")
-                    .arg(env!("CARGO_BIN_EXE_baton"));
+                    .arg(&binary);
                 cmd
             }
-            None => Command::new(env!("CARGO_BIN_EXE_baton")),
+            None => Command::new(&binary),
         };
         cmd.arg("serve")
             .arg("--config")
