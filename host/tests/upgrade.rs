@@ -145,3 +145,92 @@ async fn without_a_supervisor_an_upgrade_is_refused() {
     });
     assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
 }
+
+/// One HTTP/1.1 request on a raw keep-alive connection; returns the response head (lowercased)
+/// once the whole response is read.
+async fn exchange(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed before the response");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed in the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    head
+}
+
+/// Whether the peer closes `stream` within `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn during_a_hand_over_keep_alive_clients_reconnect_and_the_host_stays_ready() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        supervised: true,
+        ..HostOptions::default()
+    });
+    let mut talking = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    for stream in [&mut talking, &mut idle] {
+        let head = exchange(stream, "/hello/").await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+    let readyz = {
+        let url = host.admin_url("/readyz");
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(8) {
+                let reply = Http::new().send("GET", &url, &[], "").await;
+                answers.push(reply.map(|r| r.status).unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answers
+        })
+    };
+
+    host.signal(libc::SIGUSR2);
+    host.wait_log(WAIT, |l| {
+        l["message"] == "handing over to the new serving process"
+    });
+    // A request on a kept-alive connection of the old process is answered, then closed.
+    let head = exchange(&mut talking, "/hello/").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(closed_within(&mut talking, Duration::from_secs(5)).await);
+    // An idle one is closed after the linger.
+    assert!(closed_within(&mut idle, Duration::from_secs(10)).await);
+    host.wait_log(WAIT, |l| {
+        l["message"] == "previous serving process finished its hand-over"
+    });
+    let answers = readyz.await.unwrap();
+    assert!(
+        answers.iter().all(|&status| status == 200),
+        "/readyz must stay ready during an upgrade: {answers:?}"
+    );
+}
