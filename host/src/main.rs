@@ -298,17 +298,22 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Runs an admin command against a running host.
-fn run_client(command: Command) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// The single-threaded runtime of the command-line client and the supervisor.
+fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("baton: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+/// Runs an admin command against a running host.
+fn run_client(command: Command) -> ExitCode {
+    let runtime = match small_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
     let connect = |a: AdminArgs| Client::new(&a.admin, a.token);
     let mut out = std::io::stdout().lock();
@@ -444,15 +449,9 @@ impl Signals {
 /// Runs the supervisor: it owns the listeners and keeps a serving process (this binary, with
 /// the same arguments) running on them.
 fn supervise(config: &Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match small_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("baton: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let args = std::env::args_os().skip(1).collect();
     match runtime.block_on(supervisor::run(config, args, flush_log)) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, Sample, assert_no_failures};
-use support::{HostOptions, HostProc, baton, eventually, hello, mapped, module};
+use support::{HostOptions, HostProc, baton, eventually, hello, mapped, module, version as entry};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -20,17 +20,6 @@ async fn app_status(host: &HostProc) -> Value {
     let r = Http::new().get(&host.admin_url("/apps/hello")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()
-}
-
-/// The newest entry of `version` in an app's status.
-fn entry<'a>(app: &'a Value, version: &str) -> &'a Value {
-    app["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|v| v["version"] == version)
-        .unwrap_or_else(|| panic!("no version {version} in {app:#}"))
 }
 
 /// Waits until the newest `version` of hello is in `state`; returns the app's status.

@@ -429,6 +429,17 @@ pub fn app<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Val
         .unwrap_or_else(|| panic!("no app {name} in {status:#}"))
 }
 
+/// The newest entry of `version` in an app's status; panics when there is none.
+pub fn version<'a>(app: &'a serde_json::Value, version: &str) -> &'a serde_json::Value {
+    app["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|v| v["version"] == version)
+        .unwrap_or_else(|| panic!("no version {version} in {app:#}"))
+}
+
 /// Executable or writable mappings of `path` in process `pid` (a read-only mapping may stay:
 /// the backtrace symbolizer's).
 pub fn mapped(pid: u32, path: &str) -> Vec<String> {
