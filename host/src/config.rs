@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod guard;
+mod quarantine;
 
 pub use guard::{GuardConfig, GuardOverrides};
+pub use quarantine::QuarantineConfig;
 
 /// The whole host configuration. Every field has a default; see the README's reference.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -58,6 +60,8 @@ pub struct Config {
     pub sessions: SessionConfig,
     /// The guard window after a switch and the regression that rolls a version back.
     pub guard: GuardConfig,
+    /// When versions that keep crashing the serving process are quarantined.
+    pub quarantine: QuarantineConfig,
 }
 
 impl Default for Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             apps: BTreeMap::new(),
             sessions: SessionConfig::default(),
             guard: GuardConfig::default(),
+            quarantine: QuarantineConfig::default(),
         }
     }
 }
@@ -319,6 +324,7 @@ impl Config {
         self.limits.validate("limits")?;
         self.sessions.validate()?;
         self.guard.validate("guard")?;
+        self.quarantine.validate()?;
         match self.admin_token.as_deref() {
             Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
                 return Err(Error::Config(

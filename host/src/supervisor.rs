@@ -21,6 +21,7 @@ use rustix::process::{Pid, Signal};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
+use crate::crash;
 use crate::error::{Error, Result};
 
 /// The environment variable that tells a `baton serve` process it is the serving process of the
@@ -37,6 +38,8 @@ const FIRST_FD: i32 = 3;
 /// back off, up to [`MAX_BACKOFF`].
 const CRASH_LOOP: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the relay of a dead serving process's stderr may take to pass on its last lines.
+const STDERR_END: Duration = Duration::from_secs(2);
 
 /// The listening sockets a supervisor or systemd handed to this process (`LISTEN_FDS`), HTTP
 /// first and admin second, or named `http` and `admin` in `LISTEN_FDNAMES`. `None` when the
@@ -118,6 +121,7 @@ pub async fn run(config: &Config, args: Vec<OsString>) -> Result<i32> {
     let mut quick_deaths = 0u32;
     loop {
         let mut child = spawn(&program, &args, &http, &admin)?;
+        let tail = child.stderr.take().map(crash::Tail::relay);
         let pid = child.id().and_then(|id| Pid::from_raw(id as i32));
         let started = Instant::now();
         tracing::info!(pid = pid.map(Pid::as_raw_pid), "serving process started");
@@ -135,6 +139,10 @@ pub async fn run(config: &Config, args: Vec<OsString>) -> Result<i32> {
         };
         let status = status.map_err(|e| Error::io("cannot wait for the serving process", e))?;
         let code = exit_code(&status);
+        let last_lines = match tail {
+            Some(tail) => tail.finish(STDERR_END).await,
+            None => Vec::new(),
+        };
         if stopping {
             tracing::info!(code, "serving process stopped; supervisor exits");
             return Ok(code);
@@ -149,6 +157,17 @@ pub async fn run(config: &Config, args: Vec<OsString>) -> Result<i32> {
             uptime_ms = started.elapsed().as_millis() as u64,
             restart_in_ms = backoff.as_millis() as u64,
             "serving process died; starting a new one");
+        if let Some(pid) = pid {
+            let pid = pid.as_raw_pid() as u32;
+            crash::after_death(
+                &config.state_dir,
+                &config.quarantine,
+                pid,
+                &status,
+                code,
+                last_lines,
+            );
+        }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             _ = term.recv() => return Ok(code),
@@ -196,6 +215,8 @@ fn spawn(
         // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which forwards
         // it once, rather than both (a second stop signal forces the serving process out).
         .process_group(0)
+        // Relayed to ours, its last lines kept: they usually say why it died.
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(false);
     command
         .fd_mappings(vec![
