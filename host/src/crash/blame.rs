@@ -1,8 +1,8 @@
 //! Which live versions a death of the serving process is blamed on.
 //!
 //! 1. A **clue**: the dead process's last stderr lines name the thread that brought it down
-//!    (`thread 'baton-hello' has overflowed its stack`, or std's `thread 'baton-hello'
-//!    panicked at` of a panic that aborted). Worker threads are named `baton-<app>`, so the
+//!    (`thread 'baton-hello' (1234) has overflowed its stack`, or std's `thread 'baton-hello'
+//!    (1234) panicked at` of a panic that aborted). Worker threads are named `baton-<app>`, so the
 //!    versions of that app are blamed.
 //! 2. Without a clue (a segfault, an abort without a message, an OOM kill, `kill -9`), or when
 //!    the thread is no app's: the versions that changed most recently, i.e. loading, warming,
@@ -147,7 +147,7 @@ mod tests {
         let last = lines(&[
             r#"{"message":"listening"}"#,
             "",
-            "thread 'baton-faulty' has overflowed its stack",
+            "thread 'baton-faulty' (4242) has overflowed its stack",
             "fatal runtime error: stack overflow, aborting",
         ]);
         let blame = blame(&live, &last);
@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(names(&blame), ["faulty@1.0.0"]);
         assert_eq!(
             blame.clue.as_deref(),
-            Some("thread 'baton-faulty' has overflowed its stack")
+            Some("thread 'baton-faulty' (4242) has overflowed its stack")
         );
     }
 
