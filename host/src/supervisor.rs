@@ -10,6 +10,10 @@
 //! fail. Signals are forwarded; a stop signal ends both once the serving process has drained.
 //! If the supervisor itself dies, the serving process gets `SIGTERM` (parent-death signal),
 //! drains and exits rather than living on unsupervised.
+//!
+//! The serving process's stderr is relayed through the supervisor, which keeps its last lines:
+//! after a death they and the process's `live.json` decide which version to blame, and a
+//! version blamed too often is quarantined (see [`crate::crash`]).
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
