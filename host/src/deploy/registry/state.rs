@@ -262,13 +262,19 @@ impl Registry {
     /// Ends the start: removes store files no live version uses (earlier runs' copies), then
     /// records the state and keeps it up to date from now on.
     pub(crate) fn started(self: &Arc<Self>) {
-        let live: Vec<PathBuf> = self
+        let stored: Vec<Arc<Version>> = self
             .apps()
             .iter()
             .flat_map(|slot| slot.versions())
             .filter(|v| v.stored())
-            .map(|v| v.copy_path().to_owned())
             .collect();
+        // A previous version with the same bytes as a loaded one (a canary) uses its copy.
+        for previous in lock(&self.previous).values_mut() {
+            if let Some(same) = stored.iter().find(|v| hex(v.hash()) == previous.hash) {
+                *previous = saved(same);
+            }
+        }
+        let live: Vec<PathBuf> = stored.iter().map(|v| v.copy_path().to_owned()).collect();
         for file in self.store.files() {
             if !live.iter().any(|l| l == &file) && !self.is_previous(&file) {
                 remove(&file);
