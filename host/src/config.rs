@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod guard;
+mod quarantine;
 
 pub use guard::{GuardConfig, GuardOverrides};
+pub use quarantine::QuarantineConfig;
 
 /// The whole host configuration. Every field has a default; see the README's reference.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,6 +64,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Module uploads through the admin API, under `[uploads]`.
     pub uploads: UploadConfig,
+    /// When versions that keep crashing the serving process are quarantined.
+    pub quarantine: QuarantineConfig,
 }
 
 impl Default for Config {
@@ -87,6 +91,7 @@ impl Default for Config {
             guard: GuardConfig::default(),
             http: HttpConfig::default(),
             uploads: UploadConfig::default(),
+            quarantine: QuarantineConfig::default(),
         }
     }
 }
@@ -444,6 +449,7 @@ impl Config {
         self.guard.validate("guard")?;
         self.http.validate()?;
         self.uploads.validate()?;
+        self.quarantine.validate()?;
         match self.admin_token.as_deref() {
             Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
                 return Err(Error::Config(

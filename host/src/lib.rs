@@ -14,6 +14,8 @@
 //! - [`admin`]: the admin listener: JSON API, health, dashboard, and the CLI's client.
 //! - [`metrics`]: Prometheus metrics, with per-version handles for the request path.
 //! - [`session`]: session stores (in memory, Redis) and each request's lazy view of its session.
+//! - [`crash`]: what the supervisor and the serving process share about crashes: the live
+//!   versions, the blame of a death, the quarantine.
 //! - [`supervisor`]: the small process that owns the listening sockets and restarts the serving
 //!   process when it dies.
 //!
@@ -21,6 +23,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod crash;
 pub mod deploy;
 mod error;
 pub mod loader;

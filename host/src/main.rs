@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use baton_host::admin::client::{self, Client};
+use baton_host::admin::quarantine;
 use baton_host::{Config, Host, Stop, supervisor};
 use clap::{Parser, Subcommand};
 
@@ -108,6 +109,30 @@ enum Command {
     /// List, count or invalidate the host's sessions (shared by all its apps).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// List the versions quarantined for crashing the serving process, or clear one.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// The quarantined versions: when and how they crashed the serving process.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the admin API's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a version's quarantine, so its module file can be deployed again.
+    Clear {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// App name.
+        app: String,
+        /// The quarantined version.
+        version: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -364,6 +389,14 @@ fn run_client(command: Command) -> ExitCode {
             Command::Sessions(SessionsCommand::Invalidate { admin, id }) => {
                 client::sessions_invalidate(&connect(admin), &id, out).await
             }
+            Command::Quarantine(QuarantineCommand::List { admin, json }) => {
+                quarantine::list_command(&connect(admin), json, out).await
+            }
+            Command::Quarantine(QuarantineCommand::Clear {
+                admin,
+                app,
+                version,
+            }) => quarantine::clear_command(&connect(admin), &app, &version, out).await,
         }
     });
     match result {

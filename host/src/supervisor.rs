@@ -10,6 +10,10 @@
 //! fail. Signals are forwarded; a stop signal ends both once the serving process has drained.
 //! If the supervisor itself dies, the serving process gets `SIGTERM` (parent-death signal),
 //! drains and exits rather than living on unsupervised.
+//!
+//! The serving process's stderr is relayed through the supervisor, which keeps its last lines:
+//! after a death they and the process's `live.json` decide which version to blame, and a
+//! version blamed too often is quarantined (see [`crate::crash`]).
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
@@ -22,6 +26,7 @@ use rustix::process::{Pid, Signal};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
+use crate::crash;
 use crate::error::{Error, Result};
 
 /// The environment variable that tells a `baton serve` process it is the serving process of the
@@ -38,6 +43,10 @@ const FIRST_FD: i32 = 3;
 /// back off, up to [`MAX_BACKOFF`].
 const CRASH_LOOP: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the relay of a dead serving process's stderr may take to reach its end.
+const STDERR_END: Duration = Duration::from_secs(2);
+/// After a supervisor re-executed itself: the descriptor of its serving process's stderr pipe.
+const STDERR_FD_ENV: &str = "BATON_SUPERVISOR_STDERR_FD";
 
 /// The listening sockets a supervisor or systemd handed to this process (`LISTEN_FDS`), HTTP
 /// first and admin second, or named `http` and `admin` in `LISTEN_FDNAMES`. `None` when the
@@ -106,6 +115,10 @@ struct Serving {
     pid: Pid,
     started: Instant,
     exit: tokio::task::JoinHandle<std::io::Result<ExitStatus>>,
+    /// Its stderr, relayed to ours, with the last lines kept.
+    tail: Option<crash::Tail>,
+    /// The read end of its stderr pipe, handed on when the supervisor re-executes itself.
+    stderr: Option<std::os::fd::OwnedFd>,
 }
 
 impl Serving {
@@ -116,6 +129,11 @@ impl Serving {
         upgrade: bool,
     ) -> Result<Serving> {
         let mut child = spawn(program, args, listeners, upgrade)?;
+        let stderr = child
+            .stderr
+            .as_ref()
+            .and_then(|pipe| pipe.as_fd().try_clone_to_owned().ok());
+        let tail = child.stderr.take().map(crash::Tail::relay);
         let pid = child
             .id()
             .and_then(|id| Pid::from_raw(id as i32))
@@ -125,15 +143,30 @@ impl Serving {
             pid,
             started: Instant::now(),
             exit: tokio::spawn(async move { child.wait().await }),
+            tail,
+            stderr,
         })
     }
 
-    /// A serving process started by this supervisor before it re-executed itself.
-    fn adopt(pid: Pid) -> Serving {
+    /// A serving process started by this supervisor before it re-executed itself; its stderr
+    /// pipe, if the old supervisor passed it, is at descriptor `stderr_fd`.
+    fn adopt(pid: Pid, stderr_fd: Option<i32>) -> Serving {
         tracing::info!(pid = pid.as_raw_pid(), "watching the serving process again");
+        // A pipe opened again through /proc is the same pipe: the relay carries on.
+        let pipe = stderr_fd.and_then(|fd| {
+            tokio::net::unix::pipe::OpenOptions::new()
+                .open_receiver(format!("/proc/self/fd/{fd}"))
+                .map_err(|e| tracing::warn!(error = %e, "the serving process's stderr is lost"))
+                .ok()
+        });
+        let stderr = pipe
+            .as_ref()
+            .and_then(|pipe| pipe.as_fd().try_clone_to_owned().ok());
         Serving {
             pid,
             started: Instant::now(),
+            tail: pipe.map(crash::Tail::relay),
+            stderr,
             exit: tokio::task::spawn_blocking(move || {
                 use std::os::unix::process::ExitStatusExt;
                 loop {
@@ -151,6 +184,14 @@ impl Serving {
 
     fn signal(&self, signal: Signal) {
         let _ = rustix::process::kill_process(self.pid, signal);
+    }
+
+    /// Its last stderr lines, once the relay has reached the end (it died).
+    async fn last_lines(&mut self) -> Vec<String> {
+        match self.tail.take() {
+            Some(tail) => tail.finish(STDERR_END).await,
+            None => Vec::new(),
+        }
     }
 }
 
@@ -220,8 +261,11 @@ pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Resul
         .ok()
         .and_then(|pid| pid.parse().ok())
         .and_then(Pid::from_raw);
+    let stderr_fd = std::env::var(STDERR_FD_ENV)
+        .ok()
+        .and_then(|fd| fd.parse().ok());
     let mut current = Some(match adopted {
-        Some(pid) => Serving::adopt(pid),
+        Some(pid) => Serving::adopt(pid, stderr_fd),
         None => Serving::start(&program, &args, &listeners, false)?,
     });
     let mut next: Option<Serving> = None;
@@ -235,7 +279,7 @@ pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Resul
         };
         tokio::select! {
             status = exited(&mut current) => {
-                let Some(dead) = current.take() else { continue };
+                let Some(mut dead) = current.take() else { continue };
                 let status = status.map_err(|e| Error::io("cannot wait for the serving process", e))?;
                 let last_code = exit_code(&status);
                 if stopping {
@@ -254,7 +298,7 @@ pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Resul
                     }
                     upgrade = Upgrade::Idle;
                     if let Some(serving) = &current {
-                        reexec(&program, &args, &listeners, serving.pid, flush_log);
+                        reexec(&program, &args, &listeners, serving, flush_log);
                     }
                     continue;
                 }
@@ -264,6 +308,15 @@ pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Resul
                     uptime_ms = dead.started.elapsed().as_millis() as u64,
                     restart_in_ms = backoff.as_millis() as u64,
                     "serving process died; starting a new one");
+                let last_lines = dead.last_lines().await;
+                crash::after_death(
+                    &config.state_dir,
+                    &config.quarantine,
+                    dead.pid.as_raw_pid() as u32,
+                    &status,
+                    last_code,
+                    last_lines,
+                );
                 if next.is_some() {
                     // The new process of an upgrade takes over once it is warm.
                     continue;
@@ -363,13 +416,13 @@ fn strip_deleted(program: std::path::PathBuf) -> std::path::PathBuf {
 }
 
 /// Replaces this supervisor with the binary now at `program`, keeping its pid, its listeners
-/// (passed as `LISTEN_FDS` to itself) and its serving process `child`. Only returns if the exec
+/// (passed as `LISTEN_FDS` to itself), its serving process `child` and the pipe of its stderr. Only returns if the exec
 /// failed, which it logs.
 fn reexec(
     program: &std::path::Path,
     args: &[OsString],
     listeners: &Listeners,
-    child: Pid,
+    child: &Serving,
     flush_log: fn(),
 ) {
     use std::os::unix::process::CommandExt;
@@ -380,8 +433,21 @@ fn reexec(
         .env("LISTEN_FDS", "2")
         .env("LISTEN_FDNAMES", format!("{HTTP}:{ADMIN}"))
         .env("LISTEN_PID", std::process::id().to_string())
-        .env(CHILD_ENV, child.as_raw_pid().to_string());
-    let mapped = fd_mappings(listeners).and_then(|mappings| {
+        .env(CHILD_ENV, child.pid.as_raw_pid().to_string())
+        .env_remove(STDERR_FD_ENV);
+    let stderr = child
+        .stderr
+        .as_ref()
+        .and_then(|fd| fd.try_clone().ok())
+        .map(|parent_fd| FdMapping {
+            parent_fd,
+            child_fd: FIRST_FD + 2,
+        });
+    if stderr.is_some() {
+        command.env(STDERR_FD_ENV, (FIRST_FD + 2).to_string());
+    }
+    let mapped = fd_mappings(listeners).and_then(|mut mappings| {
+        mappings.extend(stderr);
         command
             .fd_mappings(mappings)
             .map_err(|e| Error::Config(format!("listener descriptors collide: {e}")))
@@ -451,6 +517,8 @@ fn spawn(
         // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which forwards
         // it once, rather than both (a second stop signal forces the serving process out).
         .process_group(0)
+        // Relayed to ours, its last lines kept: they usually say why it died.
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(false);
     if upgrade {
         command.env(UPGRADE_ENV, "1");

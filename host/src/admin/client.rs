@@ -29,7 +29,7 @@ fn admin_error(message: impl Into<String>) -> Error {
     Error::Admin(message.into())
 }
 
-fn out_error(e: std::io::Error) -> Error {
+pub(crate) fn out_error(e: std::io::Error) -> Error {
     Error::io("cannot write the output", e)
 }
 
@@ -100,7 +100,7 @@ fn describe(status: StatusCode) -> String {
     )
 }
 
-fn text(v: &Value) -> &str {
+pub(crate) fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 

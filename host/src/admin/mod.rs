@@ -6,6 +6,8 @@
 //!   (`Origin`) or for a name that is not loopback (`Host`) is refused.
 //! - `upload`: module uploads stream into `state_dir/uploads/`, bounded in size and number.
 //! - `sessions`: the API's session endpoints (list, count, describe, invalidate).
+//! - [`quarantine`]: the versions that crashed the serving process, and clearing them (API and
+//!   command line).
 //! - the dashboard (`GET /`): one page that polls `/status` and shows apps, versions, states,
 //!   the traffic split and request rates.
 //! - `client`: the other side, used by the `baton` command line (`baton status`, `baton deploy`…).
@@ -15,6 +17,7 @@
 
 mod api;
 pub mod client;
+pub mod quarantine;
 mod sessions;
 pub(crate) mod upload;
 
@@ -38,6 +41,8 @@ pub struct Status {
     pub rejected: Vec<Rejection>,
     /// Process-wide resources that bound how many versions can still be deployed.
     pub host: HostStatus,
+    /// Versions that crashed the serving process too often: not loaded until cleared.
+    pub quarantine: Vec<crate::crash::Quarantined>,
 }
 
 /// Process-wide resources in the status document.
@@ -136,6 +141,7 @@ pub fn status(registry: &Registry) -> Status {
             pthread_keys_reclaimed: loader::pthread_keys_reclaimed(),
             restart_required: loader::loads_refused(),
         },
+        quarantine: registry.quarantine(),
     }
 }
 

@@ -412,6 +412,41 @@ impl Drop for HostProc {
     }
 }
 
+/// The pid of the serving process that logged "listening" last (under a supervisor, the
+/// supervisor relays its log).
+pub fn serving_pid(host: &HostProc) -> u32 {
+    host.log_lines()
+        .iter()
+        .rev()
+        .find(|l| l["message"] == "listening")
+        .and_then(|l| l["pid"].as_u64())
+        .expect("a serving process logged its pid") as u32
+}
+
+/// Waits until a serving process other than `old` and those before it logs "listening";
+/// returns its pid.
+pub fn next_serving_pid(host: &HostProc, old: u32) -> u32 {
+    let mut earlier: Vec<u64> = host
+        .log_lines()
+        .iter()
+        .filter(|l| l["message"] == "listening")
+        .filter_map(|l| l["pid"].as_u64())
+        .collect();
+    earlier.push(u64::from(old));
+    let line = host.wait_log(Duration::from_secs(60), |l| {
+        l["message"] == "listening" && l["pid"].as_u64().is_some_and(|p| !earlier.contains(&p))
+    });
+    line["pid"].as_u64().unwrap() as u32
+}
+
+/// Sends `signal` to process `pid` (a host this test started, or its serving process).
+pub fn kill(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a process this test started (or its child).
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill {pid} failed");
+}
+
 /// `GET /status` on the admin listener, as JSON.
 pub async fn status(host: &HostProc) -> serde_json::Value {
     let r = http::Http::new().get(&host.admin_url("/status")).await;
