@@ -462,9 +462,18 @@ impl Signals {
             "graceful shutdown; a second SIGTERM or SIGINT exits at once"
         );
         tokio::spawn(async move {
-            let (name, number) = tokio::select! {
-                _ = self.term.recv() => ("SIGTERM", libc::SIGTERM),
-                _ = self.int.recv() => ("SIGINT", libc::SIGINT),
+            let (name, number) = loop {
+                tokio::select! {
+                    _ = self.term.recv() => {
+                        // Under a supervisor a second stop is the supervisor's (it kills this
+                        // process); a SIGTERM here may be the kernel's parent-death signal, which
+                        // comes once per thread of a supervisor that died.
+                        if !supervised {
+                            break ("SIGTERM", libc::SIGTERM);
+                        }
+                    }
+                    _ = self.int.recv() => break ("SIGINT", libc::SIGINT),
+                }
             };
             let code = 128 + number;
             tracing::warn!(

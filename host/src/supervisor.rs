@@ -394,10 +394,21 @@ pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Resul
                     new.signal(Signal::KILL);
                 }
             }
-            _ = term.recv() => { stopping = true; forward(&current, &next, Signal::TERM) }
-            _ = int.recv() => { stopping = true; forward(&current, &next, Signal::INT) }
+            _ = term.recv() => stop(&mut stopping, &current, &next, Signal::TERM),
+            _ = int.recv() => stop(&mut stopping, &current, &next, Signal::INT),
             _ = hup.recv() => forward(&current, &next, Signal::HUP),
         }
+    }
+}
+
+/// A stop signal: forwarded the first time; a second one kills the serving processes at once.
+fn stop(stopping: &mut bool, current: &Option<Serving>, next: &Option<Serving>, signal: Signal) {
+    if *stopping {
+        tracing::warn!("second stop signal: killing the serving process now");
+        forward(current, next, Signal::KILL);
+    } else {
+        *stopping = true;
+        forward(current, next, signal);
     }
 }
 

@@ -103,14 +103,60 @@ async fn sigterm_to_the_supervisor_drains_the_serving_process_and_both_exit_0() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_stop_signal_kills_the_serving_process_at_once() {
+    let mut host = supervised(vec![hello("1.0.0")]);
+    let child = serving_pid(&host);
+    let slow = tokio::spawn({
+        let url = host.url("/hello/slow?ms=20000");
+        async move { Http::new().send("GET", &url, &[], "").await }
+    });
+    eventually(WAIT, "the slow request running", async || {
+        let hello = support::app(&support::status(&host).await, "hello").clone();
+        (hello["versions"][0]["in_flight"].as_u64() == Some(1)).then_some(())
+    })
+    .await;
+    host.signal(libc::SIGTERM);
+    host.wait_log(WAIT, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("graceful shutdown"))
+    });
+    let second = Instant::now();
+    host.signal(libc::SIGTERM);
+    let status = host.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(137), "{status:?}");
+    assert!(
+        second.elapsed() < Duration::from_secs(15),
+        "it did not wait for the request"
+    );
+    assert!(
+        slow.await.unwrap().is_err(),
+        "the running request was cut off"
+    );
+    eventually(WAIT, "serving process gone", async || {
+        gone(child).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_serving_process_drains_and_exits_when_its_supervisor_dies() {
+    // The orphan is adopted by this test, as a service manager adopts the processes of its
+    // services. The kernel's parent-death signal then comes once per supervisor thread: the
+    // serving process must take them for one stop, not a forced second one.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
     let host = supervised(vec![hello("1.0.0")]);
     let child = serving_pid(&host);
     let slow = tokio::spawn({
         let url = host.url("/hello/slow?ms=1500");
         async move { Http::new().get(&url).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Only a request the serving process has taken is its to finish.
+    eventually(WAIT, "the slow request running", async || {
+        let hello = support::app(&support::status(&host).await, "hello").clone();
+        (hello["versions"][0]["in_flight"].as_u64() == Some(1)).then_some(())
+    })
+    .await;
     kill(host.pid(), libc::SIGKILL);
     // Its log went through the supervisor and is lost with it; the drain shows in the reply.
     let reply = slow.await.unwrap();
