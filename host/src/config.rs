@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod guard;
+mod tls;
 
 pub use guard::{GuardConfig, GuardOverrides};
+pub use tls::TlsConfig;
 
 /// The whole host configuration. Every field has a default; see the README's reference.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -19,6 +21,9 @@ pub use guard::{GuardConfig, GuardOverrides};
 pub struct Config {
     /// Address the HTTP listener binds.
     pub listen: SocketAddr,
+    /// Address of the HTTPS listener, which serves the same apps with `[tls]`'s certificate;
+    /// none by default.
+    pub listen_tls: Option<SocketAddr>,
     /// Directory of module files to serve (and, with hot swap, to watch).
     pub modules: PathBuf,
     /// Directory the host owns: private copies of loaded modules and its state.
@@ -62,12 +67,15 @@ pub struct Config {
     pub http: HttpConfig,
     /// Module uploads through the admin API, under `[uploads]`.
     pub uploads: UploadConfig,
+    /// The HTTPS listener's certificate and settings, under `[tls]`.
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen_tls: None,
             modules: PathBuf::from("./modules"),
             state_dir: PathBuf::from("./.baton"),
             version_header: true,
@@ -87,6 +95,7 @@ impl Default for Config {
             guard: GuardConfig::default(),
             http: HttpConfig::default(),
             uploads: UploadConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -176,8 +185,10 @@ pub struct SessionConfig {
     pub timeout_secs: u64,
     /// Name of the session cookie.
     pub cookie_name: String,
-    /// Send the cookie with `Secure` (only over HTTPS); set it when a TLS proxy fronts the host.
-    pub cookie_secure: bool,
+    /// Send the cookie with `Secure` (only over HTTPS) on every response; set it when a TLS
+    /// proxy fronts the host. Unset: on when only the HTTPS listener serves apps
+    /// (`tls.redirect_http`), off otherwise. Requests that arrive over TLS always get it.
+    pub cookie_secure: Option<bool>,
     /// Prefix of the Redis keys (one hash per session).
     pub redis_prefix: String,
     /// Longest wait for one store operation; a session request then fails with a 503.
@@ -194,7 +205,7 @@ impl Default for SessionConfig {
             store: "memory".to_owned(),
             timeout_secs: 1800,
             cookie_name: "BATON_SESSION".to_owned(),
-            cookie_secure: false,
+            cookie_secure: None,
             redis_prefix: "baton:session:".to_owned(),
             op_timeout_ms: 1_000,
             max_sessions: 100_000,
@@ -444,6 +455,7 @@ impl Config {
         self.guard.validate("guard")?;
         self.http.validate()?;
         self.uploads.validate()?;
+        self.tls.validate(self.listen_tls.is_some())?;
         match self.admin_token.as_deref() {
             Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
                 return Err(Error::Config(
@@ -544,6 +556,14 @@ impl Config {
             ),
             None => (Vec::new(), Duration::ZERO),
         }
+    }
+
+    /// Whether the session cookie carries `Secure` on every response: as set, or by default
+    /// when only the HTTPS listener serves apps (plain HTTP is redirected to it).
+    pub fn cookie_secure(&self) -> bool {
+        self.sessions
+            .cookie_secure
+            .unwrap_or(self.listen_tls.is_some() && self.tls.redirect_http)
     }
 
     /// The name of the session cookie a sticky canary split hashes.
@@ -673,6 +693,39 @@ mod tests {
         assert!(toml::from_str::<Config>("[http]\nidle_timeout = 5").is_err());
         let pings_off: Config = toml::from_str("[http]\nhttp2_keep_alive_interval_ms = 0").unwrap();
         assert_eq!(pings_off.http.http2_keep_alive_interval(), None);
+    }
+
+    #[test]
+    fn tls_needs_its_listener_and_both_files_and_makes_tls_only_cookies_secure() {
+        let pair = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let config: Config =
+            toml::from_str(&format!("listen_tls = \"127.0.0.1:8443\"\n{pair}")).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.tls.handshake_timeout(), Duration::from_secs(10));
+        assert!(!config.cookie_secure(), "plain HTTP still serves apps");
+        for bad in [
+            "listen_tls = \"127.0.0.1:8443\"\n[tls]\ncert = \"c.pem\"",
+            "listen_tls = \"127.0.0.1:8443\"\n[tls]\nkey = \"k.pem\"",
+            pair,
+            "[tls]\nredirect_http = true",
+        ] {
+            let config: Config = toml::from_str(bad).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("tls"), "{bad}: {error}");
+        }
+        let tls_only: Config = toml::from_str(&format!(
+            "listen_tls = \"127.0.0.1:8443\"\n{pair}redirect_http = true\n"
+        ))
+        .unwrap();
+        tls_only.validate().unwrap();
+        assert!(tls_only.cookie_secure());
+        let explicit: Config = toml::from_str(&format!(
+            "listen_tls = \"127.0.0.1:8443\"\n{pair}redirect_http = true\n\
+             [sessions]\ncookie_secure = false\n"
+        ))
+        .unwrap();
+        assert!(!explicit.cookie_secure(), "an explicit setting wins");
+        assert!(!Config::default().cookie_secure());
     }
 
     #[test]

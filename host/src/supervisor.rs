@@ -2,8 +2,8 @@
 //! running on them.
 //!
 //! `baton serve` binds its listeners (or takes them from systemd socket activation) and starts
-//! itself again as the serving process, which inherits them as descriptors 3 (HTTP) and 4
-//! (admin) through the `LISTEN_FDS` protocol. Modules are only ever loaded in the serving
+//! itself again as the serving process, which inherits them as descriptors 3 (HTTP), 4
+//! (admin) and, with `listen_tls`, 5 (HTTPS) through the `LISTEN_FDS` protocol. Modules are only ever loaded in the serving
 //! process, so nothing an app does can crash the supervisor. When the serving process dies, the
 //! supervisor starts a new one at once: meanwhile the kernel queues new connections in the
 //! listen backlog, so none is refused; only the requests that were running in the dead process
@@ -30,6 +30,7 @@ pub const SUPERVISOR_PID_ENV: &str = "BATON_SUPERVISOR_PID";
 /// Names of the inherited sockets, in descriptor order, as `LISTEN_FDNAMES` gives them.
 const HTTP: &str = "http";
 const ADMIN: &str = "admin";
+const HTTPS: &str = "https";
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
 const FIRST_FD: i32 = 3;
 
@@ -38,13 +39,24 @@ const FIRST_FD: i32 = 3;
 const CRASH_LOOP: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// The listening sockets a supervisor or systemd handed to this process (`LISTEN_FDS`), HTTP
-/// first and admin second, or named `http` and `admin` in `LISTEN_FDNAMES`. `None` when the
-/// environment passes none.
+/// The listening sockets of a host.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The plain HTTP listener.
+    pub http: TcpListener,
+    /// The admin listener.
+    pub admin: TcpListener,
+    /// The HTTPS listener, with `listen_tls`.
+    pub https: Option<TcpListener>,
+}
+
+/// The listening sockets a supervisor or systemd handed to this process (`LISTEN_FDS`): HTTP
+/// first, admin second and HTTPS third, or named `http`, `admin` and `https` in
+/// `LISTEN_FDNAMES`. `None` when the environment passes none.
 ///
 /// # Errors
-/// If descriptors are passed but are not two TCP listeners.
-pub fn inherited_listeners() -> Result<Option<(TcpListener, TcpListener)>> {
+/// If descriptors are passed but are not two or three TCP listeners.
+pub fn inherited_listeners() -> Result<Option<Listeners>> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() == 0 {
         return Ok(None);
@@ -54,6 +66,7 @@ pub fn inherited_listeners() -> Result<Option<(TcpListener, TcpListener)>> {
         .unwrap_or_default();
     let index =
         |name: &str, default: usize| names.iter().position(|n| n == name).unwrap_or(default);
+    let passes_https = names.iter().any(|n| n == HTTPS) || fds.len() > 2;
     let mut take = |name: &str, default: usize| {
         let i = index(name, default);
         fds.take_tcp_listener(i)
@@ -67,7 +80,12 @@ pub fn inherited_listeners() -> Result<Option<(TcpListener, TcpListener)>> {
     };
     let http = take(HTTP, 0)?;
     let admin = take(ADMIN, 1)?;
-    Ok(Some((http, admin)))
+    let https = if passes_https {
+        Some(take(HTTPS, 2)?)
+    } else {
+        None
+    };
+    Ok(Some(Listeners { http, admin, https }))
 }
 
 fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -98,15 +116,23 @@ pub fn bind_to_supervisor(supervisor: &str) -> Result<()> {
 /// # Errors
 /// If a listener cannot be bound or the serving process cannot be started.
 pub async fn run(config: &Config, args: Vec<OsString>) -> Result<i32> {
-    let (http, admin) = match inherited_listeners()? {
+    let mut listeners = match inherited_listeners()? {
         Some(listeners) => listeners,
-        None => (bind(config.listen, HTTP)?, bind(config.admin, ADMIN)?),
+        None => Listeners {
+            http: bind(config.listen, HTTP)?,
+            admin: bind(config.admin, ADMIN)?,
+            https: None,
+        },
     };
+    if let (None, Some(addr)) = (&listeners.https, config.listen_tls) {
+        listeners.https = Some(bind(addr, HTTPS)?);
+    }
     let local = |l: &TcpListener| {
         l.local_addr()
             .map_or_else(|_| "?".to_owned(), |a| a.to_string())
     };
-    tracing::info!(pid = std::process::id(), http = %local(&http), admin = %local(&admin),
+    tracing::info!(pid = std::process::id(), http = %local(&listeners.http),
+        admin = %local(&listeners.admin), https = listeners.https.as_ref().map(local),
         "supervisor started");
     let program = std::env::current_exe()
         .map_err(|e| Error::io("cannot find the baton binary to start", e))?;
@@ -117,7 +143,7 @@ pub async fn run(config: &Config, args: Vec<OsString>) -> Result<i32> {
     );
     let mut quick_deaths = 0u32;
     loop {
-        let mut child = spawn(&program, &args, &http, &admin)?;
+        let mut child = spawn(&program, &args, &listeners)?;
         let pid = child.id().and_then(|id| Pid::from_raw(id as i32));
         let started = Instant::now();
         tracing::info!(pid = pid.map(Pid::as_raw_pid), "serving process started");
@@ -178,8 +204,7 @@ fn exit_code(status: &std::process::ExitStatus) -> i32 {
 fn spawn(
     program: &std::path::Path,
     args: &[OsString],
-    http: &TcpListener,
-    admin: &TcpListener,
+    listeners: &Listeners,
 ) -> Result<tokio::process::Child> {
     let dup = |l: &TcpListener| {
         l.as_fd()
@@ -190,24 +215,40 @@ fn spawn(
     command
         .args(args)
         .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
-        .env("LISTEN_FDS", "2")
-        .env("LISTEN_FDNAMES", format!("{HTTP}:{ADMIN}"))
+        .env(
+            "LISTEN_FDS",
+            if listeners.https.is_some() { "3" } else { "2" },
+        )
+        .env(
+            "LISTEN_FDNAMES",
+            match listeners.https {
+                Some(_) => format!("{HTTP}:{ADMIN}:{HTTPS}"),
+                None => format!("{HTTP}:{ADMIN}"),
+            },
+        )
         .env_remove("LISTEN_PID")
         // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which forwards
         // it once, rather than both (a second stop signal forces the serving process out).
         .process_group(0)
         .kill_on_drop(false);
+    let mut fds = vec![
+        FdMapping {
+            parent_fd: dup(&listeners.http)?,
+            child_fd: FIRST_FD,
+        },
+        FdMapping {
+            parent_fd: dup(&listeners.admin)?,
+            child_fd: FIRST_FD + 1,
+        },
+    ];
+    if let Some(https) = &listeners.https {
+        fds.push(FdMapping {
+            parent_fd: dup(https)?,
+            child_fd: FIRST_FD + 2,
+        });
+    }
     command
-        .fd_mappings(vec![
-            FdMapping {
-                parent_fd: dup(http)?,
-                child_fd: FIRST_FD,
-            },
-            FdMapping {
-                parent_fd: dup(admin)?,
-                child_fd: FIRST_FD + 1,
-            },
-        ])
+        .fd_mappings(fds)
         .map_err(|e| Error::Config(format!("listener descriptors collide: {e}")))?;
     command
         .spawn()
