@@ -60,7 +60,7 @@ pub struct Host {
 struct Https {
     listener: tokio::net::TcpListener,
     certificates: Arc<tls::Certificates>,
-    cert_watcher: tls::CertWatcher,
+    cert_watcher: Option<tls::CertWatcher>,
 }
 
 /// The listener for `addr`: the one inherited from a supervisor or systemd, or a new one.
@@ -142,7 +142,11 @@ impl Host {
         let https = match (config.listen_tls, certificates) {
             (Some(addr), Some(certificates)) => {
                 let (listener, addr) = bind(addr, https, "https").await?;
-                let watcher = tls::CertWatcher::start(Arc::clone(&certificates))?;
+                let watcher = if config.tls.watch {
+                    Some(tls::CertWatcher::start(Arc::clone(&certificates))?)
+                } else {
+                    None
+                };
                 tracing::info!(%addr, redirect_http = config.tls.redirect_http, "https listening");
                 Some(Https {
                     listener,
@@ -276,7 +280,7 @@ impl Host {
                 redirect = listener.local_addr().ok().map(|a| a.port());
             }
             listeners.push(server::Listener::tls(listener, certificates.acceptor()));
-            https_watch = Some(cert_watcher);
+            https_watch = cert_watcher;
         }
         let started = tokio::time::Instant::now();
         server::serve_apps(

@@ -22,6 +22,8 @@ pub struct TlsConfig {
     /// Answer every request on the plain listener with a 308 to the same host and path on the
     /// HTTPS listener.
     pub redirect_http: bool,
+    /// Reload the certificate when its files change (SIGHUP reloads it either way).
+    pub watch: bool,
 }
 
 impl Default for TlsConfig {
@@ -31,6 +33,7 @@ impl Default for TlsConfig {
             key: None,
             handshake_timeout_ms: 10_000,
             redirect_http: false,
+            watch: true,
         }
     }
 }
