@@ -177,7 +177,11 @@ async fn the_serving_process_drains_and_exits_when_its_supervisor_dies() {
     let host = supervised(vec![hello("1.0.0")]);
     let child = serving_pid(&host);
     kill(host.pid(), libc::SIGKILL);
-    host.wait_log(WAIT, |l| l["message"] == "graceful shutdown");
+    host.wait_log(WAIT, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("graceful shutdown"))
+    });
     eventually(WAIT, "serving process gone", async || {
         gone(child).then_some(())
     })
