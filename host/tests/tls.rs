@@ -83,23 +83,24 @@ async fn https_serves_the_apps_over_http1_and_http2_beside_plain_http() {
     let cacert = cacert.to_str().unwrap();
     let url = |path: &str| format!("https://localhost:{}{path}", tls_addr.port());
 
-    // curl over HTTP/1.1 and over HTTP/2 (ALPN).
-    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
-        let out = curl(&[
-            flag,
-            "--cacert",
-            cacert,
-            "--resolve",
-            &resolve(tls_addr),
-            "-w",
-            "\n%{http_code} %{http_version}",
-            &url("/hello/"),
-        ]);
-        assert!(out.ok, "curl {flag}: {}", out.stderr);
+    // curl over HTTP/1.1 and over HTTP/2 (ALPN), over TLS 1.3 and over TLS 1.2.
+    let flags: [&[&str]; 3] = [
+        &["--http1.1", "--tlsv1.3"],
+        &["--http2", "--tlsv1.3"],
+        &["--http1.1", "--tls-max", "1.2"],
+    ];
+    for (flags, version) in flags.into_iter().zip(["1.1", "2", "1.1"]) {
+        let resolve = resolve(tls_addr);
+        let mut args = flags.to_vec();
+        args.extend(["--cacert", cacert, "--resolve", &resolve]);
+        let url = url("/hello/");
+        args.extend(["-w", "\n%{http_code} %{http_version}", &url]);
+        let out = curl(&args);
+        assert!(out.ok, "curl {flags:?}: {}", out.stderr);
         assert_eq!(
             out.stdout,
             format!("hello from hello@1.0.0\n\n200 {version}"),
-            "curl {flag}"
+            "curl {flags:?}"
         );
     }
     // A client that does not trust the certificate refuses it.
