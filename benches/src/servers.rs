@@ -148,6 +148,23 @@ impl Baton {
         self.child.0.id()
     }
 
+    /// Waits until `path` answers 200 over plain HTTP.
+    ///
+    /// # Errors
+    /// If it does not within a minute.
+    pub async fn wait_ready(&self, path: &str) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match crate::load::get(self.addr, path).await {
+                Ok((200, _)) => return Ok(()),
+                answer if std::time::Instant::now() > deadline => {
+                    bail!("{path} does not answer 200 within 60 s: {answer:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.0.try_wait(), Ok(None))

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -178,20 +178,7 @@ impl TlsConn {
         }
         .map_err(|e| format!("{e}"))?;
         let version = response.version();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        let reply = Reply {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        };
-        Ok((reply, version))
+        Ok((Reply::read(response).await?, version))
     }
 }
 

@@ -13,9 +13,9 @@
 //!    fails the run.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use baton_benches::load::{self, Recorded, Target, run_for};
 use baton_benches::report::{Machine, latency_row, write_json};
 use baton_benches::servers::{Baton, HyperHello};
@@ -262,20 +262,6 @@ fn table(report: &Report) -> String {
     out
 }
 
-/// Waits until `path` answers 200 over plain HTTP on `host`.
-async fn wait_ready(host: &Baton, path: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match load::get(host.addr, path).await {
-            Ok((200, _)) => return Ok(()),
-            answer if Instant::now() > deadline => {
-                bail!("{path} does not answer 200 within 60 s: {answer:?}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
 async fn bench(options: &Options) -> anyhow::Result<Report> {
     let release = !options.debug;
     let built = artifacts::prepare(
@@ -298,7 +284,7 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
         &["--listen-tls", "127.0.0.1:0"],
     )
     .context("starting baton with HTTPS")?;
-    wait_ready(&baton, "/hello/").await?;
+    baton.wait_ready("/hello/").await?;
     let servers = Servers {
         hyper,
         baton,
