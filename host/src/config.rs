@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod guard;
+mod quarantine;
 mod tls;
 
 pub use guard::{GuardConfig, GuardOverrides};
+pub use quarantine::QuarantineConfig;
 pub use tls::TlsConfig;
 
 /// The whole host configuration. Every field has a default; see the README's reference.
@@ -69,6 +71,8 @@ pub struct Config {
     pub uploads: UploadConfig,
     /// The HTTPS listener's certificate and settings, under `[tls]`.
     pub tls: TlsConfig,
+    /// When versions that keep crashing the serving process are quarantined.
+    pub quarantine: QuarantineConfig,
 }
 
 impl Default for Config {
@@ -96,6 +100,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             uploads: UploadConfig::default(),
             tls: TlsConfig::default(),
+            quarantine: QuarantineConfig::default(),
         }
     }
 }
@@ -456,6 +461,7 @@ impl Config {
         self.http.validate()?;
         self.uploads.validate()?;
         self.tls.validate(self.listen_tls.is_some())?;
+        self.quarantine.validate()?;
         match self.admin_token.as_deref() {
             Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
                 return Err(Error::Config(

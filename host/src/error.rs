@@ -46,6 +46,35 @@ pub enum Error {
         /// The app's message.
         reason: String,
     },
+    /// The module's bytes are quarantined: a version with them crashed the serving process
+    /// too often. An operator clears it with `baton quarantine clear APP VERSION`.
+    #[error("module {}: {app}@{version} is quarantined (it crashed the serving process {crashes} times); clear it with `baton quarantine clear {app} {version}` to deploy it again", path.display())]
+    Quarantined {
+        /// The module file.
+        path: PathBuf,
+        /// App name.
+        app: String,
+        /// Version.
+        version: String,
+        /// The crashes it was blamed for.
+        crashes: u32,
+    },
+    /// An operator cleared a quarantine that is not there.
+    #[error("{app}@{version} is not quarantined")]
+    NotQuarantined {
+        /// App name.
+        app: String,
+        /// Version.
+        version: String,
+    },
+    /// A state file of the host (`state_dir/*.json`) cannot be read or written as JSON.
+    #[error("state file {}: {source}", path.display())]
+    StateFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

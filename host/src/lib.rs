@@ -14,6 +14,8 @@
 //! - [`admin`]: the admin listener: JSON API, health, dashboard, and the CLI's client.
 //! - [`metrics`]: Prometheus metrics, with per-version handles for the request path.
 //! - [`session`]: session stores (in memory, Redis) and each request's lazy view of its session.
+//! - [`crash`]: what the supervisor and the serving process share about crashes: the live
+//!   versions, the blame of a death, the quarantine.
 //! - [`supervisor`]: the small process that owns the listening sockets and restarts the serving
 //!   process when it dies.
 //! - [`tls`]: the HTTPS listener's certificate: loaded and checked, handed to each handshake,
@@ -23,6 +25,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod crash;
 pub mod deploy;
 mod error;
 pub mod loader;
@@ -38,6 +41,33 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use config::Config;
+
+/// This build's version: the crate version, or `BATON_BUILD_VERSION` when it was set at build
+/// time (shown by `baton --version` and in `/status`, so an upgrade can be told apart).
+pub const VERSION: &str = match option_env!("BATON_BUILD_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+/// How a serving process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A graceful shutdown: not ready at once, stop accepting, drain, unload.
+    Shutdown,
+    /// An upgrade's hand-over to a new serving process: stop accepting (the new process takes
+    /// the listeners' connections), finish the running requests, pass the in-memory sessions
+    /// on, then unload as in a shutdown.
+    HandOver,
+}
+
+/// How long idle keep-alive connections stay open in a serving process that hands over: a
+/// request sent on one meanwhile is answered (with `Connection: close`), not cut off.
+const HANDOVER_LINGER: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Where the in-memory sessions wait for the next serving process of an upgrade.
+fn handover_file(config: &Config) -> std::path::PathBuf {
+    config.state_dir.join("handover-sessions.json")
+}
 pub use error::{Error, Result};
 
 use deploy::Registry;
@@ -217,9 +247,26 @@ impl Host {
         &self.registry
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets running requests finish
-    /// (bounded by the drain timeout), runs the apps' shutdown hooks and unloads them.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Whether this host keeps its sessions in memory (so an upgrade hands them over).
+    pub fn sessions_in_memory(&self) -> bool {
+        self.sessions.in_memory()
+    }
+
+    /// Takes over the in-memory sessions the previous serving process of an upgrade handed
+    /// over. Returns how many.
+    ///
+    /// # Errors
+    /// If the hand-over file cannot be read.
+    pub fn take_over_sessions(&self) -> Result<usize> {
+        self.sessions
+            .take_over(&handover_file(self.registry.config()))
+    }
+
+    /// Serves until `stop` resolves, then stops accepting, lets running requests finish
+    /// (bounded by the drain timeout), runs the apps' shutdown hooks and unloads them. On a
+    /// hand-over, the in-memory sessions are written for the next serving process once the
+    /// running requests are done, and the supervisor is told.
+    pub async fn run(self, stop: impl Future<Output = Stop>) {
         let Host {
             registry,
             sessions,
@@ -248,14 +295,22 @@ impl Host {
                 handler,
                 async {
                     let _ = admin_stopped.await;
+                    std::time::Duration::ZERO
                 },
                 std::time::Duration::from_secs(1),
                 admin_settings,
             ))
         };
         let grace = std::time::Duration::from_millis(registry.config().shutdown_grace_ms);
+        let handing_over = std::sync::atomic::AtomicBool::new(false);
         let shutdown = async {
-            shutdown.await;
+            if stop.await == Stop::HandOver {
+                // The new serving process is warm and takes the listeners' connections now:
+                // still ready, no grace.
+                handing_over.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!("handing over to the new serving process");
+                return HANDOVER_LINGER;
+            }
             // Not ready from the first moment, so balancers stop sending before the drain.
             state.set_not_ready();
             if !grace.is_zero() {
@@ -265,6 +320,7 @@ impl Host {
                 );
                 tokio::time::sleep(grace).await;
             }
+            std::time::Duration::ZERO
         };
         let mut listeners = vec![server::Listener::plain(listener)];
         let mut redirect = None;
@@ -286,13 +342,23 @@ impl Host {
         server::serve_apps(
             listeners,
             Arc::clone(&registry),
-            sessions,
+            Arc::clone(&sessions),
             shutdown,
             drain,
             app_settings,
             redirect,
         )
         .await;
+        if handing_over.load(std::sync::atomic::Ordering::SeqCst) {
+            match sessions.hand_over(&handover_file(registry.config())) {
+                Ok(handed) if sessions.in_memory() => {
+                    tracing::info!(sessions = handed, "sessions handed over");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "sessions not handed over; they are lost"),
+            }
+            supervisor::tell_supervisor();
+        }
         drop(watcher);
         drop(https_watch);
         let left = drain

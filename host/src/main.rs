@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use baton_host::admin::client::{self, Client};
-use baton_host::{Config, Host, supervisor};
+use baton_host::admin::quarantine;
+use baton_host::{Config, Host, Stop, supervisor};
 use clap::{Parser, Subcommand};
 
 /// Baton: a web app host that swaps app versions without failing a request.
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, about)]
+#[command(name = "baton", version = baton_host::VERSION, about)]
 struct Cli {
     /// Log format: `plain` or `json` (also BATON_LOG_FORMAT). Log filter: BATON_LOG, then RUST_LOG.
     #[arg(long, global = true, env = "BATON_LOG_FORMAT", default_value = "plain")]
@@ -63,6 +64,15 @@ enum Command {
         /// App name.
         app: String,
     },
+    /// Start a new serving process from the `baton` binary now on disk and hand over to it
+    /// (supervised hosts only); waits until the old process is gone.
+    Upgrade {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// How long to wait for the new process to take over.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
     /// Stop serving an app: its mount answers 404; its version drains and retires.
     Undeploy {
         #[command(flatten)]
@@ -99,6 +109,30 @@ enum Command {
     /// List, count or invalidate the host's sessions (shared by all its apps).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// List the versions quarantined for crashing the serving process, or clear one.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// The quarantined versions: when and how they crashed the serving process.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the admin API's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a version's quarantine, so its module file can be deployed again.
+    Clear {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// App name.
+        app: String,
+        /// The quarantined version.
+        version: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,17 +335,22 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Runs an admin command against a running host.
-fn run_client(command: Command) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// The single-threaded runtime of the command-line client and the supervisor.
+fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("baton: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+/// Runs an admin command against a running host.
+fn run_client(command: Command) -> ExitCode {
+    let runtime = match small_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
     let connect = |a: AdminArgs| Client::new(&a.admin, a.token);
     let mut out = std::io::stdout().lock();
@@ -332,6 +371,13 @@ fn run_client(command: Command) -> ExitCode {
             }
             Command::Rollback { admin, app } => client::rollback(&connect(admin), &app, out).await,
             Command::Undeploy { admin, app } => client::undeploy(&connect(admin), &app, out).await,
+            Command::Upgrade {
+                admin,
+                timeout_secs,
+            } => {
+                let timeout = Duration::from_secs(timeout_secs);
+                client::upgrade(&connect(admin), timeout, out).await
+            }
             Command::Canary {
                 admin,
                 app,
@@ -355,6 +401,14 @@ fn run_client(command: Command) -> ExitCode {
             Command::Sessions(SessionsCommand::Invalidate { admin, id }) => {
                 client::sessions_invalidate(&connect(admin), &id, out).await
             }
+            Command::Quarantine(QuarantineCommand::List { admin, json }) => {
+                quarantine::list_command(&connect(admin), json, out).await
+            }
+            Command::Quarantine(QuarantineCommand::Clear {
+                admin,
+                app,
+                version,
+            }) => quarantine::clear_command(&connect(admin), &app, &version, out).await,
         }
     });
     match result {
@@ -367,11 +421,14 @@ fn run_client(command: Command) -> ExitCode {
 }
 
 /// SIGTERM and SIGINT, caught from before the host starts (so a signal during the start is a
-/// graceful shutdown too, not the default action).
+/// graceful shutdown too, not the default action), and the supervisor's SIGUSR1 (go on) and
+/// SIGUSR2 (hand over to a new serving process), which must never end the process either.
 #[derive(Debug)]
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -380,15 +437,37 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 
-    /// Resolves at the first SIGTERM or SIGINT; a second one exits at once, with status 128
-    /// plus the signal's number (143 for SIGTERM, 130 for SIGINT), without waiting for anything.
-    async fn shutdown(mut self) {
-        let name = tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+    /// As the new serving process of an upgrade: waits for the supervisor's word that the old
+    /// one has handed its sessions over. `false` if a stop signal came first.
+    async fn handed_over(&mut self) -> bool {
+        tokio::select! {
+            _ = self.usr1.recv() => true,
+            _ = self.term.recv() => false,
+            _ = self.int.recv() => false,
+        }
+    }
+
+    /// Resolves at the first SIGTERM or SIGINT (a shutdown) or the supervisor's SIGUSR2 (a
+    /// hand-over); after a SIGTERM or SIGINT, a second one exits at once, with status 128 plus
+    /// the signal's number (143 for SIGTERM, 130 for SIGINT), without waiting for anything.
+    async fn stop(mut self) -> Stop {
+        let supervised = std::env::var_os(supervisor::SUPERVISOR_PID_ENV).is_some();
+        let name = loop {
+            tokio::select! {
+                _ = self.term.recv() => break "SIGTERM",
+                _ = self.int.recv() => break "SIGINT",
+                _ = self.usr2.recv() => {
+                    if supervised {
+                        return Stop::HandOver;
+                    }
+                    tracing::warn!("SIGUSR2 ignored: only a supervised host hands over");
+                }
+            }
         };
         tracing::info!(
             signal = name,
@@ -408,24 +487,19 @@ impl Signals {
             flush_log();
             std::process::exit(code);
         });
+        Stop::Shutdown
     }
 }
 
 /// Runs the supervisor: it owns the listeners and keeps a serving process (this binary, with
 /// the same arguments) running on them.
 fn supervise(config: &Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match small_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("baton: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let args = std::env::args_os().skip(1).collect();
-    match runtime.block_on(supervisor::run(config, args)) {
+    match runtime.block_on(supervisor::run(config, args, flush_log)) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             tracing::error!(error = %e, "supervisor cannot run");
@@ -478,7 +552,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let signals = match Signals::install() {
+        let mut signals = match Signals::install() {
             Ok(signals) => signals,
             Err(e) => {
                 tracing::error!(error = %e, "cannot install signal handlers");
@@ -505,7 +579,20 @@ fn serve(args: &ServeArgs) -> ExitCode {
                         }
                     }
                 });
-                host.run(signals.shutdown()).await;
+                if std::env::var_os(supervisor::UPGRADE_ENV).is_some() {
+                    // The new serving process of an upgrade: warm now; the old one hands over.
+                    supervisor::tell_supervisor();
+                    if host.sessions_in_memory() {
+                        if !signals.handed_over().await {
+                            return ExitCode::SUCCESS;
+                        }
+                        match host.take_over_sessions() {
+                            Ok(sessions) => tracing::info!(sessions, "sessions taken over"),
+                            Err(e) => tracing::error!(error = %e, "sessions not taken over"),
+                        }
+                    }
+                }
+                host.run(signals.stop()).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -74,6 +74,7 @@ pub struct Metrics {
     drain_seconds: HistogramFamily<AppLabels>,
     warmup_failures: Family<AppLabels, Counter>,
     rollbacks: Family<RollbackLabels, Counter>,
+    quarantined: Family<VersionLabels, Gauge>,
     rejected: Counter,
     session_ops: Family<SessionLabels, Counter>,
     session_errors: Family<SessionLabels, Counter>,
@@ -100,6 +101,7 @@ impl Metrics {
             drain_seconds: Family::new_with_constructor(swap_histogram as fn() -> Histogram),
             warmup_failures: Family::default(),
             rollbacks: Family::default(),
+            quarantined: Family::default(),
             rejected: Counter::default(),
             session_ops: Family::default(),
             session_errors: Family::default(),
@@ -154,6 +156,11 @@ impl Metrics {
             "rollbacks",
             "Automatic switches back to the previous version during a guard window, by cause",
             m.rollbacks.clone(),
+        );
+        registry.register(
+            "quarantined_versions",
+            "Versions quarantined because they crashed the serving process (1 while quarantined)",
+            m.quarantined.clone(),
         );
         registry.register(
             "module_rejections",
@@ -250,6 +257,15 @@ impl Metrics {
         self.in_flight.clear();
         self.stuck.clear();
         self.weight.clear();
+        self.quarantined.clear();
+        for q in registry.quarantine() {
+            self.quarantined
+                .get_or_create(&VersionLabels {
+                    app: q.app,
+                    version: q.version,
+                })
+                .set(1);
+        }
         for slot in registry.apps() {
             for version in slot.versions() {
                 if matches!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, Sample, assert_no_failures};
-use support::{HostOptions, HostProc, baton, eventually, hello, mapped, module};
+use support::{HostOptions, HostProc, baton, eventually, hello, mapped, module, version as entry};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -20,17 +20,6 @@ async fn app_status(host: &HostProc) -> Value {
     let r = Http::new().get(&host.admin_url("/apps/hello")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()
-}
-
-/// The newest entry of `version` in an app's status.
-fn entry<'a>(app: &'a Value, version: &str) -> &'a Value {
-    app["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|v| v["version"] == version)
-        .unwrap_or_else(|| panic!("no version {version} in {app:#}"))
 }
 
 /// Waits until the newest `version` of hello is in `state`; returns the app's status.
@@ -446,17 +435,25 @@ async fn operator_actions_during_a_window_stay_correct() {
     let a = app_status(&host).await;
     assert_eq!(a["active"], "2.0.0", "{a:#}");
 
-    // Shutdown during a window: the active version is restored, the fallback is not.
+    // Shutdown during a window: the active version is restored, the fallback is not loaded
+    // (only its copy is kept, as the previous version a quarantine would fall back to).
     host.drop_module(&v1, "00-hello.so");
     in_state(&host, "2.0.0", "standby").await;
     let host = host.restart();
     let a = app_status(&host).await;
     assert_eq!(a["active"], "1.0.0", "{a:#}");
     assert_eq!(a["versions"].as_array().unwrap().len(), 1, "{a:#}");
+    assert!(
+        a["last_swap"]["guard"].is_null(),
+        "no window reopened: {a:#}"
+    );
     let store = std::fs::read_dir(host.dir.path().join("state").join("store"))
         .unwrap()
         .count();
-    assert_eq!(store, 1, "only the active version's copy is kept");
+    assert_eq!(
+        store, 2,
+        "the active version's copy and the previous one's are kept"
+    );
 
     // A canary during a window ends it: the fallback retires.
     host.drop_module(&v3, "00-hello.so");

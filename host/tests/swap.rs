@@ -9,19 +9,11 @@ use std::time::Duration;
 use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, Sample, assert_no_failures};
-use support::{GUARD_OFF, HostOptions, HostProc, app, eventually, hello, mapped, module, status};
+use support::{
+    GUARD_OFF, HostOptions, HostProc, app, eventually, hello, mapped, module, status, version,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn version<'a>(app: &'a Value, version: &str) -> &'a Value {
-    app["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|v| v["version"] == version)
-        .unwrap_or_else(|| panic!("no version {version} in {app:#}"))
-}
 
 /// Waits until `app` has `version` active.
 async fn active(host: &HostProc, name: &str, v: &str) -> Value {

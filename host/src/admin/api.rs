@@ -75,13 +75,17 @@ pub(super) fn error(status: StatusCode, message: impl std::fmt::Display) -> Resp
     json(status, &serde_json::json!({ "error": message.to_string() }))
 }
 
-fn from_error(e: &Error) -> Response<Body> {
+pub(super) fn from_error(e: &Error) -> Response<Body> {
     let status = match e {
         Error::Load { .. } | Error::Intake { .. } | Error::Start { .. } | Error::Invalid(_) => {
             StatusCode::BAD_REQUEST
         }
-        Error::UnknownApp(_) | Error::UnknownVersion { .. } => StatusCode::NOT_FOUND,
-        Error::Conflict(_) | Error::Unsettled { .. } => StatusCode::CONFLICT,
+        Error::UnknownApp(_) | Error::UnknownVersion { .. } | Error::NotQuarantined { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        Error::Conflict(_) | Error::Unsettled { .. } | Error::Quarantined { .. } => {
+            StatusCode::CONFLICT
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e)
@@ -234,6 +238,26 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<RequestBody>) -> Resp
             registry.metrics().encode(registry),
         ),
         (&Method::POST, ["apps"]) => deploy(&admin, req).await,
+        (&Method::POST, ["upgrade"]) => match crate::supervisor::request_upgrade() {
+            Ok(supervisor) => json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({
+                    "outcome": "upgrading",
+                    "pid": std::process::id(),
+                    "version": crate::VERSION,
+                    "supervisor": supervisor.as_raw_pid(),
+                }),
+            ),
+            Err(e) => from_error(&e),
+        },
+        (&Method::GET, ["quarantine"]) => super::quarantine::list(registry),
+        (&Method::POST, ["quarantine", "clear"]) => match read_body(req, MAX_JSON_BYTES).await {
+            Ok(body) => super::quarantine::clear(registry, &body),
+            Err(e) => error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            ),
+        },
         (&Method::GET, ["apps", app]) => match registry.app(app) {
             Some(slot) => json(StatusCode::OK, &super::app_status(&slot)),
             None => from_error(&Error::UnknownApp((*app).to_owned())),
@@ -275,7 +299,8 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<RequestBody>) -> Resp
             ),
             Err(e) => from_error(&e),
         },
-        (_, ["status" | "apps" | "metrics" | "sessions"] | ["apps", _] | ["sessions", _])
+        (_, ["status" | "apps" | "metrics" | "sessions" | "quarantine"])
+        | (_, ["apps", _] | ["sessions", _] | ["quarantine", "clear"])
         | (_, ["apps", _, "rollback" | "canary" | "sessions"])
         | (_, ["apps", _, "canary", "promote"] | ["apps", _, "sessions", _]) => error(
             StatusCode::METHOD_NOT_ALLOWED,

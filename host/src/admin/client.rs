@@ -29,7 +29,7 @@ fn admin_error(message: impl Into<String>) -> Error {
     Error::Admin(message.into())
 }
 
-fn out_error(e: std::io::Error) -> Error {
+pub(crate) fn out_error(e: std::io::Error) -> Error {
     Error::io("cannot write the output", e)
 }
 
@@ -100,7 +100,7 @@ fn describe(status: StatusCode) -> String {
     )
 }
 
-fn text(v: &Value) -> &str {
+pub(crate) fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
@@ -479,6 +479,55 @@ pub async fn rollback(client: &Client, app: &str, out: &mut dyn Write) -> Result
             .map_or_else(String::new, |r| format!(" (replaced {r})"))
     )
     .map_err(out_error)
+}
+
+/// `baton upgrade`: the host's supervisor starts a new serving process from the `baton` binary
+/// now on disk; once its apps are warm the old one hands over and exits. Waits (up to `timeout`)
+/// until the new process answers `/status` and the old one is gone.
+///
+/// # Errors
+/// As [`Client::call`], or when the new process does not take over in time.
+pub async fn upgrade(client: &Client, timeout: Duration, out: &mut dyn Write) -> Result<()> {
+    let before = client.call(Method::GET, "/status", Bytes::new()).await?;
+    let old_pid = before["host"]["pid"].as_u64();
+    let old_version = text(&before["host"]["version"]).to_owned();
+    client.call(Method::POST, "/upgrade", Bytes::new()).await?;
+    writeln!(
+        out,
+        "upgrading: serving process {} ({old_version})",
+        old_pid.unwrap_or(0)
+    )
+    .map_err(out_error)?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Until the old process stops accepting, either may answer.
+        if let Ok(status) = client.call(Method::GET, "/status", Bytes::new()).await
+            && status["host"]["pid"].as_u64() != old_pid
+            && old_pid.is_none_or(gone)
+        {
+            writeln!(
+                out,
+                "upgraded: serving process {} ({})",
+                status["host"]["pid"].as_u64().unwrap_or(0),
+                text(&status["host"]["version"])
+            )
+            .map_err(out_error)?;
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Admin(format!(
+                "the upgrade did not finish within {} s; see the host's log",
+                timeout.as_secs()
+            )));
+        }
+    }
+}
+
+/// Whether process `pid` has exited (on this machine; a remote host counts as gone once another
+/// process answers).
+fn gone(pid: u64) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// `baton undeploy APP`: the app stops taking requests, drains and retires.

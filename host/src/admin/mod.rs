@@ -6,6 +6,8 @@
 //!   (`Origin`) or for a name that is not loopback (`Host`) is refused.
 //! - `upload`: module uploads stream into `state_dir/uploads/`, bounded in size and number.
 //! - `sessions`: the API's session endpoints (list, count, describe, invalidate).
+//! - [`quarantine`]: the versions that crashed the serving process, and clearing them (API and
+//!   command line).
 //! - the dashboard (`GET /`): one page that polls `/status` and shows apps, versions, states,
 //!   the traffic split and request rates.
 //! - `client`: the other side, used by the `baton` command line (`baton status`, `baton deploy`…).
@@ -15,6 +17,7 @@
 
 mod api;
 pub mod client;
+pub mod quarantine;
 mod sessions;
 pub(crate) mod upload;
 
@@ -38,11 +41,19 @@ pub struct Status {
     pub rejected: Vec<Rejection>,
     /// Process-wide resources that bound how many versions can still be deployed.
     pub host: HostStatus,
+    /// Versions that crashed the serving process too often: not loaded until cleared.
+    pub quarantine: Vec<crate::crash::Quarantined>,
 }
 
 /// Process-wide resources in the status document.
 #[derive(Debug, Serialize)]
 pub struct HostStatus {
+    /// The serving process's pid (it changes with a restart or an upgrade).
+    pub pid: u32,
+    /// The version of the `baton` binary serving (see `baton --version`).
+    pub version: &'static str,
+    /// Whether a supervisor restarts this process and can upgrade it.
+    pub supervised: bool,
     /// pthread keys in use (modules' copies of std take them); `None` if they cannot be counted.
     pub pthread_keys_in_use: Option<usize>,
     /// The C library's limit on pthread keys.
@@ -122,11 +133,15 @@ pub fn status(registry: &Registry) -> Status {
         apps,
         rejected: registry.rejected(),
         host: HostStatus {
+            pid: std::process::id(),
+            version: crate::VERSION,
+            supervised: std::env::var_os(crate::supervisor::SUPERVISOR_PID_ENV).is_some(),
             pthread_keys_in_use: loader::pthread_keys_in_use(),
             pthread_keys_max: loader::PTHREAD_KEYS_MAX,
             pthread_keys_reclaimed: loader::pthread_keys_reclaimed(),
             restart_required: loader::loads_refused(),
         },
+        quarantine: registry.quarantine(),
     }
 }
 

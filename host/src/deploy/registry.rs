@@ -2,6 +2,7 @@
 
 mod canary;
 mod guard;
+mod quarantine;
 mod state;
 
 use std::collections::{BTreeMap, HashSet};
@@ -241,6 +242,10 @@ pub struct Registry {
     /// Apps undeployed through the admin API and not deployed since: their files stay
     /// ignored at start.
     undeployed: Mutex<std::collections::BTreeSet<String>>,
+    /// Per app, the version the active one replaced, kept in the store across restarts.
+    previous: Mutex<BTreeMap<String, state::SavedVersion>>,
+    /// Quarantined versions and what `live.json` says.
+    quarantine: quarantine::Quarantine,
 }
 
 impl Registry {
@@ -249,8 +254,11 @@ impl Registry {
     /// # Errors
     /// If the store directory cannot be created.
     pub fn new(config: Arc<Config>) -> Result<Registry> {
+        let store = Store::open(&config.state_dir)?;
         Ok(Registry {
-            store: Store::open(&config.state_dir)?,
+            quarantine: quarantine::Quarantine::load(&config.state_dir),
+            previous: Mutex::new(BTreeMap::new()),
+            store,
             config,
             apps: Mutex::new(BTreeMap::new()),
             routes: ArcSwap::default(),
@@ -435,6 +443,15 @@ impl Registry {
                 .map_err(|e| Error::io("copy task failed", std::io::Error::other(e)))??
         };
         let (copy, hash) = (copied.path.clone(), copied.hash);
+        if let Some(q) = self.quarantined(hash) {
+            self.store.remove(&copy);
+            return Err(Error::Quarantined {
+                path: source.to_owned(),
+                app: q.app,
+                version: q.version,
+                crashes: q.crashes,
+            });
+        }
         if let Some(live) = self.live_with_hash(hash) {
             self.store.remove(&copy);
             tracing::info!(app = %live.info().app, version = %live.info().version,
@@ -449,6 +466,8 @@ impl Registry {
                  the modules directory (upload them with `baton deploy` to try again)");
             return Ok(Deployed::Unchanged(kept));
         }
+        // Listed as live from here to the end of the deploy: a crash meanwhile is blamed on it.
+        let _opening = self.opening(id, hash, source);
         let opened = {
             let (copy, display) = (copy.clone(), source.to_owned());
             tokio::task::spawn_blocking(move || Module::open(&copy, &display))
@@ -515,6 +534,7 @@ impl Registry {
             }
         };
         slot.record(&version);
+        self.publish_live();
         let loaded_ms = ms_since(detected);
         tracing::info!(app = %info.app, version = %info.version, file = %source.display(),
             sdk = %info.sdk_version, rustc = %info.rustc_version, "loading");
@@ -580,6 +600,9 @@ impl Registry {
         }
         slot.set_error(None);
         lock(&self.undeployed).remove(&info.app);
+        if let Some(previous) = &previous {
+            self.note_previous(previous);
+        }
         self.save_state();
         let watching = lock(&slot.guard)
             .as_ref()
@@ -771,9 +794,17 @@ impl Registry {
     /// The private copies of the versions that were active (and canaries) stay in the store,
     /// for the next start to restore.
     pub async fn shutdown(self: &Arc<Self>, timeout: std::time::Duration) {
+        let slots = self.apps();
+        for slot in &slots {
+            // A fallback is not restored after a restart: it drains and unloads with the rest
+            // (and `state.json` no longer names an open window).
+            if let Some(watch) = lock(&slot.guard).take() {
+                watch.fallback.set_state(State::Draining);
+            }
+        }
+        self.save_state();
         self.persist
             .store(false, std::sync::atomic::Ordering::SeqCst);
-        let slots = self.apps();
         let mut kept = HashSet::new();
         for slot in &slots {
             kept.extend(slot.active().map(|v| v.id()));
@@ -781,11 +812,6 @@ impl Registry {
         }
         let kept = Arc::new(kept);
         for slot in &slots {
-            let mut guard = lock(&slot.guard);
-            // A fallback is not restored after a restart: it drains and unloads with the rest.
-            if let Some(watch) = guard.take() {
-                watch.fallback.set_state(State::Draining);
-            }
             if let Some(canary) = slot.set_split(None, 0) {
                 canary.set_state(State::Draining);
             }
@@ -811,7 +837,10 @@ impl Registry {
                         return;
                     }
                     let (_, leftovers) = version.unload(State::Retired).await;
-                    if leftovers.is_empty() && !kept.contains(&version.id()) {
+                    if leftovers.is_empty()
+                        && !kept.contains(&version.id())
+                        && !registry.is_previous(version.copy_path())
+                    {
                         registry.store.remove(version.copy_path());
                     }
                     tracing::info!(app = %info.app, version = %info.version,

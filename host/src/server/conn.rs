@@ -63,6 +63,8 @@ pub(super) struct ConnState {
     evicted: AtomicBool,
     /// Asks the connection's task to close it (eviction, shutdown).
     close: Notify,
+    /// It carried an HTTP/2 request: closing it tells the client so (GOAWAY).
+    h2: AtomicBool,
 }
 
 impl ConnState {
@@ -75,6 +77,7 @@ impl ConnState {
             first_byte: AtomicU64::new(now),
             evicted: AtomicBool::new(false),
             close: Notify::new(),
+            h2: AtomicBool::new(false),
         }
     }
 
@@ -82,6 +85,16 @@ impl ConnState {
     pub(super) fn start_request(self: &Arc<Self>) -> RequestGuard {
         self.busy.fetch_add(1, Ordering::SeqCst);
         RequestGuard(Arc::clone(self))
+    }
+
+    /// Notes that the connection speaks HTTP/2.
+    pub(super) fn saw_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection speaks HTTP/2.
+    pub(super) fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Relaxed)
     }
 
     /// Whether no request is in progress.
@@ -289,6 +302,8 @@ pub(super) struct Connections {
     /// Connections asked to close to make room that have not closed yet.
     evicting: AtomicUsize,
     shutting_down: AtomicBool,
+    /// How long an idle HTTP/1 connection may stay open after the shutdown started, in ms.
+    linger_ms: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -303,6 +318,7 @@ impl Connections {
             closed: Notify::new(),
             evicting: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            linger_ms: AtomicU64::new(0),
         }
     }
 
@@ -363,9 +379,11 @@ impl Connections {
         let _ = tokio::time::timeout(timeout, self.closed.notified()).await;
     }
 
-    /// Closes every connection with no request in progress now, and the others once their
-    /// requests are done.
-    pub(super) fn shut_down(&self) {
+    /// Closes every connection with no request in progress now (HTTP/1 ones after `linger`,
+    /// unless a request arrives first), and the others once their requests are done.
+    pub(super) fn shut_down(&self, linger: Duration) {
+        self.linger_ms
+            .store(linger.as_millis() as u64, Ordering::SeqCst);
         self.shutting_down.store(true, Ordering::SeqCst);
         for conn in lock(&self.open).values() {
             conn.close.notify_one();
@@ -375,6 +393,11 @@ impl Connections {
     /// Whether a shutdown started.
     pub(super) fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// How long an idle HTTP/1 connection stays open once the shutdown started.
+    pub(super) fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms.load(Ordering::SeqCst))
     }
 
     /// Waits until every connection is closed.

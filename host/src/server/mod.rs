@@ -140,14 +140,15 @@ pub fn default_max_connections(nofile: Option<u64>) -> usize {
 }
 
 /// Serves the apps of `registry` on `listeners` until `shutdown` resolves, then stops
-/// accepting and lets open connections finish their requests for at most `drain`. With
+/// accepting and lets open connections finish their requests for at most `drain`. `shutdown`
+/// resolves to how long idle HTTP/1 keep-alive connections may linger (see [`serve`]). With
 /// `redirect_to_tls` (the HTTPS listener's port), requests on plain listeners get a 308 to the
 /// same host and path over HTTPS instead.
 pub async fn serve_apps(
     listeners: Vec<Listener>,
     registry: Arc<Registry>,
     sessions: Arc<Sessions>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Duration>,
     drain: Duration,
     settings: ConnectionSettings,
     redirect_to_tls: Option<u16>,
@@ -184,10 +185,17 @@ fn accept_backoff(failures: u32) -> Duration {
 /// Serves `handler` on `listeners` (HTTP/1.1 and h2c, or both over TLS) until `shutdown`
 /// resolves, then stops accepting, closes the connections with no request in progress, and
 /// lets the others finish their requests for at most `drain`.
+///
+/// `shutdown` resolves to a linger: `ZERO` closes idle connections at once. Otherwise (a
+/// hand-over to another process on the same listener) an idle HTTP/1 keep-alive connection
+/// stays open that long, every response from then on says `Connection: close`, and the
+/// connection closes after it; a client that sends on a kept-alive connection just as it is
+/// closed would see its request fail, and one that gets `Connection: close` simply reconnects.
+/// A TLS handshake in progress at a hand-over is finished and the connection treated the same.
 pub async fn serve<H, F>(
     listeners: Vec<Listener>,
     handler: H,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Duration>,
     drain: Duration,
     settings: ConnectionSettings,
 ) where
@@ -211,7 +219,7 @@ pub async fn serve<H, F>(
     let mut failures = 0u32;
     let mut at_cap = false;
     tokio::pin!(shutdown);
-    loop {
+    let linger = loop {
         // At the cap, new connections wait in the kernel's backlog while the connection idle
         // for longest makes room; with every connection busy, the next one to close does.
         if conns.len() >= settings.max_connections {
@@ -223,7 +231,7 @@ pub async fn serve<H, F>(
             conns.evict_idlest();
             tokio::select! {
                 () = conns.wait_closed(Duration::from_millis(50)) => continue,
-                () = &mut shutdown => break,
+                l = &mut shutdown => break l,
             }
         }
         let (tls, (stream, peer)) = tokio::select! {
@@ -241,11 +249,11 @@ pub async fn serve<H, F>(
                     }
                     tokio::select! {
                         () = tokio::time::sleep(accept_backoff(failures)) => continue,
-                        () = &mut shutdown => break,
+                        l = &mut shutdown => break l,
                     }
                 }
             },
-            () = &mut shutdown => break,
+            l = &mut shutdown => break l,
         };
         if failures > 0 {
             tracing::info!(addr = ?addr, failures, "accepting again");
@@ -261,20 +269,33 @@ pub async fn serve<H, F>(
         let over_tls = tls.is_some();
         let service = {
             let state = Arc::clone(&state);
+            let conns = Arc::clone(&conns);
             hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let request = state.start_request();
                 let handler = handler.clone();
+                let conns = Arc::clone(&conns);
                 if over_tls {
                     req.extensions_mut().insert(OverTls);
                 }
+                let h2 = req.version() == Version::HTTP_2;
+                if h2 {
+                    state.saw_h2();
+                }
                 async move {
-                    let response = if req.version() == Version::HTTP_11
+                    let mut response = if req.version() == Version::HTTP_11
                         && !req.headers().contains_key(http::header::HOST)
                     {
                         missing_host()
                     } else {
                         handler(req.map(|b| RequestBody::new(b, body_timeout))).await
                     };
+                    if !h2 && conns.shutting_down() {
+                        // The client reconnects for its next request, to whoever serves then.
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
                     Ok::<_, std::convert::Infallible>(
                         response.map(|b| body::TrackedBody::new(b, request)),
                     )
@@ -286,36 +307,52 @@ pub async fn serve<H, F>(
         let timeouts = settings.idle;
         let handshake_timeout = settings.tls_handshake_timeout.min(timeouts.header);
         tokio::spawn(async move {
+            // Set when a hand-over starts during the TLS handshake.
+            let mut handover = false;
             let io = match tls {
                 None => ConnIo::Plain(stream),
-                Some(acceptor) => tokio::select! {
-                    done = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => {
-                        match done {
-                            Ok(Ok(tls)) => ConnIo::Tls(Box::new(tls)),
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                conns.closed(id);
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, timeout_ms = handshake_timeout.as_millis() as u64,
-                                    "closing a connection whose TLS handshake did not finish in time");
-                                conns.closed(id);
-                                return;
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                    tokio::pin!(handshake);
+                    let done = loop {
+                        tokio::select! {
+                            done = &mut handshake => break Some(done),
+                            () = state.close_requested() => {
+                                // Evicted, or shutting down: a handshake is no request. In a
+                                // hand-over a request may follow it, as on an idle connection.
+                                if !conns.shutting_down() || conns.linger().is_zero() {
+                                    break None;
+                                }
+                                handover = true;
                             }
                         }
+                    };
+                    match done {
+                        Some(Ok(Ok(tls))) => ConnIo::Tls(Box::new(tls)),
+                        Some(Ok(Err(e))) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            conns.closed(id);
+                            return;
+                        }
+                        Some(Err(_)) => {
+                            tracing::debug!(%peer, timeout_ms = handshake_timeout.as_millis() as u64,
+                                "closing a connection whose TLS handshake did not finish in time");
+                            conns.closed(id);
+                            return;
+                        }
+                        None => {
+                            conns.closed(id);
+                            return;
+                        }
                     }
-                    // Evicted to make room, or shutting down: a handshake is no request.
-                    () = state.close_requested() => {
-                        conns.closed(id);
-                        return;
-                    }
-                },
+                }
             };
             let io = TokioIo::new(TrackedIo::new(io, Arc::clone(&state)));
             // Boxed so it can be dropped (closing the socket) before the slot is given back.
             let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
             let mut closing = false;
+            let mut lingering = handover.then(|| tokio::time::Instant::now() + conns.linger());
             loop {
                 tokio::select! {
                     result = conn.as_mut() => {
@@ -330,9 +367,28 @@ pub async fn serve<H, F>(
                             break;
                         }
                     }
-                    () = state.close_requested() => {
+                    () = tokio::time::sleep_until(lingering.unwrap_or_else(tokio::time::Instant::now)),
+                        if lingering.is_some() =>
+                    {
+                        lingering = None;
                         if state.is_idle() {
                             break;
+                        }
+                        if !closing {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                    () = state.close_requested() => {
+                        if state.is_idle() {
+                            let linger = conns.linger();
+                            if !conns.shutting_down() || linger.is_zero() || state.is_h2() {
+                                break;
+                            }
+                            // A hand-over: a request may be on its way; it gets an answer
+                            // with `Connection: close`.
+                            lingering = Some(tokio::time::Instant::now() + linger);
+                            continue;
                         }
                         conns.spared(&state);
                         if conns.shutting_down() && !closing {
@@ -346,9 +402,9 @@ pub async fn serve<H, F>(
             drop(conn);
             conns.closed(id);
         });
-    }
+    };
     drop(listeners);
-    conns.shut_down();
+    conns.shut_down(linger);
     tracing::info!(addrs = ?addrs, open = conns.len(), "stopped accepting; waiting for open requests");
     if tokio::time::timeout(drain, conns.all_closed())
         .await

@@ -22,6 +22,19 @@ struct Entry {
     created_ms: u64,
 }
 
+/// One session as handed from a serving process to the next one during an upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HandedSession {
+    /// Session id.
+    pub id: String,
+    /// Creation time (Unix milliseconds).
+    pub created_ms: u64,
+    /// Time since its last use, when it was handed over.
+    pub idle_ms: u64,
+    /// Attributes: name to JSON text.
+    pub attributes: BTreeMap<String, String>,
+}
+
 /// Sessions in this process's memory.
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -82,6 +95,59 @@ impl MemoryStore {
         let swept = before - sessions.len();
         self.note_fill(sessions.len());
         swept
+    }
+
+    /// Every live session, for the next serving process of an upgrade.
+    pub fn export(&self) -> Vec<HandedSession> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|(_, entry)| !self.expired(entry, now))
+            .map(|(id, entry)| HandedSession {
+                id: id.clone(),
+                created_ms: entry.created_ms,
+                idle_ms: millis(now.saturating_duration_since(entry.last_access)),
+                attributes: entry
+                    .attributes
+                    .iter()
+                    // Values are JSON text, so UTF-8.
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Takes over sessions exported by the previous serving process, each with the idle time it
+    /// had; ids this store already holds are left alone. Returns how many were taken.
+    pub fn import(&self, handed: Vec<HandedSession>) -> usize {
+        let now = Instant::now();
+        let mut sessions = self.lock();
+        let mut taken = 0;
+        for session in handed {
+            let idle = Duration::from_millis(session.idle_ms);
+            if idle >= self.timeout
+                || sessions.len() >= self.max_sessions
+                || sessions.contains_key(&session.id)
+            {
+                continue;
+            }
+            let last_access = now.checked_sub(idle).unwrap_or(now);
+            sessions.insert(
+                session.id,
+                Entry {
+                    attributes: session
+                        .attributes
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect(),
+                    last_access,
+                    created_ms: session.created_ms,
+                },
+            );
+            taken += 1;
+        }
+        self.note_fill(sessions.len());
+        taken
     }
 
     /// Sessions held now, expired ones not yet swept included.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use memory::MemoryStore;
+pub use memory::{HandedSession, MemoryStore};
 pub use redis::RedisStore;
 pub use scope::{AccessError, RequestSession, UpdateFn};
 pub use store::{
@@ -52,6 +52,8 @@ pub struct Sessions {
     runtime: tokio::runtime::Handle,
     down: AtomicBool,
     metrics: SessionStoreMetrics,
+    /// The in-memory store, when sessions live in this process (they move on an upgrade).
+    memory: Option<Arc<MemoryStore>>,
 }
 
 impl Sessions {
@@ -71,10 +73,12 @@ impl Sessions {
         metrics: SessionStoreMetrics,
     ) -> Result<Arc<Sessions>> {
         let timeout = config.timeout();
+        let mut memory = None;
         let store: Arc<dyn SessionStore> = if config.is_memory() {
             let store = Arc::new(MemoryStore::new(timeout, config.max_sessions));
             let sweep = Duration::from_secs(config.sweep_interval_secs.max(1));
             store.spawn_sweeper(sweep);
+            memory = Some(Arc::clone(&store));
             store
         } else {
             let store = RedisStore::new(
@@ -93,7 +97,62 @@ impl Sessions {
             config.op_timeout(),
         );
         sessions.metrics = metrics;
+        sessions.memory = memory;
         Ok(Arc::new(sessions))
+    }
+
+    /// Whether sessions live in this process's memory (and so must be handed over when a new
+    /// serving process takes over).
+    pub fn in_memory(&self) -> bool {
+        self.memory.is_some()
+    }
+
+    /// Writes every live in-memory session to `path` (owner-only, atomically), for the next
+    /// serving process of an upgrade. Returns how many; none for a shared store.
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn hand_over(&self, path: &std::path::Path) -> Result<usize> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(memory) = &self.memory else {
+            return Ok(0);
+        };
+        let sessions = memory.export();
+        let what = || format!("cannot hand sessions over in {}", path.display());
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(&sessions).map_err(|e| Error::io(what(), e.into()))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| Error::io(what(), e))?;
+        Ok(sessions.len())
+    }
+
+    /// Takes over the sessions a previous serving process wrote to `path` with
+    /// [`hand_over`](Self::hand_over), and removes the file. Returns how many.
+    ///
+    /// # Errors
+    /// If the file exists but cannot be read or parsed.
+    pub fn take_over(&self, path: &std::path::Path) -> Result<usize> {
+        let what = || format!("cannot take sessions over from {}", path.display());
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(what(), e)),
+        };
+        let _ = std::fs::remove_file(path);
+        let handed: Vec<HandedSession> =
+            serde_json::from_slice(&bytes).map_err(|e| Error::io(what(), e.into()))?;
+        Ok(self
+            .memory
+            .as_ref()
+            .map_or(0, |memory| memory.import(handed)))
     }
 
     /// Sessions kept in `store`, with cookie `cookie_name` and each store call bounded by
@@ -126,6 +185,7 @@ impl Sessions {
             runtime: tokio::runtime::Handle::current(),
             down: AtomicBool::new(false),
             metrics: SessionStoreMetrics::default(),
+            memory: None,
         }
     }
 

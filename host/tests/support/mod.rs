@@ -113,6 +113,31 @@ fn sources_fingerprint() -> u64 {
     hasher.finish()
 }
 
+/// The `baton` binary built with `BATON_BUILD_VERSION=version` (in its own target directory, so
+/// the test build is not disturbed), for upgrades to a different binary.
+pub fn baton_binary(version: &str) -> PathBuf {
+    let root = workspace().join("target").join("test-baton");
+    let lock = {
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::File::create(root.join(".lock")).unwrap()
+    };
+    lock.lock().unwrap();
+    // Cargo rebuilds only what changed since the last test run.
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "baton-host", "--bin", "baton"])
+        .env("CARGO_TARGET_DIR", root.join("build"))
+        .env("BATON_BUILD_VERSION", version)
+        .current_dir(workspace())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building baton {version} failed");
+    let out = root.join(format!("baton-{version}"));
+    let tmp = out.with_extension("tmp");
+    std::fs::copy(root.join("build").join("debug").join("baton"), &tmp).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
 /// `hello` built as `version`.
 pub fn hello(version: &str) -> PathBuf {
     module("hello", &[("BATON_APP_VERSION", version)])
@@ -151,6 +176,8 @@ pub struct HostOptions {
     /// Soft and hard limits on open files, set with util-linux's `prlimit` before the host
     /// starts (`prlimit` execs the host, so the pid is the host's).
     pub open_files_limit: Option<(u64, u64)>,
+    /// The `baton` binary to run, instead of the one this test build made.
+    pub binary: Option<PathBuf>,
 }
 
 /// A `baton serve` child process with its own temporary directories.
@@ -207,15 +234,19 @@ impl HostProc {
         let modules = dir.path().join("modules");
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, &options.config).unwrap();
+        let binary = options
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_baton")));
         let mut cmd = match options.open_files_limit {
             Some((soft, hard)) => {
                 let mut cmd = Command::new("prlimit");
                 cmd.arg(format!("--nofile={soft}:{hard}"))
                     .arg("--")
-                    .arg(env!("CARGO_BIN_EXE_baton"));
+                    .arg(&binary);
                 cmd
             }
-            None => Command::new(env!("CARGO_BIN_EXE_baton")),
+            None => Command::new(&binary),
         };
         cmd.arg("serve")
             .arg("--config")
@@ -386,6 +417,41 @@ impl Drop for HostProc {
     }
 }
 
+/// The pid of the serving process that logged "listening" last (under a supervisor, the
+/// supervisor relays its log).
+pub fn serving_pid(host: &HostProc) -> u32 {
+    host.log_lines()
+        .iter()
+        .rev()
+        .find(|l| l["message"] == "listening")
+        .and_then(|l| l["pid"].as_u64())
+        .expect("a serving process logged its pid") as u32
+}
+
+/// Waits until a serving process other than `old` and those before it logs "listening";
+/// returns its pid.
+pub fn next_serving_pid(host: &HostProc, old: u32) -> u32 {
+    let mut earlier: Vec<u64> = host
+        .log_lines()
+        .iter()
+        .filter(|l| l["message"] == "listening")
+        .filter_map(|l| l["pid"].as_u64())
+        .collect();
+    earlier.push(u64::from(old));
+    let line = host.wait_log(Duration::from_secs(60), |l| {
+        l["message"] == "listening" && l["pid"].as_u64().is_some_and(|p| !earlier.contains(&p))
+    });
+    line["pid"].as_u64().unwrap() as u32
+}
+
+/// Sends `signal` to process `pid` (a host this test started, or its serving process).
+pub fn kill(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a process this test started (or its child).
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill {pid} failed");
+}
+
 /// `GET /status` on the admin listener, as JSON.
 pub async fn status(host: &HostProc) -> serde_json::Value {
     let r = http::Http::new().get(&host.admin_url("/status")).await;
@@ -401,6 +467,17 @@ pub fn app<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Val
         .iter()
         .find(|a| a["name"] == name)
         .unwrap_or_else(|| panic!("no app {name} in {status:#}"))
+}
+
+/// The newest entry of `version` in an app's status; panics when there is none.
+pub fn version<'a>(app: &'a serde_json::Value, version: &str) -> &'a serde_json::Value {
+    app["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|v| v["version"] == version)
+        .unwrap_or_else(|| panic!("no version {version} in {app:#}"))
 }
 
 /// Executable or writable mappings of `path` in process `pid` (a read-only mapping may stay:

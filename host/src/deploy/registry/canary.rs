@@ -227,8 +227,9 @@ impl Registry {
         });
         tracing::info!(app, version = %info.version,
             replaced = previous.as_ref().map(|p| p.info().version.as_str()), "canary promoted; active");
-        if previous.is_some() {
+        if let Some(previous) = &previous {
             self.metrics.swapped(app, started.elapsed());
+            self.note_previous(previous);
         }
         self.save_state();
         if let Some(previous) = previous {

@@ -204,6 +204,8 @@ impl Registry {
                     fallback = %watch.fallback.info().version, requests = figures.requests(),
                     "guard window passed; the previous version retires");
                 self.retire_later(&slot, watch.fallback, Some(watch.detected));
+                // The window is closed: the new version is no longer under trial.
+                self.save_state();
                 return;
             }
         }
@@ -241,6 +243,7 @@ impl Registry {
         slot.active.store(Some(Arc::clone(&fallback)));
         let after_switch_ms = ms_since(switched);
         self.retire_discarding(slot, Arc::clone(&new));
+        self.forget_previous(&slot.name);
         self.save_state();
         if regression.cause != Cause::Operator {
             self.metrics
@@ -304,6 +307,7 @@ impl Registry {
         tracing::info!(app = %slot.name, version = %watch.new.info().version,
             fallback = %watch.fallback.info().version, why, "guard window ended; the fallback retires");
         self.retire_later(slot, watch.fallback, None);
+        self.save_state();
     }
 
     /// Retires a version that was rolled back; its private copy is not kept for rollback.

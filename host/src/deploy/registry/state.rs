@@ -1,12 +1,20 @@
 //! State across restarts: `state_dir/state.json` lists, per app, the private copy of its active
-//! version (and of its canary, with the split). It is rewritten atomically (temporary file, then
-//! rename) on every switch, split change and undeploy, and those copies survive a shutdown.
+//! version (and of its canary, with the split), and of its previous version (the one the active
+//! version replaced, while its copy is kept), with whether a guard window was open. It is
+//! rewritten atomically (temporary file, then rename) on every switch, split change, end of a
+//! guard window and undeploy, and those copies survive a shutdown and a crash.
 //!
 //! At start the host first restores every app from it, then scans the modules directory: a file
 //! of an app that was restored is ignored at start (the restored version wins; touching the file
 //! or `baton deploy` deploys it), files of other apps deploy as usual. An app undeployed
 //! through the admin API is listed too, and its files are ignored at start the same way until
-//! it is deployed again. Store files that no live version uses afterwards are removed.
+//! it is deployed again. Store files that no live version uses and no app names as its previous
+//! version are removed afterwards.
+//!
+//! After a crash: a quarantined active version is not restored; its previous version is, if it
+//! is kept and not quarantined itself (otherwise the app is not served). A version whose guard
+//! window was open when the process died comes back with its previous version as the fallback
+//! of a new window (a graceful shutdown closes the window first, so it does not).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,8 +24,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DeployMode, Registry, lock};
-use crate::deploy::version::Version;
+use super::quarantine::hex;
+use super::{AppSlot, DeployMode, Registry, lock};
+use crate::deploy::version::{State, Version};
 
 /// The file's name under `state_dir`.
 const STATE_FILE: &str = "state.json";
@@ -34,10 +43,16 @@ struct Saved {
 struct SavedApp {
     active: SavedVersion,
     canary: Option<SavedCanary>,
+    /// The version the active one replaced, while its private copy is kept.
+    #[serde(default)]
+    previous: Option<SavedVersion>,
+    /// A guard window was open: `previous` is its fallback.
+    #[serde(default)]
+    guarded: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedVersion {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct SavedVersion {
     version: String,
     /// File name in the store.
     copy: String,
@@ -62,7 +77,7 @@ fn saved(version: &Version) -> SavedVersion {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        hash: format!("{:016x}", version.hash()),
+        hash: hex(version.hash()),
         source: version.source().to_owned(),
     }
 }
@@ -74,7 +89,9 @@ impl Registry {
 
     /// Records which versions take traffic, so a restart brings them back. Does nothing until
     /// the start is complete and once a shutdown began.
+    /// Also republishes `live.json`, at start and during shutdown too.
     pub(super) fn save_state(&self) {
+        self.publish_live();
         if !self.persist.load(SeqCst) {
             return;
         }
@@ -91,11 +108,14 @@ impl Registry {
                 version: saved(&c.version),
                 percent: c.percent,
             });
+            let previous = self.previous_of(&slot, &active);
             state.apps.insert(
                 slot.name().to_owned(),
                 SavedApp {
+                    guarded: previous.is_some() && guarded(&slot),
                     active: saved(&active),
                     canary,
+                    previous,
                 },
             );
         }
@@ -114,6 +134,8 @@ impl Registry {
     /// Brings back the versions `state.json` lists, from their private copies. Apps restored
     /// here keep their version over files of the modules directory at start.
     pub(crate) async fn restore(self: &Arc<Self>) {
+        self.report_quarantine();
+        self.publish_live();
         let path = self.state_file();
         let state: Saved = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
@@ -132,18 +154,82 @@ impl Registry {
         };
         lock(&self.undeployed).clone_from(&state.undeployed);
         for (app, saved) in state.apps {
-            if !self
-                .restore_one(&app, &saved.active, DeployMode::Switch)
-                .await
-            {
-                continue;
-            }
-            lock(&self.restored).insert(app.clone());
-            if let Some(canary) = &saved.canary {
-                self.restore_one(&app, &canary.version, DeployMode::Canary(canary.percent))
-                    .await;
-            }
+            self.restore_app(&app, saved).await;
         }
+    }
+
+    async fn restore_app(self: &Arc<Self>, app: &str, saved: SavedApp) {
+        let previous = saved.previous.filter(|p| {
+            let kept = self.store.dir().join(&p.copy).is_file();
+            kept && self.quarantined_hex(&p.hash).is_none()
+        });
+        if let Some(q) = self.quarantined_hex(&saved.active.hash) {
+            let Some(previous) = previous else {
+                tracing::error!(app, version = %q.version, crashes = q.crashes,
+                    "the active version is quarantined and no previous version is kept; \
+                     the app is not served until another version is deployed or the \
+                     quarantine is cleared");
+                return;
+            };
+            tracing::warn!(app, version = %q.version, crashes = q.crashes,
+                previous = %previous.version,
+                "the active version is quarantined; restoring the previous version instead");
+            if self.restore_one(app, &previous, DeployMode::Switch).await {
+                lock(&self.restored).insert(app.to_owned());
+            }
+            return;
+        }
+        let reopen = saved.guarded && self.config.guard_for(app).enabled();
+        if let Some(previous) = previous.as_ref().filter(|_| reopen) {
+            // The process died during a guard window: the fallback comes back first, so that
+            // restoring the active version opens a new window over it.
+            tracing::info!(app, version = %saved.active.version, fallback = %previous.version,
+                "a guard window was open when the serving process stopped; reopening it");
+            self.restore_one(app, previous, DeployMode::Switch).await;
+        }
+        if !self
+            .restore_one(app, &saved.active, DeployMode::Switch)
+            .await
+        {
+            return;
+        }
+        lock(&self.restored).insert(app.to_owned());
+        if let Some(previous) = previous {
+            lock(&self.previous).insert(app.to_owned(), previous);
+        }
+        if let Some(canary) = &saved.canary {
+            if let Some(q) = self.quarantined_hex(&canary.version.hash) {
+                tracing::warn!(app, version = %q.version, "the canary is quarantined; not restored");
+                return;
+            }
+            self.restore_one(app, &canary.version, DeployMode::Canary(canary.percent))
+                .await;
+        }
+    }
+
+    /// Remembers `version` as the one its app's active version replaced.
+    pub(super) fn note_previous(&self, version: &Version) {
+        lock(&self.previous).insert(version.info().app.clone(), saved(version));
+    }
+
+    /// Forgets `app`'s previous version (it was switched back to, or discarded).
+    pub(super) fn forget_previous(&self, app: &str) {
+        lock(&self.previous).remove(app);
+    }
+
+    /// Whether `copy` is the private copy of some app's previous version.
+    pub(super) fn is_previous(&self, copy: &Path) -> bool {
+        let name = copy.file_name().map(|n| n.to_string_lossy().into_owned());
+        lock(&self.previous)
+            .values()
+            .any(|p| Some(&p.copy) == name.as_ref())
+    }
+
+    /// `slot`'s previous version as saved, if its copy is still kept and it is not `active`.
+    fn previous_of(&self, slot: &AppSlot, active: &Version) -> Option<SavedVersion> {
+        let previous = lock(&self.previous).get(slot.name()).cloned()?;
+        let kept = self.store.dir().join(&previous.copy).is_file();
+        (kept && previous.hash != hex(active.hash())).then_some(previous)
     }
 
     async fn restore_one(
@@ -163,7 +249,7 @@ impl Registry {
                 };
                 tracing::info!(app, version = %version.info().version, copy = %copy.display(),
                     "restored from the host state");
-                if version.info().app != app || format!("{:016x}", version.hash()) != saved.hash {
+                if version.info().app != app || hex(version.hash()) != saved.hash {
                     tracing::warn!(app, expected = %saved.version, copy = %copy.display(),
                         "the restored copy is not the module the state names");
                 }
@@ -185,15 +271,21 @@ impl Registry {
     /// Ends the start: removes store files no live version uses (earlier runs' copies), then
     /// records the state and keeps it up to date from now on.
     pub(crate) fn started(self: &Arc<Self>) {
-        let live: Vec<PathBuf> = self
+        let stored: Vec<Arc<Version>> = self
             .apps()
             .iter()
             .flat_map(|slot| slot.versions())
             .filter(|v| v.stored())
-            .map(|v| v.copy_path().to_owned())
             .collect();
+        // A previous version with the same bytes as a loaded one (a canary) uses its copy.
+        for previous in lock(&self.previous).values_mut() {
+            if let Some(same) = stored.iter().find(|v| hex(v.hash()) == previous.hash) {
+                *previous = saved(same);
+            }
+        }
+        let live: Vec<PathBuf> = stored.iter().map(|v| v.copy_path().to_owned()).collect();
         for file in self.store.files() {
-            if !live.iter().any(|l| l == &file) {
+            if !live.iter().any(|l| l == &file) && !self.is_previous(&file) {
                 remove(&file);
             }
         }
@@ -207,4 +299,9 @@ fn remove(file: &Path) {
     if let Err(e) = std::fs::remove_file(file) {
         tracing::warn!(file = %file.display(), error = %e, "cannot remove an unused store copy");
     }
+}
+
+/// Whether `slot` has a guard window open: its previous version waits in standby.
+fn guarded(slot: &AppSlot) -> bool {
+    slot.versions().iter().any(|v| v.state() == State::Standby)
 }
