@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::http::Http;
 use support::tls::{TestCa, connect, curl, replace_file, resolve, write_pair};
-use support::{HostOptions, HostProc, counter, eventually, hello};
+use support::{HostOptions, HostProc, baton, baton_binary, counter, eventually, hello, status};
 use tokio::io::AsyncReadExt;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -262,6 +262,60 @@ async fn a_supervised_host_serves_https_and_sighup_reloads_the_certificate() {
             .any(|l| l["message"] == "serving process died; starting a new one"),
         "SIGHUP must not end the serving process"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_listener_on() {
+    let upgraded = baton_binary("9.9.9-upgraded");
+    let ca = TestCa::new("CA");
+    let certs = tempfile::tempdir().unwrap();
+    let tls = write_pair(certs.path(), &ca.issue());
+    let bin = tempfile::tempdir().unwrap();
+    let binary = bin.path().join("baton");
+    std::fs::copy(env!("CARGO_BIN_EXE_baton"), &binary).unwrap();
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        config: tls,
+        args: vec!["--listen-tls".into(), "127.0.0.1:0".into()],
+        supervised: true,
+        binary: Some(binary.clone()),
+        ..HostOptions::default()
+    });
+    let addr = host.tls_addr.unwrap();
+    let client = ca.client(&[b"h2", b"http/1.1"]);
+    let mut before = connect(addr, client.clone()).await.unwrap();
+    assert_eq!(before.get("/hello/").await.unwrap().0.status, 200);
+    let old_pid = status(&host).await["host"]["pid"].as_u64().unwrap();
+
+    let tmp = binary.with_extension("new");
+    std::fs::copy(&upgraded, &tmp).unwrap();
+    std::fs::rename(&tmp, &binary).unwrap();
+    let run = baton(&["upgrade", "--admin", &host.admin.to_string()], &[]).await;
+    assert!(run.ok, "{run:?}");
+    host.wait_log(WAIT, |l| {
+        l["message"] == "supervisor started" && l["version"] == "9.9.9-upgraded"
+    });
+    let new_pid = status(&host).await["host"]["pid"].as_u64().unwrap();
+    assert_ne!(new_pid, old_pid);
+    let mut after = connect(addr, client.clone()).await.unwrap();
+    assert_eq!(after.get("/hello/").await.unwrap().0.status, 200);
+
+    // The re-executed supervisor still holds the HTTPS listener: a new serving process after a
+    // crash serves it.
+    // SAFETY: kill(2) on the serving process this test's host started.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(new_pid as i32, libc::SIGKILL) };
+    assert_eq!(rc, 0);
+    let mut third = eventually(WAIT, "HTTPS from a third serving process", async || {
+        let pid = status(&host).await["host"]["pid"].as_u64()?;
+        if pid == new_pid || pid == old_pid {
+            return None;
+        }
+        connect(addr, client.clone()).await.ok()
+    })
+    .await;
+    let (reply, _) = third.get("/hello/").await.unwrap();
+    assert_eq!((reply.status, reply.version()), (200, "hello@1.0.0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
