@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::http::Http;
-use support::tls::{TestCa, connect, curl, replace_file, resolve, write_pair};
+use support::tls::{TestCa, connect, curl, handshake, replace_file, resolve, write_pair};
 use support::{HostOptions, HostProc, baton, baton_binary, counter, eventually, hello, status};
 use tokio::io::AsyncReadExt;
 
@@ -286,11 +286,23 @@ async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_
     let mut before = connect(addr, client.clone()).await.unwrap();
     assert_eq!(before.get("/hello/").await.unwrap().0.status, 200);
     let old_pid = status(&host).await["host"]["pid"].as_u64().unwrap();
+    // A client whose handshake has not started when the hand-over begins.
+    let pending = tokio::net::TcpStream::connect(addr).await.unwrap();
 
     let tmp = binary.with_extension("new");
     std::fs::copy(&upgraded, &tmp).unwrap();
     std::fs::rename(&tmp, &binary).unwrap();
-    let run = baton(&["upgrade", "--admin", &host.admin.to_string()], &[]).await;
+    let admin = host.admin.to_string();
+    let upgrade = tokio::spawn(async move { baton(&["upgrade", "--admin", &admin], &[]).await });
+    host.wait_log(WAIT, |l| {
+        l["message"] == "handing over to the new serving process"
+    });
+    // The old process finishes that handshake and answers, telling the client to reconnect.
+    let mut late = handshake(pending, ca.client(&[b"http/1.1"])).await.unwrap();
+    let (reply, _) = late.get("/hello/").await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), "close");
+    let run = upgrade.await.unwrap();
     assert!(run.ok, "{run:?}");
     host.wait_log(WAIT, |l| {
         l["message"] == "supervisor started" && l["version"] == "9.9.9-upgraded"

@@ -120,6 +120,15 @@ pub async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> Result<TlsC
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    handshake(tcp, config).await
+}
+
+/// Starts TLS as `localhost` with `config` on a TCP connection opened earlier.
+pub async fn handshake(
+    tcp: tokio::net::TcpStream,
+    config: Arc<ClientConfig>,
+) -> Result<TlsConn, String> {
+    let addr = tcp.peer_addr().map_err(|e| format!("peer address: {e}"))?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from("localhost").unwrap();
     let tls = connector
