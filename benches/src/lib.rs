@@ -9,11 +9,13 @@
 //! - `sessionbench`: `counter` with Redis sessions against `hello` on one `baton` host, one
 //!   session per keep-alive connection, every count checked; `counter` with in-memory sessions
 //!   for reference.
+//! - `tlsbench`: `baton` over HTTPS against `hyper-hello` with rustls: full handshakes per
+//!   second and keep-alive throughput, with plain-HTTP `baton` for reference.
 //! - `tlskeys`: loads and unloads a module many times in one process and counts pthread keys.
 //!
 //! The library holds what they share: [`artifacts`] (building or finding the binaries and the
 //! modules), [`servers`] (the servers as child processes), [`redis`] (a private
-//! `redis-server`), [`load`] (the load generator), [`procfs`] (memory and mappings of a child),
+//! `redis-server`), [`load`] (the load generator), [`tls`] (certificates and the TLS client), [`procfs`] (memory and mappings of a child),
 //! [`stats`] and [`report`] (machine, table rows, JSON).
 
 pub mod artifacts;
@@ -23,3 +25,4 @@ pub mod redis;
 pub mod report;
 pub mod servers;
 pub mod stats;
+pub mod tls;

@@ -5,7 +5,11 @@
 //! head, the body skipped by length) so that on a small machine it costs the server under test
 //! as little CPU as possible, and it costs both servers of a comparison the same.
 //!
-//! A [`Target`] may ask each connection to behave as one browser: keep the cookies the server
+//! A [`Target`] may speak TLS ([`Target::tls`]), and may open a new connection for every request
+//! ([`Target::reconnect`]) so that each request costs a TCP connect and, with TLS, a full
+//! handshake: requests per second are then handshakes per second.
+//!
+//! A [`Target`] may also ask each connection to behave as one browser: keep the cookies the server
 //! sets and send them back ([`Target::cookies`]), so one connection is one session; and to check
 //! the `counter` example's answers ([`Target::counter`]), so a session lost or a count skipped is
 //! a failed request, never a silently faster one.
@@ -15,8 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::stats::Latency;
 
@@ -57,6 +63,29 @@ impl Sample {
     }
 }
 
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How a load speaks TLS: the connector (trusted roots, ALPN, resumption) and the server name
+/// it asks for.
+#[derive(Clone)]
+pub struct TlsClient {
+    /// The client's TLS configuration.
+    pub connector: TlsConnector,
+    /// The name the server's certificate must carry.
+    pub name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the load is aimed at.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -77,6 +106,10 @@ pub struct Target {
     /// A 5xx answered by this version (`x-baton-version` value) is [`TOLERATED_5XX`], not a
     /// failure: a deliberately bad version's own errors.
     pub tolerate_5xx_from: Option<String>,
+    /// Speak TLS.
+    pub tls: Option<TlsClient>,
+    /// A new connection for every request (`Connection: close`).
+    pub reconnect: bool,
 }
 
 impl Target {
@@ -90,6 +123,8 @@ impl Target {
             cookies: false,
             counter: false,
             tolerate_5xx_from: None,
+            tls: None,
+            reconnect: false,
         }
     }
 }
@@ -233,6 +268,9 @@ impl Client {
                 .collect();
             request.push_str(&format!("Cookie: {}\r\n", pairs.join("; ")));
         }
+        if target.reconnect {
+            request.push_str("Connection: close\r\n");
+        }
         request.push_str("\r\n");
         request.into_bytes()
     }
@@ -282,7 +320,7 @@ async fn connection(target: &Target, stop: &AtomicBool, origin: Instant) -> Conn
     let mut request = client.request(target);
     let mut samples = Vec::with_capacity(1 << 16);
     let mut errors = Vec::new();
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<Box<dyn Io>> = None;
     let mut buf = Vec::with_capacity(4096);
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
@@ -340,7 +378,7 @@ type Failure = (u8, String);
 /// Sends one request and reads its response; leaves `conn` open for the next one unless the
 /// server asked to close. Returns the outcome and whether the client's cookies changed.
 async fn exchange(
-    conn: &mut Option<TcpStream>,
+    conn: &mut Option<Box<dyn Io>>,
     target: &Target,
     request: &[u8],
     buf: &mut Vec<u8>,
@@ -350,7 +388,15 @@ async fn exchange(
     if conn.is_none() {
         let stream = TcpStream::connect(target.addr).await.map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
-        *conn = Some(stream);
+        *conn = Some(match &target.tls {
+            None => Box::new(stream),
+            Some(tls) => Box::new(
+                tls.connector
+                    .connect(tls.name.clone(), stream)
+                    .await
+                    .map_err(|e| (FAIL_IO, format!("TLS handshake: {e}")))?,
+            ),
+        });
         buf.clear();
     }
     let Some(stream) = conn.as_mut() else {
@@ -407,6 +453,12 @@ async fn exchange(
                 };
                 buf.drain(..head + length);
                 if close {
+                    if target.reconnect {
+                        // Let the server close first, so the TIME_WAIT state (and a local
+                        // port with it) stays on the server's side and the load never runs
+                        // out of ports.
+                        while matches!(stream.read_buf(buf).await, Ok(n) if n > 0) {}
+                    }
                     *conn = None;
                 }
                 for cookie in &set_cookies {

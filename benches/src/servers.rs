@@ -32,6 +32,8 @@ pub struct Baton {
     pub addr: SocketAddr,
     /// Admin listener.
     pub admin: SocketAddr,
+    /// HTTPS listener, when started with `--listen-tls`.
+    pub tls_addr: Option<SocketAddr>,
     /// The watched modules directory.
     pub modules: PathBuf,
     /// The host's private module store (`state/store`).
@@ -93,7 +95,7 @@ impl Baton {
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let mut child = Killed(child);
-        let (mut addr, mut admin) = (None, None);
+        let (mut addr, mut admin, mut tls_addr) = (None, None, None);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let mut reader = BufReader::new(std::fs::File::open(&log)?);
         let mut line = String::new();
@@ -120,7 +122,10 @@ impl Baton {
             if let Some(at) = value["addr"].as_str() {
                 let at: SocketAddr = at.parse()?;
                 match value["message"].as_str() {
-                    Some("listening") => addr = Some(at),
+                    Some("listening") => {
+                        addr = Some(at);
+                        tls_addr = value["tls_addr"].as_str().map(str::parse).transpose()?;
+                    }
                     Some("admin listening") => admin = Some(at),
                     _ => {}
                 }
@@ -130,6 +135,7 @@ impl Baton {
             child,
             addr: addr.context("no address")?,
             admin: admin.context("no admin address")?,
+            tls_addr,
             modules,
             store: state.join("store"),
             log,
@@ -140,6 +146,23 @@ impl Baton {
     /// Process id.
     pub fn pid(&self) -> u32 {
         self.child.0.id()
+    }
+
+    /// Waits until `path` answers 200 over plain HTTP.
+    ///
+    /// # Errors
+    /// If it does not within a minute.
+    pub async fn wait_ready(&self, path: &str) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match crate::load::get(self.addr, path).await {
+                Ok((200, _)) => return Ok(()),
+                answer if std::time::Instant::now() > deadline => {
+                    bail!("{path} does not answer 200 within 60 s: {answer:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
     }
 
     /// Whether the process is still running.
@@ -182,7 +205,7 @@ impl Baton {
 /// A running `hyper-hello`.
 #[derive(Debug)]
 pub struct HyperHello {
-    _child: Killed,
+    child: Killed,
     /// HTTP listener.
     pub addr: SocketAddr,
 }
@@ -193,7 +216,16 @@ impl HyperHello {
     /// # Errors
     /// If it does not say where it listens.
     pub fn start(binary: &Path) -> anyhow::Result<HyperHello> {
+        HyperHello::start_with(binary, &[])
+    }
+
+    /// Starts the baseline server with `args` (e.g. `--tls-cert FILE --tls-key FILE`).
+    ///
+    /// # Errors
+    /// If it does not say where it listens.
+    pub fn start_with(binary: &Path, args: &[&str]) -> anyhow::Result<HyperHello> {
         let mut child = Command::new(binary)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -211,7 +243,12 @@ impl HyperHello {
         };
         Ok(HyperHello {
             addr: addr.parse()?,
-            _child: child,
+            child,
         })
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
     }
 }

@@ -1,6 +1,6 @@
 //! Short runs of the benchmark programs (debug builds, a few seconds) so they keep working:
 //! `swapbench` must complete every swap without failing a request, `sessionbench` must keep one
-//! session per connection and see every count.
+//! session per connection and see every count, `tlsbench` must fail no request over TLS.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,4 +134,55 @@ fn a_short_sessionbench_run_keeps_every_session() {
         "{table}"
     );
     assert!(table.contains("checks"), "{table}");
+}
+
+#[test]
+fn a_short_tlsbench_run_fails_no_request_over_tls() {
+    let modules = build_apart(&["-p", "hello", "--lib"]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("tlsbench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_tlsbench"))
+        .args(["--debug", "--rounds", "1", "--connections", "4"])
+        .args(["--round-secs", "0.5", "--warmup-secs", "0.2"])
+        .arg("--baton")
+        .arg(baton())
+        .arg("--hyper")
+        .arg(env!("CARGO_BIN_EXE_hyper-hello"))
+        .arg("--hello")
+        .arg(modules.join("libhello.so"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("tlsbench runs");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tlsbench failed:\n{table}\n{stderr}"
+    );
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let round = result["rounds"][0].as_array().unwrap();
+    let kinds: Vec<&str> = round.iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "hyper_keep_alive",
+            "baton_keep_alive",
+            "hyper_handshakes",
+            "baton_handshakes",
+            "baton_plain_keep_alive"
+        ],
+        "{table}"
+    );
+    for measure in round {
+        assert_eq!(measure["failed"], 0, "{table}");
+        assert!(measure["requests"].as_u64().unwrap() > 4, "{table}");
+    }
+    assert_eq!(result["failed_requests"], 0, "{table}");
+    for ratio in ["keep_alive_ratio_median", "handshake_ratio_median"] {
+        assert!(
+            result["summary"][ratio].as_f64().unwrap() > 0.0,
+            "{ratio}: {table}"
+        );
+    }
 }

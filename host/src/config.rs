@@ -11,9 +11,11 @@ use crate::error::{Error, Result};
 
 mod guard;
 mod quarantine;
+mod tls;
 
 pub use guard::{GuardConfig, GuardOverrides};
 pub use quarantine::QuarantineConfig;
+pub use tls::TlsConfig;
 
 /// The whole host configuration. Every field has a default; see the README's reference.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -21,6 +23,9 @@ pub use quarantine::QuarantineConfig;
 pub struct Config {
     /// Address the HTTP listener binds.
     pub listen: SocketAddr,
+    /// Address of the HTTPS listener, which serves the same apps with `[tls]`'s certificate;
+    /// none by default.
+    pub listen_tls: Option<SocketAddr>,
     /// Directory of module files to serve (and, with hot swap, to watch).
     pub modules: PathBuf,
     /// Directory the host owns: private copies of loaded modules and its state.
@@ -64,6 +69,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Module uploads through the admin API, under `[uploads]`.
     pub uploads: UploadConfig,
+    /// The HTTPS listener's certificate and settings, under `[tls]`.
+    pub tls: TlsConfig,
     /// When versions that keep crashing the serving process are quarantined.
     pub quarantine: QuarantineConfig,
 }
@@ -72,6 +79,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen_tls: None,
             modules: PathBuf::from("./modules"),
             state_dir: PathBuf::from("./.baton"),
             version_header: true,
@@ -91,6 +99,7 @@ impl Default for Config {
             guard: GuardConfig::default(),
             http: HttpConfig::default(),
             uploads: UploadConfig::default(),
+            tls: TlsConfig::default(),
             quarantine: QuarantineConfig::default(),
         }
     }
@@ -181,8 +190,10 @@ pub struct SessionConfig {
     pub timeout_secs: u64,
     /// Name of the session cookie.
     pub cookie_name: String,
-    /// Send the cookie with `Secure` (only over HTTPS); set it when a TLS proxy fronts the host.
-    pub cookie_secure: bool,
+    /// Send the cookie with `Secure` (only over HTTPS) on every response; set it when a TLS
+    /// proxy fronts the host. Unset: on when only the HTTPS listener serves apps
+    /// (`tls.redirect_http`), off otherwise. Requests that arrive over TLS always get it.
+    pub cookie_secure: Option<bool>,
     /// Prefix of the Redis keys (one hash per session).
     pub redis_prefix: String,
     /// Longest wait for one store operation; a session request then fails with a 503.
@@ -199,7 +210,7 @@ impl Default for SessionConfig {
             store: "memory".to_owned(),
             timeout_secs: 1800,
             cookie_name: "BATON_SESSION".to_owned(),
-            cookie_secure: false,
+            cookie_secure: None,
             redis_prefix: "baton:session:".to_owned(),
             op_timeout_ms: 1_000,
             max_sessions: 100_000,
@@ -449,6 +460,7 @@ impl Config {
         self.guard.validate("guard")?;
         self.http.validate()?;
         self.uploads.validate()?;
+        self.tls.validate(self.listen_tls.is_some())?;
         self.quarantine.validate()?;
         match self.admin_token.as_deref() {
             Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
@@ -550,6 +562,14 @@ impl Config {
             ),
             None => (Vec::new(), Duration::ZERO),
         }
+    }
+
+    /// Whether the session cookie carries `Secure` on every response: as set, or by default
+    /// when only the HTTPS listener serves apps (plain HTTP is redirected to it).
+    pub fn cookie_secure(&self) -> bool {
+        self.sessions
+            .cookie_secure
+            .unwrap_or(self.listen_tls.is_some() && self.tls.redirect_http)
     }
 
     /// The name of the session cookie a sticky canary split hashes.
@@ -679,6 +699,39 @@ mod tests {
         assert!(toml::from_str::<Config>("[http]\nidle_timeout = 5").is_err());
         let pings_off: Config = toml::from_str("[http]\nhttp2_keep_alive_interval_ms = 0").unwrap();
         assert_eq!(pings_off.http.http2_keep_alive_interval(), None);
+    }
+
+    #[test]
+    fn tls_needs_its_listener_and_both_files_and_makes_tls_only_cookies_secure() {
+        let pair = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let config: Config =
+            toml::from_str(&format!("listen_tls = \"127.0.0.1:8443\"\n{pair}")).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.tls.handshake_timeout(), Duration::from_secs(10));
+        assert!(!config.cookie_secure(), "plain HTTP still serves apps");
+        for bad in [
+            "listen_tls = \"127.0.0.1:8443\"\n[tls]\ncert = \"c.pem\"",
+            "listen_tls = \"127.0.0.1:8443\"\n[tls]\nkey = \"k.pem\"",
+            pair,
+            "[tls]\nredirect_http = true",
+        ] {
+            let config: Config = toml::from_str(bad).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("tls"), "{bad}: {error}");
+        }
+        let tls_only: Config = toml::from_str(&format!(
+            "listen_tls = \"127.0.0.1:8443\"\n{pair}redirect_http = true\n"
+        ))
+        .unwrap();
+        tls_only.validate().unwrap();
+        assert!(tls_only.cookie_secure());
+        let explicit: Config = toml::from_str(&format!(
+            "listen_tls = \"127.0.0.1:8443\"\n{pair}redirect_http = true\n\
+             [sessions]\ncookie_secure = false\n"
+        ))
+        .unwrap();
+        assert!(!explicit.cookie_secure(), "an explicit setting wins");
+        assert!(!Config::default().cookie_secure());
     }
 
     #[test]

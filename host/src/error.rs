@@ -110,6 +110,9 @@ pub enum Error {
     /// A call to the admin API failed (the command-line client's errors).
     #[error("{0}")]
     Admin(String),
+    /// The HTTPS listener's certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// An I/O operation failed.
     #[error("{what}: {source}")]
     Io {

@@ -18,6 +18,8 @@
 //!   versions, the blame of a death, the quarantine.
 //! - [`supervisor`]: the small process that owns the listening sockets and restarts the serving
 //!   process when it dies.
+//! - [`tls`]: the HTTPS listener's certificate: loaded and checked, handed to each handshake,
+//!   reloaded when its files change or on SIGHUP.
 //!
 //! [`Host`] ties them together; the `baton` binary is a thin command line over it.
 
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod supervisor;
+pub mod tls;
 pub mod watch;
 
 use std::future::Future;
@@ -70,15 +73,24 @@ pub use error::{Error, Result};
 use deploy::Registry;
 use session::Sessions;
 
-/// A running host: its registry of apps, its sessions, its listeners and its watcher.
+/// A running host: its registry of apps, its sessions, its listeners and its watchers.
 #[derive(Debug)]
 pub struct Host {
     registry: Arc<Registry>,
     sessions: Arc<Sessions>,
     listener: tokio::net::TcpListener,
     admin: tokio::net::TcpListener,
+    https: Option<Https>,
     watcher: Option<watch::Watcher>,
     max_connections: usize,
+}
+
+/// The HTTPS listener, its certificate and the watch of the certificate's files.
+#[derive(Debug)]
+struct Https {
+    listener: tokio::net::TcpListener,
+    certificates: Arc<tls::Certificates>,
+    cert_watcher: Option<tls::CertWatcher>,
 }
 
 /// The listener for `addr`: the one inherited from a supervisor or systemd, or a new one.
@@ -103,15 +115,25 @@ async fn bind(
 }
 
 impl Host {
-    /// Validates `config`, loads every module in its modules directory and binds the listeners
-    /// (or takes those inherited through `LISTEN_FDS` from a supervisor or systemd).
+    /// Validates `config`, loads the TLS certificate, loads every module in its modules
+    /// directory and binds the listeners (or takes those inherited through `LISTEN_FDS` from a
+    /// supervisor or systemd).
     ///
     /// # Errors
-    /// An invalid config, an unreadable modules directory, or a listener that cannot bind.
-    /// Individual modules that fail to load are logged and skipped.
+    /// An invalid config, a TLS certificate or key that cannot be used, an unreadable modules
+    /// directory, or a listener that cannot bind. Individual modules that fail to load are
+    /// logged and skipped.
     pub async fn start(mut config: Config) -> Result<Host> {
         config.validate()?;
-        let (http, admin) = supervisor::inherited_listeners()?.unzip();
+        // Before any module is loaded: a bad certificate is a configuration error.
+        let certificates = match config.tls.files() {
+            Some((cert, key)) => Some(tls::Certificates::load(cert, key)?),
+            None => None,
+        };
+        let (http, admin, https) = match supervisor::inherited_listeners()? {
+            Some(l) => (Some(l.http), Some(l.admin), l.https),
+            None => (None, None, None),
+        };
         std::fs::create_dir_all(&config.modules).map_err(|e| {
             Error::io(
                 format!(
@@ -129,7 +151,11 @@ impl Host {
         let config = Arc::new(config);
         admin::upload::remove_leftovers(&config.state_dir);
         let registry = Arc::new(Registry::new(Arc::clone(&config))?);
-        let sessions = Sessions::from_config(&config.sessions, registry.metrics().session_store())?;
+        let sessions = Sessions::from_config(
+            &config.sessions,
+            config.cookie_secure(),
+            registry.metrics().session_store(),
+        )?;
 
         // Watch first, so a file dropped during the initial scan is not missed.
         let watcher = if config.watch {
@@ -143,13 +169,34 @@ impl Host {
         registry.started();
         let (admin, admin_addr) = bind(config.admin, admin, "admin").await?;
         tracing::info!(addr = %admin_addr, "admin listening");
+        let https = match (config.listen_tls, certificates) {
+            (Some(addr), Some(certificates)) => {
+                let (listener, addr) = bind(addr, https, "https").await?;
+                let watcher = if config.tls.watch {
+                    Some(tls::CertWatcher::start(Arc::clone(&certificates))?)
+                } else {
+                    None
+                };
+                tracing::info!(%addr, redirect_http = config.tls.redirect_http, "https listening");
+                Some(Https {
+                    listener,
+                    certificates,
+                    cert_watcher: watcher,
+                })
+            }
+            _ => None,
+        };
         let (listener, addr) = bind(config.listen, http, "http").await?;
         let nofile = server::open_files_limit();
         let max_connections = config
             .http
             .max_connections
             .unwrap_or_else(|| server::default_max_connections(nofile));
-        tracing::info!(%addr, modules = %config.modules.display(), apps = deployed,
+        let tls_addr = https
+            .as_ref()
+            .and_then(|h| h.listener.local_addr().ok())
+            .map(|a| a.to_string());
+        tracing::info!(%addr, tls_addr, modules = %config.modules.display(), apps = deployed,
             sessions = sessions.store().kind(), max_connections, open_files_limit = nofile,
             pid = std::process::id(), "listening");
         Ok(Host {
@@ -157,9 +204,26 @@ impl Host {
             sessions,
             listener,
             admin,
+            https,
             watcher,
             max_connections,
         })
+    }
+
+    /// The address the HTTPS listener is bound to, if there is one.
+    ///
+    /// # Errors
+    /// If the socket cannot report it.
+    pub fn tls_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.https
+            .as_ref()
+            .map(|h| h.listener.local_addr())
+            .transpose()
+    }
+
+    /// The HTTPS listener's certificate, to reload it (on SIGHUP); `None` without HTTPS.
+    pub fn certificates(&self) -> Option<Arc<tls::Certificates>> {
+        self.https.as_ref().map(|h| Arc::clone(&h.certificates))
     }
 
     /// The address the admin listener is bound to.
@@ -208,11 +272,13 @@ impl Host {
             sessions,
             listener,
             admin,
+            https,
             watcher,
             max_connections,
         } = self;
         let http = registry.config().http;
-        let app_settings = server::ConnectionSettings::new(&http, max_connections);
+        let app_settings = server::ConnectionSettings::new(&http, max_connections)
+            .with_tls_handshake_timeout(registry.config().tls.handshake_timeout());
         let admin_settings = server::ConnectionSettings::new(&http, http.admin_max_connections);
         let drain = registry.config().drain_timeout();
         // The admin listener outlives the app listener, so operators can watch the drain.
@@ -225,7 +291,7 @@ impl Host {
             let state = Arc::clone(&state);
             let handler = move |req| admin::handle(Arc::clone(&state), req);
             tokio::spawn(server::serve(
-                admin,
+                vec![server::Listener::plain(admin)],
                 handler,
                 async {
                     let _ = admin_stopped.await;
@@ -256,14 +322,31 @@ impl Host {
             }
             std::time::Duration::ZERO
         };
+        let mut listeners = vec![server::Listener::plain(listener)];
+        let mut redirect = None;
+        // Kept until the drain ends: its file watch reloads the certificate meanwhile.
+        let mut https_watch = None;
+        if let Some(Https {
+            listener,
+            certificates,
+            cert_watcher,
+        }) = https
+        {
+            if registry.config().tls.redirect_http {
+                redirect = listener.local_addr().ok().map(|a| a.port());
+            }
+            listeners.push(server::Listener::tls(listener, certificates.acceptor()));
+            https_watch = cert_watcher;
+        }
         let started = tokio::time::Instant::now();
         server::serve_apps(
-            listener,
+            listeners,
             Arc::clone(&registry),
             Arc::clone(&sessions),
             shutdown,
             drain,
             app_settings,
+            redirect,
         )
         .await;
         if handing_over.load(std::sync::atomic::Ordering::SeqCst) {
@@ -277,6 +360,7 @@ impl Host {
             supervisor::tell_supervisor();
         }
         drop(watcher);
+        drop(https_watch);
         let left = drain
             .saturating_sub(started.elapsed())
             .max(std::time::Duration::from_secs(1));

@@ -184,6 +184,10 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Address of the HTTPS listener (needs `[tls] cert` and `key` in the config) [default:
+    /// none].
+    #[arg(long, value_name = "ADDR")]
+    listen_tls: Option<SocketAddr>,
     /// Directory of module files to serve [default: ./modules].
     #[arg(long)]
     modules: Option<PathBuf>,
@@ -298,6 +302,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(listen_tls) = args.listen_tls {
+        config.listen_tls = Some(listen_tls);
+    }
     if let Some(modules) = &args.modules {
         config.modules.clone_from(modules);
     }
@@ -320,6 +327,11 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         config.admin_token = Some(token.clone());
     }
     config.validate()?;
+    // A certificate and key that cannot serve are a configuration error, found before the
+    // supervisor binds anything.
+    if let Some((cert, key)) = config.tls.files() {
+        baton_host::tls::Certificates::load(cert, key)?;
+    }
     Ok(config)
 }
 
@@ -556,8 +568,26 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Caught from the start too: SIGHUP's default action would end the process.
+        let mut hangup =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(hangup) => hangup,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install signal handlers");
+                    return ExitCode::FAILURE;
+                }
+            };
         match Host::start(config).await {
             Ok(host) => {
+                let certificates = host.certificates();
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        match &certificates {
+                            Some(certificates) => certificates.reload_logged("SIGHUP"),
+                            None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                        }
+                    }
+                });
                 if std::env::var_os(supervisor::UPGRADE_ENV).is_some() {
                     // The new serving process of an upgrade: warm now; the old one hands over.
                     supervisor::tell_supervisor();

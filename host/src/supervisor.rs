@@ -2,9 +2,9 @@
 //! running on them.
 //!
 //! `baton serve` binds its listeners (or takes them from systemd socket activation) and starts
-//! itself again as the serving process, which inherits them as descriptors 3 (HTTP) and 4
-//! (admin) through the `LISTEN_FDS` protocol. Modules are only ever loaded in the serving
-//! process, so nothing an app does can crash the supervisor. When the serving process dies, the
+//! itself again as the serving process, which inherits them as descriptors 3 (HTTP), 4
+//! (admin) and, with `listen_tls`, 5 (HTTPS) through the `LISTEN_FDS` protocol. Modules are
+//! only ever loaded in the serving process, so nothing an app does can crash the supervisor. When the serving process dies, the
 //! supervisor starts a new one at once: meanwhile the kernel queues new connections in the
 //! listen backlog, so none is refused; only the requests that were running in the dead process
 //! fail. Signals are forwarded; a stop signal ends both once the serving process has drained.
@@ -36,6 +36,7 @@ pub const SUPERVISOR_PID_ENV: &str = "BATON_SUPERVISOR_PID";
 /// Names of the inherited sockets, in descriptor order, as `LISTEN_FDNAMES` gives them.
 const HTTP: &str = "http";
 const ADMIN: &str = "admin";
+const HTTPS: &str = "https";
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
 const FIRST_FD: i32 = 3;
 
@@ -48,13 +49,31 @@ const STDERR_END: Duration = Duration::from_secs(2);
 /// After a supervisor re-executed itself: the descriptor of its serving process's stderr pipe.
 const STDERR_FD_ENV: &str = "BATON_SUPERVISOR_STDERR_FD";
 
-/// The listening sockets a supervisor or systemd handed to this process (`LISTEN_FDS`), HTTP
-/// first and admin second, or named `http` and `admin` in `LISTEN_FDNAMES`. `None` when the
-/// environment passes none.
+/// The listening sockets of a host.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The plain HTTP listener.
+    pub http: TcpListener,
+    /// The admin listener.
+    pub admin: TcpListener,
+    /// The HTTPS listener, with `listen_tls`.
+    pub https: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// How many sockets these are.
+    fn count(&self) -> i32 {
+        if self.https.is_some() { 3 } else { 2 }
+    }
+}
+
+/// The listening sockets a supervisor or systemd handed to this process (`LISTEN_FDS`): HTTP
+/// first, admin second and HTTPS third, or named `http`, `admin` and `https` in
+/// `LISTEN_FDNAMES`. `None` when the environment passes none.
 ///
 /// # Errors
-/// If descriptors are passed but are not two TCP listeners.
-pub fn inherited_listeners() -> Result<Option<(TcpListener, TcpListener)>> {
+/// If descriptors are passed but are not two or three TCP listeners.
+pub fn inherited_listeners() -> Result<Option<Listeners>> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() == 0 {
         return Ok(None);
@@ -64,6 +83,7 @@ pub fn inherited_listeners() -> Result<Option<(TcpListener, TcpListener)>> {
         .unwrap_or_default();
     let index =
         |name: &str, default: usize| names.iter().position(|n| n == name).unwrap_or(default);
+    let passes_https = names.iter().any(|n| n == HTTPS) || fds.len() > 2;
     let mut take = |name: &str, default: usize| {
         let i = index(name, default);
         fds.take_tcp_listener(i)
@@ -77,7 +97,12 @@ pub fn inherited_listeners() -> Result<Option<(TcpListener, TcpListener)>> {
     };
     let http = take(HTTP, 0)?;
     let admin = take(ADMIN, 1)?;
-    Ok(Some((http, admin)))
+    let https = if passes_https {
+        Some(take(HTTPS, 2)?)
+    } else {
+        None
+    };
+    Ok(Some(Listeners { http, admin, https }))
 }
 
 fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -217,13 +242,6 @@ enum Upgrade {
     HandingOver,
 }
 
-/// The listening sockets the supervisor holds for its serving processes.
-#[derive(Debug)]
-struct Listeners {
-    http: TcpListener,
-    admin: TcpListener,
-}
-
 /// Runs the supervisor until a stop signal: binds (or inherits) the listeners, then keeps a
 /// serving process (this binary, with `args`) running on them, and on `SIGUSR2` upgrades it:
 /// a new serving process from the binary now on disk takes over from the old one, then the
@@ -233,17 +251,24 @@ struct Listeners {
 /// # Errors
 /// If a listener cannot be bound or the serving process cannot be started.
 pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Result<i32> {
-    let (http, admin) = match inherited_listeners()? {
+    let mut listeners = match inherited_listeners()? {
         Some(listeners) => listeners,
-        None => (bind(config.listen, HTTP)?, bind(config.admin, ADMIN)?),
+        None => Listeners {
+            http: bind(config.listen, HTTP)?,
+            admin: bind(config.admin, ADMIN)?,
+            https: None,
+        },
     };
-    let listeners = Listeners { http, admin };
+    if let (None, Some(addr)) = (&listeners.https, config.listen_tls) {
+        listeners.https = Some(bind(addr, HTTPS)?);
+    }
     let local = |l: &TcpListener| {
         l.local_addr()
             .map_or_else(|_| "?".to_owned(), |a| a.to_string())
     };
     tracing::info!(pid = std::process::id(), http = %local(&listeners.http),
-        admin = %local(&listeners.admin), version = crate::VERSION, "supervisor started");
+        admin = %local(&listeners.admin), https = listeners.https.as_ref().map(local),
+        version = crate::VERSION, "supervisor started");
     let program = std::env::current_exe()
         .map_err(|e| Error::io("cannot find the baton binary to start", e))?;
     // After an upgrade the file may have been replaced: start what is at its path now.
@@ -441,21 +466,22 @@ fn reexec(
     let mut command = std::process::Command::new(program);
     command
         .args(args)
-        .env("LISTEN_FDS", "2")
-        .env("LISTEN_FDNAMES", format!("{HTTP}:{ADMIN}"))
+        .envs(listen_env(listeners))
         .env("LISTEN_PID", std::process::id().to_string())
         .env(CHILD_ENV, child.pid.as_raw_pid().to_string())
         .env_remove(STDERR_FD_ENV);
+    // The descriptor after the listeners'.
+    let stderr_fd = FIRST_FD + listeners.count();
     let stderr = child
         .stderr
         .as_ref()
         .and_then(|fd| fd.try_clone().ok())
         .map(|parent_fd| FdMapping {
             parent_fd,
-            child_fd: FIRST_FD + 2,
+            child_fd: stderr_fd,
         });
     if stderr.is_some() {
-        command.env(STDERR_FD_ENV, (FIRST_FD + 2).to_string());
+        command.env(STDERR_FD_ENV, stderr_fd.to_string());
     }
     let mapped = fd_mappings(listeners).and_then(|mut mappings| {
         mappings.extend(stderr);
@@ -499,7 +525,7 @@ fn fd_mappings(listeners: &Listeners) -> Result<Vec<FdMapping>> {
             .try_clone_to_owned()
             .map_err(|e| Error::io("cannot pass a listener on", e))
     };
-    Ok(vec![
+    let mut fds = vec![
         FdMapping {
             parent_fd: dup(&listeners.http)?,
             child_fd: FIRST_FD,
@@ -508,7 +534,26 @@ fn fd_mappings(listeners: &Listeners) -> Result<Vec<FdMapping>> {
             parent_fd: dup(&listeners.admin)?,
             child_fd: FIRST_FD + 1,
         },
-    ])
+    ];
+    if let Some(https) = &listeners.https {
+        fds.push(FdMapping {
+            parent_fd: dup(https)?,
+            child_fd: FIRST_FD + 2,
+        });
+    }
+    Ok(fds)
+}
+
+/// `LISTEN_FDS` and `LISTEN_FDNAMES` for the descriptors of [`fd_mappings`].
+fn listen_env(listeners: &Listeners) -> [(&'static str, String); 2] {
+    let names = match listeners.https {
+        Some(_) => format!("{HTTP}:{ADMIN}:{HTTPS}"),
+        None => format!("{HTTP}:{ADMIN}"),
+    };
+    [
+        ("LISTEN_FDS", listeners.count().to_string()),
+        ("LISTEN_FDNAMES", names),
+    ]
 }
 
 fn spawn(
@@ -521,8 +566,7 @@ fn spawn(
     command
         .args(args)
         .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
-        .env("LISTEN_FDS", "2")
-        .env("LISTEN_FDNAMES", format!("{HTTP}:{ADMIN}"))
+        .envs(listen_env(listeners))
         .env_remove("LISTEN_PID")
         .env_remove(CHILD_ENV)
         // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which forwards

@@ -7,7 +7,8 @@
 //! between keep-alive requests (`idle_timeout`). Such a connection holds nothing worth waiting
 //! for, so it is also the one closed to make room at the cap, longest idle first, and the one
 //! closed at once by a shutdown. While a request is in progress only the request's own bounds
-//! apply (body progress, handler time).
+//! apply (body progress, handler time). On the HTTPS listener the TLS handshake comes first,
+//! bounded by its own timeout and by the header timeout, which starts at the accept.
 
 use std::collections::HashMap;
 use std::io;
@@ -166,15 +167,81 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A TCP stream that notes when a request's first byte arrives.
+/// A connection's byte stream: plain TCP, or TLS over TCP once the handshake is done.
+#[derive(Debug)]
+pub(super) enum ConnIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ConnIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ConnIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ConnIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ConnIo::Plain(s) => s.is_write_vectored(),
+            ConnIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ConnIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ConnIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connection's stream that notes when a request's first byte arrives (above TLS, so only
+/// request bytes count).
 #[derive(Debug)]
 pub(super) struct TrackedIo {
-    inner: TcpStream,
+    inner: ConnIo,
     state: Arc<ConnState>,
 }
 
 impl TrackedIo {
-    pub(super) fn new(inner: TcpStream, state: Arc<ConnState>) -> TrackedIo {
+    pub(super) fn new(inner: ConnIo, state: Arc<ConnState>) -> TrackedIo {
         TrackedIo { inner, state }
     }
 }

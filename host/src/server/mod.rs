@@ -1,5 +1,8 @@
-//! The HTTP server: accept loop, connections (HTTP/1.1 keep-alive and h2c), their timeouts and
-//! cap, graceful shutdown.
+//! The HTTP server: accept loop, connections (HTTP/1.1 keep-alive and h2c, and both over TLS
+//! with ALPN), their timeouts and cap, graceful shutdown.
+//!
+//! One accept loop serves every listener of a kind (the plain and the HTTPS app listeners share
+//! one set of connections, so one cap and one eviction order cover both).
 //!
 //! - `conn`: each connection's activity, the idle and header timeouts, the set of open
 //!   connections that enforces the cap (closing the longest-idle one to make room).
@@ -12,21 +15,78 @@ mod conn;
 mod service;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::HttpConfig;
 use crate::deploy::Registry;
 use crate::session::Sessions;
 pub use body::{BodyError, RequestBody};
-use conn::{Connections, IdleTimeouts, TrackedIo};
+use conn::{ConnIo, Connections, IdleTimeouts, TrackedIo};
 pub use service::Body;
+
+/// Marks a request that arrived over TLS (a request extension): its scheme is `https`, so its
+/// session cookie is `Secure`.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// A listening socket and, for HTTPS, the TLS acceptor of its connections.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("addr", &self.tcp.local_addr().ok())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Listener {
+    /// A listener of plain HTTP (HTTP/1.1 and h2c).
+    pub fn plain(tcp: TcpListener) -> Listener {
+        Listener { tcp, tls: None }
+    }
+
+    /// A listener of HTTPS: each connection's TLS handshake with `acceptor`, then HTTP/2 or
+    /// HTTP/1.1.
+    pub fn tls(tcp: TcpListener, acceptor: TlsAcceptor) -> Listener {
+        Listener {
+            tcp,
+            tls: Some(acceptor),
+        }
+    }
+}
+
+/// Waits for a connection on any of `listeners`, starting the search at `first` so a busy
+/// listener cannot starve another. Returns the listener's index and what its accept gave.
+async fn accept_any(
+    listeners: &[Listener],
+    first: usize,
+) -> (usize, std::io::Result<(TcpStream, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        for i in 0..listeners.len() {
+            let i = (first + i) % listeners.len();
+            if let Poll::Ready(accepted) = listeners[i].tcp.poll_accept(cx) {
+                return Poll::Ready((i, accepted));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
 
 /// How a listener treats its connections: timeouts and the most it keeps open.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +96,7 @@ pub struct ConnectionSettings {
     http2_keep_alive_interval: Option<Duration>,
     http2_keep_alive_timeout: Duration,
     max_connections: usize,
+    tls_handshake_timeout: Duration,
 }
 
 impl ConnectionSettings {
@@ -50,6 +111,16 @@ impl ConnectionSettings {
             http2_keep_alive_interval: http.http2_keep_alive_interval(),
             http2_keep_alive_timeout: http.http2_keep_alive_timeout(),
             max_connections: max_connections.max(1),
+            tls_handshake_timeout: http.header_read_timeout(),
+        }
+    }
+
+    /// The same, with TLS handshakes bounded by `timeout` (the header timeout, which starts at
+    /// the accept too, still bounds them).
+    pub fn with_tls_handshake_timeout(self, timeout: Duration) -> ConnectionSettings {
+        ConnectionSettings {
+            tls_handshake_timeout: timeout,
+            ..self
         }
     }
 }
@@ -68,23 +139,33 @@ pub fn default_max_connections(nofile: Option<u64>) -> usize {
     usize::try_from(nofile.saturating_sub(reserve).max(16)).unwrap_or(usize::MAX)
 }
 
-/// Serves the apps of `registry` on `listener` until `shutdown` resolves, then stops accepting
-/// and lets open connections finish their requests for at most `drain`. `shutdown` resolves to
-/// how long idle HTTP/1 keep-alive connections may linger (see [`serve`]).
+/// Serves the apps of `registry` on `listeners` until `shutdown` resolves, then stops
+/// accepting and lets open connections finish their requests for at most `drain`. `shutdown`
+/// resolves to how long idle HTTP/1 keep-alive connections may linger (see [`serve`]). With
+/// `redirect_to_tls` (the HTTPS listener's port), requests on plain listeners get a 308 to the
+/// same host and path over HTTPS instead.
 pub async fn serve_apps(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     registry: Arc<Registry>,
     sessions: Arc<Sessions>,
     shutdown: impl Future<Output = Duration>,
     drain: Duration,
     settings: ConnectionSettings,
+    redirect_to_tls: Option<u16>,
 ) {
-    let handler = move |req| {
+    let handler = move |req: Request<RequestBody>| {
         let registry = Arc::clone(&registry);
         let sessions = Arc::clone(&sessions);
-        async move { service::handle(&registry, &sessions, req).await }
+        async move {
+            match redirect_to_tls {
+                Some(port) if req.extensions().get::<OverTls>().is_none() => {
+                    service::redirect_to_https(&req, port)
+                }
+                _ => service::handle(&registry, &sessions, req).await,
+            }
+        }
     };
-    serve(listener, handler, shutdown, drain, settings).await;
+    serve(listeners, handler, shutdown, drain, settings).await;
 }
 
 /// The answer to an HTTP/1.1 request without `Host` (RFC 9112, section 3.2).
@@ -101,17 +182,18 @@ fn accept_backoff(failures: u32) -> Duration {
     Duration::from_millis(10u64 << (failures.clamp(1, 8) - 1)).min(Duration::from_secs(1))
 }
 
-/// Serves `handler` on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves, then stops
-/// accepting, closes the connections with no request in progress, and lets the others finish
-/// their requests for at most `drain`.
+/// Serves `handler` on `listeners` (HTTP/1.1 and h2c, or both over TLS) until `shutdown`
+/// resolves, then stops accepting, closes the connections with no request in progress, and
+/// lets the others finish their requests for at most `drain`.
 ///
 /// `shutdown` resolves to a linger: `ZERO` closes idle connections at once. Otherwise (a
 /// hand-over to another process on the same listener) an idle HTTP/1 keep-alive connection
 /// stays open that long, every response from then on says `Connection: close`, and the
 /// connection closes after it; a client that sends on a kept-alive connection just as it is
 /// closed would see its request fail, and one that gets `Connection: close` simply reconnects.
+/// A TLS handshake in progress at a hand-over is finished and the connection treated the same.
 pub async fn serve<H, F>(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     handler: H,
     shutdown: impl Future<Output = Duration>,
     drain: Duration,
@@ -128,7 +210,12 @@ pub async fn serve<H, F>(
         .keep_alive_timeout(settings.http2_keep_alive_timeout);
     let builder = Arc::new(builder);
     let conns = Arc::new(Connections::new());
-    let addr = listener.local_addr().ok();
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.tcp.local_addr().ok())
+        .collect();
+    let addr = addrs.first().copied();
+    let mut next_listener = 0;
     let mut failures = 0u32;
     let mut at_cap = false;
     tokio::pin!(shutdown);
@@ -147,9 +234,12 @@ pub async fn serve<H, F>(
                 l = &mut shutdown => break l,
             }
         }
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+        let (tls, (stream, peer)) = tokio::select! {
+            (i, accepted) = accept_any(&listeners, next_listener) => match accepted {
+                Ok(accepted) => {
+                    next_listener = i + 1;
+                    (listeners[i].tls.clone(), accepted)
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, one line per episode.
                     failures += 1;
@@ -176,13 +266,17 @@ pub async fn serve<H, F>(
         let (id, state) = conns.open();
         let handler = handler.clone();
         let body_timeout = settings.body_read_timeout;
+        let over_tls = tls.is_some();
         let service = {
             let state = Arc::clone(&state);
             let conns = Arc::clone(&conns);
-            hyper::service::service_fn(move |req: Request<Incoming>| {
+            hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let request = state.start_request();
                 let handler = handler.clone();
                 let conns = Arc::clone(&conns);
+                if over_tls {
+                    req.extensions_mut().insert(OverTls);
+                }
                 let h2 = req.version() == Version::HTTP_2;
                 if h2 {
                     state.saw_h2();
@@ -211,12 +305,54 @@ pub async fn serve<H, F>(
         let builder = Arc::clone(&builder);
         let conns = Arc::clone(&conns);
         let timeouts = settings.idle;
+        let handshake_timeout = settings.tls_handshake_timeout.min(timeouts.header);
         tokio::spawn(async move {
-            let io = TokioIo::new(TrackedIo::new(stream, Arc::clone(&state)));
+            // Set when a hand-over starts during the TLS handshake.
+            let mut handover = false;
+            let io = match tls {
+                None => ConnIo::Plain(stream),
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                    tokio::pin!(handshake);
+                    let done = loop {
+                        tokio::select! {
+                            done = &mut handshake => break Some(done),
+                            () = state.close_requested() => {
+                                // Evicted, or shutting down: a handshake is no request. In a
+                                // hand-over a request may follow it, as on an idle connection.
+                                if !conns.shutting_down() || conns.linger().is_zero() {
+                                    break None;
+                                }
+                                handover = true;
+                            }
+                        }
+                    };
+                    match done {
+                        Some(Ok(Ok(tls))) => ConnIo::Tls(Box::new(tls)),
+                        Some(Ok(Err(e))) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            conns.closed(id);
+                            return;
+                        }
+                        Some(Err(_)) => {
+                            tracing::debug!(%peer, timeout_ms = handshake_timeout.as_millis() as u64,
+                                "closing a connection whose TLS handshake did not finish in time");
+                            conns.closed(id);
+                            return;
+                        }
+                        None => {
+                            conns.closed(id);
+                            return;
+                        }
+                    }
+                }
+            };
+            let io = TokioIo::new(TrackedIo::new(io, Arc::clone(&state)));
             // Boxed so it can be dropped (closing the socket) before the slot is given back.
             let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
             let mut closing = false;
-            let mut lingering: Option<tokio::time::Instant> = None;
+            let mut lingering = handover.then(|| tokio::time::Instant::now() + conns.linger());
             loop {
                 tokio::select! {
                     result = conn.as_mut() => {
@@ -267,9 +403,9 @@ pub async fn serve<H, F>(
             conns.closed(id);
         });
     };
-    drop(listener);
+    drop(listeners);
     conns.shut_down(linger);
-    tracing::info!(addr = ?addr, open = conns.len(), "stopped accepting; waiting for open requests");
+    tracing::info!(addrs = ?addrs, open = conns.len(), "stopped accepting; waiting for open requests");
     if tokio::time::timeout(drain, conns.all_closed())
         .await
         .is_err()

@@ -1,11 +1,14 @@
 //! One request: route to an app, admission, body limit, dispatch to the version's workers,
-//! timeout, response.
+//! timeout, response; or, on a plain listener of a host that redirects to HTTPS, the redirect.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, SET_COOKIE};
+use http::header::{
+    CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, LOCATION, RETRY_AFTER, SET_COOKIE,
+};
+use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
@@ -13,7 +16,7 @@ use crate::deploy::{AppSlot, OwnedRequest, Registry, Version};
 use crate::loader::CallError;
 use crate::session::{RequestSession, Sessions};
 
-use super::RequestBody;
+use super::{OverTls, RequestBody};
 
 /// The response body type of every response the host sends.
 pub type Body = Full<Bytes>;
@@ -33,6 +36,41 @@ fn unavailable(text: &'static str) -> Response<Body> {
     response
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The `308 Permanent Redirect` of a plain-HTTP request to the same host and path on the
+/// HTTPS listener's `port` (the method and body are kept by a 308). A request without a usable
+/// host (`Host`, or the HTTP/2 authority) is a 400.
+pub(crate) fn redirect_to_https<B>(req: &Request<B>, port: u16) -> Response<Body> {
+    let authority = req.uri().authority().cloned().or_else(|| {
+        req.headers()
+            .get(HOST)
+            .and_then(|host| host.to_str().ok())
+            .and_then(|host| host.parse::<Authority>().ok())
+    });
+    let Some(authority) = authority else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: this host serves HTTPS only, and the request names no host to \
+             redirect to\n",
+        );
+    };
+    let port = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{}{port}{path}", authority.host());
+    let Ok(value) = HeaderValue::from_str(&location) else {
+        return plain(StatusCode::BAD_REQUEST, "400 Bad Request\n");
+    };
+    let mut response = plain(
+        StatusCode::PERMANENT_REDIRECT,
+        format!("308 Permanent Redirect: this host serves HTTPS only: {location}\n"),
+    );
+    response.headers_mut().insert(LOCATION, value);
     response
 }
 
@@ -177,7 +215,7 @@ async fn serve(
         return unavailable("503 Service Unavailable: the app's handlers are stuck\n");
     }
     let method = parts.method.clone();
-    let session = sessions.begin(&parts.headers);
+    let session = sessions.begin(&parts.headers, parts.extensions.get::<OverTls>().is_some());
     let mut call = version.dispatch(
         guard,
         Some(permit),
@@ -248,4 +286,58 @@ async fn serve(
             .insert("x-baton-version", value.clone());
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(req: Request<()>, port: u16) -> (StatusCode, String) {
+        let response = redirect_to_https(&req, port);
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (response.status(), location)
+    }
+
+    #[test]
+    fn a_plain_request_is_sent_to_the_same_host_and_path_on_the_tls_port() {
+        let req = |host: &str, uri: &str| {
+            Request::builder()
+                .uri(uri)
+                .header(HOST, host)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(
+            location(req("example.com:8080", "/hello/x?a=1&b=2"), 8443),
+            (
+                StatusCode::PERMANENT_REDIRECT,
+                "https://example.com:8443/hello/x?a=1&b=2".to_owned()
+            )
+        );
+        assert_eq!(
+            location(req("example.com", "/"), 443).1,
+            "https://example.com/"
+        );
+        assert_eq!(
+            location(req("[::1]:80", "/a"), 8443).1,
+            "https://[::1]:8443/a"
+        );
+        // An HTTP/2 request names its host in the URI.
+        let h2 = Request::builder()
+            .uri("http://h2.example:8080/p")
+            .body(())
+            .unwrap();
+        assert_eq!(location(h2, 8443).1, "https://h2.example:8443/p");
+        // No host, or one that could smuggle a path: no redirect.
+        let none = Request::builder().uri("/x").body(()).unwrap();
+        assert_eq!(location(none, 8443).0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            location(req("evil.com/x@good", "/"), 8443).0,
+            StatusCode::BAD_REQUEST
+        );
+    }
 }

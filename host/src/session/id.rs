@@ -57,9 +57,14 @@ pub(crate) struct CookieSpec {
 }
 
 impl CookieSpec {
-    /// The `Set-Cookie` value for `change`.
-    pub(crate) fn header(&self, change: &CookieChange) -> String {
-        let secure = if self.secure { "; Secure" } else { "" };
+    /// The `Set-Cookie` value for `change`; `Secure` when configured or when the request
+    /// arrived `over_tls`.
+    pub(crate) fn header(&self, change: &CookieChange, over_tls: bool) -> String {
+        let secure = if self.secure || over_tls {
+            "; Secure"
+        } else {
+            ""
+        };
         match change {
             CookieChange::Set(id) => {
                 format!("{}={id}; Path=/; HttpOnly; SameSite=Lax{secure}", self.name)
@@ -103,7 +108,7 @@ mod tests {
             secure: true,
         };
         assert_eq!(
-            spec.header(&CookieChange::Set("abc".into())),
+            spec.header(&CookieChange::Set("abc".into()), false),
             "S=abc; Path=/; HttpOnly; SameSite=Lax; Secure"
         );
         let spec = CookieSpec {
@@ -111,8 +116,13 @@ mod tests {
             ..spec
         };
         assert_eq!(
-            spec.header(&CookieChange::Clear),
+            spec.header(&CookieChange::Clear, false),
             "S=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            spec.header(&CookieChange::Set("abc".into()), true),
+            "S=abc; Path=/; HttpOnly; SameSite=Lax; Secure",
+            "a request over TLS gets a Secure cookie whatever the setting"
         );
     }
 }

@@ -58,8 +58,9 @@ pub struct Sessions {
 
 impl Sessions {
     /// The sessions `config` describes: an in-memory store with its expiry sweep, or a Redis
-    /// store (connected lazily, so the host starts while Redis is down). Store calls are
-    /// counted into `metrics`.
+    /// store (connected lazily, so the host starts while Redis is down), with a `Secure`
+    /// cookie if `cookie_secure` (the effective setting, [`crate::Config::cookie_secure`]).
+    /// Store calls are counted into `metrics`.
     ///
     /// # Errors
     /// [`Error::Config`] for a store URL the Redis client refuses.
@@ -68,6 +69,7 @@ impl Sessions {
     /// Outside a tokio runtime.
     pub fn from_config(
         config: &SessionConfig,
+        cookie_secure: bool,
         metrics: SessionStoreMetrics,
     ) -> Result<Arc<Sessions>> {
         let timeout = config.timeout();
@@ -91,7 +93,7 @@ impl Sessions {
         let mut sessions = Self::build(
             store,
             &config.cookie_name,
-            config.cookie_secure,
+            cookie_secure,
             config.op_timeout(),
         );
         sessions.metrics = metrics;
@@ -237,10 +239,15 @@ impl Sessions {
         id::is_valid(id)
     }
 
-    /// Starts one request's session from its headers. Makes no store call.
-    pub fn begin(self: &Arc<Self>, headers: &http::HeaderMap) -> Arc<RequestSession> {
+    /// Starts one request's session from its headers; a request that arrived `over_tls` gets
+    /// a `Secure` cookie. Makes no store call.
+    pub fn begin(
+        self: &Arc<Self>,
+        headers: &http::HeaderMap,
+        over_tls: bool,
+    ) -> Arc<RequestSession> {
         let cookie = id::from_cookies(headers, &self.cookie.name);
-        Arc::new(RequestSession::new(Arc::clone(self), cookie))
+        Arc::new(RequestSession::new(Arc::clone(self), cookie, over_tls))
     }
 
     /// Runs one store call, bounded by the timeout, and records the store's health.

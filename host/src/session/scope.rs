@@ -56,6 +56,8 @@ struct State {
 pub struct RequestSession {
     sessions: Arc<Sessions>,
     state: Mutex<State>,
+    /// The request arrived over TLS: its cookie is `Secure`.
+    over_tls: bool,
 }
 
 fn check_name(name: &str) -> Result<(), AccessError> {
@@ -81,9 +83,14 @@ fn initial_attributes(changes: &BTreeMap<String, Option<Vec<u8>>>) -> Attributes
 }
 
 impl RequestSession {
-    pub(super) fn new(sessions: Arc<Sessions>, cookie: Option<String>) -> RequestSession {
+    pub(super) fn new(
+        sessions: Arc<Sessions>,
+        cookie: Option<String>,
+        over_tls: bool,
+    ) -> RequestSession {
         RequestSession {
             sessions,
+            over_tls,
             state: Mutex::new(State {
                 had_cookie: cookie.is_some(),
                 current: Current::Unloaded(cookie),
@@ -419,7 +426,7 @@ impl RequestSession {
             }
             _ => {}
         }
-        Ok(cookie.map(|change| self.sessions.cookie.header(&change)))
+        Ok(cookie.map(|change| self.sessions.cookie.header(&change, self.over_tls)))
     }
 }
 
@@ -466,7 +473,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn an_untouched_session_costs_nothing_and_sets_no_cookie() {
         let sessions = sessions();
-        let scope = sessions.begin(&headers(Some("S=forged")));
+        let scope = sessions.begin(&headers(Some("S=forged")), false);
         assert_eq!(scope.finish().await.unwrap(), None);
         assert!(sessions.store.load("forged").await.unwrap().is_none());
     }
@@ -474,7 +481,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn the_first_write_creates_the_session_and_its_cookie() {
         let sessions = sessions();
-        let scope = sessions.begin(&headers(None));
+        let scope = sessions.begin(&headers(None), false);
         let worker = Arc::clone(&scope);
         on_worker(move || {
             assert_eq!(worker.get("n").unwrap(), None);
@@ -488,7 +495,7 @@ mod tests {
         let stored = sessions.store.load(&id).await.unwrap().unwrap();
         assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"1"[..]));
 
-        let scope = sessions.begin(&headers(Some(&format!("S={id}"))));
+        let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
         let worker = Arc::clone(&scope);
         on_worker(move || {
             assert_eq!(worker.get("n").unwrap(), Some(b"1".to_vec()));
@@ -508,7 +515,7 @@ mod tests {
     async fn an_unknown_id_is_not_adopted() {
         let sessions = sessions();
         let forged = id::new_id().unwrap();
-        let scope = sessions.begin(&headers(Some(&format!("S={forged}"))));
+        let scope = sessions.begin(&headers(Some(&format!("S={forged}"))), false);
         let worker = Arc::clone(&scope);
         on_worker(move || worker.set("user", b"\"mallory\"".to_vec()).unwrap()).await;
         let id = id_of(&scope.finish().await.unwrap().unwrap());
@@ -522,7 +529,7 @@ mod tests {
         let old = id::new_id().unwrap();
         let attributes = Attributes::from([("cart".to_owned(), b"[1]".to_vec())]);
         sessions.store.create(&old, &attributes).await.unwrap();
-        let scope = sessions.begin(&headers(Some(&format!("S={old}"))));
+        let scope = sessions.begin(&headers(Some(&format!("S={old}"))), false);
         let worker = Arc::clone(&scope);
         on_worker(move || {
             worker.rotate().unwrap();
@@ -545,7 +552,7 @@ mod tests {
             .create(&id, &Attributes::new())
             .await
             .unwrap();
-        let scope = sessions.begin(&headers(Some(&format!("S={id}"))));
+        let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
         let worker = Arc::clone(&scope);
         on_worker(move || worker.invalidate().unwrap()).await;
         let cookie = scope.finish().await.unwrap().unwrap();
@@ -564,7 +571,7 @@ mod tests {
             .unwrap();
         let mut workers = Vec::new();
         for _ in 0..8 {
-            let scope = sessions.begin(&headers(Some(&format!("S={id}"))));
+            let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
             workers.push(std::thread::spawn(move || {
                 for _ in 0..25 {
                     scope
@@ -584,7 +591,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn an_update_builds_on_this_requests_own_write() {
         let sessions = sessions();
-        let scope = sessions.begin(&headers(None));
+        let scope = sessions.begin(&headers(None), false);
         let worker = Arc::clone(&scope);
         on_worker(move || {
             worker.set("n", b"5".to_vec()).unwrap();
@@ -607,7 +614,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn bad_names_and_values_are_refused() {
         let sessions = sessions();
-        let scope = sessions.begin(&headers(None));
+        let scope = sessions.begin(&headers(None), false);
         on_worker(move || {
             assert!(matches!(
                 scope.set("#timeout_ms", b"1".to_vec()),

@@ -15,6 +15,23 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads `response` whole.
+    pub async fn read(response: http::Response<hyper::body::Incoming>) -> Result<Reply, String> {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
     /// The `x-baton-version` header, or "".
     pub fn version(&self) -> &str {
         self.header("x-baton-version")
@@ -83,19 +100,7 @@ impl Http {
             .request(request)
             .await
             .map_err(|e| format!("{e:?}"))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        Reply::read(response).await
     }
 
     /// GET, panicking on a transport error.

@@ -6,6 +6,7 @@ pub mod http;
 pub mod jar;
 pub mod load;
 pub mod redis;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -185,6 +186,8 @@ pub struct HostProc {
     log: Arc<LogBook>,
     pub addr: std::net::SocketAddr,
     pub admin: std::net::SocketAddr,
+    /// The HTTPS listener's address, when the host has one.
+    pub tls_addr: Option<std::net::SocketAddr>,
     pub dir: tempfile::TempDir,
     options: HostOptions,
 }
@@ -287,6 +290,7 @@ impl HostProc {
             log,
             addr: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
+            tls_addr: None,
             dir,
             options,
         };
@@ -296,6 +300,7 @@ impl HostProc {
         host.admin = admin["addr"].as_str().unwrap().parse().unwrap();
         let listening = host.wait_log(Duration::from_secs(60), |l| l["message"] == "listening");
         host.addr = listening["addr"].as_str().unwrap().parse().unwrap();
+        host.tls_addr = listening["tls_addr"].as_str().map(|a| a.parse().unwrap());
         host
     }
 

@@ -12,9 +12,9 @@
 mod report;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use baton_benches::load::{self, Recorded, Target, run_for};
 use baton_benches::redis::RedisServer;
 use baton_benches::servers::Baton;
@@ -196,20 +196,6 @@ impl Measure {
     }
 }
 
-/// Waits until `path` answers 200 on `host`.
-async fn wait_ready(host: &Baton, path: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match load::get(host.addr, path).await {
-            Ok((200, _)) => return Ok(()),
-            answer if Instant::now() > deadline => {
-                bail!("{path} does not answer 200 within 60 s: {answer:?}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
 async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report::Result> {
     let (baton, modules) = artifacts::host_and_apps(
         !options.debug,
@@ -241,7 +227,8 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
     };
     for kind in bench.kinds() {
         let host = bench.host(kind).context("host")?;
-        wait_ready(host, &bench.target(kind).context("target")?.path).await?;
+        host.wait_ready(&bench.target(kind).context("target")?.path)
+            .await?;
     }
     for kind in bench.kinds() {
         bench.measure(kind, options.warmup_secs).await;
