@@ -6,6 +6,8 @@
 //!   attribute JSON encoding, route lookup (`cargo bench -p baton-benches`).
 //! - `swapbench`: the `baton` host as a child process under keep-alive load while versions of
 //!   `hello` are dropped into its watched directory, against the bare `hyper-hello` server.
+//! - `hostbench`: a supervised `baton` host upgraded (`SIGUSR2`) and crashed (`SIGKILL` to its
+//!   serving process) under keep-alive load on `hello` and on `counter` with in-memory sessions.
 //! - `sessionbench`: `counter` with Redis sessions against `hello` on one `baton` host, one
 //!   session per keep-alive connection, every count checked; `counter` with in-memory sessions
 //!   for reference.

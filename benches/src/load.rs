@@ -338,6 +338,9 @@ async fn connection(target: &Target, stop: &AtomicBool, origin: Instant) -> Conn
                 outcome
             }
             Ok(Err((code, error))) => {
+                // A failed response may still have set cookies (a lost session's
+                // replacement): send what the client now holds.
+                request = client.request(target);
                 if code != FAIL_BODY {
                     conn = None;
                     client.uncertain = true;

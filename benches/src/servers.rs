@@ -1,6 +1,11 @@
 //! The servers under test, as child processes: the `baton` host on a temporary modules
 //! directory, and the `hyper-hello` baseline. Both listen on port 0 and say where on stderr.
 //!
+//! The host runs as one process (`--no-supervisor`), so its figures (RSS, mappings) are those of
+//! the process that serves; [`Baton::start_supervised`] starts it the way `baton serve` runs by
+//! default instead, a supervisor and its serving process, whose pid `/status` tells
+//! ([`Baton::serving_pid`]).
+//!
 //! The host's log goes to a file, as it would in production: the harness reads it only until
 //! the host says where it listens, and again at the end for warnings, so its own work on the log
 //! (a line per request with the access log) never competes with the host it measures.
@@ -12,16 +17,56 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use rustix::process::{Pid, Signal};
+use serde_json::Value;
 
-/// A child process that is killed when dropped.
+use crate::load;
+
+/// A child process that is killed when dropped; a supervisor is asked to stop first (SIGTERM),
+/// so its serving process drains and exits with it instead of outliving the run.
 #[derive(Debug)]
-struct Killed(Child);
+struct Killed {
+    child: Child,
+    supervised: bool,
+}
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if self.supervised && signal(self.child.id(), Signal::TERM).is_ok() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// Sends `signal` to process `pid`.
+///
+/// # Errors
+/// If the process does not exist or may not be signalled.
+pub fn signal(pid: u32, signal: Signal) -> anyhow::Result<()> {
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .with_context(|| format!("{pid} is not a process id"))?;
+    rustix::process::kill_process(target, signal)
+        .with_context(|| format!("cannot send {signal:?} to process {pid}"))
+}
+
+/// Whether process `pid` is running: it exists and is not a zombie waiting to be reaped.
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 /// A running `baton serve`.
@@ -62,6 +107,31 @@ impl Baton {
         config: &str,
         args: &[&str],
     ) -> anyhow::Result<Baton> {
+        Baton::launch(binary, apps, config, args, false)
+    }
+
+    /// Like [`Baton::start_with`], but as `baton serve` runs by default: a supervisor that holds
+    /// the listeners and a serving process it starts (and restarts, and upgrades). [`Baton::pid`]
+    /// is then the supervisor's; [`Baton::serving_pid`] asks `/status` for the serving one.
+    ///
+    /// # Errors
+    /// If it does not start listening within a minute.
+    pub fn start_supervised(
+        binary: &Path,
+        apps: &[(&str, &Path)],
+        config: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Baton> {
+        Baton::launch(binary, apps, config, args, true)
+    }
+
+    fn launch(
+        binary: &Path,
+        apps: &[(&str, &Path)],
+        config: &str,
+        args: &[&str],
+        supervised: bool,
+    ) -> anyhow::Result<Baton> {
         let dir = tempfile::tempdir()?;
         let modules = dir.path().join("modules");
         std::fs::create_dir_all(&modules)?;
@@ -75,8 +145,7 @@ impl Baton {
         let log = dir.path().join("baton.log");
         let child = Command::new(binary)
             .arg("serve")
-            // One process: the figures (RSS, mappings) are those of the serving process.
-            .arg("--no-supervisor")
+            .args((!supervised).then_some("--no-supervisor"))
             .arg("--config")
             .arg(&config_file)
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
@@ -94,7 +163,7 @@ impl Baton {
             .stderr(Stdio::from(std::fs::File::create(&log)?))
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let mut child = Killed(child);
+        let mut child = Killed { child, supervised };
         let (mut addr, mut admin, mut tls_addr) = (None, None, None);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let mut reader = BufReader::new(std::fs::File::open(&log)?);
@@ -106,7 +175,7 @@ impl Baton {
                 if std::time::Instant::now() > deadline {
                     bail!("baton did not start listening within 60 s");
                 }
-                if !matches!(child.0.try_wait(), Ok(None)) {
+                if !matches!(child.child.try_wait(), Ok(None)) {
                     bail!("baton exited before listening; its log: {}", log.display());
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -143,9 +212,9 @@ impl Baton {
         })
     }
 
-    /// Process id.
+    /// Process id: the serving process's, or the supervisor's when started supervised.
     pub fn pid(&self) -> u32 {
-        self.child.0.id()
+        self.child.child.id()
     }
 
     /// Waits until `path` answers 200 over plain HTTP.
@@ -167,7 +236,35 @@ impl Baton {
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.0.try_wait(), Ok(None))
+        matches!(self.child.child.try_wait(), Ok(None))
+    }
+
+    /// `GET /status` on the admin listener, as JSON.
+    ///
+    /// # Errors
+    /// If it cannot be reached or does not answer 200 with JSON.
+    pub async fn status(&self) -> anyhow::Result<Value> {
+        let (code, body) = load::get(self.admin, "/status").await?;
+        if code != 200 {
+            bail!("/status answered {code}");
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// The serving process's pid, from `/status` (`host.pid`): which process answered.
+    ///
+    /// # Errors
+    /// As [`Baton::status`], or a status without a pid.
+    pub async fn serving_pid(&self) -> anyhow::Result<u32> {
+        self.status().await?["host"]["pid"]
+            .as_u64()
+            .and_then(|pid| u32::try_from(pid).ok())
+            .context("/status has no host.pid")
+    }
+
+    /// The host's log file (JSON lines; the supervisor's and every serving process's).
+    pub fn log_file(&self) -> &Path {
+        &self.log
     }
 
     /// Warnings and errors the host logged so far (and anything it printed that was not JSON),
@@ -232,7 +329,10 @@ impl HyperHello {
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let stderr = child.stderr.take().context("no stderr")?;
-        let child = Killed(child);
+        let child = Killed {
+            child,
+            supervised: false,
+        };
         let mut stderr = BufReader::new(stderr);
         let mut line = String::new();
         stderr.read_line(&mut line)?;
@@ -249,6 +349,6 @@ impl HyperHello {
 
     /// Process id.
     pub fn pid(&self) -> u32 {
-        self.child.0.id()
+        self.child.child.id()
     }
 }

@@ -1,6 +1,8 @@
 //! Short runs of the benchmark programs (debug builds, a few seconds) so they keep working:
 //! `swapbench` must complete every swap without failing a request, `sessionbench` must keep one
-//! session per connection and see every count, `tlsbench` must fail no request over TLS.
+//! session per connection and see every count, `tlsbench` must fail no request over TLS,
+//! `hostbench` must upgrade the host without failing a request and fail at most one request per
+//! connection when the serving process is killed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -185,4 +187,68 @@ fn a_short_tlsbench_run_fails_no_request_over_tls() {
             "{ratio}: {table}"
         );
     }
+}
+
+#[test]
+fn a_short_hostbench_run_upgrades_without_failures_and_bounds_a_crash() {
+    let modules = build_apart(&["-p", "hello", "-p", "counter", "--lib"]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("hostbench.json");
+    let (connections, session_connections) = (4, 4);
+    let output = Command::new(env!("CARGO_BIN_EXE_hostbench"))
+        .args(["--debug", "--upgrades", "1", "--crashes", "1"])
+        .args(["--connections", &connections.to_string()])
+        .args(["--session-connections", &session_connections.to_string()])
+        .args(["--gap-ms", "500", "--min-uptime-secs", "0"])
+        .arg("--baton")
+        .arg(baton())
+        .arg("--hello")
+        .arg(modules.join("libhello.so"))
+        .arg("--counter")
+        .arg(modules.join("libcounter.so"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("hostbench runs");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "hostbench failed:\n{table}\n{stderr}"
+    );
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (upgrade, crash) = (&result["phases"][0], &result["phases"][1]);
+    assert_eq!(upgrade["kind"], "upgrade", "{table}");
+    assert_eq!(upgrade["completed"], 1, "{table}");
+    assert_eq!(upgrade["failed"]["total"], 0, "{table}");
+    assert!(upgrade["requests"].as_u64().unwrap() > 100, "{table}");
+    // Every /counter/ connection kept its one session through the upgrade.
+    assert_eq!(upgrade["sessions"], session_connections, "{table}");
+    let event = &upgrade["per_event"][0];
+    assert_ne!(event["old_pid"], event["new_pid"], "{table}");
+    assert_eq!(upgrade["without_service"]["count"], 1, "{table}");
+
+    assert_eq!(crash["kind"], "crash", "{table}");
+    assert_eq!(crash["completed"], 1, "{table}");
+    let failed = &crash["failed"];
+    let unanswered = ["io", "timeout", "status"]
+        .iter()
+        .map(|k| failed[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert!(
+        unanswered <= (connections + session_connections) as u64,
+        "{table}"
+    );
+    // In-memory sessions do not survive a crash: each /counter/ connection loses its one.
+    assert!(
+        failed["body"].as_u64().unwrap() <= session_connections as u64,
+        "{table}"
+    );
+    assert!(
+        crash["signal_to_new_process_serving"]["max_ms"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(table.contains("targets"), "{table}");
 }

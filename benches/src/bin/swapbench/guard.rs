@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::Settings;
-use crate::swaps::{status, wait_serving};
+use crate::swaps::wait_serving;
 
 /// How long v1 takes load before each bad deploy: its baseline.
 const BASELINE: Duration = Duration::from_secs(2);
@@ -69,7 +69,7 @@ async fn until<T>(
     mut done: impl FnMut(&Value) -> Option<T>,
 ) -> anyhow::Result<T> {
     loop {
-        if let Ok(status) = status(baton).await
+        if let Ok(status) = baton.status().await
             && let Some(value) = hello(&status).and_then(&mut done)
         {
             return Ok(value);
@@ -93,7 +93,7 @@ fn newest_id(app: &Value) -> u64 {
 }
 
 async fn one(baton: &Baton, bad: &[u8], window: Duration) -> anyhow::Result<Rollback> {
-    let before = status(baton).await?;
+    let before = baton.status().await?;
     let before = hello(&before).map_or(0, newest_id);
     let sent = Instant::now();
     let deadline = sent + window + Duration::from_secs(60);

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use baton_benches::load::OK_UNTAGGED;
-use baton_benches::report::{Machine, latency_row};
+use baton_benches::report::{Check, Machine, checks_table, latency_row, spread_row};
 use baton_benches::stats::{self, Latency, Spread};
 use serde::Serialize;
 
@@ -61,14 +61,6 @@ pub(crate) struct Swaps {
     /// (swaps done, RSS KiB, pthread keys in use).
     pub(crate) progress: Vec<(usize, u64, Option<u64>)>,
     pub(crate) per_swap: Vec<SwapRecord>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Check {
-    name: &'static str,
-    target: String,
-    measured: String,
-    met: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -257,14 +249,6 @@ impl Result {
     }
 }
 
-fn spread_row(out: &mut String, name: &str, s: &Spread) {
-    let _ = writeln!(
-        out,
-        "  {name:<38} p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms  (n={})",
-        s.p50_ms, s.p99_ms, s.max_ms, s.count
-    );
-}
-
 /// The table for people.
 pub(crate) fn table(r: &Result) -> String {
     let mut out = String::new();
@@ -382,16 +366,6 @@ pub(crate) fn table(r: &Result) -> String {
     if !h.warnings.is_empty() {
         let _ = writeln!(out, "  host warnings/errors logged: {}", h.warnings.len());
     }
-    let _ = writeln!(out, "\ntargets");
-    for c in &r.targets {
-        let _ = writeln!(
-            out,
-            "  [{}] {:<40} target {:<9} measured {}",
-            if c.met { "met" } else { "MISSED" },
-            c.name,
-            c.target,
-            c.measured
-        );
-    }
+    checks_table(&mut out, &r.targets);
     out
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use baton_benches::artifacts::{Artifacts, VERSIONS};
-use baton_benches::load::{self, Load, Recorded, Target};
+use baton_benches::load::{Load, Recorded, Target};
 use baton_benches::procfs;
 use baton_benches::servers::Baton;
 use serde_json::Value;
@@ -46,17 +46,9 @@ pub(crate) struct SwapPhase {
     pub(crate) rss_before_kib: u64,
 }
 
-pub(crate) async fn status(baton: &Baton) -> anyhow::Result<Value> {
-    let (code, body) = load::get(baton.admin, "/status").await?;
-    if code != 200 {
-        bail!("/status answered {code}");
-    }
-    Ok(serde_json::from_slice(&body)?)
-}
-
 /// The `host` section of `/status`.
 pub(crate) async fn host_status(baton: &Baton) -> anyhow::Result<Value> {
-    Ok(status(baton).await?["host"].clone())
+    Ok(baton.status().await?["host"].clone())
 }
 
 fn hello(status: &Value) -> Option<&Value> {
@@ -107,7 +99,7 @@ async fn poll<T>(
     mut done: impl FnMut(&Value) -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
     loop {
-        if let Ok(status) = status(baton).await {
+        if let Ok(status) = baton.status().await {
             if let Some(rejected) = status["rejected"].as_array().and_then(|r| {
                 r.iter().find(|r| {
                     r["file"].as_str().is_some_and(|f| f.ends_with("/hello.so"))
@@ -149,7 +141,7 @@ pub(crate) async fn run(
     for index in 1..=settings.swaps {
         let next = index % 2;
         let version = VERSIONS[next];
-        let before = status(baton).await.context("/status before a swap")?;
+        let before = baton.status().await.context("/status before a swap")?;
         let app = hello(&before).context("hello is not deployed")?;
         let old = app["versions"]
             .as_array()
@@ -224,7 +216,8 @@ pub(crate) async fn run(
         let failed = !record.ok;
         swaps.push(record);
         if index % 100 == 0 || index == settings.swaps || failed {
-            let keys = status(baton)
+            let keys = baton
+                .status()
                 .await
                 .ok()
                 .and_then(|s| s["host"]["pthread_keys_in_use"].as_u64());
