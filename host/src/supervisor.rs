@@ -281,6 +281,8 @@ pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Resul
     let mut hup = handle(SignalKind::hangup(), "SIGHUP")?;
     let mut usr1 = handle(SignalKind::user_defined1(), "SIGUSR1")?;
     let mut usr2 = handle(SignalKind::user_defined2(), "SIGUSR2")?;
+    // Blocked by the supervisor this one replaced, if any (see `reexec`): handled now.
+    let _ = control_signals().thread_unblock();
 
     let adopted = std::env::var(CHILD_ENV)
         .ok()
@@ -437,6 +439,14 @@ fn stop(stopping: &mut bool, current: &Option<Serving>, next: &Option<Serving>, 
     }
 }
 
+/// The signals the supervisor acts on.
+fn control_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::Signal as S;
+    [S::SIGTERM, S::SIGINT, S::SIGHUP, S::SIGUSR1, S::SIGUSR2]
+        .into_iter()
+        .collect()
+}
+
 fn forward(current: &Option<Serving>, next: &Option<Serving>, signal: Signal) {
     for serving in current.iter().chain(next) {
         serving.signal(signal);
@@ -495,7 +505,12 @@ fn reexec(
     }
     // The log is written by a background thread, which the exec ends.
     flush_log();
+    // Handlers do not survive the exec, and until the new supervisor has its own, a signal
+    // would take the default action (SIGUSR1/2 end the process): block them meanwhile; the
+    // mask survives the exec and the new supervisor unblocks them once it handles them.
+    let _ = control_signals().thread_block();
     let e = command.exec();
+    let _ = control_signals().thread_unblock();
     // The descriptors the runtime used may be gone by now: nothing safe is left to do.
     tracing::error!(error = %e, "cannot re-execute the supervisor");
     std::process::exit(1);

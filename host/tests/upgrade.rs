@@ -234,3 +234,26 @@ async fn during_a_hand_over_keep_alive_clients_reconnect_and_the_host_stays_read
         "/readyz must stay ready during an upgrade: {answers:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signal_while_the_supervisor_re_executes_itself_does_not_end_it() {
+    let mut host = HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        supervised: true,
+        ..HostOptions::default()
+    });
+    host.signal(libc::SIGUSR2);
+    host.wait_log(WAIT, |l| {
+        l["message"] == "previous serving process finished its hand-over"
+    });
+    // Right now the supervisor re-executes itself: SIGUSR2's default action would end it.
+    host.signal(libc::SIGUSR2);
+    host.wait_log(WAIT, |l| {
+        l["message"] == "watching the serving process again"
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(alive(u64::from(host.pid())), "the supervisor lives on");
+    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
+    host.signal(libc::SIGTERM);
+    assert!(host.wait_exit(WAIT).success());
+}
