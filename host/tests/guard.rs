@@ -282,9 +282,10 @@ async fn a_healthy_v2_is_kept_and_v1_retires_after_the_window() {
     })
     .await;
     host.drop_module(&hello("2.0.0"), "00-hello.so");
+    // The swap's record follows the switch itself by a moment.
     let a = eventually(WAIT, "v2 active", async || {
         let a = app_status(&host).await;
-        (a["active"] == "2.0.0").then_some(a)
+        (a["active"] == "2.0.0" && a["last_swap"]["to"] == "2.0.0").then_some(a)
     })
     .await;
     // During the window v1 waits in standby, loaded, taking nothing new.
