@@ -22,17 +22,6 @@ fn supervised(modules: Vec<std::path::PathBuf>) -> HostProc {
     })
 }
 
-/// Whether `pid` is gone (or a zombie nobody reaped yet).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_serving_process_under_load_refuses_no_connection() {
     const CONNECTIONS: usize = 8;
@@ -75,7 +64,7 @@ async fn kill_9_of_the_serving_process_under_load_refuses_no_connection() {
         failed.len() <= CONNECTIONS,
         "only the requests in flight in the dead process may fail: {failed:?}"
     );
-    assert!(!gone(host.pid()), "the supervisor lives on");
+    assert!(support::running(host.pid()), "the supervisor lives on");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -97,7 +86,7 @@ async fn sigterm_to_the_supervisor_drains_the_serving_process_and_both_exit_0() 
     let status = host.wait_exit(WAIT);
     assert!(status.success(), "{status:?}");
     eventually(WAIT, "serving process gone", async || {
-        gone(child).then_some(())
+        (!support::running(child)).then_some(())
     })
     .await;
 }
@@ -134,7 +123,7 @@ async fn a_second_stop_signal_kills_the_serving_process_at_once() {
         "the running request was cut off"
     );
     eventually(WAIT, "serving process gone", async || {
-        gone(child).then_some(())
+        (!support::running(child)).then_some(())
     })
     .await;
 }
@@ -166,7 +155,7 @@ async fn the_serving_process_drains_and_exits_when_its_supervisor_dies() {
         reply.body
     );
     eventually(WAIT, "serving process gone", async || {
-        gone(child).then_some(())
+        (!support::running(child)).then_some(())
     })
     .await;
 }

@@ -35,17 +35,6 @@ fn replace_binary(binary: &std::path::Path, new: &std::path::Path) {
     std::fs::rename(&tmp, binary).unwrap();
 }
 
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn baton_upgrade_under_load_fails_nothing_and_keeps_memory_sessions() {
     let upgraded = baton_binary("9.9.9-upgraded");
@@ -80,7 +69,10 @@ async fn baton_upgrade_under_load_fails_nothing_and_keeps_memory_sessions() {
     let after = status(&host).await;
     assert_eq!(after["host"]["version"], "9.9.9-upgraded", "{after:#}");
     assert_ne!(after["host"]["pid"].as_u64(), Some(old_pid));
-    assert!(!alive(old_pid), "the old serving process is gone");
+    assert!(
+        !support::running(old_pid as u32),
+        "the old serving process is gone"
+    );
     // Every client's session came along.
     for jar in &clients {
         let reply = jar.get(&host.url("/counter/")).await;
@@ -252,7 +244,7 @@ async fn a_signal_while_the_supervisor_re_executes_itself_does_not_end_it() {
         l["message"] == "watching the serving process again"
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(alive(u64::from(host.pid())), "the supervisor lives on");
+    assert!(support::running(host.pid()), "the supervisor lives on");
     assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
     host.signal(libc::SIGTERM);
     assert!(host.wait_exit(WAIT).success());

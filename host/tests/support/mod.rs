@@ -495,6 +495,18 @@ pub fn mapped(pid: u32, path: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie waiting to be reaped.
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
 /// Polls `f` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T>(
     timeout: Duration,
