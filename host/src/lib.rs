@@ -24,6 +24,7 @@
 //! [`Host`] ties them together; the `baton` binary is a thin command line over it.
 
 pub mod admin;
+mod clock;
 pub mod config;
 pub mod crash;
 pub mod deploy;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod supervisor;
+mod sync;
 pub mod tls;
 pub mod watch;
 
@@ -315,7 +317,7 @@ impl Host {
             state.set_not_ready();
             if !grace.is_zero() {
                 tracing::info!(
-                    grace_ms = grace.as_millis() as u64,
+                    grace_ms = crate::clock::millis(grace),
                     "not ready; still accepting"
                 );
                 tokio::time::sleep(grace).await;

@@ -332,8 +332,8 @@ pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Resul
                 quick_deaths = if dead.started.elapsed() < CRASH_LOOP { quick_deaths + 1 } else { 0 };
                 let backoff = backoff(quick_deaths);
                 tracing::error!(pid = dead.pid.as_raw_pid(), %status, code = last_code,
-                    uptime_ms = dead.started.elapsed().as_millis() as u64,
-                    restart_in_ms = backoff.as_millis() as u64,
+                    uptime_ms = crate::clock::millis(dead.started.elapsed()),
+                    restart_in_ms = crate::clock::millis(backoff),
                     "serving process died; starting a new one");
                 let last_lines = dead.last_lines().await;
                 crash::after_death(

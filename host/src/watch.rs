@@ -252,7 +252,7 @@ impl State {
                     }
                     // Out of file descriptors or disk space: worth another try shortly.
                     Err(e) if e.is_transient() && wait <= RETRY_LAST => {
-                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                        tracing::warn!(error = %e, retry_in_ms = crate::clock::millis(wait),
                             "deploy failed for a transient reason; retrying");
                         tokio::time::sleep(wait).await;
                         wait *= 2;

@@ -164,10 +164,7 @@ pub fn app_status(slot: &crate::deploy::AppSlot) -> AppStatus {
                 served: v.served(),
                 source: v.source().display().to_string(),
                 copy: v.copy_path().display().to_string(),
-                loaded_unix_ms: v
-                    .loaded_at()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
+                loaded_unix_ms: crate::clock::unix_ms(v.loaded_at()),
                 sdk_version: v.info().sdk_version.clone(),
                 rustc_version: v.info().rustc_version.clone(),
                 stored: v.stored(),

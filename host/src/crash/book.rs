@@ -144,7 +144,7 @@ impl Book {
         window: Duration,
         threshold: u32,
     ) -> Vec<Verdict> {
-        let since = now_ms.saturating_sub(window.as_millis() as u64);
+        let since = now_ms.saturating_sub(crate::clock::millis(window));
         self.strikes.retain(|s| s.at_unix_ms >= since);
         let mut verdicts = Vec::new();
         for version in blamed {

@@ -20,7 +20,6 @@ mod tail;
 
 use std::path::Path;
 use std::process::ExitStatus;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use blame::{Blame, Rule, blame};
 pub use book::{Book, How, Quarantined, Strike, Verdict};
@@ -28,11 +27,7 @@ pub use tail::Tail;
 
 use crate::config::QuarantineConfig;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::clock::now_unix_ms as now_ms;
 
 /// The supervisor's part after serving process `pid` died with `status`: blames the versions
 /// it ran (from its `live.json` and its `last_lines` of stderr), counts the strikes and

@@ -22,7 +22,7 @@ pub struct Tail {
 
 fn push(lines: &Mutex<VecDeque<String>>, line: &[u8]) {
     let line = &line[..line.len().min(LINE_MAX)];
-    let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lines = crate::sync::lock(lines);
     if lines.len() == KEEP {
         lines.pop_front();
     }
@@ -72,11 +72,11 @@ impl Tail {
         let Tail { lines, task } = self;
         if tokio::time::timeout(within, task).await.is_err() {
             tracing::warn!(
-                waited_ms = within.as_millis() as u64,
+                waited_ms = crate::clock::millis(within),
                 "the serving process's stderr is still open; its last lines may be missing"
             );
         }
-        let lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+        let lines = crate::sync::lock(&lines);
         lines.iter().cloned().collect()
     }
 }

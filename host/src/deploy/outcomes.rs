@@ -171,7 +171,7 @@ impl Outcomes {
     }
 
     fn history(&self) -> std::sync::MutexGuard<'_, VecDeque<(Instant, Figures)>> {
-        self.history.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.history)
     }
 
     /// Notes the counts at `now`, keeping one snapshot at or before `now - span` and none older.

@@ -96,7 +96,7 @@ impl Pool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Threads> {
-        self.threads.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.threads)
     }
 
     fn spawn(&self) -> Result<(), PoolError> {

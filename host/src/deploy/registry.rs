@@ -27,18 +27,8 @@ use crate::error::{Error, Result};
 use crate::loader::Module;
 use crate::metrics::Metrics;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn ms_since(start: Instant) -> u64 {
-    start.elapsed().as_millis() as u64
-}
+use crate::clock::{ms_since, unix_ms};
+use crate::sync::lock;
 
 /// The timeline of an app's last swap, in milliseconds after the file was detected, and what
 /// its guard window found.
@@ -712,7 +702,7 @@ impl Registry {
         }
         if leftovers.is_empty() {
             tracing::info!(app = %info.app, version = %info.version,
-                unload_ms = took.as_millis() as u64, "retired and unmapped");
+                unload_ms = crate::clock::millis(took), "retired and unmapped");
             self.prune_store(&slot);
         } else {
             let message = format!("retired, but the library is still mapped: {leftovers:?}");

@@ -75,9 +75,7 @@ impl Store {
         let dir = dir
             .canonicalize()
             .map_err(|e| Error::io(format!("cannot resolve {}", dir.display()), e))?;
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let started = crate::clock::now_unix_ms();
         Ok(Store {
             dir,
             next: AtomicU64::new(1),

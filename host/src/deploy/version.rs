@@ -130,9 +130,7 @@ pub(crate) struct OwnedRequest {
     pub(crate) session: Option<Arc<crate::session::RequestSession>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 /// One loaded module version.
 #[derive(Debug)]
@@ -361,7 +359,7 @@ impl Version {
             .map(|t| Running {
                 method: t.method.to_string(),
                 path: t.path.clone(),
-                elapsed_ms: t.started.elapsed().as_millis() as u64,
+                elapsed_ms: crate::clock::millis(t.started.elapsed()),
                 stuck: t.ticket.stuck(),
             })
             .collect();
@@ -538,7 +536,7 @@ impl Version {
                 (
                     t.method.to_string(),
                     t.path.clone(),
-                    t.started.elapsed().as_millis() as u64,
+                    crate::clock::millis(t.started.elapsed()),
                 )
             })
             .unwrap_or_default()

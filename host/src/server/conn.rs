@@ -14,32 +14,15 @@ use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-/// Milliseconds on a process-wide monotonic clock; never 0, so 0 can mean "not set".
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-}
-
-/// The instant `ms` on the clock of [`now_ms`].
-fn instant_at(ms: u64) -> tokio::time::Instant {
-    let now = now_ms();
-    let now_instant = tokio::time::Instant::now();
-    if ms >= now {
-        now_instant + Duration::from_millis(ms - now)
-    } else {
-        now_instant
-            .checked_sub(Duration::from_millis(now - ms))
-            .unwrap_or(now_instant)
-    }
-}
+use crate::clock::{instant_at, mono_ms as now_ms};
 
 /// The timeouts of a connection with no request in progress.
 #[derive(Debug, Clone, Copy)]
@@ -116,9 +99,9 @@ impl ConnState {
         }
         let first_byte = self.first_byte.load(Ordering::SeqCst);
         Some(if first_byte != 0 {
-            first_byte + timeouts.header.as_millis() as u64
+            first_byte + crate::clock::millis(timeouts.header)
         } else {
-            self.idle_since.load(Ordering::SeqCst) + timeouts.idle.as_millis() as u64
+            self.idle_since.load(Ordering::SeqCst) + crate::clock::millis(timeouts.idle)
         })
     }
 
@@ -306,9 +289,7 @@ pub(super) struct Connections {
     linger_ms: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 impl Connections {
     pub(super) fn new() -> Connections {
@@ -383,7 +364,7 @@ impl Connections {
     /// unless a request arrives first), and the others once their requests are done.
     pub(super) fn shut_down(&self, linger: Duration) {
         self.linger_ms
-            .store(linger.as_millis() as u64, Ordering::SeqCst);
+            .store(crate::clock::millis(linger), Ordering::SeqCst);
         self.shutting_down.store(true, Ordering::SeqCst);
         for conn in lock(&self.open).values() {
             conn.close.notify_one();

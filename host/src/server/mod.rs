@@ -336,7 +336,7 @@ pub async fn serve<H, F>(
                             return;
                         }
                         Some(Err(_)) => {
-                            tracing::debug!(%peer, timeout_ms = handshake_timeout.as_millis() as u64,
+                            tracing::debug!(%peer, timeout_ms = crate::clock::millis(handshake_timeout),
                                 "closing a connection whose TLS handshake did not finish in time");
                             conns.closed(id);
                             return;

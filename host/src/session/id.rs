@@ -26,8 +26,10 @@ pub(crate) fn is_valid(id: &str) -> bool {
     id.len() == ID_BYTES * 2 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// The first well-formed session id in the request's `cookie` headers.
-pub(crate) fn from_cookies(headers: &HeaderMap, name: &str) -> Option<String> {
+/// The first well-formed session id in the request's `cookie` headers: the one the session
+/// layer loads and the one sticky canary routing keys on, so both agree when a request carries
+/// several cookies of that name.
+pub(crate) fn from_cookies<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -37,7 +39,6 @@ pub(crate) fn from_cookies(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|(key, _)| *key == name)
         .map(|(_, value)| value.trim().trim_matches('"'))
         .find(|value| is_valid(value))
-        .map(str::to_owned)
 }
 
 /// How the response changes the client's session cookie.
@@ -97,7 +98,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append(COOKIE, "other=1; BATON_SESSION=forged".parse().unwrap());
         headers.append(COOKIE, format!("BATON_SESSION={good}").parse().unwrap());
-        assert_eq!(from_cookies(&headers, "BATON_SESSION"), Some(good));
+        assert_eq!(from_cookies(&headers, "BATON_SESSION"), Some(good.as_str()));
         assert_eq!(from_cookies(&headers, "OTHER"), None);
     }
 

@@ -44,9 +44,7 @@ pub struct MemoryStore {
     full: AtomicBool,
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+use crate::clock::millis;
 
 fn ready<'a, T: Send + 'a>(value: Result<T, StoreError>) -> StoreFuture<'a, T> {
     Box::pin(std::future::ready(value))
@@ -161,7 +159,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.sessions)
     }
 
     fn expired(&self, entry: &Entry, now: Instant) -> bool {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub(crate) use id::from_cookies as session_id;
 pub use memory::{HandedSession, MemoryStore};
 pub use redis::RedisStore;
 pub use scope::{AccessError, RequestSession, UpdateFn};
@@ -246,7 +247,7 @@ impl Sessions {
         headers: &http::HeaderMap,
         over_tls: bool,
     ) -> Arc<RequestSession> {
-        let cookie = id::from_cookies(headers, &self.cookie.name);
+        let cookie = id::from_cookies(headers, &self.cookie.name).map(str::to_owned);
         Arc::new(RequestSession::new(Arc::clone(self), cookie, over_tls))
     }
 
@@ -254,9 +255,7 @@ impl Sessions {
     async fn call<T>(&self, op: StoreOp, call: StoreFuture<'_, T>) -> Result<T, StoreError> {
         let result = match tokio::time::timeout(self.op_timeout, call).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(
-                u64::try_from(self.op_timeout.as_millis()).unwrap_or(u64::MAX),
-            )),
+            Err(_) => Err(StoreError::Timeout(crate::clock::millis(self.op_timeout))),
         };
         self.metrics.record(op, result.is_err());
         match &result {

@@ -101,7 +101,7 @@ impl RequestSession {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Loads the session on first use. An id the store does not know is never adopted.

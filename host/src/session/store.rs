@@ -222,12 +222,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     }
 }
 
-/// Milliseconds since the Unix epoch, for the stored metadata.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use crate::clock::now_unix_ms as now_ms;
 
 /// Behaviour every store must show, run by each store's own tests against a real instance.
 #[cfg(test)]

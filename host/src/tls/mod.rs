@@ -213,7 +213,7 @@ impl Certificates {
     /// # Errors
     /// As [`Certificates::load`]; the certificate in use stays.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let mut fingerprint = self.fingerprint.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fingerprint = crate::sync::lock(&self.fingerprint);
         let loaded = load(&self.cert, &self.key, &self.provider)?;
         if loaded.fingerprint == *fingerprint {
             return Ok(false);

@@ -53,19 +53,6 @@ impl From<&Canary> for CanaryStatus {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h [u8]> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let (key, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
-            (key == name.as_bytes()).then(|| &value[1..])
-        })
-}
-
 impl AppSlot {
     /// The canary, if a split is set.
     pub fn canary(&self) -> Option<Canary> {
@@ -109,10 +96,10 @@ impl AppSlot {
         };
         let sticky = self
             .sticky
-            .then(|| cookie(headers, &self.cookie_name))
+            .then(|| crate::session::session_id(headers, &self.cookie_name))
             .flatten();
         let bucket = match sticky {
-            Some(value) => xxhash_rust::xxh3::xxh3_64(value) % 100,
+            Some(id) => xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % 100,
             None => self.split_counter.fetch_add(1, Relaxed).wrapping_mul(61) % 100,
         };
         if bucket < u64::from(split.percent) {

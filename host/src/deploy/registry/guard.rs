@@ -119,7 +119,7 @@ impl Watch {
     pub(crate) fn status(&self) -> GuardStatus {
         GuardStatus {
             state: GuardState::Watching,
-            window_ms: self.config.window().as_millis() as u64,
+            window_ms: crate::clock::millis(self.config.window()),
             ends_unix_ms: self.ends_unix_ms,
             baseline: self.baseline.summary(),
             new: self.new.outcomes().now().summary(),
