@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::http::Http;
-use support::{HostOptions, HostProc, eventually, hello};
+use support::{HostOptions, HostProc, Signal, eventually, hello};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -288,7 +288,7 @@ async fn shutdown_closes_idle_connections_at_once_and_waits_only_for_running_req
     })
     .await;
     let stopping = Instant::now();
-    host.signal(libc::SIGTERM);
+    host.signal(Signal::TERM);
     let (_, closed) = until_closed(&mut silent, WAIT).await;
     assert!(
         closed - stopping < Duration::from_secs(1),
@@ -804,7 +804,7 @@ async fn a_second_signal_exits_at_once_with_128_plus_its_number() {
         (status["versions"][0]["in_flight"] == 1).then_some(())
     })
     .await;
-    host.signal(libc::SIGTERM);
+    host.signal(Signal::TERM);
     host.wait_log(WAIT, |l| {
         l["message"]
             .as_str()
@@ -812,7 +812,7 @@ async fn a_second_signal_exits_at_once_with_128_plus_its_number() {
             .starts_with("graceful shutdown")
     });
     let second = Instant::now();
-    host.signal(libc::SIGTERM);
+    host.signal(Signal::TERM);
     let status = host.wait_exit(WAIT);
     assert_eq!(status.code(), Some(143), "{status:?}");
     assert!(
@@ -884,10 +884,7 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         log
     });
     started_rx.recv_timeout(WAIT).expect("the host starts");
-    // SAFETY: kill(2) on our own child's pid.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
+    support::kill(child.id(), Signal::TERM);
     let status = child.wait().unwrap();
     let log = reader.join().unwrap();
     assert!(status.success(), "{status:?}: {log}");

@@ -27,8 +27,7 @@ fn host(redis: Option<&RedisServer>) -> HostProc {
 
 /// An admin call with the test token.
 async fn admin(host: &HostProc, method: &str, path: &str) -> Reply {
-    host.admin_call(TOKEN, method, path, bytes::Bytes::new())
-        .await
+    support::admin_call(host, TOKEN, method, path, bytes::Bytes::new()).await
 }
 
 fn json(reply: &Reply) -> Value {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::http::{Http, Reply};
-use support::{HostOptions, HostProc, baton, eventually, hello};
+use support::{HostOptions, HostProc, Signal, baton, eventually, hello};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "t0ken-for-tests";
@@ -24,7 +24,7 @@ fn with_token() -> HostOptions {
 
 /// An admin call with the test token.
 async fn admin(host: &HostProc, method: &str, path: &str, body: impl Into<bytes::Bytes>) -> Reply {
-    host.admin_call(TOKEN, method, path, body).await
+    support::admin_call(host, TOKEN, method, path, body).await
 }
 
 fn json(reply: &Reply) -> Value {
@@ -545,7 +545,7 @@ async fn readiness_flips_on_sigterm_before_the_drain() {
         (running().await == Some(1)).then_some(())
     })
     .await;
-    host.signal(libc::SIGTERM);
+    host.signal(Signal::TERM);
     eventually(WAIT, "/readyz answering 503", async || {
         let r = Http::new().get(&host.admin_url("/readyz")).await;
         (r.status == 503).then_some(())

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::http::{Http, Reply};
 use support::{
-    GUARD_OFF, HostOptions, HostProc, baton, counter, eventually, hello, kill, module,
+    GUARD_OFF, HostOptions, HostProc, Signal, baton, counter, eventually, hello, kill, module,
     next_serving_pid, serving_pid, status,
 };
 
@@ -168,9 +168,8 @@ async fn a_version_that_crashes_the_host_twice_is_quarantined_and_the_previous_o
 
     // Not from an upload either, until the quarantine is cleared.
     let bytes = std::fs::read(&v2).unwrap();
-    let refused = host
-        .admin_call("", "POST", "/apps?name=libhello.so", bytes.clone())
-        .await;
+    let refused =
+        support::admin_call(&host, "", "POST", "/apps?name=libhello.so", bytes.clone()).await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert!(refused.body.contains("quarantined"), "{}", refused.body);
 
@@ -205,9 +204,7 @@ async fn a_version_that_crashes_the_host_twice_is_quarantined_and_the_previous_o
         "{metrics}"
     );
 
-    let deployed = host
-        .admin_call("", "POST", "/apps?name=libhello.so", bytes)
-        .await;
+    let deployed = support::admin_call(&host, "", "POST", "/apps?name=libhello.so", bytes).await;
     assert_eq!(deployed.status, 200, "{}", deployed.body);
     serves(&host, "/hello/", "hello@2.0.0").await;
 }
@@ -274,7 +271,7 @@ async fn kill_9_twice_during_a_guard_window_quarantines_only_the_new_version() {
 
     for round in 1..=2 {
         let pid = serving_pid(&host);
-        kill(pid, libc::SIGKILL);
+        kill(pid, Signal::KILL);
         next_serving_pid(&host, pid);
         serves(&host, "/counter/", "counter@1.0.0").await;
         if round == 1 {

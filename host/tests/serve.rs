@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::http::Http;
-use support::{HostOptions, HostProc, hello, module};
+use support::{HostOptions, HostProc, Signal, hello, module};
 
 fn refused(host: &HostProc, file_part: &str) -> serde_json::Value {
     host.wait_log(Duration::from_secs(10), |l| {
@@ -187,7 +187,7 @@ async fn sigterm_lets_the_running_request_finish_then_exits_0() {
     };
     // Wait until the handler is running before signalling.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    host.signal(libc::SIGTERM);
+    host.signal(Signal::TERM);
     let r = slow.await.unwrap();
     assert_eq!(
         (r.status, r.body.as_str()),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use support::http::Http;
 use support::load::Load;
 use support::{
-    HostOptions, HostProc, eventually, hello, kill, module, next_serving_pid, serving_pid,
+    HostOptions, HostProc, Signal, eventually, hello, kill, module, next_serving_pid, serving_pid,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -32,7 +32,7 @@ async fn kill_9_of_the_serving_process_under_load_refuses_no_connection() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let killed = Instant::now();
-    kill(first, libc::SIGKILL);
+    kill(first, Signal::KILL);
     let second = next_serving_pid(&host, first);
     let back = eventually(WAIT, "served again", async || {
         let r = Http::new().get(&host.url("/hello/")).await;
@@ -76,7 +76,7 @@ async fn sigterm_to_the_supervisor_drains_the_serving_process_and_both_exit_0() 
         async move { Http::new().get(&url).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    host.signal(libc::SIGTERM);
+    host.signal(Signal::TERM);
     let reply = slow.await.unwrap();
     assert_eq!(
         reply.status, 200,
@@ -104,14 +104,14 @@ async fn a_second_stop_signal_kills_the_serving_process_at_once() {
         (hello["versions"][0]["in_flight"].as_u64() == Some(1)).then_some(())
     })
     .await;
-    host.signal(libc::SIGTERM);
+    host.signal(Signal::TERM);
     host.wait_log(WAIT, |l| {
         l["message"]
             .as_str()
             .is_some_and(|m| m.starts_with("graceful shutdown"))
     });
     let second = Instant::now();
-    host.signal(libc::SIGTERM);
+    host.signal(Signal::TERM);
     let status = host.wait_exit(WAIT);
     assert_eq!(status.code(), Some(137), "{status:?}");
     assert!(
@@ -146,7 +146,7 @@ async fn the_serving_process_drains_and_exits_when_its_supervisor_dies() {
         (hello["versions"][0]["in_flight"].as_u64() == Some(1)).then_some(())
     })
     .await;
-    kill(host.pid(), libc::SIGKILL);
+    kill(host.pid(), Signal::KILL);
     // Its log went through the supervisor and is lost with it; the drain shows in the reply.
     let reply = slow.await.unwrap();
     assert_eq!(

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use support::http::Http;
 use support::tls::{TestCa, connect, curl, handshake, replace_file, resolve, write_pair};
-use support::{HostOptions, HostProc, baton, baton_binary, counter, eventually, hello, status};
+use support::{
+    HostOptions, HostProc, Signal, baton, baton_binary, counter, eventually, hello, status,
+};
 use tokio::io::AsyncReadExt;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -243,7 +245,7 @@ async fn a_supervised_host_serves_https_and_sighup_reloads_the_certificate() {
     assert_eq!(still.get("/hello/").await.unwrap().0.status, 200);
 
     // SIGHUP to the supervisor reaches the serving process, which reloads and keeps serving.
-    host.signal(libc::SIGHUP);
+    host.signal(Signal::HUP);
     host.wait_log(WAIT, |l| {
         l["message"] == "TLS certificate reloaded; new connections use it"
             && l["trigger"] == "SIGHUP"
@@ -314,10 +316,7 @@ async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_
 
     // The re-executed supervisor still holds the HTTPS listener: a new serving process after a
     // crash serves it.
-    // SAFETY: kill(2) on the serving process this test's host started.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(new_pid as i32, libc::SIGKILL) };
-    assert_eq!(rc, 0);
+    support::kill(new_pid as u32, Signal::KILL);
     let mut third = eventually(WAIT, "HTTPS from a third serving process", async || {
         let pid = status(&host).await["host"]["pid"].as_u64()?;
         if pid == new_pid || pid == old_pid {
