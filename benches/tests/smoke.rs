@@ -10,10 +10,10 @@ use std::process::Command;
 /// Builds with `args` into a target directory of its own: the one `cargo test` uses is locked
 /// while the tests run. Returns its `debug` directory.
 fn build_apart(args: &[&str]) -> PathBuf {
-    let target = baton_benches::artifacts::workspace()
+    let target = baton_testkit::build::workspace()
         .join("target")
         .join("smoke-build");
-    let status = baton_benches::artifacts::cargo()
+    let status = baton_testkit::build::cargo()
         .args(["build", "--quiet"])
         .args(args)
         .env("CARGO_TARGET_DIR", &target)

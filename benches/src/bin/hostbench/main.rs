@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use baton_benches::artifacts;
 use baton_benches::load;
-use baton_benches::servers::Baton;
+use baton_benches::servers::{self, start_baton};
+use baton_testkit::HostProc;
 use clap::Parser;
 
 /// Host upgrades (SIGUSR2) and crash restarts (SIGKILL) of a supervised host under load.
@@ -146,11 +147,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Waits until the host answers `/hello/` and `/status`.
-async fn wait_serving(baton: &Baton) -> anyhow::Result<()> {
+async fn wait_serving(baton: &HostProc) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let hello = load::get(baton.addr, "/hello/").await;
-        if matches!(hello, Ok((200, _))) && baton.serving_pid().await.is_ok() {
+        if matches!(hello, Ok((200, _))) && servers::serving_pid(baton).await.is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -165,11 +166,12 @@ async fn bench(
     binary: &std::path::Path,
     modules: &[PathBuf],
 ) -> anyhow::Result<report::Result> {
-    let mut baton = Baton::start_supervised(
+    let mut baton = start_baton(
         binary,
-        &[("hello", &modules[0]), ("counter", &modules[1])],
+        &[&modules[0], &modules[1]],
         &settings.host_config,
         &[],
+        true,
     )?;
     wait_serving(&baton).await?;
     let upgrades = events::phase(&baton, events::Kind::Upgrade, settings).await?;

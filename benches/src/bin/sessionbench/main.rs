@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use baton_benches::load::{self, Recorded, Target, run_for};
-use baton_benches::redis::RedisServer;
-use baton_benches::servers::Baton;
+use baton_benches::servers::{self, start_baton};
 use baton_benches::{artifacts, procfs};
+use baton_testkit::{HostProc, RedisServer};
 use clap::Parser;
 
 /// Sessions under keep-alive load: counter (Redis) against hello, one session per connection.
@@ -121,14 +121,14 @@ pub(crate) struct Measure {
 /// The processes a round runs against.
 struct Bench {
     redis: RedisServer,
-    redis_host: Baton,
-    memory_host: Option<Baton>,
+    redis_host: HostProc,
+    memory_host: Option<HostProc>,
     timeout: Duration,
     connections: usize,
 }
 
 impl Bench {
-    fn host(&self, kind: Kind) -> Option<&Baton> {
+    fn host(&self, kind: Kind) -> Option<&HostProc> {
         match kind {
             Kind::Hello | Kind::CounterRedis => Some(&self.redis_host),
             Kind::CounterMemory => self.memory_host.as_ref(),
@@ -205,18 +205,15 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
             ("counter", options.counter.clone()),
         ],
     )?;
-    let apps = [
-        ("hello", modules[0].as_path()),
-        ("counter", modules[1].as_path()),
-    ];
-    let redis = RedisServer::start()?;
+    let apps = [modules[0].as_path(), modules[1].as_path()];
+    let redis = RedisServer::try_start()?;
     let url = redis.url();
-    let redis_host = Baton::start_with(&baton, &apps, "", &["--sessions", &url])
+    let redis_host = start_baton(&baton, &apps, "", &["--sessions", &url], false)
         .context("starting baton with Redis sessions")?;
     let memory_host = if options.no_memory {
         None
     } else {
-        Some(Baton::start_with(&baton, &apps, "", &[]).context("starting baton (memory)")?)
+        Some(start_baton(&baton, &apps, "", &[], false).context("starting baton (memory)")?)
     };
     let mut bench = Bench {
         redis,
@@ -227,8 +224,7 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
     };
     for kind in bench.kinds() {
         let host = bench.host(kind).context("host")?;
-        host.wait_ready(&bench.target(kind).context("target")?.path)
-            .await?;
+        servers::wait_ready(host, &bench.target(kind).context("target")?.path).await?;
     }
     for kind in bench.kinds() {
         bench.measure(kind, options.warmup_secs).await;

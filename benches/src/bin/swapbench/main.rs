@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use baton_benches::artifacts::{self, VERSIONS};
 use baton_benches::load::{Target, run_for};
-use baton_benches::servers::{Baton, HyperHello};
+use baton_benches::servers::{HyperHello, start_baton};
 use baton_benches::{procfs, report as shared, stats};
 use clap::Parser;
 
@@ -238,7 +238,13 @@ async fn bench(
     let hyper = HyperHello::start(&artifacts.hyper_hello)?;
     // Switch -> old version unmapped is measured without the guard window.
     let config = format!("guard = {{ window_secs = 0 }}\n{}", settings.host_config);
-    let mut baton = Baton::start(&artifacts.baton, &artifacts.hello[0], &config)?;
+    let mut baton = start_baton(
+        &artifacts.baton,
+        &[&artifacts.hello[0]],
+        &config,
+        &[],
+        false,
+    )?;
     let timeout = Duration::from_millis(settings.timeout_ms);
     let versions: Vec<String> = VERSIONS.iter().map(|v| format!("hello@{v}")).collect();
     let baton_target = Target {
@@ -262,7 +268,7 @@ async fn bench(
         rss_start_kib: swap_phase.rss_before_kib,
         rss_end_kib: procfs::rss_kib(pid).unwrap_or(0),
         rss_peak_kib: procfs::peak_rss_kib(pid).unwrap_or(0),
-        copies_mapped_at_end: procfs::mapped_copies(pid, &baton.store),
+        copies_mapped_at_end: procfs::mapped_copies(pid, &baton.store_dir()),
         pthread_keys_in_use_start: keys_start["pthread_keys_in_use"].as_u64(),
         pthread_keys_in_use_end: keys_end
             .as_ref()

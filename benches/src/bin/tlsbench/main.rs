@@ -18,10 +18,11 @@ use std::time::Duration;
 use anyhow::Context;
 use baton_benches::load::{self, Recorded, Target, run_for};
 use baton_benches::report::{Machine, latency_row, write_json};
-use baton_benches::servers::{Baton, HyperHello};
+use baton_benches::servers::{self, HyperHello, start_baton};
 use baton_benches::stats::{Latency, median};
 use baton_benches::tls::Certs;
 use baton_benches::{artifacts, procfs};
+use baton_testkit::HostProc;
 use clap::Parser;
 use serde::Serialize;
 
@@ -136,7 +137,7 @@ struct Report {
 
 struct Servers {
     hyper: HyperHello,
-    baton: Baton,
+    baton: HostProc,
     tls: load::TlsClient,
     timeout: Duration,
 }
@@ -271,20 +272,21 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
         [options.hello.clone(), options.hello.clone()],
     )?;
     let dir = tempfile::tempdir()?;
-    let certs = Certs::generate(dir.path())?;
+    let certs = Certs::generate(dir.path());
     let (cert, key) = (certs.cert.to_string_lossy(), certs.key.to_string_lossy());
     let hyper = HyperHello::start_with(
         &built.hyper_hello,
         &["--tls-cert", &cert, "--tls-key", &key],
     )?;
-    let baton = Baton::start_with(
+    let baton = start_baton(
         &built.baton,
-        &[("hello", built.hello[0].as_path())],
-        &certs.config(),
+        &[&built.hello[0]],
+        &certs.config,
         &["--listen-tls", "127.0.0.1:0"],
+        false,
     )
     .context("starting baton with HTTPS")?;
-    baton.wait_ready("/hello/").await?;
+    servers::wait_ready(&baton, "/hello/").await?;
     let servers = Servers {
         hyper,
         baton,
