@@ -147,7 +147,7 @@ pub(crate) async fn phase(
     kind: Kind,
     settings: &Settings,
 ) -> anyhow::Result<Phase> {
-    let timeout = Duration::from_millis(settings.timeout_ms);
+    let timeout = Duration::from_millis(settings.run.timeout_ms);
     let hello = Target::new(baton.addr, "/hello/", timeout);
     let counter = Target {
         cookies: true,

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use baton_benches::artifacts;
+use baton_benches::cli::{Common, RunSettings};
 use baton_benches::load;
 use baton_benches::servers::{self, start_baton};
 use baton_testkit::HostProc;
@@ -57,21 +58,11 @@ struct Options {
     /// restarts of one that dies within 10 s of its start).
     #[arg(long, default_value_t = 11.0)]
     min_uptime_secs: f64,
-    /// Worker threads of the load generator's runtime.
-    #[arg(long, default_value_t = 2)]
-    client_threads: usize,
-    /// A request without a complete response after this long counts as failed.
-    #[arg(long, default_value_t = 5000)]
-    timeout_ms: u64,
     /// An event not done after this long is failed (and ends its phase).
     #[arg(long, default_value_t = 60)]
     event_timeout_secs: u64,
-    /// Build (or look for) debug binaries instead of release ones.
-    #[arg(long)]
-    debug: bool,
-    /// The `baton` binary [default: built with cargo].
-    #[arg(long)]
-    baton: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
     /// The `hello` module [default: built with cargo].
     #[arg(long)]
     hello: Option<PathBuf>,
@@ -81,9 +72,6 @@ struct Options {
     /// Extra TOML for the host's configuration file (default: none, the host's defaults).
     #[arg(long, default_value = "")]
     host_config: String,
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
 }
 
 /// The settings of a run, as reported.
@@ -95,11 +83,10 @@ pub(crate) struct Settings {
     pub(crate) crashes: usize,
     pub(crate) gap_ms: u64,
     pub(crate) min_uptime_secs: f64,
-    pub(crate) client_threads: usize,
-    pub(crate) timeout_ms: u64,
     pub(crate) event_timeout_secs: u64,
-    pub(crate) profile: &'static str,
     pub(crate) host_config: String,
+    #[serde(flatten)]
+    pub(crate) run: RunSettings,
 }
 
 impl Options {
@@ -111,11 +98,9 @@ impl Options {
             crashes: self.crashes,
             gap_ms: self.gap_ms,
             min_uptime_secs: self.min_uptime_secs,
-            client_threads: self.client_threads,
-            timeout_ms: self.timeout_ms,
             event_timeout_secs: self.event_timeout_secs,
-            profile: if self.debug { "debug" } else { "release" },
             host_config: self.host_config.clone(),
+            run: self.common.settings(),
         }
     }
 }
@@ -124,22 +109,16 @@ fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     let settings = options.settings();
     let (baton, modules) = artifacts::host_and_apps(
-        !options.debug,
-        options.baton.clone(),
+        options.common.release(),
+        options.common.baton.clone(),
         &[
             ("hello", options.hello.clone()),
             ("counter", options.counter.clone()),
         ],
     )?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.client_threads.max(1))
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(bench(&settings, &baton, &modules))?;
-    print!("{}", report::table(&result));
-    if let Some(path) = &options.json {
-        baton_benches::report::write_json(path, &result)?;
-    }
+    let result = options
+        .common
+        .run(bench(&settings, &baton, &modules), report::table)?;
     if !result.passed() {
         std::process::exit(1);
     }

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use baton_benches::cli::{Common, Rounds, RunSettings};
 use baton_benches::load::{self, Recorded, Target, run_for};
 use baton_benches::servers::{self, start_baton};
 use baton_benches::{artifacts, procfs};
@@ -28,52 +29,30 @@ struct Options {
     /// Keep-alive connections of the load, each one client with its own session.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Seconds each target gets in each round.
-    #[arg(long, default_value_t = 5.0)]
-    round_secs: f64,
-    /// Rounds (hello, counter with Redis, counter in memory, each round).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Seconds of unrecorded load on each target before the rounds.
-    #[arg(long, default_value_t = 1.0)]
-    warmup_secs: f64,
+    #[command(flatten)]
+    rounds: Rounds,
     /// Skip the reference host with in-memory sessions.
     #[arg(long)]
     no_memory: bool,
-    /// Worker threads of the load generator's runtime.
-    #[arg(long, default_value_t = 2)]
-    client_threads: usize,
-    /// A request without a complete response after this long counts as failed.
-    #[arg(long, default_value_t = 5000)]
-    timeout_ms: u64,
-    /// Build (or look for) debug binaries instead of release ones.
-    #[arg(long)]
-    debug: bool,
-    /// The `baton` binary [default: built with cargo].
-    #[arg(long)]
-    baton: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
     /// The `hello` module [default: built with cargo].
     #[arg(long)]
     hello: Option<PathBuf>,
     /// The `counter` module [default: built with cargo].
     #[arg(long)]
     counter: Option<PathBuf>,
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
 }
 
 /// The settings of a run, as reported.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Settings {
     connections: usize,
-    round_secs: f64,
-    rounds: usize,
-    warmup_secs: f64,
+    #[serde(flatten)]
+    rounds: Rounds,
     memory_reference: bool,
-    client_threads: usize,
-    timeout_ms: u64,
-    profile: &'static str,
+    #[serde(flatten)]
+    run: RunSettings,
 }
 
 /// What is measured: a path on a host.
@@ -198,8 +177,8 @@ impl Measure {
 
 async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report::Result> {
     let (baton, modules) = artifacts::host_and_apps(
-        !options.debug,
-        options.baton.clone(),
+        options.common.release(),
+        options.common.baton.clone(),
         &[
             ("hello", options.hello.clone()),
             ("counter", options.counter.clone()),
@@ -219,7 +198,7 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
         redis,
         redis_host,
         memory_host,
-        timeout: Duration::from_millis(options.timeout_ms),
+        timeout: options.common.timeout(),
         connections: options.connections,
     };
     for kind in bench.kinds() {
@@ -227,14 +206,14 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
         servers::wait_ready(host, &bench.target(kind).context("target")?.path).await?;
     }
     for kind in bench.kinds() {
-        bench.measure(kind, options.warmup_secs).await;
+        bench.measure(kind, options.rounds.warmup_secs).await;
     }
     let mut rounds = Vec::new();
-    for i in 0..options.rounds {
+    for i in 0..options.rounds.rounds {
         let mut round = Vec::new();
         for kind in bench.kinds() {
             let measure = bench
-                .measure(kind, options.round_secs)
+                .measure(kind, options.rounds.round_secs)
                 .await
                 .context("measure")?;
             eprintln!(
@@ -270,23 +249,13 @@ fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     let settings = Settings {
         connections: options.connections,
-        round_secs: options.round_secs,
-        rounds: options.rounds,
-        warmup_secs: options.warmup_secs,
+        rounds: options.rounds.clone(),
         memory_reference: !options.no_memory,
-        client_threads: options.client_threads,
-        timeout_ms: options.timeout_ms,
-        profile: if options.debug { "debug" } else { "release" },
+        run: options.common.settings(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.client_threads.max(1))
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(bench(&options, &settings))?;
-    print!("{}", report::table(&result));
-    if let Some(path) = &options.json {
-        baton_benches::report::write_json(path, &result)?;
-    }
+    let result = options
+        .common
+        .run(bench(&options, &settings), report::table)?;
     if !result.passed() {
         std::process::exit(1);
     }

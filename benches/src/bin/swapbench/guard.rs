@@ -147,7 +147,7 @@ pub(crate) async fn run(
         ..Target::new(
             baton.addr,
             "/hello/",
-            Duration::from_millis(settings.timeout_ms),
+            Duration::from_millis(settings.run.timeout_ms),
         )
     };
     wait_serving(&baton, &good).await?;
