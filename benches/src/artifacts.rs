@@ -12,7 +12,10 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
+use baton_testkit::HostProc;
 use baton_testkit::build::{cargo, module, profile, run, workspace};
+
+use crate::servers::start_baton;
 
 /// Versions the benchmark alternates between.
 pub const VERSIONS: [&str; 2] = ["1.0.0", "2.0.0"];
@@ -26,6 +29,16 @@ pub struct Artifacts {
     pub hyper_hello: PathBuf,
     /// `hello` built as [`VERSIONS`]`[0]` and `[1]`.
     pub hello: [PathBuf; 2],
+}
+
+impl Artifacts {
+    /// `baton` serving `hello` [`VERSIONS`]`[0]`, with `config` as its config file.
+    ///
+    /// # Errors
+    /// If it does not start listening within a minute.
+    pub fn start_baton(&self, config: &str) -> anyhow::Result<HostProc> {
+        start_baton(&self.baton, &[&self.hello[0]], config, &[], false)
+    }
 }
 
 fn must_exist<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> anyhow::Result<()> {

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// Options every benchmark program takes (flattened into each one's own).
-#[derive(Debug, Clone, clap::Args)]
+/// Options every benchmark program takes (flattened into each one's own), and reported with
+/// its settings: the load's threads and timeout, and the profile.
+#[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct Common {
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 2)]
@@ -18,13 +19,52 @@ pub struct Common {
     pub timeout_ms: u64,
     /// Build (or look for) debug binaries instead of release ones.
     #[arg(long)]
+    #[serde(rename = "profile", serialize_with = "profile")]
     pub debug: bool,
     /// The `baton` binary [default: built with cargo].
     #[arg(long)]
+    #[serde(skip)]
     pub baton: Option<PathBuf>,
     /// Write the results as JSON to this file.
     #[arg(long)]
+    #[serde(skip)]
     pub json: Option<PathBuf>,
+}
+
+/// `--debug` as reported: the profile's name.
+fn profile<S: serde::Serializer>(debug: &bool, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(baton_testkit::build::profile(!debug))
+}
+
+/// The `hello` and `counter` modules of a host that serves both.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HelloCounter {
+    /// The `hello` module [default: built with cargo].
+    #[arg(long)]
+    pub hello: Option<PathBuf>,
+    /// The `counter` module [default: built with cargo].
+    #[arg(long)]
+    pub counter: Option<PathBuf>,
+}
+
+impl HelloCounter {
+    /// The `baton` binary and the `hello` and `counter` modules, each built unless given.
+    ///
+    /// # Errors
+    /// A failed build or a missing file.
+    pub fn build(&self, common: &Common) -> anyhow::Result<(PathBuf, [PathBuf; 2])> {
+        let (baton, modules) = crate::artifacts::host_and_apps(
+            common.release(),
+            common.baton.clone(),
+            &[
+                ("hello", self.hello.clone()),
+                ("counter", self.counter.clone()),
+            ],
+        )?;
+        let [hello, counter] = <[PathBuf; 2]>::try_from(modules)
+            .map_err(|_| anyhow::anyhow!("two modules were asked for"))?;
+        Ok((baton, [hello, counter]))
+    }
 }
 
 /// Rounds of the same load on each target in turn, after a warm-up.
@@ -41,17 +81,6 @@ pub struct Rounds {
     pub warmup_secs: f64,
 }
 
-/// The settings every report names (flattened into each one's own).
-#[derive(Debug, Clone, Serialize)]
-pub struct RunSettings {
-    /// Worker threads of the load generator's runtime.
-    pub client_threads: usize,
-    /// The per-request timeout.
-    pub timeout_ms: u64,
-    /// `release` or `debug`.
-    pub profile: &'static str,
-}
-
 impl Common {
     /// Whether to build (or look for) release binaries.
     pub fn release(&self) -> bool {
@@ -63,13 +92,9 @@ impl Common {
         Duration::from_millis(self.timeout_ms)
     }
 
-    /// What a report says of these options.
-    pub fn settings(&self) -> RunSettings {
-        RunSettings {
-            client_threads: self.client_threads,
-            timeout_ms: self.timeout_ms,
-            profile: baton_testkit::build::profile(self.release()),
-        }
+    /// `release` or `debug`.
+    pub fn profile(&self) -> &'static str {
+        baton_testkit::build::profile(self.release())
     }
 
     /// Runs `bench` on a multi-thread runtime with [`Common::client_threads`] workers, prints

@@ -147,7 +147,7 @@ pub(crate) async fn phase(
     kind: Kind,
     settings: &Settings,
 ) -> anyhow::Result<Phase> {
-    let timeout = Duration::from_millis(settings.run.timeout_ms);
+    let timeout = Duration::from_millis(settings.common.timeout_ms);
     let hello = Target::new(baton.addr, "/hello/", timeout);
     let counter = Target {
         cookies: true,
@@ -223,9 +223,7 @@ pub(crate) async fn phase(
         let offset =
             u32::try_from(load.started().duration_since(origin).as_micros()).unwrap_or(u32::MAX);
         let recorded = load.stop().await;
-        phase
-            .errors
-            .extend(recorded.errors.iter().take(10).cloned());
+        phase.errors.extend(recorded.first_errors());
         // Only `/counter/` sets cookies and has its counts checked.
         phase.sessions += recorded.cookies_set;
         phase.counts_ok += recorded.counts_ok;

@@ -28,8 +28,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use baton_benches::artifacts;
-use baton_benches::cli::{Common, RunSettings};
+use baton_benches::cli::{Common, HelloCounter};
 use baton_benches::load;
 use baton_benches::servers::{self, start_baton};
 use baton_testkit::HostProc;
@@ -39,84 +38,49 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "hostbench")]
 struct Options {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(flatten)]
+    apps: HelloCounter,
+}
+
+/// The settings of a run, as given and as reported.
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub(crate) struct Settings {
     /// Keep-alive connections on /hello/.
     #[arg(long, default_value_t = 16)]
-    connections: usize,
+    pub(crate) connections: usize,
     /// Keep-alive connections on /counter/, each one client with its own in-memory session.
     #[arg(long, default_value_t = 16)]
-    session_connections: usize,
+    pub(crate) session_connections: usize,
     /// Upgrades (SIGUSR2 to the supervisor).
     #[arg(long, default_value_t = 10)]
-    upgrades: usize,
+    pub(crate) upgrades: usize,
     /// Crash restarts (SIGKILL to the serving process).
     #[arg(long, default_value_t = 10)]
-    crashes: usize,
+    pub(crate) crashes: usize,
     /// Steady load before each event, and after the last one of a phase.
     #[arg(long, default_value_t = 2000)]
-    gap_ms: u64,
+    pub(crate) gap_ms: u64,
     /// A serving process runs at least this long before it is killed (the supervisor backs off
     /// restarts of one that dies within 10 s of its start).
     #[arg(long, default_value_t = 11.0)]
-    min_uptime_secs: f64,
+    pub(crate) min_uptime_secs: f64,
     /// An event not done after this long is failed (and ends its phase).
     #[arg(long, default_value_t = 60)]
-    event_timeout_secs: u64,
-    #[command(flatten)]
-    common: Common,
-    /// The `hello` module [default: built with cargo].
-    #[arg(long)]
-    hello: Option<PathBuf>,
-    /// The `counter` module [default: built with cargo].
-    #[arg(long)]
-    counter: Option<PathBuf>,
+    pub(crate) event_timeout_secs: u64,
     /// Extra TOML for the host's configuration file (default: none, the host's defaults).
     #[arg(long, default_value = "")]
-    host_config: String,
-}
-
-/// The settings of a run, as reported.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct Settings {
-    pub(crate) connections: usize,
-    pub(crate) session_connections: usize,
-    pub(crate) upgrades: usize,
-    pub(crate) crashes: usize,
-    pub(crate) gap_ms: u64,
-    pub(crate) min_uptime_secs: f64,
-    pub(crate) event_timeout_secs: u64,
     pub(crate) host_config: String,
+    #[command(flatten)]
     #[serde(flatten)]
-    pub(crate) run: RunSettings,
-}
-
-impl Options {
-    fn settings(&self) -> Settings {
-        Settings {
-            connections: self.connections,
-            session_connections: self.session_connections,
-            upgrades: self.upgrades,
-            crashes: self.crashes,
-            gap_ms: self.gap_ms,
-            min_uptime_secs: self.min_uptime_secs,
-            event_timeout_secs: self.event_timeout_secs,
-            host_config: self.host_config.clone(),
-            run: self.common.settings(),
-        }
-    }
+    pub(crate) common: Common,
 }
 
 fn main() -> anyhow::Result<()> {
-    let options = Options::parse();
-    let settings = options.settings();
-    let (baton, modules) = artifacts::host_and_apps(
-        options.common.release(),
-        options.common.baton.clone(),
-        &[
-            ("hello", options.hello.clone()),
-            ("counter", options.counter.clone()),
-        ],
-    )?;
-    let result = options
+    let Options { settings, apps } = Options::parse();
+    let (baton, modules) = apps.build(&settings.common)?;
+    let result = settings
         .common
         .run(bench(&settings, &baton, &modules), report::table)?;
     if !result.passed() {

@@ -11,14 +11,13 @@
 
 mod report;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use baton_benches::cli::{Common, Rounds, RunSettings};
+use baton_benches::cli::{Common, HelloCounter, Rounds};
 use baton_benches::load::{self, Recorded, Target, run_for};
+use baton_benches::procfs;
 use baton_benches::servers::{self, start_baton};
-use baton_benches::{artifacts, procfs};
 use baton_testkit::{HostProc, RedisServer};
 use clap::Parser;
 
@@ -36,12 +35,8 @@ struct Options {
     no_memory: bool,
     #[command(flatten)]
     common: Common,
-    /// The `hello` module [default: built with cargo].
-    #[arg(long)]
-    hello: Option<PathBuf>,
-    /// The `counter` module [default: built with cargo].
-    #[arg(long)]
-    counter: Option<PathBuf>,
+    #[command(flatten)]
+    apps: HelloCounter,
 }
 
 /// The settings of a run, as reported.
@@ -52,7 +47,7 @@ pub(crate) struct Settings {
     rounds: Rounds,
     memory_reference: bool,
     #[serde(flatten)]
-    run: RunSettings,
+    common: Common,
 }
 
 /// What is measured: a path on a host.
@@ -158,7 +153,6 @@ impl Bench {
 
 impl Measure {
     fn new(kind: Kind, recorded: &Recorded, (host_cpu, redis_cpu): (f64, f64)) -> Measure {
-        let ok = (recorded.samples.len() - recorded.failed()).max(1) as f64;
         Measure {
             kind,
             requests: recorded.samples.len(),
@@ -168,22 +162,15 @@ impl Measure {
             counts_ok: recorded.counts_ok,
             sessions: recorded.cookies_set,
             latency: recorded.latency(),
-            host_cpu_us_per_request: host_cpu * 1e6 / ok,
-            redis_cpu_us_per_request: redis_cpu * 1e6 / ok,
-            errors: recorded.errors.iter().take(10).cloned().collect(),
+            host_cpu_us_per_request: recorded.cpu_us_per_request(host_cpu),
+            redis_cpu_us_per_request: recorded.cpu_us_per_request(redis_cpu),
+            errors: recorded.first_errors(),
         }
     }
 }
 
 async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report::Result> {
-    let (baton, modules) = artifacts::host_and_apps(
-        options.common.release(),
-        options.common.baton.clone(),
-        &[
-            ("hello", options.hello.clone()),
-            ("counter", options.counter.clone()),
-        ],
-    )?;
+    let (baton, modules) = options.apps.build(&options.common)?;
     let apps = [modules[0].as_path(), modules[1].as_path()];
     let redis = RedisServer::try_start()?;
     let url = redis.url();
@@ -251,7 +238,7 @@ fn main() -> anyhow::Result<()> {
         connections: options.connections,
         rounds: options.rounds.clone(),
         memory_reference: !options.no_memory,
-        run: options.common.settings(),
+        common: options.common.clone(),
     };
     let result = options
         .common

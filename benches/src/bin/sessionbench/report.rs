@@ -171,8 +171,8 @@ pub(crate) fn table(r: &Result) -> String {
         r.machine.cores,
         r.machine.cpu,
         s.connections,
-        s.run.client_threads,
-        s.run.profile,
+        s.common.client_threads,
+        s.common.profile(),
         r.redis_url,
         if s.memory_reference {
             "; counter (memory): a second baton, in-memory sessions"

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use baton_benches::artifacts::{self, Artifacts};
 use baton_benches::load::{self, Load, TOLERATED_5XX, Target};
-use baton_benches::servers::{start_baton, status};
+use baton_benches::servers::status;
 use baton_benches::stats::Spread;
 use baton_testkit::HostProc;
 use serde::Serialize;
@@ -132,13 +132,7 @@ pub(crate) async fn run(
         "{}\n[guard]\nwindow_secs = {}\n",
         settings.host_config, settings.guard_window_secs
     );
-    let baton = start_baton(
-        &artifacts.baton,
-        &[&artifacts.hello[0]],
-        &config,
-        &[],
-        false,
-    )?;
+    let baton = artifacts.start_baton(&config)?;
     let good = format!("hello@{}", artifacts::VERSIONS[0]);
     let bad_tag = format!("hello@{}", artifacts::BAD_VERSION);
     let target = Target {
@@ -147,7 +141,7 @@ pub(crate) async fn run(
         ..Target::new(
             baton.addr,
             "/hello/",
-            Duration::from_millis(settings.run.timeout_ms),
+            Duration::from_millis(settings.common.timeout_ms),
         )
     };
     wait_serving(&baton, &good).await?;

@@ -25,9 +25,9 @@ mod swaps;
 use std::path::PathBuf;
 
 use baton_benches::artifacts::{self, VERSIONS};
-use baton_benches::cli::{Common, RunSettings};
+use baton_benches::cli::Common;
 use baton_benches::load::{Target, run_for};
-use baton_benches::servers::{HyperHello, start_baton};
+use baton_benches::servers::HyperHello;
 use baton_benches::{procfs, stats};
 use clap::Parser;
 
@@ -102,7 +102,7 @@ pub(crate) struct Settings {
     pub(crate) guard_rollbacks: usize,
     pub(crate) guard_window_secs: u64,
     #[serde(flatten)]
-    pub(crate) run: RunSettings,
+    pub(crate) common: Common,
 }
 
 impl Options {
@@ -127,7 +127,7 @@ impl Options {
                 .guard_rollbacks
                 .unwrap_or(if self.soak { 0 } else { 3 }),
             guard_window_secs: self.guard_window_secs,
-            run: self.common.settings(),
+            common: self.common.clone(),
         }
     }
 }
@@ -217,13 +217,7 @@ async fn bench(
     let hyper = HyperHello::start(&artifacts.hyper_hello)?;
     // Switch -> old version unmapped is measured without the guard window.
     let config = format!("guard = {{ window_secs = 0 }}\n{}", settings.host_config);
-    let mut baton = start_baton(
-        &artifacts.baton,
-        &[&artifacts.hello[0]],
-        &config,
-        &[],
-        false,
-    )?;
+    let mut baton = artifacts.start_baton(&config)?;
     let timeout = options.common.timeout();
     let versions: Vec<String> = VERSIONS.iter().map(|v| format!("hello@{v}")).collect();
     let baton_target = Target {

@@ -157,15 +157,14 @@ impl Servers {
 
 impl Measure {
     fn new(kind: Kind, recorded: &Recorded, cpu: f64) -> Measure {
-        let ok = (recorded.samples.len() - recorded.failed()).max(1) as f64;
         Measure {
             kind,
             requests: recorded.samples.len(),
             rps: recorded.rps(),
             failed: recorded.failed(),
             latency: recorded.latency(),
-            server_cpu_us_per_request: cpu * 1e6 / ok,
-            errors: recorded.errors.iter().take(10).cloned().collect(),
+            server_cpu_us_per_request: recorded.cpu_us_per_request(cpu),
+            errors: recorded.first_errors(),
         }
     }
 }
@@ -307,7 +306,7 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
         rounds,
         failed_requests,
         host_warnings: servers.baton.warnings(),
-        profile: options.common.settings().profile,
+        profile: options.common.profile(),
     })
 }
 
