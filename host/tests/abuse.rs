@@ -578,11 +578,8 @@ async fn cross_site_and_foreign_host_admin_calls_are_refused_without_a_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_token_the_token_decides_and_its_scheme_is_case_insensitive() {
     let token = "t0ken-for-abuse";
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: format!("admin_token = \"{token}\"\n"),
-        ..HostOptions::default()
-    });
+    let host =
+        HostProc::start_with_config(&[hello("1.0.0")], &format!("admin_token = \"{token}\"\n"));
     let http = Http::new();
     let url = host.admin_url("/status");
     for scheme in ["Bearer", "bearer", "BEARER"] {

@@ -263,11 +263,7 @@ async fn a_module_linked_with_nodelete_is_unloaded_after_a_swap() {
     assert!(plain.nodelete().is_none());
 
     // The swap below checks the old version is unmapped: no guard window keeps it in standby.
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![v1],
-        config: GUARD_OFF.to_owned(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(&[v1], GUARD_OFF);
     host.wait_log(WAIT, |l| {
         l["level"] == "WARN"
             && l["message"]

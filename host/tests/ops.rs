@@ -27,6 +27,12 @@ async fn admin(host: &HostProc, method: &str, path: &str, body: impl Into<bytes:
     support::admin_call(host, TOKEN, method, path, body).await
 }
 
+/// `PUT /apps/hello/canary`: `version` takes `percent` of new traffic.
+async fn set_canary(host: &HostProc, version: &str, percent: u8) -> Reply {
+    let body = format!(r#"{{"version":"{version}","percent":{percent}}}"#);
+    admin(host, "PUT", "/apps/hello/canary", body).await
+}
+
 fn json(reply: &Reply) -> Value {
     reply.json()
 }
@@ -185,13 +191,7 @@ async fn the_admin_api_wants_its_token_and_says_what_is_wrong() {
         );
     }
     // Well-formed but not possible now: 404 for an unknown version, 409 for a state conflict.
-    let r = admin(
-        &host,
-        "PUT",
-        "/apps/hello/canary",
-        r#"{"version":"9.9.9","percent":10}"#,
-    )
-    .await;
+    let r = set_canary(&host, "9.9.9", 10).await;
     assert_eq!(r.status, 404, "{}", r.body);
     let r = admin(&host, "POST", "/apps/hello/canary/promote", "").await;
     assert_eq!(r.status, 409, "{}", r.body);
@@ -505,11 +505,7 @@ async fn metrics_show_requests_and_the_swap_and_the_access_log_has_a_line_per_re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_access_log_can_be_turned_off() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "access_log = false\n".into(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(&[hello("1.0.0")], "access_log = false\n");
     assert_eq!(served_by(&host, "/hello/", &[]).await, "hello@1.0.0");
     // The admin listener's own requests are not app requests either; ask it something, then
     // check nothing was logged for the app request.
@@ -645,22 +641,10 @@ async fn a_canary_split_sends_its_share_and_sticky_sessions_stay_put() {
     );
 
     // Weight 0: the canary takes nothing new but stays loaded, ready to be raised again.
-    let r = admin(
-        &host,
-        "PUT",
-        "/apps/hello/canary",
-        r#"{"version":"2.0.0","percent":0}"#,
-    )
-    .await;
+    let r = set_canary(&host, "2.0.0", 0).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(count(&host, 100, None, "hello@2.0.0").await, 0);
-    let r = admin(
-        &host,
-        "PUT",
-        "/apps/hello/canary",
-        r#"{"version":"2.0.0","percent":50}"#,
-    )
-    .await;
+    let r = set_canary(&host, "2.0.0", 50).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let half = count(&host, 200, None, "hello@2.0.0").await;
     assert!((80..=120).contains(&half), "{half} of 200 at 50%");
@@ -672,13 +656,7 @@ async fn a_canary_split_sends_its_share_and_sticky_sessions_stay_put() {
     settled(&host, "hello", "2.0.0").await;
 
     // Abort a canary: it drains and retires, the active version takes everything.
-    let r = admin(
-        &host,
-        "PUT",
-        "/apps/hello/canary",
-        r#"{"version":"1.0.0","percent":20}"#,
-    )
-    .await;
+    let r = set_canary(&host, "1.0.0", 20).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = admin(&host, "DELETE", "/apps/hello/canary", "").await;
     assert_eq!(
@@ -799,13 +777,7 @@ async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() 
     let r = upload(&host, &hello("2.0.0"), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     settled(&host, "hello", "2.0.0").await;
-    let r = admin(
-        &host,
-        "PUT",
-        "/apps/hello/canary",
-        r#"{"version":"1.0.0","percent":25}"#,
-    )
-    .await;
+    let r = set_canary(&host, "1.0.0", 25).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&page, 2500))
         .await

@@ -75,6 +75,18 @@ fn named(entry: &Value) -> String {
     )
 }
 
+/// The host's quarantine list, asserted to name exactly `expected` (`app@version`).
+async fn quarantined(host: &HostProc, expected: &[&str]) -> Vec<Value> {
+    let doc = status(host).await;
+    let entries = quarantine(&doc);
+    assert_eq!(
+        entries.iter().map(named).collect::<Vec<_>>(),
+        expected,
+        "{doc:#}"
+    );
+    entries
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_version_that_crashes_the_host_twice_is_quarantined_and_the_previous_one_serves() {
     let host = supervised(vec![hello("1.0.0"), counter("1.0.0")], "");
@@ -141,13 +153,7 @@ async fn a_version_that_crashes_the_host_twice_is_quarantined_and_the_previous_o
     assert!(reply.body.contains("hello@1.0.0"), "{}", reply.body);
     serves(&host, "/counter/", "counter@1.0.0").await;
 
-    let doc = status(&host).await;
-    let entries = quarantine(&doc);
-    assert_eq!(
-        entries.iter().map(named).collect::<Vec<_>>(),
-        ["hello@2.0.0"],
-        "{doc:#}"
-    );
+    let entries = quarantined(&host, &["hello@2.0.0"]).await;
     let how = &entries[0]["how"];
     assert_eq!(entries[0]["crashes"], 2);
     assert_eq!(how["signal"], 6, "{how:#}");
@@ -230,12 +236,7 @@ async fn an_innocent_app_beside_the_crashing_one_is_not_quarantined() {
         l["message"] == "quarantined: this version crashed the serving process; it is not loaded"
     });
     serves(&host, "/hello/", "hello@1.0.0").await;
-    let doc = status(&host).await;
-    assert_eq!(
-        quarantine(&doc).iter().map(named).collect::<Vec<_>>(),
-        ["faulty@1.0.0"],
-        "{doc:#}"
-    );
+    quarantined(&host, &["faulty@1.0.0"]).await;
     // No previous version of it is kept: it is not served.
     assert_eq!(get(&host, "/faulty/").await.status, 404);
     assert!(
@@ -285,13 +286,7 @@ async fn kill_9_twice_during_a_guard_window_quarantines_only_the_new_version() {
         l["message"] == "quarantined: this version crashed the serving process; it is not loaded"
     });
     serves(&host, "/hello/", "hello@1.0.0").await;
-    let doc = status(&host).await;
-    let entries = quarantine(&doc);
-    assert_eq!(
-        entries.iter().map(named).collect::<Vec<_>>(),
-        ["hello@2.0.0"],
-        "{doc:#}"
-    );
+    let entries = quarantined(&host, &["hello@2.0.0"]).await;
     assert_eq!(entries[0]["how"]["signal"], 9);
     assert_eq!(entries[0]["how"]["rule"], "recent");
     assert!(entries[0]["how"]["clue"].is_null());

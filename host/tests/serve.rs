@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::http::Http;
-use support::{HostOptions, HostProc, Signal, hello, module};
+use support::{HostProc, Signal, hello, module};
 
 fn refused(host: &HostProc, file_part: &str) -> serde_json::Value {
     host.wait_log(Duration::from_secs(10), |l| {
@@ -45,11 +45,7 @@ async fn h2c_is_served_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_over_the_limit_get_413() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "[limits]\nmax_body_bytes = 1024\n".into(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(&[hello("1.0.0")], "[limits]\nmax_body_bytes = 1024\n");
     let http = Http::new();
     let url = host.url("/hello/");
     let r = http
@@ -139,11 +135,10 @@ async fn bad_modules_are_refused_by_name_and_the_others_keep_serving() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overrunning_handlers_get_504_and_are_named_in_the_log() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "[apps.hello.limits]\nrequest_timeout_ms = 300\n".into(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(
+        &[hello("1.0.0")],
+        "[apps.hello.limits]\nrequest_timeout_ms = 300\n",
+    );
     let http = Http::new();
     let r = http.get(&host.url("/hello/slow?ms=1500")).await;
     assert_eq!(r.status, 504);
@@ -157,11 +152,10 @@ async fn overrunning_handlers_get_504_and_are_named_in_the_log() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_app_answers_503_with_retry_after() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "[apps.hello.limits]\nmax_concurrent_requests = 1\nqueue_timeout_ms = 100\n".into(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(
+        &[hello("1.0.0")],
+        "[apps.hello.limits]\nmax_concurrent_requests = 1\nqueue_timeout_ms = 100\n",
+    );
     let http = Http::new();
     let slow = {
         let (http, url) = (http.clone(), host.url("/hello/slow?ms=1500"));

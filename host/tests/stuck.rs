@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::http::Http;
-use support::{HostOptions, HostProc, eventually, module};
+use support::{HostProc, eventually, module};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -17,11 +17,7 @@ fn faulty(version: &str) -> std::path::PathBuf {
 }
 
 fn host(config: &str) -> HostProc {
-    HostProc::start_with(HostOptions {
-        modules: vec![faulty("1.0.0")],
-        config: config.to_owned(),
-        ..HostOptions::default()
-    })
+    HostProc::start_with_config(&[faulty("1.0.0")], config)
 }
 
 /// The status entry of the newest version `v` of app `faulty`.

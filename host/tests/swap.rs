@@ -43,11 +43,7 @@ async fn retired(host: &HostProc, name: &str, v: &str) -> Value {
 /// A host serving `modules` with the guard window off: these tests measure the old version's
 /// drain and unload right after the switch.
 fn start_unguarded(modules: &[std::path::PathBuf]) -> HostProc {
-    HostProc::start_with(HostOptions {
-        modules: modules.to_vec(),
-        config: GUARD_OFF.into(),
-        ..HostOptions::default()
-    })
+    HostProc::start_with_config(modules, GUARD_OFF)
 }
 
 /// Distinct module copies (from the host's private store) with code mapped in `pid`.
@@ -218,11 +214,10 @@ async fn a_panicking_init_leaves_v1_serving() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_warmup_requests_leave_v1_serving() {
     // hello answers /slow; the faulty fixture posing as hello 2.0.0 does not.
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "[apps.hello]\nwarmup_paths = [\"/\", \"/slow?ms=1\"]\n".into(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(
+        &[hello("1.0.0")],
+        "[apps.hello]\nwarmup_paths = [\"/\", \"/slow?ms=1\"]\n",
+    );
     let v2 = module(
         "fixture-faulty",
         &[

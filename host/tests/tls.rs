@@ -34,6 +34,15 @@ fn tls_host(
     })
 }
 
+/// A certificate authority, a directory with `cert.pem` and `key.pem` it issued, and the `[tls]`
+/// table naming them.
+fn certificates() -> (TestCa, tempfile::TempDir, String) {
+    let ca = TestCa::new("CA");
+    let certs = tempfile::tempdir().unwrap();
+    let tls = write_pair(certs.path(), &ca.issue());
+    (ca, certs, tls)
+}
+
 /// Runs `openssl` in `dir`, as the README shows it.
 fn openssl(dir: &Path, args: &[&str]) {
     let output = Command::new("openssl")
@@ -269,9 +278,7 @@ async fn a_supervised_host_serves_https_and_sighup_reloads_the_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_listener_on() {
     let upgraded = baton_binary("9.9.9-upgraded");
-    let ca = TestCa::new("CA");
-    let certs = tempfile::tempdir().unwrap();
-    let tls = write_pair(certs.path(), &ca.issue());
+    let (ca, _certs, tls) = certificates();
     let bin = tempfile::tempdir().unwrap();
     let binary = bin.path().join("baton");
     std::fs::copy(env!("CARGO_BIN_EXE_baton"), &binary).unwrap();
@@ -331,9 +338,7 @@ async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_is_redirected_to_https_and_health_stays_on_the_admin_listener() {
-    let ca = TestCa::new("CA");
-    let certs = tempfile::tempdir().unwrap();
-    let tls = write_pair(certs.path(), &ca.issue());
+    let (ca, certs, tls) = certificates();
     let host = tls_host(
         vec![hello("1.0.0")],
         &format!("{tls}redirect_http = true\n"),
@@ -380,9 +385,7 @@ async fn plain_http_is_redirected_to_https_and_health_stays_on_the_admin_listene
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_connections_are_held_to_the_handshake_timeout_and_the_connection_cap() {
-    let ca = TestCa::new("CA");
-    let certs = tempfile::tempdir().unwrap();
-    let tls = write_pair(certs.path(), &ca.issue());
+    let (ca, _certs, tls) = certificates();
     let host = tls_host(
         vec![hello("1.0.0")],
         &format!("{tls}handshake_timeout_ms = 300\n"),
@@ -448,10 +451,8 @@ fn serve_exit(tls: &str, supervised: bool) -> (Option<i32>, String) {
 
 #[test]
 fn a_missing_unreadable_or_mismatched_certificate_or_key_exits_64() {
-    let ca = TestCa::new("CA");
-    let certs = tempfile::tempdir().unwrap();
+    let (ca, certs, _) = certificates();
     let d = certs.path();
-    write_pair(d, &ca.issue());
     std::fs::write(d.join("other-key.pem"), ca.issue().key_pem).unwrap();
     std::fs::create_dir(d.join("a-directory.pem")).unwrap();
     let table = |cert: &str, key: &str| {

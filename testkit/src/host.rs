@@ -98,6 +98,18 @@ impl HostProc {
         })
     }
 
+    /// Starts a host with `modules` and `config` as its config file.
+    ///
+    /// # Panics
+    /// If it does not start listening (see [`HostProc::try_start`]).
+    pub fn start_with_config(modules: &[PathBuf], config: &str) -> HostProc {
+        Self::start_with(HostOptions {
+            modules: modules.to_vec(),
+            config: config.to_owned(),
+            ..HostOptions::default()
+        })
+    }
+
     /// Starts a host and waits until it listens.
     ///
     /// # Panics
