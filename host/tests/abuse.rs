@@ -51,6 +51,20 @@ async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Inst
     }
 }
 
+/// What the host sends on `stream` from now until it closes it, and how long it kept it open.
+async fn open_for(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
+    let start = Instant::now();
+    let (got, at) = until_closed(stream, WAIT).await;
+    (got, at - start)
+}
+
+/// A connection to `addr` that has sent `bytes`.
+async fn connect_sending(addr: std::net::SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
 /// Reads one response with a `content-length` from `stream`: its status and body.
 async fn read_response(stream: &mut TcpStream) -> (u16, String) {
     let mut received = Vec::new();
@@ -126,12 +140,7 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
         ..HostOptions::default()
     });
     let addr = host.addr;
-    let silent = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let start = Instant::now();
-        let (got, at) = until_closed(&mut stream, WAIT).await;
-        (got, at - start)
-    });
+    let silent = tokio::spawn(async move { open_for(&mut connect_sending(addr, b"").await).await });
     let half_header = tokio::spawn(async move {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let start = Instant::now();
@@ -143,42 +152,27 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
         (got, at - start)
     });
     let half_body = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"POST /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n")
-            .await
-            .unwrap();
+        let mut stream = connect_sending(
+            addr,
+            b"POST /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n",
+        )
+        .await;
         stream.write_all(b"only ten..").await.unwrap();
-        let start = Instant::now();
-        let (got, at) = until_closed(&mut stream, WAIT).await;
-        (got, at - start)
+        open_for(&mut stream).await
     });
     let admin = host.admin;
-    let silent_admin = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(admin).await.unwrap();
-        let start = Instant::now();
-        let (got, at) = until_closed(&mut stream, WAIT).await;
-        (got, at - start)
-    });
+    let silent_admin =
+        tokio::spawn(async move { open_for(&mut connect_sending(admin, b"").await).await });
+    const GET: &[u8] = b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     let idle = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .unwrap();
+        let mut stream = connect_sending(addr, GET).await;
         let (status, body) = read_response(&mut stream).await;
         assert_eq!((status, body.as_str()), (200, "hello from hello@1.0.0\n"));
-        let start = Instant::now();
-        let (got, at) = until_closed(&mut stream, WAIT).await;
-        (got, at - start)
+        open_for(&mut stream).await
     });
     // On a keep-alive connection the header timeout runs from the next request's first byte.
     let keep_alive_half_header = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .unwrap();
+        let mut stream = connect_sending(addr, GET).await;
         assert_eq!(read_response(&mut stream).await.0, 200);
         // The client idles a while (the scenario, not a synchronisation), then drips.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -186,9 +180,7 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
             .write_all(b"GET /hello/ HTTP/1.1\r\nHo")
             .await
             .unwrap();
-        let start = Instant::now();
-        let (got, at) = until_closed(&mut stream, WAIT).await;
-        (got, at - start)
+        open_for(&mut stream).await
     });
     // Meanwhile other clients are served.
     let http = Http::new();

@@ -133,62 +133,27 @@ async fn the_admin_api_wants_its_token_and_says_what_is_wrong() {
         ("DELETE", "/apps/nope/canary", ""),
     ] {
         let r = admin(&host, method, path, body).await;
-        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
-        assert!(
-            json(&r)["error"].as_str().unwrap().contains("nope"),
-            "{}",
-            r.body
-        );
+        r.assert_error(404, "nope");
     }
     let r = admin(&host, "GET", "/no/such/thing", "").await;
     assert_eq!(r.status, 404);
 
     // Bad input: 400 with a message that says what is wrong.
     let r = admin(&host, "POST", "/apps?name=garbage.so", "not a library").await;
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(
-        json(&r)["error"]
-            .as_str()
-            .unwrap()
-            .contains("not a loadable shared library"),
-        "{}",
-        r.body
-    );
+    r.assert_error(400, "not a loadable shared library");
     let r = admin(&host, "POST", "/apps?name=empty.so", "").await;
-    assert_eq!(r.status, 400);
-    assert!(json(&r)["error"].as_str().unwrap().contains("empty upload"));
+    r.assert_error(400, "empty upload");
     let r = upload(&host, &hello("2.0.0"), "&canary=150").await;
-    assert_eq!(r.status, 400);
-    assert!(
-        json(&r)["error"]
-            .as_str()
-            .unwrap()
-            .contains("between 0 and 100"),
-        "{}",
-        r.body
-    );
+    r.assert_error(400, "between 0 and 100");
     let r = admin(&host, "POST", "/apps?name=../../etc.so", "x").await;
-    assert_eq!(r.status, 400);
-    assert!(
-        json(&r)["error"]
-            .as_str()
-            .unwrap()
-            .contains("bad module file name"),
-        "{}",
-        r.body
-    );
+    r.assert_error(400, "bad module file name");
     for body in [
         "{",
         r#"{"version":"2.0.0","percent":101}"#,
         r#"{"percent":10}"#,
     ] {
         let r = admin(&host, "PUT", "/apps/hello/canary", body).await;
-        assert_eq!(r.status, 400, "{body}: {}", r.body);
-        assert!(
-            json(&r)["error"].as_str().unwrap().contains("percent"),
-            "{}",
-            r.body
-        );
+        r.assert_error(400, "percent");
     }
     // Well-formed but not possible now: 404 for an unknown version, 409 for a state conflict.
     let r = set_canary(&host, "9.9.9", 10).await;
@@ -196,13 +161,7 @@ async fn the_admin_api_wants_its_token_and_says_what_is_wrong() {
     let r = admin(&host, "POST", "/apps/hello/canary/promote", "").await;
     assert_eq!(r.status, 409, "{}", r.body);
     let r = admin(&host, "POST", "/apps/hello/rollback", "").await;
-    assert_eq!(r.status, 409, "{}", r.body);
-    assert!(
-        json(&r)["error"]
-            .as_str()
-            .unwrap()
-            .contains("keep_versions")
-    );
+    r.assert_error(409, "keep_versions");
 
     // The refused uploads did not disturb the app.
     assert_eq!(served_by(&host, "/hello/", &[]).await, "hello@1.0.0");
@@ -468,13 +427,7 @@ async fn metrics_show_requests_and_the_swap_and_the_access_log_has_a_line_per_re
         ],
     );
     let r = upload(&host, &faulty, "").await;
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(
-        json(&r)["error"]
-            .as_str()
-            .unwrap()
-            .contains("warm-up refused on purpose")
-    );
+    r.assert_error(400, "warm-up refused on purpose");
     let m = admin(&host, "GET", "/metrics", "").await.body;
     assert_eq!(
         metric(&m, r#"baton_warmup_failures_total{app="hello"}"#),

@@ -80,10 +80,10 @@ impl Store {
     }
 }
 
-/// Runs the store-generic test `$body` as two tests, `$redis` against a private
+/// Runs each store-generic test `$body` as two tests, `$redis` against a private
 /// `redis-server` and `$memory` against the in-memory store.
 macro_rules! both_stores {
-    ($body:ident: $redis:ident, $memory:ident) => {
+    ($($body:ident: $redis:ident, $memory:ident;)*) => {$(
         #[tokio::test(flavor = "multi_thread")]
         async fn $redis() {
             $body(Store::redis()).await;
@@ -93,7 +93,29 @@ macro_rules! both_stores {
         async fn $memory() {
             $body(Store::Memory).await;
         }
-    };
+    )*};
+}
+
+// The tests every store must pass, written once below.
+both_stores! {
+    counts_per_session:
+        the_counter_counts_per_session_with_redis,
+        the_counter_counts_per_session_in_memory;
+    login_rotates_and_logout_invalidates:
+        login_rotates_the_id_and_logout_invalidates_with_redis,
+        login_rotates_the_id_and_logout_invalidates_in_memory;
+    sessions_slide_then_expire:
+        sessions_slide_while_used_and_expire_when_idle_with_redis,
+        sessions_slide_while_used_and_expire_when_idle_in_memory;
+    forged_ids_are_not_adopted:
+        a_forged_id_is_not_adopted_with_redis,
+        a_forged_id_is_not_adopted_in_memory;
+    concurrent_requests_lose_nothing:
+        concurrent_requests_of_one_session_lose_no_update_with_redis,
+        concurrent_requests_of_one_session_lose_no_update_in_memory;
+    a_session_survives_a_swap_from_v1_to_v2:
+        a_session_survives_a_swap_from_v1_to_v2_with_redis,
+        a_session_survives_a_swap_from_v1_to_v2_in_memory;
 }
 
 fn fixture() -> PathBuf {
@@ -178,12 +200,6 @@ async fn counts_per_session(store: Store) {
     }
 }
 
-both_stores!(
-    counts_per_session:
-    the_counter_counts_per_session_with_redis,
-    the_counter_counts_per_session_in_memory
-);
-
 // ---------------------------------------------------------------------------------------------
 // Login rotates the id (attributes kept, old id gone); logout invalidates.
 
@@ -216,12 +232,6 @@ async fn login_rotates_and_logout_invalidates(store: Store) {
     );
     store.assert_gone(&host, &after).await;
 }
-
-both_stores!(
-    login_rotates_and_logout_invalidates:
-    login_rotates_the_id_and_logout_invalidates_with_redis,
-    login_rotates_the_id_and_logout_invalidates_in_memory
-);
 
 // ---------------------------------------------------------------------------------------------
 // Expiry: a session in use stays alive past its timeout; an idle one is gone after it.
@@ -259,12 +269,6 @@ async fn sessions_slide_then_expire(store: Store) {
     assert_ne!(jar.id().unwrap(), id, "expired ids are not reused");
 }
 
-both_stores!(
-    sessions_slide_then_expire:
-    sessions_slide_while_used_and_expire_when_idle_with_redis,
-    sessions_slide_while_used_and_expire_when_idle_in_memory
-);
-
 // ---------------------------------------------------------------------------------------------
 // A forged id is never adopted.
 
@@ -280,12 +284,6 @@ async fn forged_ids_are_not_adopted(store: Store) {
         assert_eq!(jar.get(&host.url("/counter/")).await.body, "count 2\n");
     }
 }
-
-both_stores!(
-    forged_ids_are_not_adopted:
-    a_forged_id_is_not_adopted_with_redis,
-    a_forged_id_is_not_adopted_in_memory
-);
 
 // ---------------------------------------------------------------------------------------------
 // Concurrency: atomic increments lose nothing; writes of different attributes lose none.
@@ -345,12 +343,6 @@ async fn concurrent_requests_lose_nothing(store: Store) {
     );
     assert_eq!(jar.get(&host.url("/counter/")).await.body, "count 101\n");
 }
-
-both_stores!(
-    concurrent_requests_lose_nothing:
-    concurrent_requests_of_one_session_lose_no_update_with_redis,
-    concurrent_requests_of_one_session_lose_no_update_in_memory
-);
 
 // ---------------------------------------------------------------------------------------------
 // Version tolerance: an attribute that no longer decodes is an error for it alone.
@@ -571,12 +563,6 @@ async fn a_session_survives_a_swap_from_v1_to_v2(store: Store) {
         );
     }
 }
-
-both_stores!(
-    a_session_survives_a_swap_from_v1_to_v2:
-    a_session_survives_a_swap_from_v1_to_v2_with_redis,
-    a_session_survives_a_swap_from_v1_to_v2_in_memory
-);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_survives_a_host_restart_with_redis() {
