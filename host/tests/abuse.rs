@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::http::Http;
-use support::{HostOptions, HostProc, Signal, eventually, hello};
+use support::{HostOptions, HostProc, Signal, eventually, get, hello};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -308,16 +308,24 @@ async fn shutdown_closes_idle_connections_at_once_and_waits_only_for_running_req
 // ---------------------------------------------------------------------------------------------
 // Connection limits and running out of file descriptors
 
+/// A host serving `hello` with `config`, limited to `limit` open files.
+fn hello_with_open_files(limit: u64, config: &str) -> HostProc {
+    HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        config: config.to_owned(),
+        open_files_limit: Some((limit, limit)),
+        ..HostOptions::default()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn at_1024_open_files_1100_idle_connections_lock_nobody_out() {
     raise_own_open_files_limit(4096);
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        // Long timeouts: only the cap's eviction closes the idle connections here.
-        config: "[http]\nheader_read_timeout_ms = 300000\nidle_timeout_ms = 300000\n".into(),
-        open_files_limit: Some((1024, 1024)),
-        ..HostOptions::default()
-    });
+    // Long timeouts: only the cap's eviction closes the idle connections here.
+    let host = hello_with_open_files(
+        1024,
+        "[http]\nheader_read_timeout_ms = 300000\nidle_timeout_ms = 300000\n",
+    );
     let listening = host.wait_log(WAIT, |l| l["message"] == "listening");
     assert_eq!(listening["max_connections"], 896, "{listening}");
     assert_eq!(listening["open_files_limit"], 1024, "{listening}");
@@ -362,7 +370,7 @@ async fn at_1024_open_files_1100_idle_connections_lock_nobody_out() {
     // A module dropped meanwhile is deployed.
     host.drop_module(&hello("2.0.0"), "libhello.so");
     eventually(WAIT, "hello 2.0.0 serving", async || {
-        let r = Http::new().get(&host.url("/hello/")).await;
+        let r = get(&host, "/hello/").await;
         (r.version() == "hello@2.0.0").then_some(())
     })
     .await;
@@ -391,7 +399,7 @@ async fn at_1024_open_files_1100_idle_connections_lock_nobody_out() {
         (open_fds(host.pid()) < 200).then_some(())
     })
     .await;
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!((r.status, r.version()), (200, "hello@2.0.0"));
 }
 
@@ -448,12 +456,10 @@ async fn the_admin_listener_has_its_own_cap() {
 async fn out_of_descriptors_accept_backs_off_with_one_line_and_a_deploy_is_retried() {
     raise_own_open_files_limit(1024);
     // A cap above the open-files limit: the host runs out of descriptors instead.
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "[http]\nmax_connections = 5000\nheader_read_timeout_ms = 300000\n".into(),
-        open_files_limit: Some((256, 256)),
-        ..HostOptions::default()
-    });
+    let host = hello_with_open_files(
+        256,
+        "[http]\nmax_connections = 5000\nheader_read_timeout_ms = 300000\n",
+    );
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(TcpStream::connect(host.addr).await.unwrap());
@@ -482,7 +488,7 @@ async fn out_of_descriptors_accept_backs_off_with_one_line_and_a_deploy_is_retri
     drop(idle);
     host.wait_log(WAIT, |l| l["message"] == "accepting again");
     eventually(WAIT, "hello 2.0.0 serving after the retry", async || {
-        let r = Http::new().get(&host.url("/hello/")).await;
+        let r = get(&host, "/hello/").await;
         (r.version() == "hello@2.0.0").then_some(())
     })
     .await;
@@ -536,7 +542,7 @@ async fn cross_site_and_foreign_host_admin_calls_are_refused_without_a_token() {
         .unwrap();
     assert_eq!(r.status, 403, "the dashboard page too");
     assert_eq!(
-        Http::new().get(&host.url("/hello/")).await.version(),
+        get(&host, "/hello/").await.version(),
         "hello@1.0.0",
         "the refused upload did not deploy"
     );
@@ -675,7 +681,7 @@ async fn a_600_mb_upload_is_refused_while_streaming_and_memory_stays_bounded() {
         0,
         "the partial upload is removed"
     );
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
+    assert_eq!(get(&host, "/hello/").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -769,16 +775,16 @@ async fn an_admin_undeploy_is_remembered_across_a_restart_while_the_file_stays()
             .contains("undeployed through the admin API"),
         "{skipped}"
     );
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 404);
+    assert_eq!(get(&host, "/hello/").await.status, 404);
 
     // Deploying the file again brings the app back, for good.
     host.drop_module(&hello("1.0.0"), file.file_name().unwrap().to_str().unwrap());
     eventually(WAIT, "hello back", async || {
-        (Http::new().get(&host.url("/hello/")).await.status == 200).then_some(())
+        (get(&host, "/hello/").await.status == 200).then_some(())
     })
     .await;
     let host = host.restart();
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
+    assert_eq!(get(&host, "/hello/").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]

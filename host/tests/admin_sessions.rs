@@ -48,6 +48,14 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
+/// The session store's `baton_session_store_{counter}_total` for operation `op`.
+fn store_metric(text: &str, counter: &str, op: &str) -> f64 {
+    metric(
+        text,
+        &format!("baton_session_store_{counter}_total{{op=\"{op}\"}}"),
+    )
+}
+
 async fn list_count_and_invalidate(redis: Option<&RedisServer>) {
     let host = host(redis);
     let store = if redis.is_some() { "redis" } else { "memory" };
@@ -167,23 +175,14 @@ async fn list_count_and_invalidate(redis: Option<&RedisServer>) {
 
     // Every store call is counted by operation.
     let m = admin(&host, "GET", "/metrics").await.body;
-    let op = |name: &str| {
-        metric(
-            &m,
-            &format!("baton_session_store_operations_total{{op=\"{name}\"}}"),
-        )
-    };
+    let op = |name: &str| store_metric(&m, "operations", name);
     assert!(op("load") >= 6.0, "{m}");
     assert!(op("compare_and_set") >= 9.0, "{m}");
     assert!(op("create") >= 5.0, "{m}");
     assert!(op("remove") >= 2.0, "{m}");
     assert!(op("count") >= 3.0, "{m}");
     assert!(op("list") >= 1.0, "{m}");
-    assert_eq!(
-        metric(&m, "baton_session_store_errors_total{op=\"load\"}"),
-        0.0,
-        "{m}"
-    );
+    assert_eq!(store_metric(&m, "errors", "load"), 0.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -214,12 +213,7 @@ async fn with_redis_down_the_admin_api_says_so_and_the_metrics_count_the_errors(
     assert_eq!(r.status, 503, "{}", r.body);
 
     let m = admin(&host, "GET", "/metrics").await.body;
-    let errors = |name: &str| {
-        metric(
-            &m,
-            &format!("baton_session_store_errors_total{{op=\"{name}\"}}"),
-        )
-    };
+    let errors = |name: &str| store_metric(&m, "errors", name);
     assert!(errors("load") >= 1.0, "{m}");
     assert!(errors("count") >= 1.0, "{m}");
     assert!(errors("list") >= 1.0, "{m}");

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, Sample, assert_no_failures};
-use support::{HostOptions, HostProc, baton, eventually, hello, mapped, module, version as entry};
+use support::{
+    HostOptions, HostProc, baton, eventually, get, hello, mapped, module, version as entry,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -170,7 +172,7 @@ async fn a_v2_failing_half_its_requests_is_rolled_back_under_load() {
     // The very same v1 (still loaded and warm) is active again.
     assert_eq!(a["active"], "1.0.0");
     assert_eq!(entry(&a, "1.0.0")["id"].as_u64(), Some(v1_id));
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!((r.status, r.version()), (200, "hello@1.0.0"));
 
     // v2 drains, retires, is unmapped and its copy is gone (no `baton rollback` to it).

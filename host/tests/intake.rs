@@ -14,7 +14,7 @@ use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, assert_no_failures};
 use support::{
-    GUARD_OFF, HostOptions, HostProc, app, counter, eventually, hello, mapped, module, status,
+    GUARD_OFF, HostOptions, HostProc, app, counter, eventually, get, hello, mapped, module, status,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -175,7 +175,7 @@ async fn truncated_modules_dropped_or_uploaded_are_refused_and_the_host_keeps_se
             assert!(error.contains(&format!("{name}: truncated: ")), "{error}");
             assert!(error.contains("but the file has"), "{error}");
         }
-        let r = Http::new().get(&host.url("/counter/")).await;
+        let r = get(&host, "/counter/").await;
         assert_eq!(r.status, 200, "other apps keep serving");
     }
     let s = status(&host).await;
@@ -222,9 +222,9 @@ async fn truncated_modules_dropped_or_uploaded_are_refused_and_the_host_keeps_se
     let pid = host.pid();
     let host = host.restart();
     assert_ne!(host.pid(), pid);
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!((r.status, r.version()), (200, "hello@1.0.0"));
-    assert_eq!(Http::new().get(&host.url("/counter/")).await.status, 200);
+    assert_eq!(get(&host, "/counter/").await.status, 200);
     host.wait_log(WAIT, |l| {
         l["message"] == "deploy failed"
             && l["error"]
@@ -271,7 +271,7 @@ async fn a_module_linked_with_nodelete_is_unloaded_after_a_swap() {
                 .unwrap_or("")
                 .contains("DF_1_NODELETE")
     });
-    let r = Http::new().get(&host.url("/nodelete/")).await;
+    let r = get(&host, "/nodelete/").await;
     assert_eq!((r.status, r.version()), (200, "nodelete@1.0.0"));
     let s = status(&host).await;
     let copy = app(&s, "nodelete")["versions"][0]["copy"]
@@ -312,7 +312,7 @@ async fn a_module_linked_with_nodelete_is_unloaded_after_a_swap() {
         Vec::<String>::new(),
         "v1 unmapped"
     );
-    let r = Http::new().get(&host.url("/nodelete/")).await;
+    let r = get(&host, "/nodelete/").await;
     assert_eq!((r.status, r.version()), (200, "nodelete@2.0.0"));
 }
 
@@ -351,7 +351,7 @@ async fn cp_storm(sources: &[(PathBuf, &str)]) -> usize {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "so"))
         .unwrap();
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!(r.version(), format!("hello@{first_version}"));
     let load = Load::start(host.url("/hello/"), 8);
     let mut last = None;
@@ -439,7 +439,7 @@ async fn cp_storm(sources: &[(PathBuf, &str)]) -> usize {
         samples.len(),
         refusals.len()
     );
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!(r.version(), format!("hello@{last_version}"));
     loads
 }

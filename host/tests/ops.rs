@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::http::{Http, Reply};
-use support::{HostOptions, HostProc, Signal, baton, eventually, hello};
+use support::{HostOptions, HostProc, Signal, baton, eventually, get, hello};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "t0ken-for-tests";
@@ -209,7 +209,7 @@ async fn deploy_by_upload_rollback_and_undeploy_through_the_api() {
         (r.status, json(&r)["undeployed"].as_str()),
         (200, Some("1.0.0"))
     );
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 404);
+    assert_eq!(get(&host, "/hello/").await.status, 404);
     let r = admin(&host, "DELETE", "/apps/hello", "").await;
     assert_eq!(r.status, 409, "{}", r.body);
 }
@@ -282,33 +282,29 @@ async fn the_cli_drives_every_admin_call() {
         "{run:?}"
     );
 
-    let run = baton(&["rollback", "hello"], &env).await;
-    assert!(
-        run.ok && run.stdout.contains("rolled back to 1.0.0"),
-        "{run:?}"
-    );
+    baton(&["rollback", "hello"], &env)
+        .await
+        .assert_says("rolled back to 1.0.0");
     settled(&host, "hello", "1.0.0").await;
 
     // Canary: 2.0.0 is kept in the store, so it can be the canary again.
-    let run = baton(&["canary", "hello", "2.0.0", "30"], &env).await;
-    assert!(
-        run.ok && run.stdout.contains("canary 2.0.0 takes 30%"),
-        "{run:?}"
-    );
-    let run = baton(&["canary", "hello", "2.0.0", "40"], &env).await;
-    assert!(run.ok && run.stdout.contains("takes 40%"), "{run:?}");
+    baton(&["canary", "hello", "2.0.0", "30"], &env)
+        .await
+        .assert_says("canary 2.0.0 takes 30%");
+    baton(&["canary", "hello", "2.0.0", "40"], &env)
+        .await
+        .assert_says("takes 40%");
     let run = baton(&["status"], &env).await;
     assert!(run.stdout.contains("canary 2.0.0 at 40%"), "{}", run.stdout);
-    let run = baton(&["abort", "hello"], &env).await;
-    assert!(
-        run.ok && run.stdout.contains("canary 2.0.0 aborted"),
-        "{run:?}"
-    );
+    baton(&["abort", "hello"], &env)
+        .await
+        .assert_says("canary 2.0.0 aborted");
     settled(&host, "hello", "1.0.0").await;
     let run = baton(&["canary", "hello", "2.0.0", "10"], &env).await;
     assert!(run.ok, "{run:?}");
-    let run = baton(&["promote", "hello"], &env).await;
-    assert!(run.ok && run.stdout.contains("2.0.0 is active"), "{run:?}");
+    baton(&["promote", "hello"], &env)
+        .await
+        .assert_says("2.0.0 is active");
     settled(&host, "hello", "2.0.0").await;
 
     // Bad input and unknown apps through the CLI.
@@ -327,9 +323,10 @@ async fn the_cli_drives_every_admin_call() {
         "{run:?}"
     );
 
-    let run = baton(&["undeploy", "hello"], &env).await;
-    assert!(run.ok && run.stdout.contains("undeployed 2.0.0"), "{run:?}");
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 404);
+    baton(&["undeploy", "hello"], &env)
+        .await
+        .assert_says("undeployed 2.0.0");
+    assert_eq!(get(&host, "/hello/").await.status, 404);
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -691,6 +688,13 @@ fn section<'d>(dom: &'d str, app: &str) -> &'d str {
     &dom[start..end]
 }
 
+/// Asserts that a dashboard section shows each of `expected`.
+fn assert_shows(section: &str, expected: &[&str]) {
+    for part in expected {
+        assert!(section.contains(part), "{part:?} not in {section}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() {
     let host = HostProc::start_with(HostOptions {
@@ -704,17 +708,15 @@ async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() 
     })
     .await
     .unwrap();
-    let hello_section = section(&dom, "hello");
-    assert!(
-        hello_section.contains(r#"data-active="1.0.0""#),
-        "{hello_section}"
+    assert_shows(
+        section(&dom, "hello"),
+        &[
+            r#"data-active="1.0.0""#,
+            r#"data-version="1.0.0" data-state="active""#,
+            "100%",
+            "req/s",
+        ],
     );
-    assert!(
-        hello_section.contains(r#"data-version="1.0.0" data-state="active""#),
-        "{hello_section}"
-    );
-    assert!(hello_section.contains("100%"), "the split: {hello_section}");
-    assert!(hello_section.contains("req/s"), "{hello_section}");
     let updates: u32 = dom
         .split("data-updates=\"")
         .nth(1)
@@ -735,30 +737,16 @@ async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() 
     let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&page, 2500))
         .await
         .unwrap();
-    let hello_section = section(&dom, "hello");
-    assert!(
-        hello_section.contains(r#"data-active="2.0.0""#),
-        "{hello_section}"
-    );
-    assert!(
-        hello_section.contains(r#"data-version="2.0.0" data-state="active""#),
-        "{hello_section}"
-    );
-    assert!(
-        hello_section.contains(r#"data-version="1.0.0" data-state="retired""#),
-        "{hello_section}"
-    );
-    assert!(
-        hello_section.contains("canary 1.0.0 at 25%"),
-        "{hello_section}"
-    );
-    assert!(
-        hello_section.contains("2.0.0 75%"),
-        "the split: {hello_section}"
-    );
-    assert!(
-        hello_section.contains("last swap 1.0.0 → 2.0.0"),
-        "{hello_section}"
+    assert_shows(
+        section(&dom, "hello"),
+        &[
+            r#"data-active="2.0.0""#,
+            r#"data-version="2.0.0" data-state="active""#,
+            r#"data-version="1.0.0" data-state="retired""#,
+            "canary 1.0.0 at 25%",
+            "2.0.0 75%",
+            "last swap 1.0.0 → 2.0.0",
+        ],
     );
 
     // Without the token the page says what is missing.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::http::{Http, Reply};
 use support::{
-    GUARD_OFF, HostOptions, HostProc, Signal, baton, counter, eventually, hello, kill, module,
+    GUARD_OFF, HostOptions, HostProc, Signal, baton, counter, eventually, get, hello, kill, module,
     next_serving_pid, serving_pid, status,
 };
 
@@ -30,10 +30,6 @@ fn faulty_as(app: &str, version: &str) -> PathBuf {
         "fixture-faulty",
         &[("BATON_FIXTURE_APP", app), ("BATON_APP_VERSION", version)],
     )
-}
-
-async fn get(host: &HostProc, path: &str) -> Reply {
-    Http::new().get(&host.url(path)).await
 }
 
 /// Waits until `path` answers 200 from `version` (`app@version`).

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::http::Http;
-use support::{HostProc, Signal, hello, module};
+use support::{HostProc, Signal, get, hello, module};
 
 fn refused(host: &HostProc, file_part: &str) -> serde_json::Value {
     host.wait_log(Duration::from_secs(10), |l| {
@@ -81,7 +81,7 @@ async fn a_panicking_handler_is_a_500_and_the_next_request_is_fine() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_build_time_version_override_is_reported() {
     let host = HostProc::start(&[hello("9.9.9")]);
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!(r.version(), "hello@9.9.9");
     assert_eq!(r.body, "hello from hello@9.9.9\n");
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use support::http::Http;
 use support::load::Load;
 use support::{
-    HostOptions, HostProc, Signal, eventually, hello, kill, module, next_serving_pid, serving_pid,
+    HostOptions, HostProc, Signal, eventually, get, hello, kill, module, next_serving_pid,
+    serving_pid,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -35,7 +36,7 @@ async fn kill_9_of_the_serving_process_under_load_refuses_no_connection() {
     kill(first, Signal::KILL);
     let second = next_serving_pid(&host, first);
     let back = eventually(WAIT, "served again", async || {
-        let r = Http::new().get(&host.url("/hello/")).await;
+        let r = get(&host, "/hello/").await;
         (r.status == 200).then(|| killed.elapsed())
     })
     .await;
@@ -176,7 +177,7 @@ async fn a_handler_that_overflows_its_stack_costs_a_restart_not_the_host() {
     });
     next_serving_pid(&host, first);
     for path in ["/hello/", "/faulty/"] {
-        let reply = Http::new().get(&host.url(path)).await;
+        let reply = get(&host, path).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.body);
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, Sample, assert_no_failures};
 use support::{
-    GUARD_OFF, HostOptions, HostProc, app, eventually, hello, mapped, module, status, version,
+    GUARD_OFF, HostOptions, HostProc, app, eventually, get, hello, mapped, module, status, version,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -187,7 +187,7 @@ async fn refused_v2_keeps_v1(fault: &str, expect: &str) {
     assert_eq!(a["active"], "1.0.0");
     assert_eq!(version(a, "2.0.0")["state"], "failed");
     assert!(samples.iter().all(|s| s.version == "hello@1.0.0"));
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!((r.status, r.version()), (200, "hello@1.0.0"));
 }
 
@@ -233,10 +233,7 @@ async fn failing_warmup_requests_leave_v1_serving() {
     })
     .await;
     assert!(error.contains("GET /slow answered 404"), "{error}");
-    assert_eq!(
-        Http::new().get(&host.url("/hello/")).await.version(),
-        "hello@1.0.0"
-    );
+    assert_eq!(get(&host, "/hello/").await.version(), "hello@1.0.0");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -263,10 +260,7 @@ async fn a_bad_file_is_refused_and_retried_when_it_changes() {
             .unwrap()
             .contains("not a loadable shared library")
     );
-    assert_eq!(
-        Http::new().get(&host.url("/hello/")).await.version(),
-        "hello@1.0.0"
-    );
+    assert_eq!(get(&host, "/hello/").await.version(), "hello@1.0.0");
 
     // The same file name, now with a good module: deployed, and the rejection cleared.
     std::fs::copy(hello("2.0.0"), &dropped).unwrap();
@@ -286,7 +280,7 @@ async fn a_file_written_in_chunks_is_deployed_once_when_complete() {
         file.flush().unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
-            Http::new().get(&host.url("/hello/")).await.version(),
+            get(&host, "/hello/").await.version(),
             "hello@1.0.0",
             "a partial file must not be deployed"
         );

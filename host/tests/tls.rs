@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use support::http::Http;
 use support::tls::{TestCa, connect, curl, handshake, replace_file, resolve, write_pair};
 use support::{
-    HostOptions, HostProc, Signal, baton, baton_binary, counter, eventually, hello, status,
+    HostOptions, HostProc, Signal, baton, baton_binary, counter, eventually, get, hello, status,
 };
 use tokio::io::AsyncReadExt;
 
@@ -119,7 +119,7 @@ async fn https_serves_the_apps_over_http1_and_http2_beside_plain_http() {
     assert!(!untrusted.ok, "{untrusted:?}");
 
     // The same apps on plain HTTP.
-    let plain = Http::new().get(&host.url("/hello/")).await;
+    let plain = get(&host, "/hello/").await;
     assert_eq!(
         (plain.status, plain.body.as_str()),
         (200, "hello from hello@1.0.0\n")
@@ -141,7 +141,7 @@ async fn https_serves_the_apps_over_http1_and_http2_beside_plain_http() {
         .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
         .unwrap_or_else(|| panic!("no cookie over TLS: {}", over_tls.stdout));
     assert!(set_cookie.contains("; Secure"), "{set_cookie}");
-    let over_plain = Http::new().get(&host.url("/counter/")).await;
+    let over_plain = get(&host, "/counter/").await;
     let cookie = over_plain.header("set-cookie");
     assert!(
         cookie.starts_with("BATON_SESSION=") && !cookie.contains("Secure"),

@@ -11,7 +11,7 @@ use support::http::Http;
 use support::jar::Jar;
 use support::load::{Load, assert_no_failures};
 use support::{
-    HostOptions, HostProc, Signal, baton, baton_binary, counter, eventually, hello, status,
+    HostOptions, HostProc, Signal, baton, baton_binary, counter, eventually, get, hello, status,
 };
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -117,7 +117,7 @@ async fn an_upgrade_to_a_binary_that_cannot_start_keeps_the_old_one_serving() {
             .as_str()
             .is_some_and(|m| m.starts_with("upgrade failed"))
     });
-    let reply = Http::new().get(&host.url("/hello/")).await;
+    let reply = get(&host, "/hello/").await;
     assert_eq!(reply.status, 200);
     assert_eq!(status(&host).await["host"]["pid"].as_u64(), Some(old_pid));
 }
@@ -134,7 +134,7 @@ async fn without_a_supervisor_an_upgrade_is_refused() {
     host.wait_log(WAIT, |l| {
         l["message"] == "SIGUSR2 ignored: only a supervised host hands over"
     });
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
+    assert_eq!(get(&host, "/hello/").await.status, 200);
 }
 
 /// One HTTP/1.1 request on a raw keep-alive connection; returns the response head (lowercased)
@@ -244,7 +244,7 @@ async fn a_signal_while_the_supervisor_re_executes_itself_does_not_end_it() {
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(support::running(host.pid()), "the supervisor lives on");
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
+    assert_eq!(get(&host, "/hello/").await.status, 200);
     host.signal(Signal::TERM);
     assert!(host.wait_exit(WAIT).success());
 }

@@ -111,6 +111,11 @@ pub fn kill(pid: u32, signal: Signal) {
     baton_testkit::signal(pid, signal).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
+/// `GET path` on `host`'s HTTP listener with a fresh client; panics on a transport error.
+pub async fn get(host: &HostProc, path: &str) -> http::Reply {
+    http::Http::new().get(&host.url(path)).await
+}
+
 /// `GET /status` on the admin listener, as JSON.
 pub async fn status(host: &HostProc) -> serde_json::Value {
     let r = http::Http::new().get(&host.admin_url("/status")).await;
@@ -177,6 +182,13 @@ pub struct CliRun {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl CliRun {
+    /// Asserts that the run succeeded and printed `expected` on stdout.
+    pub fn assert_says(&self, expected: &str) {
+        assert!(self.ok && self.stdout.contains(expected), "{self:?}");
+    }
 }
 
 /// Runs the real `baton` binary with `args` (a client command) and waits for it.
