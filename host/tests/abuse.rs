@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::http::Http;
-use support::{HostOptions, HostProc, Signal, eventually, get, hello};
+use support::{HostOptions, HostProc, Signal, eventually, get, hello, in_flight};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -270,15 +270,7 @@ async fn shutdown_closes_idle_connections_at_once_and_waits_only_for_running_req
         .await
         .unwrap();
     assert_eq!(read_response(&mut idle).await.0, 200);
-    let slow = tokio::spawn({
-        let url = host.url("/hello/slow?ms=1500");
-        async move { Http::new().get(&url).await }
-    });
-    eventually(WAIT, "the slow request running", async || {
-        let status = Http::new().get(&host.admin_url("/apps/hello")).await.json();
-        (status["versions"][0]["in_flight"] == 1).then_some(())
-    })
-    .await;
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=1500").await;
     let stopping = Instant::now();
     host.signal(Signal::TERM);
     let (_, closed) = until_closed(&mut silent, WAIT).await;
@@ -293,7 +285,7 @@ async fn shutdown_closes_idle_connections_at_once_and_waits_only_for_running_req
         "an idle keep-alive connection closed {:?} after SIGTERM",
         closed - stopping
     );
-    let r = slow.await.unwrap();
+    let r = slow.await.unwrap().unwrap();
     assert_eq!(r.status, 200);
     assert!(r.body.starts_with("slept 1500 ms"), "{}", r.body);
     let status = host.wait_exit(WAIT);
@@ -526,20 +518,13 @@ async fn cross_site_and_foreign_host_admin_calls_are_refused_without_a_token() {
     let own_port = host.admin.port().to_string();
     let evil_host = format!("evil.example:{own_port}");
     let r = http
-        .send(
-            "GET",
-            &host.admin_url("/status"),
-            &[("host", &evil_host)],
-            "",
-        )
-        .await
-        .unwrap();
+        .get_with(&host.admin_url("/status"), &[("host", &evil_host)])
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("not a loopback"), "{}", r.body);
     let r = http
-        .send("GET", &host.admin_url("/"), &[("host", &evil_host)], "")
-        .await
-        .unwrap();
+        .get_with(&host.admin_url("/"), &[("host", &evil_host)])
+        .await;
     assert_eq!(r.status, 403, "the dashboard page too");
     assert_eq!(
         get(&host, "/hello/").await.version(),
@@ -554,10 +539,7 @@ async fn cross_site_and_foreign_host_admin_calls_are_refused_without_a_token() {
         vec![("origin", own_origin.as_str())],
         vec![("host", "localhost")],
     ] {
-        let r = http
-            .send("GET", &host.admin_url("/status"), &headers, "")
-            .await
-            .unwrap();
+        let r = http.get_with(&host.admin_url("/status"), &headers).await;
         assert_eq!(r.status, 200, "{headers:?}: {}", r.body);
     }
     let r = http
@@ -598,9 +580,8 @@ async fn with_a_token_the_token_decides_and_its_scheme_is_case_insensitive() {
         assert_eq!(r.status, 200, "{scheme}: {}", r.body);
     }
     let r = http
-        .send("GET", &url, &[("origin", "http://evil.example")], "")
-        .await
-        .unwrap();
+        .get_with(&url, &[("origin", "http://evil.example")])
+        .await;
     assert_eq!(r.status, 401, "no token: {}", r.body);
 }
 
@@ -790,15 +771,7 @@ async fn an_admin_undeploy_is_remembered_across_a_restart_while_the_file_stays()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_signal_exits_at_once_with_128_plus_its_number() {
     let mut host = HostProc::start(&[hello("1.0.0")]);
-    let slow = tokio::spawn({
-        let url = host.url("/hello/slow?ms=30000");
-        async move { Http::new().send("GET", &url, &[], "").await }
-    });
-    eventually(WAIT, "the slow request running", async || {
-        let status = Http::new().get(&host.admin_url("/apps/hello")).await.json();
-        (status["versions"][0]["in_flight"] == 1).then_some(())
-    })
-    .await;
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=30000").await;
     host.signal(Signal::TERM);
     host.wait_log(WAIT, |l| {
         l["message"]

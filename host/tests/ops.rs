@@ -62,10 +62,7 @@ async fn settled(host: &HostProc, name: &str, version: &str) -> Value {
 }
 
 async fn served_by(host: &HostProc, path: &str, headers: &[(&str, &str)]) -> String {
-    let r = Http::new()
-        .send("GET", &host.url(path), headers, bytes::Bytes::new())
-        .await
-        .unwrap();
+    let r = Http::new().get_with(&host.url(path), headers).await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.version().to_owned()
 }
@@ -518,10 +515,7 @@ async fn count(host: &HostProc, n: usize, cookie: Option<&str>, version: &str) -
     let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
     let mut hits = 0;
     for _ in 0..n {
-        let r = http
-            .send("GET", &host.url("/hello/"), &headers, bytes::Bytes::new())
-            .await
-            .unwrap();
+        let r = http.get_with(&host.url("/hello/"), &headers).await;
         assert_eq!(r.status, 200, "{}", r.body);
         hits += usize::from(r.version() == version);
     }

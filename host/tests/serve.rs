@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::http::Http;
-use support::{HostProc, Signal, get, hello, module};
+use support::{HostProc, Signal, get, hello, in_flight, module};
 
 fn refused(host: &HostProc, file_part: &str) -> serde_json::Value {
     host.wait_log(Duration::from_secs(10), |l| {
@@ -174,15 +174,10 @@ async fn a_full_app_answers_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_running_request_finish_then_exits_0() {
     let mut host = HostProc::start(&[hello("1.0.0")]);
-    let http = Http::new();
-    let slow = {
-        let (http, url) = (http.clone(), host.url("/hello/slow?ms=1500"));
-        tokio::spawn(async move { http.get(&url).await })
-    };
-    // Wait until the handler is running before signalling.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The handler is running before the signal.
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=1500").await;
     host.signal(Signal::TERM);
-    let r = slow.await.unwrap();
+    let r = slow.await.unwrap().unwrap();
     assert_eq!(
         (r.status, r.body.as_str()),
         (200, "slept 1500 ms in hello@1.0.0\n")

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use support::http::Http;
 use support::load::Load;
 use support::{
-    HostOptions, HostProc, Signal, eventually, get, hello, kill, module, next_serving_pid,
-    serving_pid,
+    HostOptions, HostProc, Signal, eventually, get, hello, in_flight, kill, module,
+    next_serving_pid, serving_pid,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -72,13 +72,9 @@ async fn kill_9_of_the_serving_process_under_load_refuses_no_connection() {
 async fn sigterm_to_the_supervisor_drains_the_serving_process_and_both_exit_0() {
     let mut host = supervised(vec![hello("1.0.0")]);
     let child = serving_pid(&host);
-    let slow = tokio::spawn({
-        let url = host.url("/hello/slow?ms=1500");
-        async move { Http::new().get(&url).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=1500").await;
     host.signal(Signal::TERM);
-    let reply = slow.await.unwrap();
+    let reply = slow.await.unwrap().unwrap();
     assert_eq!(
         reply.status, 200,
         "the running request finishes: {}",
@@ -96,15 +92,7 @@ async fn sigterm_to_the_supervisor_drains_the_serving_process_and_both_exit_0() 
 async fn a_second_stop_signal_kills_the_serving_process_at_once() {
     let mut host = supervised(vec![hello("1.0.0")]);
     let child = serving_pid(&host);
-    let slow = tokio::spawn({
-        let url = host.url("/hello/slow?ms=20000");
-        async move { Http::new().send("GET", &url, &[], "").await }
-    });
-    eventually(WAIT, "the slow request running", async || {
-        let hello = support::app(&support::status(&host).await, "hello").clone();
-        (hello["versions"][0]["in_flight"].as_u64() == Some(1)).then_some(())
-    })
-    .await;
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=20000").await;
     host.signal(Signal::TERM);
     host.wait_log(WAIT, |l| {
         l["message"]
@@ -137,19 +125,11 @@ async fn the_serving_process_drains_and_exits_when_its_supervisor_dies() {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
     let host = supervised(vec![hello("1.0.0")]);
     let child = serving_pid(&host);
-    let slow = tokio::spawn({
-        let url = host.url("/hello/slow?ms=1500");
-        async move { Http::new().get(&url).await }
-    });
     // Only a request the serving process has taken is its to finish.
-    eventually(WAIT, "the slow request running", async || {
-        let hello = support::app(&support::status(&host).await, "hello").clone();
-        (hello["versions"][0]["in_flight"].as_u64() == Some(1)).then_some(())
-    })
-    .await;
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=1500").await;
     kill(host.pid(), Signal::KILL);
     // Its log went through the supervisor and is lost with it; the drain shows in the reply.
-    let reply = slow.await.unwrap();
+    let reply = slow.await.unwrap().unwrap();
     assert_eq!(
         reply.status, 200,
         "the running request finishes: {}",

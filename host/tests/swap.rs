@@ -191,24 +191,22 @@ async fn refused_v2_keeps_v1(fault: &str, expect: &str) {
     assert_eq!((r.status, r.version()), (200, "hello@1.0.0"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failing_warmup_leaves_v1_serving() {
-    refused_v2_keeps_v1("warmup", "warm-up refused on purpose").await;
+/// One test per way a new version can fail to start: `$fault` refuses it with `$reason`, and
+/// v1 keeps serving.
+macro_rules! refused_starts {
+    ($($name:ident: $fault:literal, $reason:literal;)*) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            refused_v2_keeps_v1($fault, $reason).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_panicking_warmup_leaves_v1_serving() {
-    refused_v2_keeps_v1("warmup-panic", "warm-up panicked on purpose").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failing_init_leaves_v1_serving() {
-    refused_v2_keeps_v1("init", "init refused on purpose").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_panicking_init_leaves_v1_serving() {
-    refused_v2_keeps_v1("init-panic", "init panicked on purpose").await;
+refused_starts! {
+    a_failing_warmup_leaves_v1_serving: "warmup", "warm-up refused on purpose";
+    a_panicking_warmup_leaves_v1_serving: "warmup-panic", "warm-up panicked on purpose";
+    a_failing_init_leaves_v1_serving: "init", "init refused on purpose";
+    a_panicking_init_leaves_v1_serving: "init-panic", "init panicked on purpose";
 }
 
 #[tokio::test(flavor = "multi_thread")]

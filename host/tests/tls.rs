@@ -348,14 +348,8 @@ async fn plain_http_is_redirected_to_https_and_health_stays_on_the_admin_listene
     let tls_addr = host.tls_addr.unwrap();
     let host_header = format!("localhost:{}", host.addr.port());
     let reply = Http::new()
-        .send(
-            "GET",
-            &host.url("/hello/there?x=1"),
-            &[("host", &host_header)],
-            "",
-        )
-        .await
-        .unwrap();
+        .get_with(&host.url("/hello/there?x=1"), &[("host", &host_header)])
+        .await;
     assert_eq!(reply.status, 308);
     let location = format!("https://localhost:{}/hello/there?x=1", tls_addr.port());
     assert_eq!(reply.header("location"), location);

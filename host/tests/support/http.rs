@@ -114,7 +114,12 @@ impl Http {
 
     /// GET, panicking on a transport error.
     pub async fn get(&self, url: &str) -> Reply {
-        self.send("GET", url, &[], Bytes::new())
+        self.get_with(url, &[]).await
+    }
+
+    /// GET with `headers`, panicking on a transport error.
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send("GET", url, headers, Bytes::new())
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }

@@ -116,6 +116,28 @@ pub async fn get(host: &HostProc, path: &str) -> http::Reply {
     http::Http::new().get(&host.url(path)).await
 }
 
+/// Sends `GET path` in the background and waits until `host` has it in flight (on the first
+/// listed version of app `name`): a request that a stop, a crash or a swap must let finish.
+/// Returns the request's task.
+pub async fn in_flight(
+    host: &HostProc,
+    name: &str,
+    path: &str,
+) -> tokio::task::JoinHandle<Result<http::Reply, String>> {
+    let url = host.url(path);
+    let request = tokio::spawn(async move { http::Http::new().send("GET", &url, &[], "").await });
+    eventually(
+        Duration::from_secs(60),
+        "the request in flight",
+        async || {
+            let status = status(host).await;
+            (app(&status, name)["versions"][0]["in_flight"] == 1).then_some(())
+        },
+    )
+    .await;
+    request
+}
+
 /// `GET /status` on the admin listener, as JSON.
 pub async fn status(host: &HostProc) -> serde_json::Value {
     let r = http::Http::new().get(&host.admin_url("/status")).await;
