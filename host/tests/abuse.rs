@@ -772,15 +772,7 @@ async fn an_admin_undeploy_is_remembered_across_a_restart_while_the_file_stays()
 async fn a_second_signal_exits_at_once_with_128_plus_its_number() {
     let mut host = HostProc::start(&[hello("1.0.0")]);
     let slow = in_flight(&host, "hello", "/hello/slow?ms=30000").await;
-    host.signal(Signal::TERM);
-    host.wait_log(WAIT, |l| {
-        l["message"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("graceful shutdown")
-    });
-    let second = Instant::now();
-    host.signal(Signal::TERM);
+    let second = support::stop_twice(&host);
     let status = host.wait_exit(WAIT);
     assert_eq!(status.code(), Some(143), "{status:?}");
     assert!(

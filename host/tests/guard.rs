@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, Sample, assert_no_failures};
-use support::{
-    HostOptions, HostProc, baton, eventually, get, hello, mapped, module, version as entry,
-};
+use support::{HostOptions, HostProc, baton, eventually, get, hello, mapped, version as entry};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -35,14 +33,7 @@ async fn in_state(host: &HostProc, version: &str, state: &str) -> Value {
 
 /// `hello` 2.0.0 as the faulty fixture with `fault` (see its docs).
 fn bad_v2(fault: &str) -> PathBuf {
-    module(
-        "fixture-faulty",
-        &[
-            ("BATON_FIXTURE_APP", "hello"),
-            ("BATON_APP_VERSION", "2.0.0"),
-            ("BATON_FAULT", fault),
-        ],
-    )
+    support::faulty("hello", "2.0.0", fault)
 }
 
 fn guarded(window_secs: u64) -> HostOptions {

@@ -412,14 +412,7 @@ async fn metrics_show_requests_and_the_swap_and_the_access_log_has_a_line_per_re
     assert_eq!(metric(m, "baton_module_rejections_total"), Some(0.0), "{m}");
 
     // A version refused at warm-up is counted.
-    let faulty = support::module(
-        "fixture-faulty",
-        &[
-            ("BATON_FIXTURE_APP", "hello"),
-            ("BATON_APP_VERSION", "2.0.0"),
-            ("BATON_FAULT", "warmup"),
-        ],
-    );
+    let faulty = support::faulty("hello", "2.0.0", "warmup");
     let r = upload(&host, &faulty, "").await;
     r.assert_error(400, "warm-up refused on purpose");
     let m = admin(&host, "GET", "/metrics", "").await.body;

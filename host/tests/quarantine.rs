@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::http::{Http, Reply};
 use support::{
-    GUARD_OFF, HostOptions, HostProc, Signal, baton, counter, eventually, get, hello, kill, module,
+    GUARD_OFF, HostOptions, HostProc, Signal, baton, counter, eventually, get, hello, kill,
     next_serving_pid, serving_pid, status,
 };
 
@@ -26,10 +26,7 @@ fn supervised(modules: Vec<PathBuf>, config: &str) -> HostProc {
 
 /// `faulty` built to pose as `app` at `version` (it has `/recurse?kib=N`).
 fn faulty_as(app: &str, version: &str) -> PathBuf {
-    module(
-        "fixture-faulty",
-        &[("BATON_FIXTURE_APP", app), ("BATON_APP_VERSION", version)],
-    )
+    support::faulty(app, version, "")
 }
 
 /// Waits until `path` answers 200 from `version` (`app@version`).

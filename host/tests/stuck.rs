@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::http::Http;
-use support::{HostProc, eventually, get, module};
+use support::{HostProc, eventually, get};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn faulty(version: &str) -> std::path::PathBuf {
-    module("fixture-faulty", &[("BATON_APP_VERSION", version)])
+    support::faulty("faulty", version, "")
 }
 
 fn host(config: &str) -> HostProc {
@@ -181,13 +181,7 @@ async fn a_version_with_a_stuck_handler_is_swapped_out_and_unmapped_once_it_retu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_warmup_hook_that_hangs_is_refused_and_holds_up_no_later_deploy() {
     let host = host("[apps.faulty]\nstart_timeout_ms = 500\n");
-    let hanging = module(
-        "fixture-faulty",
-        &[
-            ("BATON_APP_VERSION", "2.0.0"),
-            ("BATON_FAULT", "warmup-hang"),
-        ],
-    );
+    let hanging = support::faulty("faulty", "2.0.0", "warmup-hang");
     host.drop_module(&hanging, "libfaulty.so");
     let v2 = eventually(WAIT, "v2 refused", async || {
         let v2 = try_version(&host, "2.0.0").await?;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use support::http::Http;
 use support::load::Load;
 use support::{
-    HostOptions, HostProc, Signal, eventually, get, hello, in_flight, kill, module,
-    next_serving_pid, serving_pid,
+    HostOptions, HostProc, Signal, eventually, get, hello, in_flight, kill, next_serving_pid,
+    serving_pid,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -82,10 +82,7 @@ async fn sigterm_to_the_supervisor_drains_the_serving_process_and_both_exit_0() 
     );
     let status = host.wait_exit(WAIT);
     assert!(status.success(), "{status:?}");
-    eventually(WAIT, "serving process gone", async || {
-        (!support::running(child)).then_some(())
-    })
-    .await;
+    support::gone(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -93,14 +90,7 @@ async fn a_second_stop_signal_kills_the_serving_process_at_once() {
     let mut host = supervised(vec![hello("1.0.0")]);
     let child = serving_pid(&host);
     let slow = in_flight(&host, "hello", "/hello/slow?ms=20000").await;
-    host.signal(Signal::TERM);
-    host.wait_log(WAIT, |l| {
-        l["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("graceful shutdown"))
-    });
-    let second = Instant::now();
-    host.signal(Signal::TERM);
+    let second = support::stop_twice(&host);
     let status = host.wait_exit(WAIT);
     assert_eq!(status.code(), Some(137), "{status:?}");
     assert!(
@@ -111,10 +101,7 @@ async fn a_second_stop_signal_kills_the_serving_process_at_once() {
         slow.await.unwrap().is_err(),
         "the running request was cut off"
     );
-    eventually(WAIT, "serving process gone", async || {
-        (!support::running(child)).then_some(())
-    })
-    .await;
+    support::gone(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -135,18 +122,12 @@ async fn the_serving_process_drains_and_exits_when_its_supervisor_dies() {
         "the running request finishes: {}",
         reply.body
     );
-    eventually(WAIT, "serving process gone", async || {
-        (!support::running(child)).then_some(())
-    })
-    .await;
+    support::gone(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_handler_that_overflows_its_stack_costs_a_restart_not_the_host() {
-    let host = supervised(vec![
-        hello("1.0.0"),
-        module("fixture-faulty", &[("BATON_APP_VERSION", "1.0.0")]),
-    ]);
+    let host = supervised(vec![hello("1.0.0"), support::faulty("faulty", "1.0.0", "")]);
     let first = serving_pid(&host);
     let crashed = Http::new()
         .send("GET", &host.url("/faulty/recurse?kib=1000000"), &[], "")

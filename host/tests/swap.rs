@@ -10,7 +10,7 @@ use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, Sample, assert_no_failures};
 use support::{
-    GUARD_OFF, HostOptions, HostProc, app, eventually, get, hello, mapped, module, status, version,
+    GUARD_OFF, HostOptions, HostProc, app, eventually, get, hello, mapped, status, version,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -164,14 +164,7 @@ async fn a_slow_request_finishes_on_v1_then_v1_is_unmapped() {
 
 async fn refused_v2_keeps_v1(fault: &str, expect: &str) {
     let host = HostProc::start(&[hello("1.0.0")]);
-    let bad = module(
-        "fixture-faulty",
-        &[
-            ("BATON_FIXTURE_APP", "hello"),
-            ("BATON_APP_VERSION", "2.0.0"),
-            ("BATON_FAULT", fault),
-        ],
-    );
+    let bad = support::faulty("hello", "2.0.0", fault);
     let load = Load::start(host.url("/hello/"), 4);
     host.drop_module(&bad, "00-hello.so");
     let error = eventually(WAIT, "the deploy error in status", async || {
@@ -216,13 +209,7 @@ async fn failing_warmup_requests_leave_v1_serving() {
         &[hello("1.0.0")],
         "[apps.hello]\nwarmup_paths = [\"/\", \"/slow?ms=1\"]\n",
     );
-    let v2 = module(
-        "fixture-faulty",
-        &[
-            ("BATON_FIXTURE_APP", "hello"),
-            ("BATON_APP_VERSION", "2.0.0"),
-        ],
-    );
+    let v2 = support::faulty("hello", "2.0.0", "");
     host.drop_module(&v2, "00-hello.so");
     let error = eventually(WAIT, "the deploy error", async || {
         app(&status(&host).await, "hello")["last_error"]
@@ -343,7 +330,7 @@ async fn rollback_by_dropping_v1_again_and_undeploy_by_deleting_the_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_apps_swap_independently_at_the_same_time() {
-    let faulty = |v: &str| module("fixture-faulty", &[("BATON_APP_VERSION", v)]);
+    let faulty = |v: &str| support::faulty("faulty", v, "");
     let host = start_unguarded(&[hello("1.0.0"), faulty("1.0.0")]);
     let hello_load = Load::start(host.url("/hello/"), 4);
     let faulty_load = Load::start(host.url("/faulty/"), 4);

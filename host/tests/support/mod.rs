@@ -54,6 +54,16 @@ pub fn counter(version: &str) -> PathBuf {
     module("counter", &[("BATON_APP_VERSION", version)])
 }
 
+/// The `fixture-faulty` module (see its docs) claiming the app name `app` at `version`, with
+/// `fault` ("" for none).
+pub fn faulty(app: &str, version: &str, fault: &str) -> PathBuf {
+    let mut env = vec![("BATON_FIXTURE_APP", app), ("BATON_APP_VERSION", version)];
+    if !fault.is_empty() {
+        env.push(("BATON_FAULT", fault));
+    }
+    module("fixture-faulty", &env)
+}
+
 /// Configuration that turns the guard window off (an inline table, so it combines with any
 /// other top-level keys). Tests that measure the old version's drain and unload right after a
 /// switch set it explicitly; the guard's own tests are in `guard.rs`.
@@ -136,6 +146,28 @@ pub async fn in_flight(
     )
     .await;
     request
+}
+
+/// Stops `host` twice: SIGTERM, then, once it logs that its graceful shutdown began, SIGTERM
+/// again. Returns when the second signal was sent.
+pub fn stop_twice(host: &HostProc) -> Instant {
+    host.signal(Signal::TERM);
+    host.wait_log(Duration::from_secs(60), |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("graceful shutdown"))
+    });
+    let second = Instant::now();
+    host.signal(Signal::TERM);
+    second
+}
+
+/// Waits until process `pid` (a serving process, say) has exited.
+pub async fn gone(pid: u32) {
+    eventually(Duration::from_secs(60), "the process gone", async || {
+        (!running(pid)).then_some(())
+    })
+    .await;
 }
 
 /// `GET /status` on the admin listener, as JSON.
