@@ -460,15 +460,10 @@ async fn out_of_descriptors_accept_backs_off_with_one_line_and_a_deploy_is_retri
         l["message"] == "accept failed; backing off until it works again"
     });
     host.drop_module(&hello("2.0.0"), "libhello.so");
-    let retry = host.wait_log(WAIT, |l| {
-        l["message"] == "deploy failed for a transient reason; retrying"
-    });
-    assert!(
-        retry["error"]
-            .as_str()
-            .unwrap()
-            .contains("Too many open files"),
-        "{retry}"
+    support::logged_error(
+        &host,
+        "deploy failed for a transient reason; retrying",
+        "Too many open files",
     );
     // Still out of descriptors a while later: still one line.
     eventually(WAIT, "a second retry", async || {
@@ -772,13 +767,11 @@ async fn an_admin_undeploy_is_remembered_across_a_restart_while_the_file_stays()
 async fn a_second_signal_exits_at_once_with_128_plus_its_number() {
     let mut host = HostProc::start(&[hello("1.0.0")]);
     let slow = in_flight(&host, "hello", "/hello/slow?ms=30000").await;
-    let second = support::stop_twice(&host);
-    let status = host.wait_exit(WAIT);
+    let (status, after_second) = support::stop_twice(&mut host);
     assert_eq!(status.code(), Some(143), "{status:?}");
     assert!(
-        second.elapsed() < Duration::from_secs(10),
-        "exited {:?} after the second signal",
-        second.elapsed()
+        after_second < Duration::from_secs(10),
+        "exited {after_second:?} after the second signal"
     );
     host.wait_log(WAIT, |l| {
         l["message"]

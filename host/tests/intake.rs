@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use baton_host::loader::{self, ElfError};
 use serde_json::Value;
 use support::http::Http;
-use support::load::{Load, assert_no_failures};
+use support::load::{Load, assert_no_failures, assert_served};
 use support::{
     GUARD_OFF, HostOptions, HostProc, app, counter, eventually, get, hello, mapped, module, status,
 };
@@ -377,12 +377,7 @@ async fn cp_storm(sources: &[(PathBuf, &str)]) -> usize {
     .await;
     quiet_log(&host, Duration::from_secs(3)).await;
     let samples = load.stop().await;
-    assert_no_failures(&samples);
-    assert!(
-        samples.len() > 100,
-        "the load kept running ({})",
-        samples.len()
-    );
+    assert_served(&samples, 100);
 
     let s = status(&host).await;
     let hello_app = app(&s, "hello");

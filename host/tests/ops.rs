@@ -13,13 +13,11 @@ use support::{HostOptions, HostProc, Signal, baton, eventually, get, hello};
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "t0ken-for-tests";
 
-/// The admin token, and the guard window off: these tests follow swaps to the old version's
-/// retirement (the guard's own tests are in `guard.rs`).
-fn with_token() -> HostOptions {
-    HostOptions {
-        config: format!("admin_token = \"{TOKEN}\"\n{}", support::GUARD_OFF),
-        ..HostOptions::default()
-    }
+/// A host serving `hello` 1.0.0 with the admin token, and the guard window off: these tests
+/// follow swaps to the old version's retirement (the guard's own tests are in `guard.rs`).
+fn hello_with_token() -> HostProc {
+    let config = format!("admin_token = \"{TOKEN}\"\n{}", support::GUARD_OFF);
+    HostProc::start_with_config(&[hello("1.0.0")], &config)
 }
 
 /// An admin call with the test token.
@@ -80,10 +78,7 @@ async fn upload(host: &HostProc, module: &std::path::Path, query: &str) -> Reply
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_api_wants_its_token_and_says_what_is_wrong() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let http = Http::new();
     let none = http.get(&host.admin_url("/status")).await;
     assert_eq!(none.status, 401, "{}", none.body);
@@ -166,10 +161,7 @@ async fn the_admin_api_wants_its_token_and_says_what_is_wrong() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_by_upload_rollback_and_undeploy_through_the_api() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let r = upload(&host, &hello("2.0.0"), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let outcome = json(&r);
@@ -213,10 +205,7 @@ async fn deploy_by_upload_rollback_and_undeploy_through_the_api() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_drives_every_admin_call() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let addr = host.admin.to_string();
     let env = [("BATON_ADMIN", addr.as_str()), ("BATON_ADMIN_TOKEN", TOKEN)];
     let v2 = hello("2.0.0");
@@ -333,10 +322,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_show_requests_and_the_swap_and_the_access_log_has_a_line_per_request() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let http = Http::new();
     for _ in 0..5 {
         assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
@@ -606,10 +592,7 @@ async fn a_canary_split_sends_its_share_and_sticky_sessions_stay_put() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_brings_back_the_active_versions_and_the_split() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let r = upload(&host, &hello("2.0.0"), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     settled(&host, "hello", "2.0.0").await;
@@ -684,10 +667,7 @@ fn assert_shows(section: &str, expected: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let page = format!("{}#token={TOKEN}", host.admin_url("/"));
     let dom = tokio::task::spawn_blocking({
         let page = page.clone();

@@ -149,17 +149,27 @@ pub async fn in_flight(
 }
 
 /// Stops `host` twice: SIGTERM, then, once it logs that its graceful shutdown began, SIGTERM
-/// again. Returns when the second signal was sent.
-pub fn stop_twice(host: &HostProc) -> Instant {
+/// again. Returns how it exited and how long after the second signal.
+pub fn stop_twice(host: &mut HostProc) -> (std::process::ExitStatus, Duration) {
+    let wait = Duration::from_secs(60);
     host.signal(Signal::TERM);
-    host.wait_log(Duration::from_secs(60), |l| {
+    host.wait_log(wait, |l| {
         l["message"]
             .as_str()
             .is_some_and(|m| m.starts_with("graceful shutdown"))
     });
     let second = Instant::now();
     host.signal(Signal::TERM);
-    second
+    let status = host.wait_exit(wait);
+    (status, second.elapsed())
+}
+
+/// Waits for the log line `message` and asserts that its `error` contains `part`; returns it.
+pub fn logged_error(host: &HostProc, message: &str, part: &str) -> serde_json::Value {
+    let line = host.wait_log(Duration::from_secs(60), |l| l["message"] == message);
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(error.contains(part), "{line}");
+    line
 }
 
 /// Waits until process `pid` (a serving process, say) has exited.
