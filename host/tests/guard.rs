@@ -203,9 +203,7 @@ async fn a_v2_failing_half_its_requests_is_rolled_back_under_load() {
 
     // The dashboard shows the rollback and why.
     let page = host.admin_url("/");
-    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&page, 2500))
-        .await
-        .unwrap();
+    let dom = support::chromium_dom(&page, 2500).await;
     let at = dom
         .find(r#"data-rolled-back="2.0.0""#)
         .unwrap_or_else(|| panic!("no rollback on the dashboard:\n{dom}"));

@@ -669,12 +669,7 @@ fn assert_shows(section: &str, expected: &[&str]) {
 async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() {
     let host = hello_with_token();
     let page = format!("{}#token={TOKEN}", host.admin_url("/"));
-    let dom = tokio::task::spawn_blocking({
-        let page = page.clone();
-        move || support::chromium_dom(&page, 3500)
-    })
-    .await
-    .unwrap();
+    let dom = support::chromium_dom(&page, 3500).await;
     assert_shows(
         section(&dom, "hello"),
         &[
@@ -701,9 +696,7 @@ async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() 
     settled(&host, "hello", "2.0.0").await;
     let r = set_canary(&host, "1.0.0", 25).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&page, 2500))
-        .await
-        .unwrap();
+    let dom = support::chromium_dom(&page, 2500).await;
     assert_shows(
         section(&dom, "hello"),
         &[
@@ -718,9 +711,7 @@ async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() 
 
     // Without the token the page says what is missing.
     let plain = host.admin_url("/");
-    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&plain, 1500))
-        .await
-        .unwrap();
+    let dom = support::chromium_dom(&plain, 1500).await;
     assert!(dom.contains("needs a token"), "{dom}");
 }
 
@@ -729,9 +720,7 @@ async fn without_a_token_the_dashboard_works_from_its_own_origin() {
     // No token: the admin API answers only the local operator, and the page is theirs.
     let host = HostProc::start(&[hello("1.0.0")]);
     let page = format!("http://localhost:{}/", host.admin.port());
-    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&page, 2500))
-        .await
-        .unwrap();
+    let dom = support::chromium_dom(&page, 2500).await;
     let hello_section = section(&dom, "hello");
     assert!(
         hello_section.contains(r#"data-version="1.0.0" data-state="active""#),

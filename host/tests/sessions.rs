@@ -47,6 +47,14 @@ impl Store {
         })
     }
 
+    /// A host as [`Store::host`] makes it, and a client logged in to its `counter` as `ada`.
+    async fn logged_in(&self, modules: &[PathBuf], sessions: &str) -> (HostProc, Jar) {
+        let host = self.host(modules, sessions);
+        let jar = Jar::new(COOKIE);
+        jar.get(&host.url("/counter/login?user=ada")).await;
+        (host, jar)
+    }
+
     /// The Redis hash of session `id`, if Redis holds it.
     fn hash(&self, id: &str) -> Option<Vec<(String, String)>> {
         let Store::Redis(server) = self else {
@@ -237,9 +245,9 @@ async fn login_rotates_and_logout_invalidates(store: Store) {
 // Expiry: a session in use stays alive past its timeout; an idle one is gone after it.
 
 async fn sessions_slide_then_expire(store: Store) {
-    let host = store.host(&[counter("1.0.0")], "timeout_secs = 2");
-    let jar = Jar::new(COOKIE);
-    jar.get(&host.url("/counter/login?user=ada")).await;
+    let (host, jar) = store
+        .logged_in(&[counter("1.0.0")], "timeout_secs = 2")
+        .await;
     let id = jar.id().unwrap();
 
     // Read-only use for twice the timeout keeps the session.
@@ -289,9 +297,7 @@ async fn forged_ids_are_not_adopted(store: Store) {
 // Concurrency: atomic increments lose nothing; writes of different attributes lose none.
 
 async fn concurrent_requests_lose_nothing(store: Store) {
-    let host = store.host(&[counter("1.0.0"), fixture()], "");
-    let jar = Jar::new(COOKIE);
-    jar.get(&host.url("/counter/login?user=ada")).await;
+    let (host, jar) = store.logged_in(&[counter("1.0.0"), fixture()], "").await;
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..100 {
@@ -370,9 +376,7 @@ fn swap_counter(host: &HostProc, next: PathBuf, version: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attribute_v2_cannot_decode_fails_alone_with_redis() {
     let store = Store::redis();
-    let host = store.host(&[counter("1.0.0")], "");
-    let jar = Jar::new(COOKIE);
-    jar.get(&host.url("/counter/login?user=ada")).await;
+    let (host, jar) = store.logged_in(&[counter("1.0.0")], "").await;
     jar.get(&host.url("/counter/")).await;
     let r = jar.get(&host.url("/counter/")).await;
     assert_eq!(
@@ -399,9 +403,7 @@ async fn an_attribute_v2_cannot_decode_fails_alone_with_redis() {
 async fn an_attribute_another_app_cannot_decode_fails_alone_in_memory() {
     // Without hot swap, two apps of one host stand in for two versions sharing a session.
     let store = Store::Memory;
-    let host = store.host(&[counter("1.0.0"), fixture()], "");
-    let jar = Jar::new(COOKIE);
-    jar.get(&host.url("/counter/login?user=ada")).await;
+    let (host, jar) = store.logged_in(&[counter("1.0.0"), fixture()], "").await;
     jar.get(&host.url("/counter/")).await;
     let r = jar
         .get(&host.url("/sessions/get?name=count&as=string"))
@@ -567,9 +569,7 @@ async fn a_session_survives_a_swap_from_v1_to_v2(store: Store) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_survives_a_host_restart_with_redis() {
     let store = Store::redis();
-    let host = store.host(&[counter("1.0.0")], "");
-    let jar = Jar::new(COOKIE);
-    jar.get(&host.url("/counter/login?user=ada")).await;
+    let (host, jar) = store.logged_in(&[counter("1.0.0")], "").await;
     assert_eq!(jar.get(&host.url("/counter/")).await.body, "count 1\n");
     drop(host);
     let host = store.host(&[counter("1.0.0")], "");

@@ -280,7 +280,14 @@ pub async fn baton(args: &[&str], env: &[(&str, &str)]) -> CliRun {
 /// Loads `url` in headless Chromium (Debian's `chromium`), lets its scripts run for
 /// `budget_ms` of virtual time, and returns the DOM it ends with. A missing Chromium is a test
 /// failure: `.ci/run` installs it.
-pub fn chromium_dom(url: &str, budget_ms: u64) -> String {
+pub async fn chromium_dom(url: &str, budget_ms: u64) -> String {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || chromium_dom_blocking(&url, budget_ms))
+        .await
+        .expect("chromium's runner does not panic")
+}
+
+fn chromium_dom_blocking(url: &str, budget_ms: u64) -> String {
     let binary = ["chromium", "chromium-browser"]
         .into_iter()
         .find(|b| {
