@@ -419,6 +419,21 @@ async fn an_attribute_another_app_cannot_decode_fails_alone_in_memory() {
         .get(&host.url("/sessions/get?name=count&as=string"))
         .await;
     assert_eq!((r.status, r.body.as_str()), (200, "count undecodable\n"));
+    // The app's own log line, written on its worker thread, carries the request's span.
+    let skipped = host.wait_log(WAIT, |l| {
+        l["target"] == "baton::app"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("attribute skipped"))
+    });
+    assert_eq!(
+        (
+            skipped["span"]["method"].as_str(),
+            skipped["span"]["path"].as_str()
+        ),
+        (Some("GET"), Some("/get")),
+        "{skipped}"
+    );
     let r = jar
         .get(&host.url("/sessions/get?name=user&as=string"))
         .await;

@@ -20,5 +20,5 @@ pub use registry::{
     AppSlot, Canary, CanaryStatus, DeployMode, Deployed, GuardState, GuardStatus, Registry,
     Rejection, RolledBack, SwapTimings,
 };
-pub(crate) use version::OwnedRequest;
+pub(crate) use version::{InFlight, OwnedRequest};
 pub use version::{Running, State, Version};

@@ -97,6 +97,8 @@ pub(crate) struct Call {
     pub(crate) reply: tokio::sync::oneshot::Receiver<Result<ModuleResponse, CallError>>,
     ticket: Arc<Ticket>,
     id: u64,
+    /// The request's span, around the events about the call.
+    span: tracing::Span,
 }
 
 /// A request's claim on a version: while it exists the version cannot retire.
@@ -128,6 +130,9 @@ pub(crate) struct OwnedRequest {
     pub(crate) headers: http::HeaderMap,
     pub(crate) body: bytes::Bytes,
     pub(crate) session: Option<Arc<crate::session::RequestSession>>,
+    /// The request's span (app, version, method, path): entered on the worker thread around
+    /// the handler, so its logs and the stuck-handler events carry the fields.
+    pub(crate) span: tracing::Span,
 }
 
 use crate::sync::lock;
@@ -401,6 +406,8 @@ impl Version {
         timeout: Duration,
     ) -> Result<(), String> {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let span = tracing::info_span!("request", app = %self.info.app,
+            version = %self.info.version, method = "GET", path, warmup = true);
         let guard = self
             .try_enter()
             .ok_or_else(|| "version stopped taking requests".to_owned())?;
@@ -415,6 +422,7 @@ impl Version {
                 body: bytes::Bytes::new(),
                 // Warm-up requests have no client and so no session.
                 session: None,
+                span,
             },
         );
         let outcome = tokio::time::timeout(timeout, &mut call.reply).await;
@@ -457,7 +465,9 @@ impl Version {
         guard.tracked = Some(id);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job_ticket = Arc::clone(&ticket);
+        let span = request.span.clone();
         self.pool.submit(Box::new(move || {
+            let _request = request.span.enter();
             let instance = guard.version.instance.load();
             let result = match instance.as_ref() {
                 Some(instance) => instance.handle(&ModuleRequest {
@@ -488,6 +498,7 @@ impl Version {
             reply: rx,
             ticket,
             id,
+            span,
         }
     }
 
@@ -495,6 +506,7 @@ impl Version {
     /// its handler as stuck and, within `max_stuck_threads`, start a thread in its place so the
     /// version keeps its capacity. Nothing happens if the handler already returned.
     pub(crate) fn overran(&self, call: &Call) {
+        let _request = call.span.enter();
         let replace = self.stuck.fetch_add(1, SeqCst) < self.limits.max_stuck_threads;
         let state = if replace {
             Ticket::REPLACED
@@ -515,30 +527,27 @@ impl Version {
             && match self.pool.replace_stuck() {
                 Ok(()) => true,
                 Err(e) => {
-                    tracing::warn!(app = %self.info.app, version = %self.info.version,
-                        error = %e, "no thread started in place of a stuck handler");
+                    tracing::warn!(error = %e, "no thread started in place of a stuck handler");
                     // Its thread must not leave when the handler returns: none replaced it.
                     call.ticket.0.store(Ticket::STUCK, SeqCst);
                     false
                 }
             };
-        let (method, path, elapsed_ms) = self.describe(call.id);
-        tracing::warn!(app = %self.info.app, version = %self.info.version, %method, %path,
-            elapsed_ms, stuck = self.stuck(), replaced, unhealthy = self.unhealthy(),
-            "handler stuck past the request timeout; still running");
+        let elapsed_ms = self.elapsed_ms(call.id);
+        tracing::warn!(
+            elapsed_ms,
+            stuck = self.stuck(),
+            replaced,
+            unhealthy = self.unhealthy(),
+            "handler stuck past the request timeout; still running"
+        );
     }
 
-    /// Method, path and running time of request `id`, for a log line.
-    fn describe(&self, id: u64) -> (String, String, u64) {
+    /// How long request `id` has been running, for a log line.
+    fn elapsed_ms(&self, id: u64) -> u64 {
         lock(&self.running)
             .get(&id)
-            .map(|t| {
-                (
-                    t.method.to_string(),
-                    t.path.clone(),
-                    crate::clock::millis(t.started.elapsed()),
-                )
-            })
+            .map(|t| crate::clock::millis(t.started.elapsed()))
             .unwrap_or_default()
     }
 
@@ -549,9 +558,8 @@ impl Version {
             // A replacement runs in this thread's place: leave, so the pool keeps its size.
             Pool::leave_after_job();
         }
-        let (method, path, elapsed_ms) = self.describe(id);
-        tracing::info!(app = %self.info.app, version = %self.info.version, %method, %path,
-            elapsed_ms, stuck, "stuck handler returned");
+        let elapsed_ms = self.elapsed_ms(id);
+        tracing::info!(elapsed_ms, stuck, "stuck handler returned");
     }
 
     /// Waits until no request runs on this version, or `timeout` passes. Call after the

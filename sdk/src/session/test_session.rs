@@ -1,4 +1,5 @@
-//! [`TestSession`]: an in-memory session for unit tests of handlers.
+//! [`TestSession`]: an in-memory session for unit tests of handlers, behind the `test-util`
+//! feature so it is not compiled into modules.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -10,6 +11,13 @@ use super::SessionError;
 ///
 /// It behaves like a host session of one client (a write creates it, invalidation deletes it)
 /// and can simulate a store outage or values stored by an older version of the app.
+///
+/// Needs the `test-util` feature, enabled for tests only:
+///
+/// ```toml
+/// [dev-dependencies]
+/// baton-sdk = { version = "0.1", features = ["test-util"] }
+/// ```
 ///
 /// ```
 /// use baton_sdk::{Request, TestSession};
