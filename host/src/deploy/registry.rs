@@ -23,7 +23,7 @@ pub use guard::{GuardState, GuardStatus, RolledBack};
 use super::store::Store;
 use super::version::{InFlight, State, Version};
 use crate::config::{Config, GuardConfig, Limits};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StartStage};
 use crate::loader::Module;
 use crate::metrics::Metrics;
 
@@ -518,7 +518,7 @@ impl Registry {
             Ok(version) => version,
             Err(reason) => {
                 self.store.remove(&copy);
-                let e = start_error("load", reason);
+                let e = start_error(StartStage::Load, reason.to_string());
                 slot.set_error(Some(e.to_string()));
                 return Err(e);
             }
@@ -646,23 +646,23 @@ impl Registry {
     }
 
     /// `init`, the warm-up hook, then the configured warm-up requests.
-    async fn warm(&self, version: &Arc<Version>) -> Result<(), (&'static str, String)> {
+    async fn warm(&self, version: &Arc<Version>) -> Result<(), (StartStage, String)> {
         let app = version.info().app.clone();
         let start_timeout = self.config.start_timeout_for(&app);
         version
             .init(self.config.app_config_json(&app), start_timeout)
             .await
-            .map_err(|e| ("init", format!("init {e}")))?;
+            .map_err(|e| (StartStage::Init, format!("init {e}")))?;
         version
             .warmup(start_timeout)
             .await
-            .map_err(|e| ("warmup", format!("warmup {e}")))?;
+            .map_err(|e| (StartStage::Warmup, format!("warmup {e}")))?;
         let (paths, timeout) = self.config.warmup_for(&app);
         for path in paths {
             version
                 .warm_request(&path, timeout)
                 .await
-                .map_err(|e| ("warmup", e))?;
+                .map_err(|e| (StartStage::Warmup, e.to_string()))?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::outcomes::Outcomes;
-use super::pool::Pool;
+use super::pool::{Pool, PoolError};
 use crate::config::Limits;
 use crate::loader::{CallError, Instance, Module, ModuleInfo, ModuleRequest, ModuleResponse};
 use crate::metrics::VersionMetrics;
@@ -50,6 +50,41 @@ impl State {
             _ => State::Failed,
         }
     }
+}
+
+/// Why a warm-up request did not answer 2xx.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WarmError {
+    /// The version was switched away from before the request could claim it.
+    #[error("version stopped taking requests")]
+    Stopped,
+    /// The app answered with a status other than 2xx.
+    #[error("warm-up request GET {path} answered {status}")]
+    Status {
+        /// The request's path.
+        path: String,
+        /// What the app answered.
+        status: http::StatusCode,
+    },
+    /// The handler failed or panicked.
+    #[error("warm-up request GET {path} {source}")]
+    Failed {
+        /// The request's path.
+        path: String,
+        /// How the call failed.
+        source: CallError,
+    },
+    /// The version's worker pool stopped before the handler answered.
+    #[error("worker pool stopped")]
+    PoolStopped,
+    /// The handler did not answer in time (it goes on running as a stuck handler).
+    #[error("warm-up request GET {path} took longer than {} ms", timeout.as_millis())]
+    TimedOut {
+        /// The request's path.
+        path: String,
+        /// The warm-up timeout.
+        timeout: Duration,
+    },
 }
 
 /// A request running on a version, as shown while it drains.
@@ -172,14 +207,13 @@ impl Version {
         hash: u64,
         limits: Limits,
         metrics: VersionMetrics,
-    ) -> Result<Arc<Version>, String> {
+    ) -> Result<Arc<Version>, PoolError> {
         let info = module.info().clone();
         let pool = Pool::start(
             &format!("baton-{}", info.app),
             limits.worker_threads,
             limits.worker_stack_bytes(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         // Validated app names and versions are header-safe; built once, not per response.
         let header = http::HeaderValue::from_str(&format!("{}@{}", info.app, info.version)).ok();
         Ok(Arc::new(Version {
@@ -395,15 +429,16 @@ impl Version {
     }
 
     /// Sends `GET path` to this version directly; it must answer 2xx within `timeout`.
+    ///
+    /// # Errors
+    /// [`WarmError`]: what the request came to instead.
     pub(crate) async fn warm_request(
         self: &Arc<Self>,
         path: &str,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), WarmError> {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        let guard = self
-            .try_enter()
-            .ok_or_else(|| "version stopped taking requests".to_owned())?;
+        let guard = self.try_enter().ok_or(WarmError::Stopped)?;
         let mut call = self.dispatch(
             guard,
             None,
@@ -421,18 +456,16 @@ impl Version {
         if outcome.is_err() {
             self.overran(&call);
         }
+        let path = path.to_owned();
         match outcome {
             Ok(Ok(Ok(response))) if response.status.is_success() => Ok(()),
-            Ok(Ok(Ok(response))) => Err(format!(
-                "warm-up request GET {path} answered {}",
-                response.status
-            )),
-            Ok(Ok(Err(e))) => Err(format!("warm-up request GET {path} {e}")),
-            Ok(Err(_)) => Err("worker pool stopped".into()),
-            Err(_) => Err(format!(
-                "warm-up request GET {path} took longer than {} ms",
-                timeout.as_millis()
-            )),
+            Ok(Ok(Ok(response))) => Err(WarmError::Status {
+                path,
+                status: response.status,
+            }),
+            Ok(Ok(Err(source))) => Err(WarmError::Failed { path, source }),
+            Ok(Err(_)) => Err(WarmError::PoolStopped),
+            Err(_) => Err(WarmError::TimedOut { path, timeout }),
         }
     }
 
