@@ -138,6 +138,44 @@ impl Version {
         metrics: VersionMetrics,
     ) -> Result<Arc<Version>, PoolError> {
         let info = module.info().clone();
+        Version::assemble(id, info, Some(module), source, hash, limits, metrics)
+    }
+
+    /// A version of an app and version that was never loaded, without worker threads: for
+    /// tests of what the registry does with versions (routing, splits, the state file).
+    #[cfg(test)]
+    pub(crate) fn stub(id: u64, app: &str, version: &str) -> Arc<Version> {
+        let info = ModuleInfo {
+            app: app.to_owned(),
+            version: version.to_owned(),
+            sdk_version: String::new(),
+            rustc_version: String::new(),
+            abi: (0, 0),
+        };
+        let limits = Limits {
+            worker_threads: 0,
+            ..Limits::default()
+        };
+        let source = PathBuf::from(format!("modules/{app}-{version}.so"));
+        let metrics = crate::metrics::Metrics::new().version(app, version);
+        Version::assemble(id, info, None, source, id, limits, metrics)
+            .expect("a pool without threads starts")
+    }
+
+    /// A version in state `Loading` of `module` (its private copy; a stub has none), with its
+    /// worker threads started.
+    fn assemble(
+        id: u64,
+        info: ModuleInfo,
+        module: Option<Arc<Module>>,
+        source: PathBuf,
+        hash: u64,
+        limits: Limits,
+        metrics: VersionMetrics,
+    ) -> Result<Arc<Version>, PoolError> {
+        let copy = module
+            .as_ref()
+            .map_or_else(|| source.clone(), |m| m.path().to_owned());
         let pool = Pool::start(
             &format!("baton-{}", info.app),
             limits.worker_threads,
@@ -147,7 +185,7 @@ impl Version {
         let header = http::HeaderValue::from_str(&format!("{}@{}", info.app, info.version)).ok();
         Ok(Arc::new(Version {
             id,
-            copy: module.path().to_owned(),
+            copy,
             info,
             source,
             hash,
@@ -158,7 +196,7 @@ impl Version {
             idle: Notify::new(),
             pool,
             instance: ArcSwapOption::empty(),
-            module: Mutex::new(Some(module)),
+            module: Mutex::new(module),
             error: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),

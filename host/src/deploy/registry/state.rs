@@ -20,13 +20,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::pipeline::{DeployRequest, Origin};
 use super::quarantine::hex;
-use super::{AppSlot, DeployMode, Registry, lock};
+use super::{AppSlot, DeployMode, Deployed, Registry};
 use crate::deploy::version::{State, Version};
+use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// The file's name under `state_dir`.
 const STATE_FILE: &str = "state.json";
@@ -67,6 +69,41 @@ struct SavedCanary {
     #[serde(flatten)]
     version: SavedVersion,
     percent: u8,
+}
+
+impl Saved {
+    /// Writes the state to `path` atomically: a temporary file, then a rename over the old one.
+    ///
+    /// # Errors
+    /// [`Error::StateFile`] if it cannot be encoded, [`Error::Io`] if it cannot be written.
+    fn write(&self, path: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| Error::StateFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    }
+
+    /// The state written at `path`; `None` if there is none.
+    ///
+    /// # Errors
+    /// [`Error::StateFile`] if it is not a state file, [`Error::Io`] if it cannot be read.
+    fn read(path: &Path) -> Result<Option<Saved>> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| Error::StateFile {
+                path: path.to_owned(),
+                source,
+            })
+    }
 }
 
 fn saved(version: &Version) -> SavedVersion {
@@ -120,13 +157,8 @@ impl Registry {
             );
         }
         let path = self.state_file();
-        let tmp = path.with_extension("json.tmp");
-        let written = serde_json::to_vec_pretty(&state)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            tracing::error!(file = %path.display(), error = %e,
+        if let Err(e) = state.write(&path) {
+            tracing::error!(error = %e,
                 "cannot save the host state; a restart may not restore the current versions");
         }
     }
@@ -136,19 +168,16 @@ impl Registry {
     pub(crate) async fn restore(self: &Arc<Self>) {
         self.report_quarantine();
         self.publish_live();
-        let path = self.state_file();
-        let state: Saved = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(state) => state,
-                Err(e) => {
-                    tracing::error!(file = %path.display(), error = %e,
-                        "unreadable host state; starting from the modules directory only");
-                    return;
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        let state = match Saved::read(&self.state_file()) {
+            Ok(Some(state)) => state,
+            Ok(None) => return,
+            Err(e @ Error::StateFile { .. }) => {
+                tracing::error!(error = %e,
+                    "unreadable host state; starting from the modules directory only");
+                return;
+            }
             Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "cannot read the host state");
+                tracing::error!(error = %e, "cannot read the host state");
                 return;
             }
         };
@@ -239,13 +268,13 @@ impl Registry {
         mode: DeployMode,
     ) -> bool {
         let copy = self.store.dir().join(&saved.copy);
-        match self
-            .deploy_from(&saved.source, &copy, Instant::now(), mode)
-            .await
-        {
+        let request = DeployRequest::new(&saved.source, Origin::Restore)
+            .reading(&copy)
+            .mode(mode);
+        match self.run(request).await {
             Ok(deployed) => {
                 let version = match &deployed {
-                    super::Deployed::New(v) | super::Deployed::Unchanged(v) => v,
+                    Deployed::New(v) | Deployed::Unchanged(v) => v,
                 };
                 tracing::info!(app, version = %version.info().version, copy = %copy.display(),
                     "restored from the host state");
