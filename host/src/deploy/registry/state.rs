@@ -334,3 +334,107 @@ fn remove(file: &Path) {
 fn guarded(slot: &AppSlot) -> bool {
     slot.versions().iter().any(|v| v.state() == State::Standby)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(active: &Version, previous: Option<&Version>) -> SavedApp {
+        SavedApp {
+            active: saved(active),
+            canary: None,
+            previous: previous.map(saved),
+            guarded: previous.is_some(),
+        }
+    }
+
+    fn json(state: &Saved) -> serde_json::Value {
+        serde_json::to_value(state).unwrap()
+    }
+
+    #[test]
+    fn the_state_reads_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let (one, two, three) = (
+            Version::stub(1, "hello", "1.0.0"),
+            Version::stub(2, "hello", "1.1.0"),
+            Version::stub(3, "shop", "2.0.0"),
+        );
+        let mut state = Saved::default();
+        state.apps.insert("hello".into(), app(&two, Some(&one)));
+        let mut shop = app(&three, None);
+        shop.canary = Some(SavedCanary {
+            version: saved(&one),
+            percent: 25,
+        });
+        state.apps.insert("shop".into(), shop);
+        state.undeployed.insert("gone".into());
+
+        state.write(&path).unwrap();
+        let read = Saved::read(&path).unwrap().expect("written");
+        assert_eq!(json(&read), json(&state));
+        assert_eq!(read.apps["hello"].active.hash, hex(two.hash()));
+        assert_eq!(read.apps["hello"].active.source, two.source());
+        assert!(read.apps["hello"].guarded);
+        assert_eq!(read.apps["shop"].canary.as_ref().unwrap().percent, 25);
+        assert!(read.undeployed.contains("gone"));
+        // Written through a temporary file, renamed over the state file.
+        assert!(!path.with_extension("json.tmp").exists());
+
+        // Rewritten with less, it reads back with less.
+        state.apps.remove("shop");
+        state.undeployed.clear();
+        state.write(&path).unwrap();
+        let read = Saved::read(&path).unwrap().unwrap();
+        assert_eq!(json(&read), json(&state));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("undeployed"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_state_file_is_no_state() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Saved::read(&dir.path().join(STATE_FILE)).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_a_state_file_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        for corrupt in ["", "{\"apps\": {\"hello\": ", "[1, 2]", "\u{0}\u{1}garbage"] {
+            std::fs::write(&path, corrupt).unwrap();
+            let err = Saved::read(&path).unwrap_err();
+            assert!(matches!(err, Error::StateFile { .. }), "{corrupt:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_state_file_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        std::fs::create_dir(&path).unwrap();
+        assert!(matches!(Saved::read(&path), Err(Error::Io { .. })));
+        assert!(matches!(
+            Saved::default().write(&path),
+            Err(Error::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn a_state_file_of_an_earlier_release_reads() {
+        // Before previous versions and guard windows were saved.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        std::fs::write(
+            &path,
+            r#"{"apps": {"hello": {"active": {"version": "1.0.0", "copy": "1-a.so",
+                "hash": "00000000000000ff", "source": "modules/hello.so"}, "canary": null}}}"#,
+        )
+        .unwrap();
+        let read = Saved::read(&path).unwrap().unwrap();
+        let hello = &read.apps["hello"];
+        assert_eq!(hello.active.copy, "1-a.so");
+        assert!(hello.previous.is_none() && !hello.guarded && read.undeployed.is_empty());
+    }
+}
