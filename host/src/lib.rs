@@ -70,7 +70,7 @@ const HANDOVER_LINGER: std::time::Duration = std::time::Duration::from_millis(10
 fn handover_file(config: &Config) -> std::path::PathBuf {
     config.state_dir.join("handover-sessions.json")
 }
-pub use error::{Error, Result};
+pub use error::{Error, Result, StartStage};
 
 use deploy::Registry;
 use session::Sessions;
