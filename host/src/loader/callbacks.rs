@@ -98,17 +98,9 @@ pub(super) struct ErrorText {
     bytes: Vec<u8>,
 }
 
-unsafe extern "C" fn append(ctx: *mut c_void, bytes: RawStr) {
-    // SAFETY: `ctx` is the `Vec` of a live `ErrorText`/`ResponseBuilder`; `bytes` valid now.
-    unsafe { (*ctx.cast::<Vec<u8>>()).extend_from_slice(bytes.as_bytes()) }
-}
-
 impl ErrorText {
     pub(super) fn sink(&mut self) -> ByteSink {
-        ByteSink {
-            ctx: (&raw mut self.bytes).cast(),
-            write: append,
-        }
+        ByteSink::for_vec(&mut self.bytes)
     }
 
     pub(super) fn into_result(self, status: Status) -> Result<(), CallError> {

@@ -15,20 +15,6 @@ use baton_sdk::abi::{
 
 use crate::session::{AccessError, RequestSession};
 
-/// Collects bytes a module writes into a host-owned buffer.
-unsafe extern "C" fn collect(ctx: *mut c_void, bytes: RawStr) {
-    // SAFETY: `ctx` is the `Vec<u8>` of the `host_sink` passed to the running call; `bytes` is
-    // valid for this call.
-    unsafe { (*ctx.cast::<Vec<u8>>()).extend_from_slice(bytes.as_bytes()) }
-}
-
-fn host_sink(buf: &mut Vec<u8>) -> ByteSink {
-    ByteSink {
-        ctx: (buf as *mut Vec<u8>).cast(),
-        write: collect,
-    }
-}
-
 /// What a callback answers: found, not found, or an error.
 enum Answer {
     Found,
@@ -143,8 +129,8 @@ pub(super) unsafe extern "C" fn session_update(
                 update_ctx,
                 old_raw,
                 old.is_some(),
-                &host_sink(&mut new),
-                &host_sink(&mut why),
+                &ByteSink::for_vec(&mut new),
+                &ByteSink::for_vec(&mut why),
             )
         };
         match status {

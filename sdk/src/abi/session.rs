@@ -40,19 +40,6 @@ impl std::fmt::Debug for HostSession<'_> {
     }
 }
 
-unsafe extern "C" fn append(ctx: *mut c_void, bytes: RawStr) {
-    // SAFETY: `ctx` is the `Vec<u8>` of a sink made by `sink` below, alive for the call that
-    // passed the sink; `bytes` is valid for this call.
-    unsafe { (*ctx.cast::<Vec<u8>>()).extend_from_slice(bytes.as_bytes()) }
-}
-
-fn sink(buf: &mut Vec<u8>) -> ByteSink {
-    ByteSink {
-        ctx: (buf as *mut Vec<u8>).cast(),
-        write: append,
-    }
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -82,7 +69,7 @@ impl<'a> HostSession<'a> {
         f: impl FnOnce(&HostApi, *mut c_void, &ByteSink) -> Status,
     ) -> Result<bool, SessionFailure> {
         let mut err = Vec::new();
-        let status = f(self.api, self.ctx, &sink(&mut err));
+        let status = f(self.api, self.ctx, &ByteSink::for_vec(&mut err));
         match status {
             STATUS_OK => Ok(true),
             STATUS_NOT_FOUND => Ok(false),
@@ -97,7 +84,14 @@ impl<'a> HostSession<'a> {
         let found = self.call(|api, ctx, err| {
             // SAFETY: a live host callback with this request's context; the name and both sinks
             // outlive the call.
-            unsafe { (api.session_get)(ctx, RawStr::from_str(name), &sink(&mut out), err) }
+            unsafe {
+                (api.session_get)(
+                    ctx,
+                    RawStr::from_str(name),
+                    &ByteSink::for_vec(&mut out),
+                    err,
+                )
+            }
         })?;
         Ok(found.then_some(out))
     }
@@ -125,7 +119,7 @@ impl<'a> HostSession<'a> {
         let mut out = Vec::new();
         self.call(|api, ctx, err| {
             // SAFETY: as in `get`.
-            unsafe { (api.session_names)(ctx, &sink(&mut out), err) }
+            unsafe { (api.session_names)(ctx, &ByteSink::for_vec(&mut out), err) }
         })?;
         Ok(out)
     }
@@ -135,7 +129,7 @@ impl<'a> HostSession<'a> {
         let mut out = Vec::new();
         let found = self.call(|api, ctx, err| {
             // SAFETY: as in `get`.
-            unsafe { (api.session_id)(ctx, &sink(&mut out), err) }
+            unsafe { (api.session_id)(ctx, &ByteSink::for_vec(&mut out), err) }
         })?;
         Ok(found.then(|| text(&out)))
     }
