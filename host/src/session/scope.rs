@@ -61,12 +61,7 @@ pub struct RequestSession {
 }
 
 fn check_name(name: &str) -> Result<(), AccessError> {
-    if name.is_empty() || name.len() > 256 || name.starts_with('#') {
-        return Err(AccessError::Invalid(format!(
-            "invalid attribute name {name:?}: 1-256 bytes, not starting with '#'"
-        )));
-    }
-    Ok(())
+    baton_sdk::abi::check_attribute_name(name).map_err(|e| AccessError::Invalid(e.to_string()))
 }
 
 fn check_json(name: &str, value: &[u8]) -> Result<(), AccessError> {

@@ -25,6 +25,7 @@ mod session;
 #[doc(hidden)]
 pub use glue::{ModuleDef, create, destroy, handle, shutdown, warmup};
 pub(crate) use session::{HostSession, SessionFailure, UpdateStep};
+pub use session::{InvalidAttributeName, MAX_ATTRIBUTE_NAME_LEN, check_attribute_name};
 
 /// First eight bytes of every descriptor: `BATONMOD` in ASCII.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"BATONMOD");

@@ -18,6 +18,58 @@ use super::{
 /// `None` to abort.
 pub(crate) type UpdateStep<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
 
+/// The longest attribute name a session accepts, in bytes.
+pub const MAX_ATTRIBUTE_NAME_LEN: usize = 256;
+
+/// An attribute name a session refuses: empty, longer than [`MAX_ATTRIBUTE_NAME_LEN`] bytes, or
+/// starting with `#`, which the stores keep for their own fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidAttributeName {
+    name: String,
+}
+
+impl InvalidAttributeName {
+    /// The refused name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for InvalidAttributeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid attribute name {:?}: 1-{MAX_ATTRIBUTE_NAME_LEN} bytes, not starting with '#'",
+            self.name
+        )
+    }
+}
+
+impl std::error::Error for InvalidAttributeName {}
+
+/// Checks an attribute name against the rule both sides of the boundary apply: 1 to
+/// [`MAX_ATTRIBUTE_NAME_LEN`] bytes, not starting with `#`.
+///
+/// ```
+/// use baton_sdk::abi::check_attribute_name;
+///
+/// assert!(check_attribute_name("cart").is_ok());
+/// assert!(check_attribute_name("").is_err());
+/// assert!(check_attribute_name("#timeout_ms").is_err());
+/// assert!(check_attribute_name(&"x".repeat(257)).is_err());
+/// ```
+///
+/// # Errors
+/// [`InvalidAttributeName`] for a name outside the rule.
+pub fn check_attribute_name(name: &str) -> Result<(), InvalidAttributeName> {
+    if name.is_empty() || name.len() > MAX_ATTRIBUTE_NAME_LEN || name.starts_with('#') {
+        return Err(InvalidAttributeName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Why a session call failed, as the host reported it.
 #[derive(Debug)]
 pub(crate) enum SessionFailure {
