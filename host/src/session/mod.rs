@@ -7,7 +7,8 @@
 //!   an outage once when it starts and once when it ends, and starts a [`RequestSession`] for
 //!   each request. It also answers the admin API's listing, counting and invalidation.
 //! - A [`RequestSession`] is one request's view, handed to the module through the loader's
-//!   session callbacks. It is lazy: it reads the store only when the app first uses the session,
+//!   session callbacks, which know it only as the loader's
+//!   [`SessionAccess`](crate::loader::SessionAccess). It is lazy: it reads the store only when the app first uses the session,
 //!   creates a session only when the app first writes, buffers plain writes and stores only the
 //!   changed attributes when the request ends ([`RequestSession::finish`]), in one round trip.
 //!   Atomic updates, rotation and invalidation go to the store at once.
@@ -28,7 +29,7 @@ use std::time::Duration;
 pub(crate) use id::from_cookies as session_id;
 pub use memory::{HandedSession, MemoryStore};
 pub use redis::RedisStore;
-pub use scope::{AccessError, RequestSession, UpdateFn};
+pub use scope::RequestSession;
 pub use store::{
     Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
     StoreOp,
