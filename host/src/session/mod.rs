@@ -37,13 +37,16 @@ pub use store::{
 
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
-use crate::metrics::SessionStoreMetrics;
+use crate::metrics::{Metrics, OpCounters};
 use id::CookieSpec;
 
 /// Milliseconds since the Unix epoch, the clock of the sessions' metadata.
 pub fn now_unix_ms() -> u64 {
     store::now_ms()
 }
+
+/// Store calls by [`StoreOp`], and their failures.
+type StoreMetrics = OpCounters<{ StoreOp::ALL.len() }>;
 
 /// The host's sessions: the store, the cookie settings and the store's health.
 #[derive(Debug)]
@@ -53,7 +56,7 @@ pub struct Sessions {
     op_timeout: Duration,
     runtime: tokio::runtime::Handle,
     down: AtomicBool,
-    metrics: SessionStoreMetrics,
+    metrics: StoreMetrics,
     /// The in-memory store, when sessions live in this process (they move on an upgrade).
     memory: Option<Arc<MemoryStore>>,
 }
@@ -62,7 +65,7 @@ impl Sessions {
     /// The sessions `config` describes: an in-memory store with its expiry sweep, or a Redis
     /// store (connected lazily, so the host starts while Redis is down), with a `Secure`
     /// cookie if `cookie_secure` (the effective setting, [`crate::Config::cookie_secure`]).
-    /// Store calls are counted into `metrics`.
+    /// Store calls are counted into `metrics`, by operation.
     ///
     /// # Errors
     /// [`Error::Config`] for a store URL the Redis client refuses.
@@ -72,7 +75,7 @@ impl Sessions {
     pub fn from_config(
         config: &SessionConfig,
         cookie_secure: bool,
-        metrics: SessionStoreMetrics,
+        metrics: &Metrics,
     ) -> Result<Arc<Sessions>> {
         let timeout = config.timeout();
         let mut memory = None;
@@ -98,7 +101,7 @@ impl Sessions {
             cookie_secure,
             config.op_timeout(),
         );
-        sessions.metrics = metrics;
+        sessions.metrics = metrics.session_store(StoreOp::ALL.map(StoreOp::name));
         sessions.memory = memory;
         Ok(Arc::new(sessions))
     }
@@ -186,7 +189,7 @@ impl Sessions {
             op_timeout,
             runtime: tokio::runtime::Handle::current(),
             down: AtomicBool::new(false),
-            metrics: SessionStoreMetrics::default(),
+            metrics: StoreMetrics::default(),
             memory: None,
         }
     }
@@ -258,7 +261,7 @@ impl Sessions {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(crate::clock::millis(self.op_timeout))),
         };
-        self.metrics.record(op, result.is_err());
+        self.metrics.record(op.index(), result.is_err());
         match &result {
             Ok(_) => {
                 if self.down.swap(false, Ordering::Relaxed) {
