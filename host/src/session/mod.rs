@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub(crate) use id::from_cookies as session_id;
+pub(crate) use id::sticky_key;
 pub use memory::{HandedSession, MemoryStore};
 pub use redis::RedisStore;
 pub use scope::RequestSession;
