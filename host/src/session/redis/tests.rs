@@ -1,6 +1,7 @@
 //! The Redis store against a private `redis-server`.
 
 use super::*;
+use crate::session::store::contract::{self, attrs};
 use std::process::{Child, Command, Stdio};
 
 /// A private `redis-server` from PATH, killed on drop.
@@ -58,13 +59,6 @@ impl Drop for TestRedis {
     }
 }
 
-fn attrs(pairs: &[(&str, &str)]) -> Attributes {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn saves_write_only_their_fields_and_never_resurrect() {
     let redis = TestRedis::start();
@@ -115,27 +109,21 @@ async fn saves_write_only_their_fields_and_never_resurrect() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn compare_and_set_and_rename() {
+async fn every_store_operation_keeps_the_contract() {
     let redis = TestRedis::start();
-    let store = redis.store(Duration::from_secs(100));
-    crate::session::store::contract::compare_and_set(&store).await;
-
-    store.create("taken", &Attributes::new()).await.unwrap();
-    assert!(!store.rename("s", "taken").await.unwrap());
-    assert!(store.rename("s", "moved").await.unwrap());
-    assert_eq!(store.load("s").await.unwrap(), None);
-    assert_eq!(
-        store.load("moved").await.unwrap(),
-        Some(attrs(&[("n", "2")]))
-    );
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg("t:moved")
-        .query(&mut redis.conn())
-        .unwrap();
-    assert!(ttl > 0, "the TTL moves with the session: {ttl}");
-    assert!(store.remove("moved").await.unwrap());
-    assert!(!store.remove("moved").await.unwrap());
-    assert_eq!(store.load("moved").await.unwrap(), None);
+    let parts = std::sync::atomic::AtomicUsize::new(0);
+    contract::every_operation(|timeout| {
+        // Each part in a key space of its own.
+        let part = parts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RedisStore::new(
+            &redis.url,
+            &format!("c{part}:"),
+            timeout,
+            Duration::from_secs(2),
+        )
+        .unwrap()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
