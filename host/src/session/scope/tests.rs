@@ -41,8 +41,24 @@ async fn on_worker<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
 #[tokio::test(flavor = "multi_thread")]
 async fn an_untouched_session_costs_nothing_and_sets_no_cookie() {
     let sessions = sessions();
-    let scope = sessions.begin(&headers(Some("S=forged")), false);
-    assert_eq!(scope.finish().await.unwrap(), None);
+    let known = id::new_id().unwrap();
+    sessions
+        .store
+        .create(&known, &Attributes::new())
+        .await
+        .unwrap();
+    for cookie in ["S=forged".to_owned(), format!("S={known}")] {
+        let scope = sessions.begin(&headers(Some(&cookie)), false);
+        assert_eq!(scope.finish().await.unwrap(), None, "{cookie}");
+    }
+    for op in StoreOp::ALL {
+        assert_eq!(
+            sessions.metrics.count(op.index()),
+            (0, 0),
+            "no {} call (nor failure) for a session nobody used",
+            op.name()
+        );
+    }
     assert!(sessions.store.load("forged").await.unwrap().is_none());
 }
 
