@@ -1,20 +1,28 @@
 //! Sessions: per-client attributes that outlive requests, app versions and host processes.
 //!
-//! - [`SessionStore`] is what a store does, in round trips; [`MemoryStore`] (the default) keeps
-//!   sessions in this process, [`RedisStore`] in Redis, shared by every host pointed at it.
+//! - [`SessionStore`] (`store`) is what a store does, in round trips; [`MemoryStore`]
+//!   (`memory`, the default) keeps sessions in this process, [`RedisStore`] (`redis`, its Lua
+//!   scripts in `redis/scripts`) in Redis, shared by every host pointed at it. One contract test
+//!   (`store/contract`) runs every operation against both.
 //! - [`Sessions`] is the host's front: it owns the store, bounds every store call with the
-//!   configured timeout, counts every call by operation (and its failures) for the metrics, logs
-//!   an outage once when it starts and once when it ends, and starts a [`RequestSession`] for
-//!   each request. It also answers the admin API's listing, counting and invalidation.
-//! - A [`RequestSession`] is one request's view, handed to the module through the loader's
-//!   session callbacks, which know it only as the loader's
-//!   [`SessionAccess`](crate::loader::SessionAccess). It is lazy: it reads the store only when the app first uses the session,
-//!   creates a session only when the app first writes, buffers plain writes and stores only the
-//!   changed attributes when the request ends ([`RequestSession::finish`]), in one round trip.
-//!   Atomic updates, rotation and invalidation go to the store at once.
+//!   configured timeout, counts every call by operation (and its failures) into the metrics'
+//!   counters, logs an outage once when it starts and once when it ends, and starts a
+//!   [`RequestSession`] for each request. It also answers the admin API's listing, counting and
+//!   invalidation.
+//! - A [`RequestSession`] (`scope`) is one request's view, handed to the module through the
+//!   loader's session callbacks, which know it only as the loader's
+//!   [`SessionAccess`](crate::loader::SessionAccess). It is lazy: it reads the store only when
+//!   the app first uses the session, creates a session only when the app first writes, buffers
+//!   plain writes and stores only the changed attributes when the request ends
+//!   ([`RequestSession::finish`]), in one round trip. Atomic updates, rotation and invalidation
+//!   go to the store at once.
+//! - `id` makes session ids and reads them from cookies, for the session layer and for sticky
+//!   canary routing alike.
 //!
-//! Module code runs on a version's worker threads, never on the runtime; the session callbacks
-//! it calls block that worker thread on the host runtime for the store's answer.
+//! Sessions depend on the loader (whose trait they implement) and on the metrics (whose
+//! counters they update); neither depends on them. Module code runs on a version's worker
+//! threads, never on the runtime; the session callbacks it calls block that worker thread on the
+//! host runtime for the store's answer.
 
 mod id;
 mod memory;

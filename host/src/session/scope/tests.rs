@@ -9,6 +9,19 @@ fn sessions() -> Arc<Sessions> {
     Sessions::with_store(store, "S", false, Duration::from_secs(1))
 }
 
+/// The id of a new, empty session in the store.
+async fn stored_session(sessions: &Sessions) -> String {
+    let id = id::new_id().unwrap();
+    assert!(
+        sessions
+            .store
+            .create(&id, &Attributes::new())
+            .await
+            .unwrap()
+    );
+    id
+}
+
 fn headers(cookie: Option<&str>) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
     if let Some(cookie) = cookie {
@@ -41,12 +54,7 @@ async fn on_worker<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
 #[tokio::test(flavor = "multi_thread")]
 async fn an_untouched_session_costs_nothing_and_sets_no_cookie() {
     let sessions = sessions();
-    let known = id::new_id().unwrap();
-    sessions
-        .store
-        .create(&known, &Attributes::new())
-        .await
-        .unwrap();
+    let known = stored_session(&sessions).await;
     for cookie in ["S=forged".to_owned(), format!("S={known}")] {
         let scope = sessions.begin(&headers(Some(&cookie)), false);
         assert_eq!(scope.finish().await.unwrap(), None, "{cookie}");
@@ -130,12 +138,7 @@ async fn rotation_keeps_attributes_and_retires_the_old_id() {
 #[tokio::test(flavor = "multi_thread")]
 async fn invalidation_deletes_and_expires_the_cookie() {
     let sessions = sessions();
-    let id = id::new_id().unwrap();
-    sessions
-        .store
-        .create(&id, &Attributes::new())
-        .await
-        .unwrap();
+    let id = stored_session(&sessions).await;
     let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
     let worker = Arc::clone(&scope);
     on_worker(move || worker.invalidate().unwrap()).await;
@@ -147,12 +150,7 @@ async fn invalidation_deletes_and_expires_the_cookie() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_updates_lose_nothing() {
     let sessions = sessions();
-    let id = id::new_id().unwrap();
-    sessions
-        .store
-        .create(&id, &Attributes::new())
-        .await
-        .unwrap();
+    let id = stored_session(&sessions).await;
     let mut workers = Vec::new();
     for _ in 0..8 {
         let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
