@@ -235,7 +235,7 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<RequestBody>) -> Resp
         (&Method::GET, ["metrics"]) => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            registry.metrics().encode(registry),
+            registry.metrics().encode(),
         ),
         (&Method::POST, ["apps"]) => deploy(&admin, req).await,
         (&Method::POST, ["upgrade"]) => match crate::supervisor::request_upgrade() {

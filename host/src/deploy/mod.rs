@@ -19,12 +19,14 @@
 //! closed, mappings checked. With a guard window the version switched away from waits in
 //! standby first, and a clear regression of the new version's outcomes switches back to it.
 
+mod collect;
 mod outcomes;
 mod pool;
 mod registry;
 mod store;
 mod version;
 
+pub(crate) use collect::register_collector;
 pub use outcomes::{Cause, Traffic};
 pub(crate) use registry::is_module_file;
 pub use registry::{

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use super::SessionError;
+use crate::abi::check_attribute_name;
 
 /// An in-memory session for unit tests of handlers, attached with
 /// [`RequestBuilder::session`](crate::RequestBuilder::session).
@@ -44,12 +45,7 @@ struct TestState {
 }
 
 fn check_name(name: &str) -> Result<(), SessionError> {
-    if name.is_empty() || name.len() > 256 || name.starts_with('#') {
-        return Err(SessionError::Rejected(format!(
-            "invalid attribute name {name:?}: 1-256 bytes, not starting with '#'"
-        )));
-    }
-    Ok(())
+    check_attribute_name(name).map_err(|e| SessionError::Rejected(e.to_string()))
 }
 
 impl TestSession {

@@ -92,7 +92,7 @@ impl AppSlot {
         };
         let sticky = self
             .sticky
-            .then(|| crate::session::session_id(headers, &self.cookie_name))
+            .then(|| crate::session::sticky_key(headers, &self.cookie_name))
             .flatten();
         let bucket = match sticky {
             Some(id) => xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % 100,

@@ -167,7 +167,7 @@ impl Version {
                     query: &request.query,
                     headers: &request.headers,
                     body: &request.body,
-                    session: request.session.as_deref(),
+                    session: request.session.as_deref().map(|s| s as _),
                 }),
                 None => Err(CallError::Failed("version already retired".into())),
             };
