@@ -32,7 +32,7 @@ use crate::sync::lock;
 
 /// The timeline of an app's last swap, in milliseconds after the file was detected, and what
 /// its guard window found.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct SwapTimings {
     /// Version switched away from, if any.
     pub from: Option<String>,
@@ -61,7 +61,7 @@ pub struct SwapTimings {
 }
 
 /// A module file that was refused, as shown in status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Rejection {
     /// The file.
     pub file: PathBuf,

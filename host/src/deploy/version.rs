@@ -17,7 +17,7 @@ use crate::loader::{CallError, Instance, Module, ModuleInfo, ModuleRequest, Modu
 use crate::metrics::VersionMetrics;
 
 /// Where a version is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum State {
@@ -53,7 +53,7 @@ impl State {
 }
 
 /// A request running on a version, as shown while it drains.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Running {
     /// Method.
     pub method: String,
