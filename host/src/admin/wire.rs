@@ -151,14 +151,10 @@ impl DeployQuery {
 
     /// The query string.
     pub fn encode(&self) -> String {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        if let Some(name) = &self.name {
-            query.append_pair("name", name);
-        }
-        if let Some(percent) = self.canary {
-            query.append_pair("canary", &percent.to_string());
-        }
-        query.finish()
+        encode_query([
+            ("name", self.name.clone()),
+            ("canary", self.canary.map(|p| p.to_string())),
+        ])
     }
 
     /// Reads a query string; the first of repeated keys counts, unknown keys are ignored.
@@ -308,14 +304,10 @@ impl SessionsQuery {
 
     /// The query string (empty when nothing is set).
     pub fn encode(&self) -> String {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        if let Some(limit) = self.limit {
-            query.append_pair("limit", &limit.to_string());
-        }
-        if let Some(prefix) = &self.prefix {
-            query.append_pair("prefix", prefix);
-        }
-        query.finish()
+        encode_query([
+            ("limit", self.limit.map(|n| n.to_string())),
+            ("prefix", self.prefix.clone()),
+        ])
     }
 
     /// Reads a query string; the first of repeated keys counts, unknown keys are ignored.
@@ -403,6 +395,17 @@ pub enum QueryError {
         /// The largest page.
         max: usize,
     },
+}
+
+/// A form-urlencoded query of the `pairs` that have a value.
+fn encode_query<'k>(pairs: impl IntoIterator<Item = (&'k str, Option<String>)>) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            query.append_pair(key, &value);
+        }
+    }
+    query.finish()
 }
 
 /// The first value of `key` in a form-urlencoded `query`, decoded.

@@ -243,23 +243,48 @@ fn app_path(app: &str, rest: &str) -> String {
     format!("/apps/{}{rest}", encode_segment(app))
 }
 
+/// One call on an app's path whose answer becomes one printed line.
+struct AppCall<'c> {
+    client: &'c Client,
+    method: Method,
+    path: String,
+}
+
+impl<'c> AppCall<'c> {
+    fn new(client: &'c Client, method: Method, app: &str, rest: &str) -> AppCall<'c> {
+        let path = app_path(app, rest);
+        AppCall {
+            client,
+            method,
+            path,
+        }
+    }
+
+    /// Sends `body` and prints what `line` makes of the answer.
+    async fn say<T: DeserializeOwned>(
+        self,
+        body: Bytes,
+        out: &mut dyn Write,
+        line: impl FnOnce(T) -> String,
+    ) -> Result<()> {
+        let answer = self.client.call(self.method, &self.path, body).await?;
+        writeln!(out, "{}", line(answer)).map_err(out_error)
+    }
+}
+
 /// `baton rollback APP`: the previous version kept in the store becomes active again.
 ///
 /// # Errors
 /// As [`Client::call`].
 pub async fn rollback(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
-    let outcome: DeployOutcome = client
-        .call(Method::POST, &app_path(app, "/rollback"), Bytes::new())
-        .await?;
-    writeln!(
-        out,
-        "{app}: rolled back to {}{}",
-        outcome.version,
-        outcome
+    let call = AppCall::new(client, Method::POST, app, "/rollback");
+    call.say(Bytes::new(), out, |outcome: DeployOutcome| {
+        let replaced = outcome
             .replaced
-            .map_or_else(String::new, |r| format!(" (replaced {r})"))
-    )
-    .map_err(out_error)
+            .map_or_else(String::new, |r| format!(" (replaced {r})"));
+        format!("{app}: rolled back to {}{replaced}", outcome.version)
+    })
+    .await
 }
 
 /// `baton upgrade`: the host's supervisor starts a new serving process from the `baton` binary
@@ -314,15 +339,14 @@ fn gone(pid: u32) -> bool {
 /// # Errors
 /// As [`Client::call`].
 pub async fn undeploy(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
-    let outcome: Undeployed = client
-        .call(Method::DELETE, &app_path(app, ""), Bytes::new())
-        .await?;
-    writeln!(
-        out,
-        "{app}: undeployed {} (draining, then retired)",
-        outcome.undeployed
-    )
-    .map_err(out_error)
+    let call = AppCall::new(client, Method::DELETE, app, "");
+    call.say(Bytes::new(), out, |outcome: Undeployed| {
+        format!(
+            "{app}: undeployed {} (draining, then retired)",
+            outcome.undeployed
+        )
+    })
+    .await
 }
 
 /// `baton canary APP VERSION PERCENT`: `VERSION` takes `PERCENT` of the app's new requests.
@@ -340,15 +364,14 @@ pub async fn canary(
         version: version.to_owned(),
         percent,
     };
-    let outcome: CanarySet = client
-        .call(Method::PUT, &app_path(app, "/canary"), body(&request))
-        .await?;
-    writeln!(
-        out,
-        "{app}: canary {} takes {}% of new requests",
-        outcome.canary, outcome.percent
-    )
-    .map_err(out_error)
+    let call = AppCall::new(client, Method::PUT, app, "/canary");
+    call.say(body(&request), out, |outcome: CanarySet| {
+        format!(
+            "{app}: canary {} takes {}% of new requests",
+            outcome.canary, outcome.percent
+        )
+    })
+    .await
 }
 
 /// `baton promote APP`: the canary becomes the active version.
@@ -356,14 +379,11 @@ pub async fn canary(
 /// # Errors
 /// As [`Client::call`].
 pub async fn promote(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
-    let outcome: Promoted = client
-        .call(
-            Method::POST,
-            &app_path(app, "/canary/promote"),
-            Bytes::new(),
-        )
-        .await?;
-    writeln!(out, "{app}: {} is active", outcome.active).map_err(out_error)
+    let call = AppCall::new(client, Method::POST, app, "/canary/promote");
+    call.say(Bytes::new(), out, |outcome: Promoted| {
+        format!("{app}: {} is active", outcome.active)
+    })
+    .await
 }
 
 /// `baton abort APP`: the canary takes no new requests, drains and retires.
@@ -371,13 +391,12 @@ pub async fn promote(client: &Client, app: &str, out: &mut dyn Write) -> Result<
 /// # Errors
 /// As [`Client::call`].
 pub async fn abort(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
-    let outcome: Aborted = client
-        .call(Method::DELETE, &app_path(app, "/canary"), Bytes::new())
-        .await?;
-    writeln!(
-        out,
-        "{app}: canary {} aborted (draining, then retired)",
-        outcome.aborted
-    )
-    .map_err(out_error)
+    let call = AppCall::new(client, Method::DELETE, app, "/canary");
+    call.say(Bytes::new(), out, |outcome: Aborted| {
+        format!(
+            "{app}: canary {} aborted (draining, then retired)",
+            outcome.aborted
+        )
+    })
+    .await
 }
