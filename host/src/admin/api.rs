@@ -104,7 +104,7 @@ async fn dispatch(
         Endpoint::Metrics => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            registry.metrics().encode(registry),
+            registry.metrics().encode(),
         ),
         Endpoint::Deploy => deploy(admin, req).await?,
         Endpoint::Upgrade => upgrade()?,
