@@ -96,7 +96,7 @@ fn upload_name(file: &Path) -> String {
 /// # Errors
 /// The deploy's failure reason (a refused module, a failed warm-up, a rollback during the guard
 /// window), or the old version not retiring within `timeout`.
-pub async fn deploy(
+pub(super) async fn deploy(
     client: &Client,
     file: &Path,
     canary: Option<u8>,

@@ -35,11 +35,8 @@ use super::wire::{
 use crate::deploy::GuardState;
 use crate::error::{Error, Result};
 
-pub use cli::AdminCommand;
-pub use deploy::deploy;
-pub use quarantine::{clear as quarantine_clear, list as quarantine_list};
-pub use sessions::{count as sessions_count, invalidate as sessions_invalidate};
-pub use sessions::{list as sessions_list, list_json as sessions_list_json};
+pub use cli::{AdminArgs, AdminCommand, QuarantineCommand, SessionsCommand};
+use deploy::deploy;
 
 /// A connection to one host's admin API.
 #[derive(Debug, Clone)]
@@ -164,7 +161,7 @@ fn number(value: Option<u64>) -> String {
 ///
 /// # Errors
 /// As [`Client::call`].
-pub async fn status(client: &Client, json: bool, out: &mut dyn Write) -> Result<()> {
+async fn status(client: &Client, json: bool, out: &mut dyn Write) -> Result<()> {
     if json {
         return client.print("/status", out).await;
     }
@@ -276,7 +273,7 @@ impl<'c> AppCall<'c> {
 ///
 /// # Errors
 /// As [`Client::call`].
-pub async fn rollback(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
+async fn rollback(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
     let call = AppCall::new(client, Method::POST, app, "/rollback");
     call.say(Bytes::new(), out, |outcome: DeployOutcome| {
         let replaced = outcome
@@ -293,7 +290,7 @@ pub async fn rollback(client: &Client, app: &str, out: &mut dyn Write) -> Result
 ///
 /// # Errors
 /// As [`Client::call`], or when the new process does not take over in time.
-pub async fn upgrade(client: &Client, timeout: Duration, out: &mut dyn Write) -> Result<()> {
+async fn upgrade(client: &Client, timeout: Duration, out: &mut dyn Write) -> Result<()> {
     let before: Status = client.get("/status").await?;
     let old = before.host;
     client.send(Method::POST, "/upgrade", Bytes::new()).await?;
@@ -338,7 +335,7 @@ fn gone(pid: u32) -> bool {
 ///
 /// # Errors
 /// As [`Client::call`].
-pub async fn undeploy(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
+async fn undeploy(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
     let call = AppCall::new(client, Method::DELETE, app, "");
     call.say(Bytes::new(), out, |outcome: Undeployed| {
         format!(
@@ -353,7 +350,7 @@ pub async fn undeploy(client: &Client, app: &str, out: &mut dyn Write) -> Result
 ///
 /// # Errors
 /// As [`Client::call`].
-pub async fn canary(
+async fn canary(
     client: &Client,
     app: &str,
     version: &str,
@@ -378,7 +375,7 @@ pub async fn canary(
 ///
 /// # Errors
 /// As [`Client::call`].
-pub async fn promote(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
+async fn promote(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
     let call = AppCall::new(client, Method::POST, app, "/canary/promote");
     call.say(Bytes::new(), out, |outcome: Promoted| {
         format!("{app}: {} is active", outcome.active)
@@ -390,7 +387,7 @@ pub async fn promote(client: &Client, app: &str, out: &mut dyn Write) -> Result<
 ///
 /// # Errors
 /// As [`Client::call`].
-pub async fn abort(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
+async fn abort(client: &Client, app: &str, out: &mut dyn Write) -> Result<()> {
     let call = AppCall::new(client, Method::DELETE, app, "/canary");
     call.say(Bytes::new(), out, |outcome: Aborted| {
         format!(

@@ -14,7 +14,7 @@ use crate::error::Result;
 ///
 /// # Errors
 /// As [`Client::call`].
-pub async fn list(client: &Client, json: bool, out: &mut dyn Write) -> Result<()> {
+pub(super) async fn list(client: &Client, json: bool, out: &mut dyn Write) -> Result<()> {
     if json {
         return client.print("/quarantine", out).await;
     }
@@ -41,7 +41,12 @@ pub async fn list(client: &Client, json: bool, out: &mut dyn Write) -> Result<()
 ///
 /// # Errors
 /// As [`Client::call`]: 404 if the version is not quarantined.
-pub async fn clear(client: &Client, app: &str, version: &str, out: &mut dyn Write) -> Result<()> {
+pub(super) async fn clear(
+    client: &Client,
+    app: &str,
+    version: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
     let request = ClearRequest {
         app: app.to_owned(),
         version: version.to_owned(),

@@ -30,7 +30,11 @@ fn list_path(query: &SessionsQuery) -> String {
 ///
 /// # Errors
 /// As [`Client::send`].
-pub async fn list_json(client: &Client, query: &SessionsQuery, out: &mut dyn Write) -> Result<()> {
+pub(super) async fn list_json(
+    client: &Client,
+    query: &SessionsQuery,
+    out: &mut dyn Write,
+) -> Result<()> {
     client.print(&list_path(query), out).await
 }
 
@@ -39,7 +43,11 @@ pub async fn list_json(client: &Client, query: &SessionsQuery, out: &mut dyn Wri
 ///
 /// # Errors
 /// As [`Client::call`].
-pub async fn list(client: &Client, query: &SessionsQuery, out: &mut dyn Write) -> Result<()> {
+pub(super) async fn list(
+    client: &Client,
+    query: &SessionsQuery,
+    out: &mut dyn Write,
+) -> Result<()> {
     let page: SessionList = client.get(&list_path(query)).await?;
     if page.sessions.is_empty() {
         return writeln!(out, "no sessions ({} store)", page.store).map_err(out_error);
@@ -78,7 +86,7 @@ pub async fn list(client: &Client, query: &SessionsQuery, out: &mut dyn Write) -
 ///
 /// # Errors
 /// As [`Client::call`].
-pub async fn count(client: &Client, out: &mut dyn Write) -> Result<()> {
+pub(super) async fn count(client: &Client, out: &mut dyn Write) -> Result<()> {
     let answer: SessionCount = client.get("/sessions/count").await?;
     writeln!(out, "{} sessions ({} store)", answer.count, answer.store).map_err(out_error)
 }
@@ -88,7 +96,7 @@ pub async fn count(client: &Client, out: &mut dyn Write) -> Result<()> {
 ///
 /// # Errors
 /// As [`Client::call`]: 404 for an unknown session, 409 for an ambiguous prefix.
-pub async fn invalidate(client: &Client, id: &str, out: &mut dyn Write) -> Result<()> {
+pub(super) async fn invalidate(client: &Client, id: &str, out: &mut dyn Write) -> Result<()> {
     let path = format!("/sessions/{}", encode_segment(id));
     let answer: Invalidated = client.call(Method::DELETE, &path, Bytes::new()).await?;
     writeln!(out, "invalidated session {}…", answer.invalidated).map_err(out_error)
