@@ -47,7 +47,7 @@ use crate::metrics::Metrics;
 use crate::sync::lock;
 
 /// A module file that was refused, as shown in status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Rejection {
     /// The file.
     pub file: PathBuf,
