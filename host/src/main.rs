@@ -115,7 +115,11 @@ fn init_tracing(format: LogFormat) {
         .with_writer(writer);
     match format {
         LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .init(),
     }
     *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
 }
