@@ -41,8 +41,8 @@ pub enum Error {
         app: String,
         /// Version.
         version: String,
-        /// `init` or `warmup`.
-        stage: &'static str,
+        /// The step that failed.
+        stage: StartStage,
         /// The app's message.
         reason: String,
     },
@@ -121,6 +121,28 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+/// The step of an app's start-up that failed, shown as `load`, `init` or `warmup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartStage {
+    /// Starting the version's worker threads.
+    Load,
+    /// The app's `init`: building its instance.
+    Init,
+    /// The app's warm-up hook or one of the configured warm-up requests.
+    Warmup,
+}
+
+impl std::fmt::Display for StartStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StartStage::Load => "load",
+            StartStage::Init => "init",
+            StartStage::Warmup => "warmup",
+        })
+    }
 }
 
 /// OS errors that go away by themselves: out of file descriptors (per process, system-wide)

@@ -70,7 +70,7 @@ const HANDOVER_LINGER: std::time::Duration = std::time::Duration::from_millis(10
 fn handover_file(config: &Config) -> std::path::PathBuf {
     config.state_dir.join("handover-sessions.json")
 }
-pub use error::{Error, Result};
+pub use error::{Error, Result, StartStage};
 
 use deploy::Registry;
 use session::Sessions;
@@ -153,11 +153,9 @@ impl Host {
         let config = Arc::new(config);
         admin::upload::remove_leftovers(&config.state_dir);
         let registry = Arc::new(Registry::new(Arc::clone(&config))?);
-        let sessions = Sessions::from_config(
-            &config.sessions,
-            config.cookie_secure(),
-            registry.metrics().session_store(),
-        )?;
+        deploy::register_collector(&registry);
+        let sessions =
+            Sessions::from_config(&config.sessions, config.cookie_secure(), registry.metrics())?;
 
         // Watch first, so a file dropped during the initial scan is not missed.
         let watcher = if config.watch {

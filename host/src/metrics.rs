@@ -1,20 +1,24 @@
 //! Prometheus metrics, served by the admin listener at `GET /metrics` (OpenMetrics text).
 //!
-//! The request path pays for two updates through handles resolved once per version
-//! ([`VersionMetrics`]): no label lookup, no allocation per request. Gauges that describe the
-//! registry (in-flight requests, traffic weights) are read from it when scraped.
+//! A leaf: this module imports nothing else of the host. The request path pays for two updates
+//! through handles resolved once per version ([`VersionMetrics`]): no label lookup, no
+//! allocation per request. Session store calls are counted through [`OpCounters`], resolved
+//! once for the operation names the session front gives. What describes live state (in-flight
+//! requests, traffic weights, quarantined versions) is not kept here at all: its owner registers
+//! a [`Collector`] ([`Metrics::register_collector`]) that encodes it from that state on each
+//! scrape, with [`encode_gauges`], so concurrent scrapes share no mutable gauge.
 
+use std::fmt;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as MetricRegistry;
-
-use crate::deploy::Registry;
-use crate::session::StoreOp;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppLabels {
@@ -41,7 +45,7 @@ struct RollbackLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SessionLabels {
+struct OpLabels {
     op: &'static str,
 }
 
@@ -60,24 +64,21 @@ fn swap_histogram() -> Histogram {
 /// Status classes, indexed by `status / 100 - 1`.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// Every metric the host exports.
+/// Every metric the host keeps itself, and the collectors that add the rest on each scrape.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: MetricRegistry,
+    /// Written only to register a collector (at start); every scrape reads it, concurrently.
+    registry: RwLock<MetricRegistry>,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily<VersionLabels>,
-    in_flight: Family<VersionLabels, Gauge>,
-    stuck: Family<VersionLabels, Gauge>,
-    weight: Family<VersionLabels, Gauge>,
     swaps: Family<AppLabels, Counter>,
     swap_seconds: HistogramFamily<AppLabels>,
     drain_seconds: HistogramFamily<AppLabels>,
     warmup_failures: Family<AppLabels, Counter>,
     rollbacks: Family<RollbackLabels, Counter>,
-    quarantined: Family<VersionLabels, Gauge>,
     rejected: Counter,
-    session_ops: Family<SessionLabels, Counter>,
-    session_errors: Family<SessionLabels, Counter>,
+    session_ops: Family<OpLabels, Counter>,
+    session_errors: Family<OpLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,19 +94,15 @@ impl Metrics {
         let m = Metrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-            in_flight: Family::default(),
-            stuck: Family::default(),
-            weight: Family::default(),
             swaps: Family::default(),
             swap_seconds: Family::new_with_constructor(swap_histogram as fn() -> Histogram),
             drain_seconds: Family::new_with_constructor(swap_histogram as fn() -> Histogram),
             warmup_failures: Family::default(),
             rollbacks: Family::default(),
-            quarantined: Family::default(),
             rejected: Counter::default(),
             session_ops: Family::default(),
             session_errors: Family::default(),
-            registry: MetricRegistry::default(),
+            registry: RwLock::default(),
         };
         registry.register(
             "requests",
@@ -116,21 +113,6 @@ impl Metrics {
             "request_duration_seconds",
             "Time from a request's arrival to its response, per app version",
             m.latency.clone(),
-        );
-        registry.register(
-            "requests_in_flight",
-            "Requests running on an app version now",
-            m.in_flight.clone(),
-        );
-        registry.register(
-            "stuck_handlers",
-            "Handlers of an app version running past the request timeout",
-            m.stuck.clone(),
-        );
-        registry.register(
-            "version_weight_percent",
-            "Share of an app's new requests a version takes",
-            m.weight.clone(),
         );
         registry.register(
             "swaps",
@@ -158,11 +140,6 @@ impl Metrics {
             m.rollbacks.clone(),
         );
         registry.register(
-            "quarantined_versions",
-            "Versions quarantined because they crashed the serving process (1 while quarantined)",
-            m.quarantined.clone(),
-        );
-        registry.register(
             "module_rejections",
             "Module files refused by the loader (truncated or not a library for this host, no entry symbol, ABI)",
             m.rejected.clone(),
@@ -177,7 +154,10 @@ impl Metrics {
             "Session store operations that failed, by operation",
             m.session_errors.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: RwLock::new(registry),
+            ..m
+        }
     }
 
     /// The handles one version's requests update.
@@ -241,61 +221,59 @@ impl Metrics {
         self.rejected.inc();
     }
 
-    /// The handles the session front updates, one pair per store operation, resolved once.
-    pub fn session_store(&self) -> SessionStoreMetrics {
-        let resolve = |family: &Family<SessionLabels, Counter>| {
-            StoreOp::ALL.map(|op| family.get_or_create_owned(&SessionLabels { op: op.name() }))
+    /// The counters the session front updates, one pair per store operation in `ops` (the
+    /// `op` label of each), resolved once so that every operation is exported from the start.
+    pub fn session_store<const N: usize>(&self, ops: [&'static str; N]) -> OpCounters<N> {
+        let resolve = |family: &Family<OpLabels, Counter>| {
+            ops.map(|op| family.get_or_create_owned(&OpLabels { op }))
         };
-        SessionStoreMetrics {
+        OpCounters {
             ops: resolve(&self.session_ops),
             errors: resolve(&self.session_errors),
         }
     }
 
-    /// The exposition of every metric, with the gauges read from `registry` now.
-    pub fn encode(&self, registry: &Registry) -> String {
-        self.in_flight.clear();
-        self.stuck.clear();
-        self.weight.clear();
-        self.quarantined.clear();
-        for q in registry.quarantine() {
-            self.quarantined
-                .get_or_create(&VersionLabels {
-                    app: q.app,
-                    version: q.version,
-                })
-                .set(1);
-        }
-        for slot in registry.apps() {
-            for version in slot.versions() {
-                if matches!(
-                    version.state(),
-                    crate::deploy::State::Retired | crate::deploy::State::Failed
-                ) {
-                    continue;
-                }
-                let labels = VersionLabels {
-                    app: slot.name().to_owned(),
-                    version: version.info().version.clone(),
-                };
-                // Two live versions can share a version string (the same version rebuilt).
-                self.in_flight
-                    .get_or_create(&labels)
-                    .inc_by(version.in_flight() as i64);
-                self.stuck
-                    .get_or_create(&labels)
-                    .inc_by(version.stuck() as i64);
-                self.weight
-                    .get_or_create(&labels)
-                    .inc_by(i64::from(slot.weight(&version)));
-            }
-        }
+    /// Adds `collector`'s metrics to every later scrape, under the `baton_` prefix.
+    pub fn register_collector(&self, collector: Box<dyn Collector>) {
+        // Poison is harmless: a registration either pushed its collector or did not.
+        self.registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register_collector(collector);
+    }
+
+    /// The exposition of every metric, with the collectors' metrics read now.
+    pub fn encode(&self) -> String {
+        let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
             out = format!("# metrics do not encode: {e}\n");
         }
         out
     }
+}
+
+/// Encodes one gauge family for a [`Collector`]: `name` (prefixed with `baton_`) with `help`,
+/// one sample per label set. A family without samples is left out, as a registered one is.
+///
+/// # Errors
+/// The encoder's error.
+pub fn encode_gauges<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, i64)>,
+) -> fmt::Result {
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
+    let gauge_type = ConstGauge::new(0_i64).metric_type();
+    let mut family = encoder.encode_descriptor(name, help, None, gauge_type)?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// One version's request metrics, resolved once.
@@ -314,27 +292,51 @@ impl VersionMetrics {
     }
 }
 
-/// Session store operations and their failures, by operation: what the session front counts
-/// on every store call (one relaxed atomic add, two when it failed).
-#[derive(Debug, Clone, Default)]
-pub struct SessionStoreMetrics {
-    ops: [Counter; StoreOp::ALL.len()],
-    errors: [Counter; StoreOp::ALL.len()],
+/// Calls by operation and their failures: what the session front counts on every store call
+/// (one relaxed atomic add, two when it failed). Operations are numbered as in the names given to
+/// [`Metrics::session_store`]; the default counts into counters no scrape shows.
+#[derive(Debug, Clone)]
+pub struct OpCounters<const N: usize> {
+    ops: [Counter; N],
+    errors: [Counter; N],
 }
 
-impl SessionStoreMetrics {
-    /// Counts one store call of kind `op`, and whether it failed.
-    pub fn record(&self, op: StoreOp, failed: bool) {
-        self.ops[op.index()].inc();
-        if failed {
-            self.errors[op.index()].inc();
+impl<const N: usize> Default for OpCounters<N> {
+    fn default() -> Self {
+        OpCounters {
+            ops: std::array::from_fn(|_| Counter::default()),
+            errors: std::array::from_fn(|_| Counter::default()),
         }
+    }
+}
+
+impl<const N: usize> OpCounters<N> {
+    /// Counts one call of operation number `op`, and whether it failed.
+    ///
+    /// # Panics
+    /// If `op` is not below `N`.
+    pub fn record(&self, op: usize, failed: bool) {
+        self.ops[op].inc();
+        if failed {
+            self.errors[op].inc();
+        }
+    }
+
+    /// Calls of operation number `op` so far, and how many of them failed.
+    ///
+    /// # Panics
+    /// If `op` is not below `N`.
+    pub fn count(&self, op: usize) -> (u64, u64) {
+        (self.ops[op].get(), self.errors[op].get())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
 
     #[test]
     fn version_handles_count_into_the_exposition() {
@@ -344,11 +346,10 @@ mod tests {
         v.observe(http::StatusCode::NOT_FOUND, Duration::from_millis(1));
         metrics.swapped("hello", Duration::from_millis(30));
         metrics.rolled_back("hello", "errors");
-        let sessions = metrics.session_store();
-        sessions.record(StoreOp::Load, true);
-        sessions.record(StoreOp::Save, false);
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &metrics.registry).unwrap();
+        let sessions = metrics.session_store(["load", "save"]);
+        sessions.record(0, true);
+        sessions.record(1, false);
+        let out = metrics.encode();
         assert!(
             out.contains(r#"baton_requests_total{app="hello",version="1.0.0",status="2xx"} 1"#),
             "{out}"
@@ -375,5 +376,85 @@ mod tests {
             out.contains(r#"baton_session_store_errors_total{op="save"} 0"#),
             "every operation is exported from the start: {out}"
         );
+    }
+
+    /// Gauges of `apps`, one per app; with `overlap`, each scrape waits inside the collector
+    /// until another scrape is there too.
+    #[derive(Debug)]
+    struct Apps {
+        apps: Vec<&'static str>,
+        overlap: Option<Arc<AtomicUsize>>,
+    }
+
+    impl Collector for Apps {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+            if let Some(inside) = &self.overlap {
+                inside.fetch_add(1, Ordering::SeqCst);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while inside.load(Ordering::SeqCst) < 2 {
+                    assert!(Instant::now() < deadline, "the scrapes did not overlap");
+                    std::thread::yield_now();
+                }
+            }
+            let samples = self
+                .apps
+                .iter()
+                .zip(1..)
+                .map(|(app, n)| ([("app", *app)], n));
+            encode_gauges(&mut encoder, "apps_seen", "Apps, numbered", samples)?;
+            encode_gauges(
+                &mut encoder,
+                "nothing",
+                "Never sampled",
+                Vec::<([(&str, &str); 1], i64)>::new(),
+            )
+        }
+    }
+
+    #[test]
+    fn collectors_encode_their_gauges_and_leave_empty_ones_out() {
+        let metrics = Metrics::new();
+        metrics.register_collector(Box::new(Apps {
+            apps: vec!["a", "b"],
+            overlap: None,
+        }));
+        let out = metrics.encode();
+        assert!(
+            out.contains("# HELP baton_apps_seen Apps, numbered\n"),
+            "{out}"
+        );
+        assert!(out.contains("# TYPE baton_apps_seen gauge\n"), "{out}");
+        assert!(out.contains("baton_apps_seen{app=\"a\"} 1\n"), "{out}");
+        assert!(out.contains("baton_apps_seen{app=\"b\"} 2\n"), "{out}");
+        assert!(!out.contains("baton_nothing"), "{out}");
+        assert!(out.ends_with("# EOF\n"), "{out}");
+    }
+
+    #[test]
+    fn overlapping_scrapes_both_see_complete_output() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.version("hello", "1.0.0");
+        metrics.register_collector(Box::new(Apps {
+            apps: vec!["a", "b", "c"],
+            overlap: Some(Arc::default()),
+        }));
+        let scrapes: Vec<_> = (0..2)
+            .map(|_| {
+                let metrics = Arc::clone(&metrics);
+                std::thread::spawn(move || metrics.encode())
+            })
+            .collect();
+        for scrape in scrapes {
+            let out = scrape.join().expect("a scrape failed");
+            for line in [
+                r#"baton_apps_seen{app="a"} 1"#,
+                r#"baton_apps_seen{app="b"} 2"#,
+                r#"baton_apps_seen{app="c"} 3"#,
+                r#"baton_requests_total{app="hello",version="1.0.0",status="2xx"} 0"#,
+                "# EOF",
+            ] {
+                assert!(out.contains(line), "{line} missing from {out}");
+            }
+        }
     }
 }

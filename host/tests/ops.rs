@@ -547,10 +547,11 @@ async fn a_canary_split_sends_its_share_and_sticky_sessions_stay_put() {
     );
 
     // With the session cookie, each session stays on one version; about 10% of sessions are
-    // on the canary (the cookie values are fixed, so this is deterministic).
+    // on the canary (the ids are fixed, so this is deterministic). A malformed cookie before the
+    // real one changes nothing: routing keys on the id the session layer uses.
     let mut on_canary = 0;
     for i in 0..200 {
-        let cookie = format!("theme=dark; BATON_SESSION=session-{i:04}");
+        let cookie = format!("theme=dark; BATON_SESSION=forged-{i}; BATON_SESSION={i:048x}");
         let hits = count(&host, 5, Some(&cookie), "hello@2.0.0").await;
         assert!(
             hits == 0 || hits == 5,

@@ -71,8 +71,9 @@ async fn a_panicking_handler_is_a_500_and_the_next_request_is_fine() {
         l["message"] == "handler panicked"
     });
     assert!(panic["panic"].as_str().unwrap().contains("asked to panic"));
-    assert_eq!(panic["app"], "hello");
-    assert_eq!(panic["version"], "1.0.0");
+    // The request's span names the app and version.
+    assert_eq!(panic["span"]["app"], "hello", "{panic}");
+    assert_eq!(panic["span"]["version"], "1.0.0", "{panic}");
     for _ in 0..5 {
         assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
     }
@@ -145,8 +146,8 @@ async fn overrunning_handlers_get_504_and_are_named_in_the_log() {
     let overran = host.wait_log(Duration::from_secs(5), |l| {
         l["message"].as_str().unwrap_or("").contains("overran")
     });
-    assert_eq!(overran["path"], "/slow");
-    assert_eq!(overran["app"], "hello");
+    assert_eq!(overran["span"]["path"], "/slow", "{overran}");
+    assert_eq!(overran["span"]["app"], "hello", "{overran}");
     assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
 }
 

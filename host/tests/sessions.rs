@@ -409,6 +409,21 @@ async fn an_attribute_another_app_cannot_decode_fails_alone_in_memory() {
         .get(&host.url("/sessions/get?name=count&as=string"))
         .await;
     assert_eq!((r.status, r.body.as_str()), (200, "count undecodable\n"));
+    // The app's own log line, written on its worker thread, carries the request's span.
+    let skipped = host.wait_log(WAIT, |l| {
+        l["target"] == "baton::app"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("attribute skipped"))
+    });
+    assert_eq!(
+        (
+            skipped["span"]["method"].as_str(),
+            skipped["span"]["path"].as_str()
+        ),
+        (Some("GET"), Some("/get")),
+        "{skipped}"
+    );
     let r = jar
         .get(&host.url("/sessions/get?name=user&as=string"))
         .await;
@@ -605,4 +620,66 @@ async fn the_cookie_name_and_secure_flag_are_configurable() {
         "{cookie}"
     );
     assert_eq!(jar.get(&host.url("/counter/")).await.body, "count 2\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A request whose app never uses its session costs no store call, cookie or not.
+
+/// Every session store operation and its count at `/metrics`, failures included.
+async fn store_calls(host: &HostProc) -> Vec<(String, f64)> {
+    let text = support::http::Http::new()
+        .get(&host.admin_url("/metrics"))
+        .await
+        .body;
+    let calls: Vec<(String, f64)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("baton_session_store_operations_total{")
+                || l.starts_with("baton_session_store_errors_total{")
+        })
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(
+        calls.len(),
+        20,
+        "ten operations, each with its errors: {text}"
+    );
+    calls
+}
+
+async fn untouched_sessions_cost_no_store_call(store: Store) {
+    let host = store.host(&[hello("1.0.0"), counter("1.0.0")], "");
+    let (known, forged) = (Jar::new(COOKIE), Jar::new(COOKIE));
+    assert_eq!(known.get(&host.url("/counter/")).await.body, "count 1\n");
+    forged.set_id(&random_id());
+    let before = store_calls(&host).await;
+    assert!(
+        before.iter().any(|(_, n)| *n > 0.0),
+        "the counter's calls are counted: {before:?}"
+    );
+    for jar in [&known, &forged] {
+        for _ in 0..5 {
+            let r = jar.get(&host.url("/hello/")).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.header("set-cookie"), "", "no session, no cookie");
+        }
+    }
+    assert_eq!(
+        store_calls(&host).await,
+        before,
+        "requests that never use their session cost no store call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untouched_session_costs_no_store_call_with_redis() {
+    untouched_sessions_cost_no_store_call(Store::redis()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untouched_session_costs_no_store_call_in_memory() {
+    untouched_sessions_cost_no_store_call(Store::Memory).await;
 }

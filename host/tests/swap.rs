@@ -250,7 +250,11 @@ async fn a_bad_file_is_refused_and_retried_when_it_changes() {
     // The same file name, now with a good module: deployed, and the rejection cleared.
     std::fs::copy(hello("2.0.0"), &dropped).unwrap();
     active(&host, "hello", "2.0.0").await;
-    assert_eq!(status(&host).await["rejected"], serde_json::json!([]));
+    // The rejection is cleared as the deploy's result is recorded, a moment after the switch.
+    eventually(WAIT, "the rejection cleared", async || {
+        (status(&host).await["rejected"] == serde_json::json!([])).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,7 +11,9 @@
 //! the host runs them on the version's own worker threads. Logs written with [`tracing`] reach
 //! the host's log, tagged with the app's name and version. [`Request::session`] gives the
 //! client's [`Session`]: typed attributes the host keeps in memory or in Redis, shared by every
-//! version of the app and every host process.
+//! version of the app and every host process. Unit tests of handlers build requests with
+//! [`Request::builder`]; the `test-util` feature adds `TestSession`, an in-memory session for
+//! them (enable it under `[dev-dependencies]` only).
 //!
 //! [`export!`] turns the app into a module. The crate must be a `cdylib`:
 //!
@@ -61,7 +63,9 @@ pub use http::{Method, StatusCode};
 pub use request::{Request, RequestBuilder, RequestError};
 pub use response::{IntoResponse, Json, Response};
 pub use router::Router;
-pub use session::{Session, SessionError, TestSession};
+#[cfg(feature = "test-util")]
+pub use session::TestSession;
+pub use session::{Session, SessionError};
 pub use tracing;
 
 /// Exports an [`App`] as a Baton module: generates the entry symbol and its descriptor.

@@ -8,7 +8,9 @@ use http::Method;
 use serde::de::DeserializeOwned;
 
 use crate::abi::{HostSession, RawHeaders};
-use crate::session::{Backend, Session, TestSession};
+#[cfg(feature = "test-util")]
+use crate::session::TestSession;
+use crate::session::{Backend, Session};
 
 /// A request that could not be read as the handler asked; converts into a 400 with `?`.
 #[derive(Debug)]
@@ -107,6 +109,7 @@ impl<'a> Request<'a> {
             query: "",
             headers: &[],
             body: &[],
+            #[cfg(feature = "test-util")]
             session: None,
         }
     }
@@ -230,6 +233,7 @@ pub struct RequestBuilder<'a> {
     query: &'a str,
     headers: &'a [(String, String)],
     body: &'a [u8],
+    #[cfg(feature = "test-util")]
     session: Option<&'a TestSession>,
 }
 
@@ -253,7 +257,9 @@ impl<'a> RequestBuilder<'a> {
     }
 
     /// Gives the request a session kept in `session` (without one, session calls fail with
-    /// [`SessionError::Unsupported`](crate::SessionError::Unsupported)).
+    /// [`SessionError::Unsupported`](crate::SessionError::Unsupported)). Needs the sdk's
+    /// `test-util` feature.
+    #[cfg(feature = "test-util")]
     pub fn session(mut self, session: &'a TestSession) -> Self {
         self.session = Some(session);
         self
@@ -268,7 +274,10 @@ impl<'a> RequestBuilder<'a> {
             headers: Headers::Owned(self.headers),
             body: self.body,
             params: Vec::new(),
+            #[cfg(feature = "test-util")]
             session: self.session.map_or(Backend::None, Backend::Test),
+            #[cfg(not(feature = "test-util"))]
+            session: Backend::None,
         }
     }
 }

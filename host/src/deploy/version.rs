@@ -1,4 +1,8 @@
-//! One loaded version of an app: its state, counters, worker pool and instance.
+//! One loaded version of an app: its state, counters, worker pool and instance, from
+//! loading through init and warm-up to its unload. The requests running on it live in
+//! [`requests`].
+
+mod requests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +15,18 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::outcomes::Outcomes;
-use super::pool::Pool;
+use super::pool::{Pool, PoolError};
 use crate::config::Limits;
-use crate::loader::{CallError, Instance, Module, ModuleInfo, ModuleRequest, ModuleResponse};
+use crate::loader::{CallError, Instance, Module, ModuleInfo};
 use crate::metrics::VersionMetrics;
+use crate::sync::lock;
+
+pub use requests::Running;
+use requests::Tracked;
+pub(crate) use requests::{InFlight, OwnedRequest};
 
 /// Where a version is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum State {
@@ -52,85 +61,40 @@ impl State {
     }
 }
 
-/// A request running on a version, as shown while it drains.
-#[derive(Debug, Clone, Serialize)]
-pub struct Running {
-    /// Method.
-    pub method: String,
-    /// Path relative to the mount.
-    pub path: String,
-    /// How long it has been running.
-    pub elapsed_ms: u64,
-    /// Its handler overran the request timeout (the client got a 504) and still runs.
-    pub stuck: bool,
+/// Why a warm-up request did not answer 2xx.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WarmError {
+    /// The version was switched away from before the request could claim it.
+    #[error("version stopped taking requests")]
+    Stopped,
+    /// The app answered with a status other than 2xx.
+    #[error("warm-up request GET {path} answered {status}")]
+    Status {
+        /// The request's path.
+        path: String,
+        /// What the app answered.
+        status: http::StatusCode,
+    },
+    /// The handler failed or panicked.
+    #[error("warm-up request GET {path} {source}")]
+    Failed {
+        /// The request's path.
+        path: String,
+        /// How the call failed.
+        source: CallError,
+    },
+    /// The version's worker pool stopped before the handler answered.
+    #[error("worker pool stopped")]
+    PoolStopped,
+    /// The handler did not answer in time (it goes on running as a stuck handler).
+    #[error("warm-up request GET {path} took longer than {} ms", timeout.as_millis())]
+    TimedOut {
+        /// The request's path.
+        path: String,
+        /// The warm-up timeout.
+        timeout: Duration,
+    },
 }
-
-/// Where a dispatched request's handler is, shared by its worker and the task awaiting it.
-#[derive(Debug, Default)]
-pub(crate) struct Ticket(AtomicU8);
-
-impl Ticket {
-    const RUNNING: u8 = 0;
-    const DONE: u8 = 1;
-    /// Overran its time; a replacement thread took its place.
-    const REPLACED: u8 = 2;
-    /// Overran its time; no thread was started in its place.
-    const STUCK: u8 = 3;
-
-    fn stuck(&self) -> bool {
-        self.0.load(SeqCst) >= Self::REPLACED
-    }
-}
-
-/// A running request, as tracked for status and drains.
-#[derive(Debug)]
-struct Tracked {
-    method: http::Method,
-    path: String,
-    started: Instant,
-    ticket: Arc<Ticket>,
-}
-
-/// A request handed to a worker: its reply, and its ticket for [`Version::overran`].
-#[derive(Debug)]
-pub(crate) struct Call {
-    pub(crate) reply: tokio::sync::oneshot::Receiver<Result<ModuleResponse, CallError>>,
-    ticket: Arc<Ticket>,
-    id: u64,
-}
-
-/// A request's claim on a version: while it exists the version cannot retire.
-#[derive(Debug)]
-pub(crate) struct InFlight {
-    version: Arc<Version>,
-    tracked: Option<u64>,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let version = &self.version;
-        if let Some(id) = self.tracked {
-            lock(&version.running).remove(&id);
-        }
-        version.served.fetch_add(1, SeqCst);
-        if version.in_flight.fetch_sub(1, SeqCst) == 1 && version.state() != State::Active {
-            version.idle.notify_waiters();
-        }
-    }
-}
-
-/// An owned request, ready to cross to a worker thread.
-#[derive(Debug)]
-pub(crate) struct OwnedRequest {
-    pub(crate) method: http::Method,
-    pub(crate) path: String,
-    pub(crate) query: String,
-    pub(crate) headers: http::HeaderMap,
-    pub(crate) body: bytes::Bytes,
-    pub(crate) session: Option<Arc<crate::session::RequestSession>>,
-}
-
-use crate::sync::lock;
 
 /// One loaded module version.
 #[derive(Debug)]
@@ -172,19 +136,56 @@ impl Version {
         hash: u64,
         limits: Limits,
         metrics: VersionMetrics,
-    ) -> Result<Arc<Version>, String> {
+    ) -> Result<Arc<Version>, PoolError> {
         let info = module.info().clone();
+        Version::assemble(id, info, Some(module), source, hash, limits, metrics)
+    }
+
+    /// A version of an app and version that was never loaded, without worker threads: for
+    /// tests of what the registry does with versions (routing, splits, the state file).
+    #[cfg(test)]
+    pub(crate) fn stub(id: u64, app: &str, version: &str) -> Arc<Version> {
+        let info = ModuleInfo {
+            app: app.to_owned(),
+            version: version.to_owned(),
+            sdk_version: String::new(),
+            rustc_version: String::new(),
+            abi: (0, 0),
+        };
+        let limits = Limits {
+            worker_threads: 0,
+            ..Limits::default()
+        };
+        let source = PathBuf::from(format!("modules/{app}-{version}.so"));
+        let metrics = crate::metrics::Metrics::new().version(app, version);
+        Version::assemble(id, info, None, source, id, limits, metrics)
+            .expect("a pool without threads starts")
+    }
+
+    /// A version in state `Loading` of `module` (its private copy; a stub has none), with its
+    /// worker threads started.
+    fn assemble(
+        id: u64,
+        info: ModuleInfo,
+        module: Option<Arc<Module>>,
+        source: PathBuf,
+        hash: u64,
+        limits: Limits,
+        metrics: VersionMetrics,
+    ) -> Result<Arc<Version>, PoolError> {
+        let copy = module
+            .as_ref()
+            .map_or_else(|| source.clone(), |m| m.path().to_owned());
         let pool = Pool::start(
             &format!("baton-{}", info.app),
             limits.worker_threads,
             limits.worker_stack_bytes(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         // Validated app names and versions are header-safe; built once, not per response.
         let header = http::HeaderValue::from_str(&format!("{}@{}", info.app, info.version)).ok();
         Ok(Arc::new(Version {
             id,
-            copy: module.path().to_owned(),
+            copy,
             info,
             source,
             hash,
@@ -195,7 +196,7 @@ impl Version {
             idle: Notify::new(),
             pool,
             instance: ArcSwapOption::empty(),
-            module: Mutex::new(Some(module)),
+            module: Mutex::new(module),
             error: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),
@@ -352,40 +353,6 @@ impl Version {
         self.pool.threads()
     }
 
-    /// The requests running on this version now, longest-running first.
-    pub fn running(&self) -> Vec<Running> {
-        let mut running: Vec<Running> = lock(&self.running)
-            .values()
-            .map(|t| Running {
-                method: t.method.to_string(),
-                path: t.path.clone(),
-                elapsed_ms: crate::clock::millis(t.started.elapsed()),
-                stuck: t.ticket.stuck(),
-            })
-            .collect();
-        running.sort_by_key(|r| std::cmp::Reverse(r.elapsed_ms));
-        running
-    }
-
-    /// Claims the version for one request, unless it stopped taking new ones.
-    pub(crate) fn try_enter(self: &Arc<Self>) -> Option<InFlight> {
-        // Paired with `set_state` + `wait_idle`: either the request sees the new state and backs
-        // off, or the drain sees the request in flight and waits for it.
-        self.in_flight.fetch_add(1, SeqCst);
-        match self.state() {
-            State::Active | State::Warming => Some(InFlight {
-                version: Arc::clone(self),
-                tracked: None,
-            }),
-            _ => {
-                if self.in_flight.fetch_sub(1, SeqCst) == 1 {
-                    self.idle.notify_waiters();
-                }
-                None
-            }
-        }
-    }
-
     /// Runs the app's warm-up hook on a worker thread.
     pub(crate) async fn warmup(&self, timeout: Duration) -> Result<(), CallError> {
         let Some(instance) = self.instance.load_full() else {
@@ -395,15 +362,18 @@ impl Version {
     }
 
     /// Sends `GET path` to this version directly; it must answer 2xx within `timeout`.
+    ///
+    /// # Errors
+    /// [`WarmError`]: what the request came to instead.
     pub(crate) async fn warm_request(
         self: &Arc<Self>,
         path: &str,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), WarmError> {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        let guard = self
-            .try_enter()
-            .ok_or_else(|| "version stopped taking requests".to_owned())?;
+        let span = tracing::info_span!("request", app = %self.info.app,
+            version = %self.info.version, method = "GET", path, warmup = true);
+        let guard = self.try_enter().ok_or(WarmError::Stopped)?;
         let mut call = self.dispatch(
             guard,
             None,
@@ -415,165 +385,23 @@ impl Version {
                 body: bytes::Bytes::new(),
                 // Warm-up requests have no client and so no session.
                 session: None,
+                span,
             },
         );
         let outcome = tokio::time::timeout(timeout, &mut call.reply).await;
         if outcome.is_err() {
             self.overran(&call);
         }
+        let path = path.to_owned();
         match outcome {
             Ok(Ok(Ok(response))) if response.status.is_success() => Ok(()),
-            Ok(Ok(Ok(response))) => Err(format!(
-                "warm-up request GET {path} answered {}",
-                response.status
-            )),
-            Ok(Ok(Err(e))) => Err(format!("warm-up request GET {path} {e}")),
-            Ok(Err(_)) => Err("worker pool stopped".into()),
-            Err(_) => Err(format!(
-                "warm-up request GET {path} took longer than {} ms",
-                timeout.as_millis()
-            )),
-        }
-    }
-
-    /// Handles a request on a worker thread; `guard` is released there when the handler returns.
-    pub(crate) fn dispatch(
-        self: &Arc<Self>,
-        mut guard: InFlight,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
-        request: OwnedRequest,
-    ) -> Call {
-        let id = self.next_request.fetch_add(1, SeqCst);
-        let ticket = Arc::new(Ticket::default());
-        lock(&self.running).insert(
-            id,
-            Tracked {
-                method: request.method.clone(),
-                path: request.path.clone(),
-                started: Instant::now(),
-                ticket: Arc::clone(&ticket),
-            },
-        );
-        guard.tracked = Some(id);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job_ticket = Arc::clone(&ticket);
-        self.pool.submit(Box::new(move || {
-            let instance = guard.version.instance.load();
-            let result = match instance.as_ref() {
-                Some(instance) => instance.handle(&ModuleRequest {
-                    method: request.method.as_str(),
-                    path: &request.path,
-                    query: &request.query,
-                    headers: &request.headers,
-                    body: &request.body,
-                    session: request.session.as_deref(),
-                }),
-                None => Err(CallError::Failed("version already retired".into())),
-            };
-            drop(instance);
-            let _ = tx.send(result);
-            drop(permit);
-            if let Err(overran) =
-                job_ticket
-                    .0
-                    .compare_exchange(Ticket::RUNNING, Ticket::DONE, SeqCst, SeqCst)
-            {
-                guard
-                    .version
-                    .stuck_returned(id, overran == Ticket::REPLACED);
-            }
-            drop(guard);
-        }));
-        Call {
-            reply: rx,
-            ticket,
-            id,
-        }
-    }
-
-    /// The request of `call` overran its timeout and its client was answered without it: report
-    /// its handler as stuck and, within `max_stuck_threads`, start a thread in its place so the
-    /// version keeps its capacity. Nothing happens if the handler already returned.
-    pub(crate) fn overran(&self, call: &Call) {
-        let replace = self.stuck.fetch_add(1, SeqCst) < self.limits.max_stuck_threads;
-        let state = if replace {
-            Ticket::REPLACED
-        } else {
-            Ticket::STUCK
-        };
-        if call
-            .ticket
-            .0
-            .compare_exchange(Ticket::RUNNING, state, SeqCst, SeqCst)
-            .is_err()
-        {
-            // It returned meanwhile: not stuck after all.
-            self.stuck.fetch_sub(1, SeqCst);
-            return;
-        }
-        let replaced = replace
-            && match self.pool.replace_stuck() {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(app = %self.info.app, version = %self.info.version,
-                        error = %e, "no thread started in place of a stuck handler");
-                    // Its thread must not leave when the handler returns: none replaced it.
-                    call.ticket.0.store(Ticket::STUCK, SeqCst);
-                    false
-                }
-            };
-        let (method, path, elapsed_ms) = self.describe(call.id);
-        tracing::warn!(app = %self.info.app, version = %self.info.version, %method, %path,
-            elapsed_ms, stuck = self.stuck(), replaced, unhealthy = self.unhealthy(),
-            "handler stuck past the request timeout; still running");
-    }
-
-    /// Method, path and running time of request `id`, for a log line.
-    fn describe(&self, id: u64) -> (String, String, u64) {
-        lock(&self.running)
-            .get(&id)
-            .map(|t| {
-                (
-                    t.method.to_string(),
-                    t.path.clone(),
-                    crate::clock::millis(t.started.elapsed()),
-                )
-            })
-            .unwrap_or_default()
-    }
-
-    /// A stuck handler returned, on its own worker thread.
-    fn stuck_returned(&self, id: u64, replaced: bool) {
-        let stuck = self.stuck.fetch_sub(1, SeqCst) - 1;
-        if replaced {
-            // A replacement runs in this thread's place: leave, so the pool keeps its size.
-            Pool::leave_after_job();
-        }
-        let (method, path, elapsed_ms) = self.describe(id);
-        tracing::info!(app = %self.info.app, version = %self.info.version, %method, %path,
-            elapsed_ms, stuck, "stuck handler returned");
-    }
-
-    /// Waits until no request runs on this version, or `timeout` passes. Call after the
-    /// version stopped taking new requests.
-    pub(crate) async fn wait_idle(&self, timeout: Duration) -> bool {
-        // `Duration::MAX` waits for ever; an `Instant` that far out would overflow.
-        let deadline = tokio::time::Instant::now().checked_add(timeout);
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.in_flight() == 0 {
-                return true;
-            }
-            match deadline {
-                Some(deadline) => {
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return self.in_flight() == 0;
-                    }
-                }
-                None => notified.await,
-            }
+            Ok(Ok(Ok(response))) => Err(WarmError::Status {
+                path,
+                status: response.status,
+            }),
+            Ok(Ok(Err(source))) => Err(WarmError::Failed { path, source }),
+            Ok(Err(_)) => Err(WarmError::PoolStopped),
+            Err(_) => Err(WarmError::TimedOut { path, timeout }),
         }
     }
 

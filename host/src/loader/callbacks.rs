@@ -8,6 +8,7 @@ use baton_sdk::abi::{
     STATUS_PANIC, Status,
 };
 
+use super::session::SessionAccess;
 use super::{CallError, ModuleInfo};
 
 /// Module-wide services for one instance: logging under the app's name and version, and the
@@ -98,17 +99,9 @@ pub(super) struct ErrorText {
     bytes: Vec<u8>,
 }
 
-unsafe extern "C" fn append(ctx: *mut c_void, bytes: RawStr) {
-    // SAFETY: `ctx` is the `Vec` of a live `ErrorText`/`ResponseBuilder`; `bytes` valid now.
-    unsafe { (*ctx.cast::<Vec<u8>>()).extend_from_slice(bytes.as_bytes()) }
-}
-
 impl ErrorText {
     pub(super) fn sink(&mut self) -> ByteSink {
-        ByteSink {
-            ctx: (&raw mut self.bytes).cast(),
-            write: append,
-        }
+        ByteSink::for_vec(&mut self.bytes)
     }
 
     pub(super) fn into_result(self, status: Status) -> Result<(), CallError> {
@@ -139,7 +132,7 @@ pub struct ModuleRequest<'a> {
     /// Body.
     pub body: &'a [u8],
     /// The request's session, offered to the module through the request context.
-    pub session: Option<&'a crate::session::RequestSession>,
+    pub session: Option<&'a dyn SessionAccess>,
 }
 
 impl ModuleRequest<'_> {
@@ -161,11 +154,13 @@ impl ModuleRequest<'_> {
             headers: headers.as_ptr(),
             headers_len: headers.len(),
             body: RawStr::new(self.body),
-            ctx: self.session.map_or(std::ptr::null_mut(), |session| {
-                (session as *const crate::session::RequestSession)
-                    .cast_mut()
-                    .cast()
-            }),
+            // A pointer to the (wide) reference, which lives in `self` for the whole call.
+            ctx: self
+                .session
+                .as_ref()
+                .map_or(std::ptr::null_mut(), |session| {
+                    std::ptr::from_ref(session).cast_mut().cast()
+                }),
         }
     }
 }

@@ -24,6 +24,7 @@ use baton_sdk::abi::{self, DescriptorHeader, ModuleDescriptor, RawStr};
 pub use callbacks::{ModuleRequest, ModuleResponse};
 pub use elf::{Checked, ElfError, NoDelete, check, check_file};
 pub use maps::mapped_regions;
+pub use session::{AccessError, SessionAccess, UpdateFn};
 pub use tlskeys::{PTHREAD_KEYS_MAX, loads_refused, pthread_keys_in_use, pthread_keys_reclaimed};
 
 use crate::error::{Error, Result};

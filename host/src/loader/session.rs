@@ -1,10 +1,14 @@
-//! The host's session callbacks in the module's [`HostApi`](baton_sdk::abi::HostApi).
+//! The host's session callbacks in the module's [`HostApi`](baton_sdk::abi::HostApi), and the
+//! [`SessionAccess`] trait they call through.
 //!
-//! Each takes the request context the host put in `RawRequest::ctx`: a pointer to the
-//! request's [`RequestSession`], alive for the whole `handle` call. Every callback catches
-//! panics (one must never unwind into module frames) and reports failures as a status plus a
-//! message written into the module's error sink.
+//! The loader does not know how sessions are kept: it defines what its callbacks need of one
+//! request's session ([`SessionAccess`], failing with an [`AccessError`]) and the session module
+//! implements it. Each callback takes the request context the host put in `RawRequest::ctx`: a
+//! pointer to the request's `&dyn SessionAccess`, alive for the whole `handle` call. Every
+//! callback catches panics (one must never unwind into module frames) and reports failures as a
+//! status plus a message written into the module's error sink.
 
+use std::error::Error as StdError;
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -13,21 +17,89 @@ use baton_sdk::abi::{
     SessionUpdateFn, Status,
 };
 
-use crate::session::{AccessError, RequestSession};
-
-/// Collects bytes a module writes into a host-owned buffer.
-unsafe extern "C" fn collect(ctx: *mut c_void, bytes: RawStr) {
-    // SAFETY: `ctx` is the `Vec<u8>` of the `host_sink` passed to the running call; `bytes` is
-    // valid for this call.
-    unsafe { (*ctx.cast::<Vec<u8>>()).extend_from_slice(bytes.as_bytes()) }
+/// Why a session call failed; the variant decides the status the module gets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// The session store cannot answer now (down, too slow, or full): `STATUS_UNAVAILABLE`, and
+    /// the app sees `SessionError::Unavailable`.
+    #[error(transparent)]
+    Unavailable(Box<dyn StdError + Send + Sync>),
+    /// The module passed an attribute name or value the session refuses: `STATUS_ERROR`.
+    #[error(transparent)]
+    Invalid(Box<dyn StdError + Send + Sync>),
+    /// The module's update function aborted the update, with the module's reason.
+    #[error("{0}")]
+    Aborted(String),
 }
 
-fn host_sink(buf: &mut Vec<u8>) -> ByteSink {
-    ByteSink {
-        ctx: (buf as *mut Vec<u8>).cast(),
-        write: collect,
+impl AccessError {
+    /// Whether the store could not answer (as opposed to a refused or aborted call).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AccessError::Unavailable(_))
     }
 }
+
+/// An atomic update's step: the current JSON value (if any) to the new one, or why not.
+pub type UpdateFn<'f> = dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>, AccessError> + 'f;
+
+/// One request's session, as the module's session callbacks use it. Attribute values are JSON
+/// texts; see [`HostApi`](baton_sdk::abi::HostApi) for what each call promises the module.
+pub trait SessionAccess: std::fmt::Debug {
+    /// An attribute's JSON text, if the session and the attribute exist.
+    ///
+    /// # Errors
+    /// An invalid name, or a session that cannot be loaded.
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, AccessError>;
+
+    /// Sets an attribute when the request ends; creates the session if there is none.
+    ///
+    /// # Errors
+    /// An invalid name or value, or a session that cannot be loaded.
+    fn set(&self, name: &str, value: Vec<u8>) -> Result<(), AccessError>;
+
+    /// Removes an attribute when the request ends.
+    ///
+    /// # Errors
+    /// An invalid name, or a session that cannot be loaded.
+    fn remove(&self, name: &str) -> Result<(), AccessError>;
+
+    /// Atomically replaces an attribute with `f(current)`, in the store, now. `f` runs on the
+    /// calling thread without any lock held, possibly several times.
+    ///
+    /// # Errors
+    /// An invalid name or new value, `f`'s abort, or the store's error (nothing is changed).
+    fn update(&self, name: &str, f: &mut UpdateFn<'_>) -> Result<(), AccessError>;
+
+    /// The attribute names, sorted.
+    ///
+    /// # Errors
+    /// A session that cannot be loaded.
+    fn names(&self) -> Result<Vec<String>, AccessError>;
+
+    /// The session id, if there is a session.
+    ///
+    /// # Errors
+    /// A session that cannot be loaded.
+    fn id(&self) -> Result<Option<String>, AccessError>;
+
+    /// Deletes the session now; the response expires the cookie.
+    ///
+    /// # Errors
+    /// The store's error; the session is then unchanged.
+    fn invalidate(&self) -> Result<(), AccessError>;
+
+    /// Moves the session to a new id now; the response sends the new cookie.
+    ///
+    /// # Errors
+    /// The store's error; the session then keeps its id.
+    fn rotate(&self) -> Result<(), AccessError>;
+}
+
+/// A module-provided attribute name that is not UTF-8.
+#[derive(Debug, thiserror::Error)]
+#[error("attribute name is not UTF-8")]
+struct NameNotUtf8(#[source] std::str::Utf8Error);
 
 /// What a callback answers: found, not found, or an error.
 enum Answer {
@@ -38,12 +110,12 @@ enum Answer {
 /// Runs one callback body against the request's session and maps its outcome to a status.
 ///
 /// # Safety
-/// `req` must be null or the `RequestSession` the host passed as this request's context, and
-/// `err` the module's live error sink.
+/// `req` must be null or point to the `&dyn SessionAccess` the host passed as this request's
+/// context, and `err` must be the module's live error sink.
 unsafe fn serve(
     req: *mut c_void,
     err: *const ByteSink,
-    body: impl FnOnce(&RequestSession) -> Result<Answer, AccessError>,
+    body: impl FnOnce(&dyn SessionAccess) -> Result<Answer, AccessError>,
 ) -> Status {
     let (status, message) = if req.is_null() {
         (
@@ -51,12 +123,12 @@ unsafe fn serve(
             "this request has no session context".to_owned(),
         )
     } else {
-        // SAFETY: the caller guarantees `req` is this request's live session.
-        let session = unsafe { &*req.cast_const().cast::<RequestSession>() };
+        // SAFETY: the caller guarantees `req` points to this request's live session reference.
+        let session = unsafe { *req.cast_const().cast::<&dyn SessionAccess>() };
         match catch_unwind(AssertUnwindSafe(|| body(session))) {
             Ok(Ok(Answer::Found)) => return STATUS_OK,
             Ok(Ok(Answer::NotFound)) => return STATUS_NOT_FOUND,
-            Ok(Err(e @ AccessError::Store(_))) => (STATUS_UNAVAILABLE, e.to_string()),
+            Ok(Err(e)) if e.is_unavailable() => (STATUS_UNAVAILABLE, e.to_string()),
             Ok(Err(e)) => (STATUS_ERROR, e.to_string()),
             Err(_) => (STATUS_PANIC, "the host's session code panicked".to_owned()),
         }
@@ -75,7 +147,7 @@ unsafe fn serve(
 unsafe fn name<'a>(s: RawStr) -> Result<&'a str, AccessError> {
     // SAFETY: the caller guarantees the bytes are valid now.
     std::str::from_utf8(unsafe { s.as_bytes() })
-        .map_err(|_| AccessError::Invalid("attribute name is not UTF-8".into()))
+        .map_err(|e| AccessError::Invalid(Box::new(NameNotUtf8(e))))
 }
 
 pub(super) unsafe extern "C" fn session_get(
@@ -133,7 +205,7 @@ pub(super) unsafe extern "C" fn session_update(
     update_ctx: *mut c_void,
     err: *const ByteSink,
 ) -> Status {
-    let mut call_module = |old: Option<&[u8]>| -> Result<Vec<u8>, String> {
+    let mut call_module = |old: Option<&[u8]>| -> Result<Vec<u8>, AccessError> {
         let (mut new, mut why) = (Vec::new(), Vec::new());
         let old_raw = old.map_or(RawStr::EMPTY, RawStr::new);
         // SAFETY: the module's update function with its own context, both valid during the
@@ -143,13 +215,15 @@ pub(super) unsafe extern "C" fn session_update(
                 update_ctx,
                 old_raw,
                 old.is_some(),
-                &host_sink(&mut new),
-                &host_sink(&mut why),
+                &ByteSink::for_vec(&mut new),
+                &ByteSink::for_vec(&mut why),
             )
         };
         match status {
             STATUS_OK => Ok(new),
-            _ => Err(String::from_utf8_lossy(&why).into_owned()),
+            _ => Err(AccessError::Aborted(
+                String::from_utf8_lossy(&why).into_owned(),
+            )),
         }
     };
     // SAFETY: as in `session_get`.
@@ -170,7 +244,7 @@ pub(super) unsafe extern "C" fn session_names(
     unsafe {
         serve(req, err, |session| {
             let names = serde_json::to_vec(&session.names()?)
-                .map_err(|e| AccessError::Invalid(e.to_string()))?;
+                .map_err(|e| AccessError::Invalid(Box::new(e)))?;
             (*out).put(&names);
             Ok(Answer::Found)
         })

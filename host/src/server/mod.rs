@@ -8,10 +8,14 @@
 //!   connections that enforces the cap (closing the longest-idle one to make room).
 //! - `body`: the request body with its progress timeout, and the response body that marks the
 //!   end of a request on its connection.
-//! - `service`: one app request, from routing to the response.
+//! - `service`: one app request in stages (route, read body, admit, dispatch), inside its span.
+//! - `rejection`: the one error type of the request path; each knows its response.
+//! - `redirect`: the answer of a plain listener when the host serves HTTPS only.
 
 mod body;
 mod conn;
+mod redirect;
+mod rejection;
 mod service;
 
 use std::future::Future;
@@ -20,7 +24,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -32,6 +36,7 @@ use crate::deploy::Registry;
 use crate::session::Sessions;
 pub use body::{BodyError, RequestBody};
 use conn::{ConnIo, Connections, IdleTimeouts, TrackedIo};
+use rejection::Rejection;
 pub use service::Body;
 
 /// Marks a request that arrived over TLS (a request extension): its scheme is `https`, so its
@@ -159,22 +164,13 @@ pub async fn serve_apps(
         async move {
             match redirect_to_tls {
                 Some(port) if req.extensions().get::<OverTls>().is_none() => {
-                    service::redirect_to_https(&req, port)
+                    redirect::to_https(&req, port).unwrap_or_else(Rejection::into_response)
                 }
                 _ => service::handle(&registry, &sessions, req).await,
             }
         }
     };
     serve(listeners, handler, shutdown, drain, settings).await;
-}
-
-/// The answer to an HTTP/1.1 request without `Host` (RFC 9112, section 3.2).
-fn missing_host() -> Response<Body> {
-    let mut response = Response::new(Body::from(
-        "400 Bad Request: an HTTP/1.1 request needs a Host header\n",
-    ));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    response
 }
 
 /// How long to wait after the `failures`-th accept error in a row.
@@ -285,7 +281,7 @@ pub async fn serve<H, F>(
                     let mut response = if req.version() == Version::HTTP_11
                         && !req.headers().contains_key(http::header::HOST)
                     {
-                        missing_host()
+                        Rejection::MissingHost.into_response()
                     } else {
                         handler(req.map(|b| RequestBody::new(b, body_timeout))).await
                     };

@@ -1,103 +1,40 @@
-//! One request: route to an app, admission, body limit, dispatch to the version's workers,
-//! timeout, response; or, on a plain listener of a host that redirects to HTTPS, the redirect.
+//! One app request, in stages: route it to its app, read its body within the app's limit, admit
+//! it (a place among the app's concurrent requests, a version that takes requests), dispatch it
+//! to the version's workers and wait for the handler within the request timeout.
+//!
+//! Each stage ends with the next stage's input or a [`Rejection`], which [`handle`] turns into
+//! the response; all of it runs inside the request's span, which also follows the handler onto
+//! its worker thread.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{
-    CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, LOCATION, RETRY_AFTER, SET_COOKIE,
-};
-use http::uri::Authority;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::header::{CONTENT_LENGTH, HeaderValue, SET_COOKIE};
+use http::request::Parts;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+use tracing::field::Empty;
 
-use crate::deploy::{AppSlot, OwnedRequest, Registry, Version};
-use crate::loader::CallError;
+use crate::config::Limits;
+use crate::deploy::{AppSlot, InFlight, OwnedRequest, Registry, Version};
 use crate::session::{RequestSession, Sessions};
 
-use super::{OverTls, RequestBody};
+use super::rejection::Rejection;
+use super::{BodyError, OverTls, RequestBody};
 
 /// The response body type of every response the host sends.
 pub type Body = Full<Bytes>;
 
-fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(text.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-fn unavailable(text: &'static str) -> Response<Body> {
-    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, text);
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-/// The `308 Permanent Redirect` of a plain-HTTP request to the same host and path on the
-/// HTTPS listener's `port` (the method and body are kept by a 308). A request without a usable
-/// host (`Host`, or the HTTP/2 authority) is a 400.
-pub(crate) fn redirect_to_https<B>(req: &Request<B>, port: u16) -> Response<Body> {
-    let authority = req.uri().authority().cloned().or_else(|| {
-        req.headers()
-            .get(HOST)
-            .and_then(|host| host.to_str().ok())
-            .and_then(|host| host.parse::<Authority>().ok())
-    });
-    let Some(authority) = authority else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "400 Bad Request: this host serves HTTPS only, and the request names no host to \
-             redirect to\n",
-        );
-    };
-    let port = if port == 443 {
-        String::new()
-    } else {
-        format!(":{port}")
-    };
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = format!("https://{}{port}{path}", authority.host());
-    let Ok(value) = HeaderValue::from_str(&location) else {
-        return plain(StatusCode::BAD_REQUEST, "400 Bad Request\n");
-    };
-    let mut response = plain(
-        StatusCode::PERMANENT_REDIRECT,
-        format!("308 Permanent Redirect: this host serves HTTPS only: {location}\n"),
-    );
-    response.headers_mut().insert(LOCATION, value);
-    response
-}
-
-/// Stores what the handler changed in its session and adds the session cookie. If the store
-/// fails, nothing was written and the client gets a 503 instead of the handler's response.
-async fn finish_session(session: &RequestSession, mut response: Response<Body>) -> Response<Body> {
-    match session.finish().await {
-        Ok(None) => response,
-        Ok(Some(cookie)) => {
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().append(SET_COOKIE, value);
-            }
-            response
-        }
-        Err(e) => {
-            // The outage itself is logged once by `Sessions`, not per request.
-            tracing::debug!(error = %e, "session changes not stored");
-            unavailable("503 Service Unavailable: the session store is unavailable\n")
-        }
-    }
-}
-
-/// Where a request went, for its metrics and access log line.
+/// Where a request went: for its metrics, its access log line and its version header.
 #[derive(Default)]
 struct Served {
     app: Option<Arc<AppSlot>>,
     version: Option<Arc<Version>>,
+    /// `x-baton-version`, once the request was dispatched to a version that has one.
+    version_header: Option<HeaderValue>,
 }
 
 /// Serves one request: counts it on its version's metrics and writes its access log line.
@@ -111,8 +48,17 @@ pub(crate) async fn handle(
         .config()
         .access_log
         .then(|| (req.method().clone(), req.uri().clone()));
+    // App, version and path (relative to the mount) are known once routed.
+    let span = tracing::info_span!("request", app = Empty, version = Empty,
+        method = %req.method(), path = Empty);
     let mut served = Served::default();
-    let response = serve(registry, sessions, req, &mut served).await;
+    let mut response = serve(registry, sessions, req, &mut served)
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(|rejection| span.in_scope(|| rejection.into_response()));
+    if let Some(value) = served.version_header {
+        response.headers_mut().insert("x-baton-version", value);
+    }
     let took = started.elapsed();
     if let Some(version) = &served.version {
         version.observe(response.status(), took);
@@ -126,218 +72,162 @@ pub(crate) async fn handle(
     response
 }
 
+/// The stages of a request, inside its span.
 async fn serve(
     registry: &Registry,
     sessions: &Arc<Sessions>,
     req: Request<RequestBody>,
     served: &mut Served,
-) -> Response<Body> {
-    let Some((slot, rest)) = registry.route(req.uri().path()) else {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "404 Not Found: no app is mounted here\n",
-        );
-    };
+) -> Result<Response<Body>, Rejection> {
+    let (slot, path) = registry.route(req.uri().path()).ok_or(Rejection::NoApp)?;
+    let path = path.to_owned();
+    tracing::Span::current()
+        .record("app", slot.name())
+        .record("path", path.as_str());
     served.app = Some(Arc::clone(&slot));
     let limits = *slot.limits();
-    let path = rest.to_owned();
-    let rest = path.as_str();
-    let query = req.uri().query().unwrap_or("").to_owned();
     let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, &limits).await?;
+    let admitted = admit(&slot, &parts.headers, &limits, served).await?;
+    if registry.config().version_header {
+        served.version_header = admitted.version.header().cloned();
+    }
+    dispatch(sessions, admitted, parts, path, body, &limits).await
+}
 
-    let declared = parts
-        .headers
+/// Reads the whole body, refusing one larger than the app's `max_body_bytes` as soon as it is
+/// declared or received.
+async fn read_body(
+    headers: &HeaderMap,
+    body: RequestBody,
+    limits: &Limits,
+) -> Result<Bytes, Rejection> {
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max_body_bytes) {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large\n");
+        return Err(Rejection::BodyTooLarge);
     }
     let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let body = match Limited::new(body, max_body).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return plain(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large\n");
-        }
-        Err(e)
-            if e.downcast_ref::<super::BodyError>()
-                .is_some_and(|e| e.is_timeout()) =>
-        {
-            tracing::debug!(error = %e, "request body stalled");
-            let mut response = plain(
-                StatusCode::REQUEST_TIMEOUT,
-                "408 Request Timeout: the request body stopped arriving\n",
-            );
-            // The rest of the body never came: the connection cannot carry another request.
-            response
-                .headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "request body read failed");
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "400 Bad Request: body read failed\n",
-            );
-        }
-    };
+    match Limited::new(body, max_body).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(Rejection::BodyTooLarge),
+        Err(e) => Err(match e.downcast::<BodyError>() {
+            Ok(e) if e.is_timeout() => Rejection::BodyStalled(*e),
+            Ok(e) => Rejection::BodyUnreadable(e),
+            Err(e) => Rejection::BodyUnreadable(e),
+        }),
+    }
+}
 
-    // A free slot is taken without arming a timer; only a full app waits, bounded.
+/// A request let in: its place among the app's concurrent requests and its claim on the version
+/// that serves it.
+struct Admitted {
+    permit: OwnedSemaphorePermit,
+    version: Arc<Version>,
+    guard: InFlight,
+}
+
+/// Takes a place among the app's concurrent requests (waiting at most the queue timeout) and
+/// picks the version that serves the request, which must not be stuck.
+async fn admit(
+    slot: &AppSlot,
+    headers: &HeaderMap,
+    limits: &Limits,
+    served: &mut Served,
+) -> Result<Admitted, Rejection> {
+    // A free place is taken without arming a timer; only a full app waits, bounded.
     let permit = match Arc::clone(slot.permits()).try_acquire_owned() {
-        Ok(permit) => Ok(permit),
+        Ok(permit) => Some(permit),
         Err(_) => tokio::time::timeout(
             limits.queue_timeout(),
             Arc::clone(slot.permits()).acquire_owned(),
         )
         .await
-        .map_err(|_| ())
-        .and_then(|acquired| acquired.map_err(|_| ())),
+        .ok()
+        .and_then(Result::ok),
     };
-    let permit = match permit {
-        Ok(permit) => permit,
-        Err(()) => {
-            tracing::warn!(app = %slot.name(), queue_timeout_ms = limits.queue_timeout_ms,
-                "request refused: app at its concurrency limit");
-            return unavailable("503 Service Unavailable: the app is at capacity\n");
-        }
-    };
-    let Some((version, guard)) = slot.enter(&parts.headers) else {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "404 Not Found: no app is mounted here\n",
-        );
-    };
+    let permit = permit.ok_or(Rejection::AtCapacity {
+        queue_timeout_ms: limits.queue_timeout_ms,
+    })?;
+    let (version, guard) = slot.enter(headers).ok_or(Rejection::NoApp)?;
+    tracing::Span::current().record("version", version.info().version.as_str());
     served.version = Some(Arc::clone(&version));
     if version.unhealthy() {
-        tracing::warn!(app = %slot.name(), version = %version.info().version,
-            stuck = version.stuck(), "request refused: too many handlers stuck");
-        return unavailable("503 Service Unavailable: the app's handlers are stuck\n");
+        return Err(Rejection::Stuck {
+            stuck: version.stuck(),
+        });
     }
-    let method = parts.method.clone();
+    Ok(Admitted {
+        permit,
+        version,
+        guard,
+    })
+}
+
+/// Runs the handler on one of the version's worker threads and waits for it within the
+/// request timeout; then stores the session changes it made.
+async fn dispatch(
+    sessions: &Arc<Sessions>,
+    admitted: Admitted,
+    parts: Parts,
+    path: String,
+    body: Bytes,
+    limits: &Limits,
+) -> Result<Response<Body>, Rejection> {
+    let Admitted {
+        permit,
+        version,
+        guard,
+    } = admitted;
     let session = sessions.begin(&parts.headers, parts.extensions.get::<OverTls>().is_some());
     let mut call = version.dispatch(
         guard,
         Some(permit),
         OwnedRequest {
             method: parts.method,
-            path: path.clone(),
-            query,
+            path,
+            query: parts.uri.query().unwrap_or("").to_owned(),
             headers: parts.headers,
             body,
             session: Some(Arc::clone(&session)),
+            span: tracing::Span::current(),
         },
     );
-    let info = version.info();
-    let outcome = tokio::time::timeout(limits.request_timeout(), &mut call.reply).await;
-    if outcome.is_err() {
+    let Ok(outcome) = tokio::time::timeout(limits.request_timeout(), &mut call.reply).await else {
         version.overran(&call);
-    }
-    let mut response = match outcome {
-        Ok(Ok(Ok(out))) => {
-            if let Some(error) = &out.error {
-                if out.status == StatusCode::SERVICE_UNAVAILABLE && sessions.is_down() {
-                    // The app passed on the store's outage, which `Sessions` logs once.
-                    tracing::debug!(app = %info.app, version = %info.version, %method,
-                        path = %rest, %error, "handler error during a session store outage");
-                } else {
-                    tracing::warn!(app = %info.app, version = %info.version, %method,
-                        path = %rest, status = out.status.as_u16(), %error, "handler error");
-                }
-            }
-            let mut response = Response::new(Full::new(Bytes::from(out.body)));
-            *response.status_mut() = out.status;
-            *response.headers_mut() = out.headers;
-            finish_session(&session, response).await
-        }
-        Ok(Ok(Err(CallError::Panicked(message)))) => {
-            tracing::error!(app = %info.app, version = %info.version, %method, path = %rest,
-                panic = %message, "handler panicked");
-            plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "500 Internal Server Error\n",
-            )
-        }
-        Ok(Ok(Err(error))) => {
-            tracing::error!(app = %info.app, version = %info.version, %method, path = %rest,
-                %error, "handler call failed");
-            plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "500 Internal Server Error\n",
-            )
-        }
-        Ok(Err(_)) => {
-            tracing::error!(app = %info.app, version = %info.version, %method, path = %rest,
-                "worker pool stopped before the request ran");
-            unavailable("503 Service Unavailable\n")
-        }
-        Err(_) => {
-            tracing::warn!(app = %info.app, version = %info.version, %method, path = %rest,
-                timeout_ms = limits.request_timeout_ms,
-                "handler overran the request timeout; the client got a 504");
-            plain(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout\n")
-        }
+        return Err(Rejection::Timeout {
+            timeout_ms: limits.request_timeout_ms,
+        });
     };
-    if registry.config().version_header
-        && let Some(value) = version.header()
-    {
-        response
-            .headers_mut()
-            .insert("x-baton-version", value.clone());
+    let out = outcome
+        .map_err(|_| Rejection::WorkersStopped)?
+        .map_err(Rejection::Handler)?;
+    if let Some(error) = &out.error {
+        if out.status == http::StatusCode::SERVICE_UNAVAILABLE && sessions.is_down() {
+            // The app passed on the store's outage, which `Sessions` logs once.
+            tracing::debug!(%error, "handler error during a session store outage");
+        } else {
+            tracing::warn!(status = out.status.as_u16(), %error, "handler error");
+        }
     }
-    response
+    let mut response = Response::new(Full::new(Bytes::from(out.body)));
+    *response.status_mut() = out.status;
+    *response.headers_mut() = out.headers;
+    finish_session(&session, response).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn location(req: Request<()>, port: u16) -> (StatusCode, String) {
-        let response = redirect_to_https(&req, port);
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (response.status(), location)
+/// Stores what the handler changed in its session and adds the session cookie. If the store
+/// fails, nothing was written and the client gets a 503 instead of the handler's response.
+async fn finish_session(
+    session: &RequestSession,
+    mut response: Response<Body>,
+) -> Result<Response<Body>, Rejection> {
+    if let Some(cookie) = session.finish().await.map_err(Rejection::SessionStore)?
+        && let Ok(value) = HeaderValue::from_str(&cookie)
+    {
+        response.headers_mut().append(SET_COOKIE, value);
     }
-
-    #[test]
-    fn a_plain_request_is_sent_to_the_same_host_and_path_on_the_tls_port() {
-        let req = |host: &str, uri: &str| {
-            Request::builder()
-                .uri(uri)
-                .header(HOST, host)
-                .body(())
-                .unwrap()
-        };
-        assert_eq!(
-            location(req("example.com:8080", "/hello/x?a=1&b=2"), 8443),
-            (
-                StatusCode::PERMANENT_REDIRECT,
-                "https://example.com:8443/hello/x?a=1&b=2".to_owned()
-            )
-        );
-        assert_eq!(
-            location(req("example.com", "/"), 443).1,
-            "https://example.com/"
-        );
-        assert_eq!(
-            location(req("[::1]:80", "/a"), 8443).1,
-            "https://[::1]:8443/a"
-        );
-        // An HTTP/2 request names its host in the URI.
-        let h2 = Request::builder()
-            .uri("http://h2.example:8080/p")
-            .body(())
-            .unwrap();
-        assert_eq!(location(h2, 8443).1, "https://h2.example:8443/p");
-        // No host, or one that could smuggle a path: no redirect.
-        let none = Request::builder().uri("/x").body(()).unwrap();
-        assert_eq!(location(none, 8443).0, StatusCode::BAD_REQUEST);
-        assert_eq!(
-            location(req("evil.com/x@good", "/"), 8443).0,
-            StatusCode::BAD_REQUEST
-        );
-    }
+    Ok(response)
 }

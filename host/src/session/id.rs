@@ -26,19 +26,30 @@ pub(crate) fn is_valid(id: &str) -> bool {
     id.len() == ID_BYTES * 2 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// The first well-formed session id in the request's `cookie` headers: the one the session
-/// layer loads and the one sticky canary routing keys on, so both agree when a request carries
-/// several cookies of that name.
-pub(crate) fn from_cookies<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// The values of cookie `name` in the request's `cookie` headers, in order.
+fn cookie_values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(key, _)| *key == name)
+        .filter(move |(key, _)| *key == name)
         .map(|(_, value)| value.trim().trim_matches('"'))
-        .find(|value| is_valid(value))
+}
+
+/// The first well-formed session id in the request's `cookie` headers: the one the session
+/// layer loads.
+pub(crate) fn from_cookies<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    cookie_values(headers, name).find(|value| is_valid(value))
+}
+
+/// What sticky canary routing keys on: the session id the session layer loads when there is
+/// one, so both agree when a request carries several cookies of that name; otherwise the first
+/// value of the cookie, so a client whose cookie is not a session id of this host (another
+/// host's, or a test's) still stays on one version.
+pub(crate) fn sticky_key<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    from_cookies(headers, name).or_else(|| cookie_values(headers, name).next())
 }
 
 /// How the response changes the client's session cookie.
@@ -100,6 +111,30 @@ mod tests {
         headers.append(COOKIE, format!("BATON_SESSION={good}").parse().unwrap());
         assert_eq!(from_cookies(&headers, "BATON_SESSION"), Some(good.as_str()));
         assert_eq!(from_cookies(&headers, "OTHER"), None);
+    }
+
+    #[test]
+    fn sticky_routing_keys_on_the_session_the_request_loads() {
+        let good = new_id().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, "BATON_SESSION=forged; theme=dark".parse().unwrap());
+        headers.append(COOKIE, format!("BATON_SESSION={good}").parse().unwrap());
+        assert_eq!(sticky_key(&headers, "BATON_SESSION"), Some(good.as_str()));
+        assert_eq!(
+            sticky_key(&headers, "BATON_SESSION"),
+            from_cookies(&headers, "BATON_SESSION")
+        );
+
+        let mut headers = HeaderMap::new();
+        headers.append(
+            COOKIE,
+            "theme=dark; BATON_SESSION=session-0001".parse().unwrap(),
+        );
+        headers.append(COOKIE, "BATON_SESSION=session-0002".parse().unwrap());
+        assert_eq!(from_cookies(&headers, "BATON_SESSION"), None);
+        assert_eq!(sticky_key(&headers, "BATON_SESSION"), Some("session-0001"));
+        assert_eq!(sticky_key(&headers, "theme"), Some("dark"));
+        assert_eq!(sticky_key(&headers, "OTHER"), None);
     }
 
     #[test]

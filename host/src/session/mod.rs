@@ -1,19 +1,28 @@
 //! Sessions: per-client attributes that outlive requests, app versions and host processes.
 //!
-//! - [`SessionStore`] is what a store does, in round trips; [`MemoryStore`] (the default) keeps
-//!   sessions in this process, [`RedisStore`] in Redis, shared by every host pointed at it.
+//! - [`SessionStore`] (`store`) is what a store does, in round trips; [`MemoryStore`]
+//!   (`memory`, the default) keeps sessions in this process, [`RedisStore`] (`redis`, its Lua
+//!   scripts in `redis/scripts`) in Redis, shared by every host pointed at it. One contract test
+//!   (`store/contract`) runs every operation against both.
 //! - [`Sessions`] is the host's front: it owns the store, bounds every store call with the
-//!   configured timeout, counts every call by operation (and its failures) for the metrics, logs
-//!   an outage once when it starts and once when it ends, and starts a [`RequestSession`] for
-//!   each request. It also answers the admin API's listing, counting and invalidation.
-//! - A [`RequestSession`] is one request's view, handed to the module through the loader's
-//!   session callbacks. It is lazy: it reads the store only when the app first uses the session,
-//!   creates a session only when the app first writes, buffers plain writes and stores only the
-//!   changed attributes when the request ends ([`RequestSession::finish`]), in one round trip.
-//!   Atomic updates, rotation and invalidation go to the store at once.
+//!   configured timeout, counts every call by operation (and its failures) into the metrics'
+//!   counters, logs an outage once when it starts and once when it ends, and starts a
+//!   [`RequestSession`] for each request. It also answers the admin API's listing, counting and
+//!   invalidation.
+//! - A [`RequestSession`] (`scope`) is one request's view, handed to the module through the
+//!   loader's session callbacks, which know it only as the loader's
+//!   [`SessionAccess`](crate::loader::SessionAccess). It is lazy: it reads the store only when
+//!   the app first uses the session, creates a session only when the app first writes, buffers
+//!   plain writes and stores only the changed attributes when the request ends
+//!   ([`RequestSession::finish`]), in one round trip. Atomic updates, rotation and invalidation
+//!   go to the store at once.
+//! - `id` makes session ids and reads them from cookies, for the session layer and for sticky
+//!   canary routing alike.
 //!
-//! Module code runs on a version's worker threads, never on the runtime; the session callbacks
-//! it calls block that worker thread on the host runtime for the store's answer.
+//! Sessions depend on the loader (whose trait they implement) and on the metrics (whose
+//! counters they update); neither depends on them. Module code runs on a version's worker
+//! threads, never on the runtime; the session callbacks it calls block that worker thread on the
+//! host runtime for the store's answer.
 
 mod id;
 mod memory;
@@ -25,10 +34,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[cfg(test)]
 pub(crate) use id::from_cookies as session_id;
+pub(crate) use id::sticky_key;
 pub use memory::{HandedSession, MemoryStore};
 pub use redis::RedisStore;
-pub use scope::{AccessError, RequestSession, UpdateFn};
+pub use scope::RequestSession;
 pub use store::{
     Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
     StoreOp,
@@ -36,13 +47,16 @@ pub use store::{
 
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
-use crate::metrics::SessionStoreMetrics;
+use crate::metrics::{Metrics, OpCounters};
 use id::CookieSpec;
 
 /// Milliseconds since the Unix epoch, the clock of the sessions' metadata.
 pub fn now_unix_ms() -> u64 {
     store::now_ms()
 }
+
+/// Store calls by [`StoreOp`], and their failures.
+type StoreMetrics = OpCounters<{ StoreOp::ALL.len() }>;
 
 /// The host's sessions: the store, the cookie settings and the store's health.
 #[derive(Debug)]
@@ -52,7 +66,7 @@ pub struct Sessions {
     op_timeout: Duration,
     runtime: tokio::runtime::Handle,
     down: AtomicBool,
-    metrics: SessionStoreMetrics,
+    metrics: StoreMetrics,
     /// The in-memory store, when sessions live in this process (they move on an upgrade).
     memory: Option<Arc<MemoryStore>>,
 }
@@ -61,7 +75,7 @@ impl Sessions {
     /// The sessions `config` describes: an in-memory store with its expiry sweep, or a Redis
     /// store (connected lazily, so the host starts while Redis is down), with a `Secure`
     /// cookie if `cookie_secure` (the effective setting, [`crate::Config::cookie_secure`]).
-    /// Store calls are counted into `metrics`.
+    /// Store calls are counted into `metrics`, by operation.
     ///
     /// # Errors
     /// [`Error::Config`] for a store URL the Redis client refuses.
@@ -71,7 +85,7 @@ impl Sessions {
     pub fn from_config(
         config: &SessionConfig,
         cookie_secure: bool,
-        metrics: SessionStoreMetrics,
+        metrics: &Metrics,
     ) -> Result<Arc<Sessions>> {
         let timeout = config.timeout();
         let mut memory = None;
@@ -97,7 +111,7 @@ impl Sessions {
             cookie_secure,
             config.op_timeout(),
         );
-        sessions.metrics = metrics;
+        sessions.metrics = metrics.session_store(StoreOp::ALL.map(StoreOp::name));
         sessions.memory = memory;
         Ok(Arc::new(sessions))
     }
@@ -185,7 +199,7 @@ impl Sessions {
             op_timeout,
             runtime: tokio::runtime::Handle::current(),
             down: AtomicBool::new(false),
-            metrics: SessionStoreMetrics::default(),
+            metrics: StoreMetrics::default(),
             memory: None,
         }
     }
@@ -257,7 +271,7 @@ impl Sessions {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(crate::clock::millis(self.op_timeout))),
         };
-        self.metrics.record(op, result.is_err());
+        self.metrics.record(op.index(), result.is_err());
         match &result {
             Ok(_) => {
                 if self.down.swap(false, Ordering::Relaxed) {

@@ -5,7 +5,7 @@
 //! `#timeout_ms` start with `#`, which attribute names may not. The key's TTL is the session
 //! timeout.
 //!
-//! Every operation is one round trip, and every write is a Lua script, so it is atomic and
+//! Every operation is one round trip, and every write is a Lua script (`scripts`), so it is atomic and
 //! checks that the session still exists before writing: a write never recreates a session that
 //! expired or was invalidated meanwhile. Loading refreshes the TTL (and `#accessed_ms`) only once
 //! a tenth of the timeout has passed since the last refresh, so a busy session costs no write on
@@ -20,119 +20,22 @@
 //! itself; the host starts even while Redis is down. Rotation renames the key, so the two keys
 //! must live on one server (Redis Cluster is not supported).
 
+mod scripts;
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script};
 
 use super::store::{
     Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
     now_ms,
 };
+use scripts::Scripts;
 
 /// Keys asked for per `SCAN` round trip.
 const SCAN_COUNT: usize = 1000;
-
-/// Refreshes the expiry of a session that exists; shared by the scripts.
-macro_rules! lua {
-    ($body:literal) => {
-        concat!(
-            "local function touch(key, now)\n",
-            "  local timeout = redis.call('HGET', key, '#timeout_ms')\n",
-            "  redis.call('HSET', key, '#accessed_ms', now)\n",
-            "  if timeout then redis.call('PEXPIRE', key, timeout) end\n",
-            "end\n",
-            $body
-        )
-    };
-}
-
-/// KEYS[1] session; ARGV[1] now. The flat hash, or nil.
-const LOAD: &str = lua!(
-    r"
-local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then return false end
-local accessed, timeout
-for i = 1, #h, 2 do
-  if h[i] == '#accessed_ms' then accessed = tonumber(h[i + 1])
-  elseif h[i] == '#timeout_ms' then timeout = tonumber(h[i + 1]) end
-end
-if timeout and (accessed == nil or tonumber(ARGV[1]) - accessed >= timeout / 10) then
-  touch(KEYS[1], ARGV[1])
-end
-return h
-"
-);
-
-/// KEYS[1] session; ARGV[1] now, ARGV[2] timeout ms, then name/value pairs. 1 if created.
-const CREATE: &str = lua!(
-    r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], '#created_ms', ARGV[1], '#accessed_ms', ARGV[1],
-  '#timeout_ms', ARGV[2], unpack(ARGV, 3))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"
-);
-
-/// KEYS[1] session; ARGV[1] now, ARGV[2] number of pairs to set, the pairs, then names to
-/// delete. 1 if saved, 0 if the session is gone.
-const SAVE: &str = lua!(
-    r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local first_del = 3 + 2 * tonumber(ARGV[2])
-if first_del > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 3, first_del - 1)) end
-if #ARGV >= first_del then redis.call('HDEL', KEYS[1], unpack(ARGV, first_del)) end
-touch(KEYS[1], ARGV[1])
-return 1
-"
-);
-
-/// KEYS[1] session; ARGV[1] name. {-1} gone, {0} absent, {1, value} present.
-const READ: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v then return {1, v} end
-return {0}
-";
-
-/// KEYS[1] session; ARGV[1] now, ARGV[2] name, ARGV[3] '1' if a value is expected, ARGV[4] the
-/// expected value, ARGV[5] the new one. -1 gone, 0 conflict, 1 done.
-const CAS: &str = lua!(
-    r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local cur = redis.call('HGET', KEYS[1], ARGV[2])
-if ARGV[3] == '1' then
-  if cur ~= ARGV[4] then return 0 end
-elseif cur then
-  return 0
-end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[5])
-touch(KEYS[1], ARGV[1])
-return 1
-"
-);
-
-/// KEYS[1] from, KEYS[2] to; ARGV[1] now. 1 if renamed.
-const RENAME: &str = lua!(
-    r"
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('RENAME', KEYS[1], KEYS[2])
-touch(KEYS[2], ARGV[1])
-return 1
-"
-);
-
-#[derive(Debug)]
-struct Scripts {
-    load: Script,
-    create: Script,
-    save: Script,
-    read: Script,
-    cas: Script,
-    rename: Script,
-}
 
 /// Sessions in Redis.
 #[derive(Debug)]
@@ -176,14 +79,7 @@ impl RedisStore {
             conn,
             prefix: prefix.to_owned(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            scripts: Scripts {
-                load: Script::new(LOAD),
-                create: Script::new(CREATE),
-                save: Script::new(SAVE),
-                read: Script::new(READ),
-                cas: Script::new(CAS),
-                rename: Script::new(RENAME),
-            },
+            scripts: Scripts::new(),
         })
     }
 
@@ -453,221 +349,4 @@ impl SessionStore for RedisStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A private `redis-server` from the test kit, killed on drop.
-    struct TestRedis(baton_testkit::RedisServer);
-
-    impl TestRedis {
-        fn start() -> TestRedis {
-            TestRedis(baton_testkit::RedisServer::start())
-        }
-
-        fn conn(&self) -> redis::Connection {
-            self.0.conn()
-        }
-
-        fn store(&self, timeout: Duration) -> RedisStore {
-            RedisStore::new(&self.0.url(), "t:", timeout, Duration::from_secs(2)).unwrap()
-        }
-    }
-
-    fn attrs(pairs: &[(&str, &str)]) -> Attributes {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
-            .collect()
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn saves_write_only_their_fields_and_never_resurrect() {
-        let redis = TestRedis::start();
-        let store = redis.store(Duration::from_secs(100));
-        assert!(
-            store
-                .create("s", &attrs(&[("a", "1"), ("b", "2")]))
-                .await
-                .unwrap()
-        );
-        assert!(!store.create("s", &Attributes::new()).await.unwrap());
-        let changes = BTreeMap::from([
-            ("a".to_owned(), Some(b"3".to_vec())),
-            ("b".to_owned(), None),
-            ("c".to_owned(), Some(b"\"x\"".to_vec())),
-        ]);
-        assert!(store.save("s", &changes).await.unwrap());
-        let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
-            .arg("t:s")
-            .query(&mut redis.conn())
-            .unwrap();
-        assert_eq!(
-            fields.keys().collect::<Vec<_>>(),
-            ["#accessed_ms", "#created_ms", "#timeout_ms", "a", "c"]
-        );
-        assert_eq!(
-            store.load("s").await.unwrap(),
-            Some(attrs(&[("a", "3"), ("c", "\"x\"")]))
-        );
-
-        // Expired (or deleted by another host) meanwhile: no write brings it back.
-        let _: i64 = redis::cmd("DEL")
-            .arg("t:s")
-            .query(&mut redis.conn())
-            .unwrap();
-        assert!(!store.save("s", &changes).await.unwrap());
-        assert_eq!(store.read("s", "a").await.unwrap(), Lookup::Gone);
-        assert_eq!(
-            store.compare_and_set("s", "a", None, b"1").await.unwrap(),
-            Cas::Gone
-        );
-        assert!(!store.rename("s", "t").await.unwrap());
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg("t:s")
-            .query(&mut redis.conn())
-            .unwrap();
-        assert_eq!(exists, 0);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn compare_and_set_and_rename() {
-        let redis = TestRedis::start();
-        let store = redis.store(Duration::from_secs(100));
-        crate::session::store::contract::compare_and_set(&store).await;
-
-        store.create("taken", &Attributes::new()).await.unwrap();
-        assert!(!store.rename("s", "taken").await.unwrap());
-        assert!(store.rename("s", "moved").await.unwrap());
-        assert_eq!(store.load("s").await.unwrap(), None);
-        assert_eq!(
-            store.load("moved").await.unwrap(),
-            Some(attrs(&[("n", "2")]))
-        );
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg("t:moved")
-            .query(&mut redis.conn())
-            .unwrap();
-        assert!(ttl > 0, "the TTL moves with the session: {ttl}");
-        assert!(store.remove("moved").await.unwrap());
-        assert!(!store.remove("moved").await.unwrap());
-        assert_eq!(store.load("moved").await.unwrap(), None);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn listing_and_counting_scan_only_the_prefix() {
-        let redis = TestRedis::start();
-        let store = redis.store(Duration::from_secs(100));
-        for i in 0..30 {
-            let id = format!("{}{i:02}", if i < 25 { "aa" } else { "bb" });
-            store
-                .create(&id, &attrs(&[("n", "1"), ("user", "\"x\"")]))
-                .await
-                .unwrap();
-        }
-        // Not a session: outside the prefix.
-        let _: () = redis::cmd("SET")
-            .arg("other:aa99")
-            .arg("1")
-            .query(&mut redis.conn())
-            .unwrap();
-        assert_eq!(store.count().await.unwrap(), 30);
-
-        let page = store.list("", 100).await.unwrap();
-        assert!(!page.more);
-        assert_eq!(page.sessions.len(), 30);
-        let page = store.list("aa", 10).await.unwrap();
-        assert!(page.more);
-        assert_eq!(page.sessions.len(), 10);
-        assert!(page.sessions.iter().all(|s| s.id.starts_with("aa")));
-        let page = store.list("bb", 10).await.unwrap();
-        assert!(!page.more);
-        assert_eq!(page.sessions.len(), 5);
-
-        let info = store.info("bb27").await.unwrap().unwrap();
-        assert_eq!(info.attributes, ["n", "user"]);
-        assert_eq!(info.timeout_ms, 100_000);
-        assert!(info.created_ms > 0 && info.accessed_ms >= info.created_ms);
-        assert!(info.expires_in_ms > 0 && info.expires_in_ms <= 100_000);
-        assert_eq!(store.info("zz").await.unwrap(), None);
-    }
-
-    #[test]
-    fn glob_characters_in_the_prefix_are_escaped() {
-        assert_eq!(glob_escape("baton:session:"), "baton:session:");
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn loading_refreshes_the_ttl_only_when_a_tenth_of_it_has_passed() {
-        let redis = TestRedis::start();
-        let store = redis.store(Duration::from_secs(100));
-        store.create("s", &Attributes::new()).await.unwrap();
-        let mut conn = redis.conn();
-        let mut age = |ago_ms: u64, ttl_ms: u64| {
-            let _: () = redis::cmd("HSET")
-                .arg("t:s")
-                .arg("#accessed_ms")
-                .arg(now_ms() - ago_ms)
-                .query(&mut conn)
-                .unwrap();
-            let _: i64 = redis::cmd("PEXPIRE")
-                .arg("t:s")
-                .arg(ttl_ms)
-                .query(&mut conn)
-                .unwrap();
-        };
-        let pttl = |conn: &mut redis::Connection| -> i64 {
-            redis::cmd("PTTL").arg("t:s").query(conn).unwrap()
-        };
-
-        // Used 5 s ago (a twentieth of the timeout): a read writes nothing.
-        age(5_000, 95_000);
-        store.load("s").await.unwrap().unwrap();
-        assert!(pttl(&mut redis.conn()) <= 95_000);
-
-        // Used 20 s ago: the read slides the expiry back to the full timeout.
-        age(20_000, 80_000);
-        store.load("s").await.unwrap().unwrap();
-        assert!(pttl(&mut redis.conn()) > 95_000);
-        let accessed: u64 = redis::cmd("HGET")
-            .arg("t:s")
-            .arg("#accessed_ms")
-            .query(&mut redis.conn())
-            .unwrap();
-        assert!(now_ms() - accessed < 10_000);
-    }
-
-    #[test]
-    fn metadata_fields_are_not_attributes() {
-        let flat = [
-            "#created_ms",
-            "1",
-            "cart",
-            "[1]",
-            "#timeout_ms",
-            "1800000",
-            "user",
-            "\"ada\"",
-        ]
-        .map(|s| s.as_bytes().to_vec())
-        .to_vec();
-        let attributes = attributes(flat);
-        assert_eq!(
-            attributes.keys().collect::<Vec<_>>(),
-            ["cart", "user"],
-            "{attributes:?}"
-        );
-    }
-
-    #[test]
-    fn bad_urls_are_refused() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = runtime.enter();
-        let timeout = Duration::from_secs(1);
-        assert!(RedisStore::new("http://localhost", "p:", timeout, timeout).is_err());
-        assert!(RedisStore::new("redis://127.0.0.1:1/0", "p:", timeout, timeout).is_ok());
-    }
-}
+mod tests;

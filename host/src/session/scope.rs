@@ -7,26 +7,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::id::{self, CookieChange};
 use super::store::{Attributes, Cas, Lookup, StoreError};
 use super::{Sessions, StoreOp};
-
-/// An atomic update's step: the current JSON value (if any) to the new one, or why not.
-pub type UpdateFn<'f> = dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>, String> + 'f;
+use crate::loader::{AccessError, SessionAccess, UpdateFn};
 
 /// How many times an atomic update retries after losing a race before giving up.
 const MAX_UPDATE_ATTEMPTS: usize = 100;
 
-/// A session operation that failed.
+/// A value that is not JSON text.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AccessError {
-    /// The store is unavailable (or full); the app gets `SessionError::Unavailable`.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The app passed an invalid attribute name or value.
-    #[error("{0}")]
-    Invalid(String),
-    /// The app's update function aborted the update.
-    #[error("{0}")]
-    Aborted(String),
+#[error("value of {name:?} is not JSON: {source}")]
+struct NotJson {
+    name: String,
+    source: serde_json::Error,
+}
+
+impl From<StoreError> for AccessError {
+    fn from(e: StoreError) -> Self {
+        AccessError::Unavailable(Box::new(e))
+    }
 }
 
 #[derive(Debug)]
@@ -51,7 +48,7 @@ struct State {
 }
 
 /// One request's session, shared by the request's service task and the worker thread running
-/// its handler.
+/// its handler, which reaches it through the loader's [`SessionAccess`].
 #[derive(Debug)]
 pub struct RequestSession {
     sessions: Arc<Sessions>,
@@ -61,18 +58,18 @@ pub struct RequestSession {
 }
 
 fn check_name(name: &str) -> Result<(), AccessError> {
-    if name.is_empty() || name.len() > 256 || name.starts_with('#') {
-        return Err(AccessError::Invalid(format!(
-            "invalid attribute name {name:?}: 1-256 bytes, not starting with '#'"
-        )));
-    }
-    Ok(())
+    baton_sdk::abi::check_attribute_name(name).map_err(|e| AccessError::Invalid(Box::new(e)))
 }
 
 fn check_json(name: &str, value: &[u8]) -> Result<(), AccessError> {
     serde_json::from_slice::<serde::de::IgnoredAny>(value)
         .map(drop)
-        .map_err(|e| AccessError::Invalid(format!("value of {name:?} is not JSON: {e}")))
+        .map_err(|source| {
+            AccessError::Invalid(Box::new(NotJson {
+                name: name.to_owned(),
+                source,
+            }))
+        })
 }
 
 fn initial_attributes(changes: &BTreeMap<String, Option<Vec<u8>>>) -> Attributes {
@@ -182,196 +179,16 @@ impl RequestSession {
                 }
             }
         }
-        Err(AccessError::Store(StoreError::Unavailable(
-            "could not create a session".into(),
-        )))
-    }
-
-    /// An attribute's JSON text, if the session and the attribute exist.
-    ///
-    /// # Errors
-    /// [`AccessError::Store`] if the session cannot be loaded.
-    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, AccessError> {
-        check_name(name)?;
-        let mut state = self.lock();
-        self.load(&mut state)?;
-        if let Some(change) = state.changes.get(name) {
-            return Ok(change.clone());
-        }
-        Ok(match &state.current {
-            Current::Stored { attributes, .. } => attributes.get(name).cloned(),
-            _ => None,
-        })
-    }
-
-    /// Sets an attribute when the request ends; creates the session if there is none.
-    ///
-    /// # Errors
-    /// An invalid name or value, or a session that cannot be loaded.
-    pub fn set(&self, name: &str, value: Vec<u8>) -> Result<(), AccessError> {
-        check_name(name)?;
-        check_json(name, &value)?;
-        let mut state = self.lock();
-        self.load(&mut state)?;
-        if matches!(state.current, Current::Absent) {
-            let id = id::new_id()?;
-            state.cookie = Some(CookieChange::Set(id.clone()));
-            state.current = Current::New { id };
-        }
-        state.changes.insert(name.to_owned(), Some(value));
-        Ok(())
-    }
-
-    /// Removes an attribute when the request ends.
-    ///
-    /// # Errors
-    /// An invalid name, or a session that cannot be loaded.
-    pub fn remove(&self, name: &str) -> Result<(), AccessError> {
-        check_name(name)?;
-        let mut state = self.lock();
-        self.load(&mut state)?;
-        if !matches!(state.current, Current::Absent) {
-            state.changes.insert(name.to_owned(), None);
-        }
-        Ok(())
-    }
-
-    /// The attribute names, sorted.
-    ///
-    /// # Errors
-    /// A session that cannot be loaded.
-    pub fn names(&self) -> Result<Vec<String>, AccessError> {
-        let mut state = self.lock();
-        self.load(&mut state)?;
-        let mut names = match &state.current {
-            Current::Stored { attributes, .. } => attributes.keys().cloned().collect(),
-            _ => std::collections::BTreeSet::new(),
-        };
-        for (name, change) in &state.changes {
-            if change.is_some() {
-                names.insert(name.clone());
-            } else {
-                names.remove(name);
-            }
-        }
-        Ok(names.into_iter().collect())
-    }
-
-    /// The session id, if there is a session.
-    ///
-    /// # Errors
-    /// A session that cannot be loaded.
-    pub fn id(&self) -> Result<Option<String>, AccessError> {
-        let mut state = self.lock();
-        self.load(&mut state)?;
-        Ok(match &state.current {
-            Current::Stored { id, .. } | Current::New { id } => Some(id.clone()),
-            _ => None,
-        })
-    }
-
-    /// Deletes the session now; the response expires the cookie.
-    ///
-    /// # Errors
-    /// The store's error; the session is then unchanged.
-    pub fn invalidate(&self) -> Result<(), AccessError> {
-        let mut state = self.lock();
-        self.load(&mut state)?;
-        if let Current::Stored { id, .. } = &state.current {
-            self.sessions
-                .run(StoreOp::Remove, self.sessions.store.remove(id))?;
-        }
-        Self::forget(&mut state);
-        Ok(())
-    }
-
-    /// Moves the session to a new id now; the response sends the new cookie.
-    ///
-    /// # Errors
-    /// The store's error; the session then keeps its id.
-    pub fn rotate(&self) -> Result<(), AccessError> {
-        let mut state = self.lock();
-        self.load(&mut state)?;
-        let fresh = match &state.current {
-            Current::Absent | Current::Unloaded(_) => return Ok(()),
-            Current::New { .. } => id::new_id()?,
-            Current::Stored { id, .. } => {
-                let fresh = id::new_id()?;
-                if !self
-                    .sessions
-                    .run(StoreOp::Rename, self.sessions.store.rename(id, &fresh))?
-                {
-                    Self::forget(&mut state);
-                    return Ok(());
-                }
-                fresh
-            }
-        };
-        match &mut state.current {
-            Current::Stored { id, .. } | Current::New { id } => id.clone_from(&fresh),
-            Current::Absent | Current::Unloaded(_) => {}
-        }
-        state.cookie = Some(CookieChange::Set(fresh));
-        Ok(())
-    }
-
-    /// Atomically replaces an attribute with `f(current)`, in the store, now. `f` runs on the
-    /// calling thread without any lock held, possibly several times; it returns the new JSON
-    /// text or a reason to abort.
-    ///
-    /// # Errors
-    /// An invalid name or new value, `f`'s abort, or the store's error (nothing is changed).
-    pub fn update(&self, name: &str, f: &mut UpdateFn<'_>) -> Result<(), AccessError> {
-        check_name(name)?;
-        let store = &self.sessions.store;
-        let mut id = {
-            let mut state = self.lock();
-            self.load(&mut state)?;
-            self.persist(&mut state, name)?
-        };
-        let mut restarted = false;
-        for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let old = match self.sessions.run(StoreOp::Read, store.read(&id, name))? {
-                Lookup::Present(value) => Some(value),
-                Lookup::Absent => None,
-                Lookup::Gone => {
-                    id = self.restart(&mut restarted, name)?;
-                    continue;
-                }
-            };
-            let new = f(old.as_deref()).map_err(AccessError::Aborted)?;
-            check_json(name, &new)?;
-            match self.sessions.run(
-                StoreOp::CompareAndSet,
-                store.compare_and_set(&id, name, old.as_deref(), &new),
-            )? {
-                Cas::Done => {
-                    let mut state = self.lock();
-                    if let Current::Stored {
-                        id: current,
-                        attributes,
-                    } = &mut state.current
-                        && *current == id
-                    {
-                        attributes.insert(name.to_owned(), new);
-                    }
-                    return Ok(());
-                }
-                Cas::Conflict => std::thread::yield_now(),
-                Cas::Gone => id = self.restart(&mut restarted, name)?,
-            }
-        }
-        Err(AccessError::Store(StoreError::Unavailable(format!(
-            "attribute {name:?} changed concurrently {MAX_UPDATE_ATTEMPTS} times in a row"
-        ))))
+        Err(StoreError::Unavailable("could not create a session".into()).into())
     }
 
     /// The session ended during an update: continue in a new one, once.
     fn restart(&self, restarted: &mut bool, name: &str) -> Result<String, AccessError> {
         if std::mem::replace(restarted, true) {
-            return Err(AccessError::Store(StoreError::Unavailable(
+            return Err(StoreError::Unavailable(
                 "the session keeps ending during the update".into(),
-            )));
+            )
+            .into());
         }
         let mut state = self.lock();
         Self::forget(&mut state);
@@ -430,202 +247,153 @@ impl RequestSession {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::session::MemoryStore;
-    use std::time::Duration;
-
-    fn sessions() -> Arc<Sessions> {
-        let store = Arc::new(MemoryStore::new(Duration::from_secs(60), 100));
-        Sessions::with_store(store, "S", false, Duration::from_secs(1))
-    }
-
-    fn headers(cookie: Option<&str>) -> http::HeaderMap {
-        let mut headers = http::HeaderMap::new();
-        if let Some(cookie) = cookie {
-            headers.insert(http::header::COOKIE, cookie.parse().unwrap());
+impl SessionAccess for RequestSession {
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, AccessError> {
+        check_name(name)?;
+        let mut state = self.lock();
+        self.load(&mut state)?;
+        if let Some(change) = state.changes.get(name) {
+            return Ok(change.clone());
         }
-        headers
+        Ok(match &state.current {
+            Current::Stored { attributes, .. } => attributes.get(name).cloned(),
+            _ => None,
+        })
     }
 
-    fn id_of(set_cookie: &str) -> String {
-        set_cookie
-            .strip_prefix("S=")
-            .and_then(|rest| rest.split(';').next())
-            .unwrap()
-            .to_owned()
-    }
-
-    /// Runs a handler-like closure on a plain thread outside the runtime, as the worker pool
-    /// would.
-    async fn on_worker<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-        });
-        match rx.await.unwrap() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
+    fn set(&self, name: &str, value: Vec<u8>) -> Result<(), AccessError> {
+        check_name(name)?;
+        check_json(name, &value)?;
+        let mut state = self.lock();
+        self.load(&mut state)?;
+        if matches!(state.current, Current::Absent) {
+            let id = id::new_id()?;
+            state.cookie = Some(CookieChange::Set(id.clone()));
+            state.current = Current::New { id };
         }
+        state.changes.insert(name.to_owned(), Some(value));
+        Ok(())
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn an_untouched_session_costs_nothing_and_sets_no_cookie() {
-        let sessions = sessions();
-        let scope = sessions.begin(&headers(Some("S=forged")), false);
-        assert_eq!(scope.finish().await.unwrap(), None);
-        assert!(sessions.store.load("forged").await.unwrap().is_none());
+    fn remove(&self, name: &str) -> Result<(), AccessError> {
+        check_name(name)?;
+        let mut state = self.lock();
+        self.load(&mut state)?;
+        if !matches!(state.current, Current::Absent) {
+            state.changes.insert(name.to_owned(), None);
+        }
+        Ok(())
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn the_first_write_creates_the_session_and_its_cookie() {
-        let sessions = sessions();
-        let scope = sessions.begin(&headers(None), false);
-        let worker = Arc::clone(&scope);
-        on_worker(move || {
-            assert_eq!(worker.get("n").unwrap(), None);
-            assert_eq!(worker.id().unwrap(), None);
-            worker.set("n", b"1".to_vec()).unwrap();
-            assert_eq!(worker.get("n").unwrap(), Some(b"1".to_vec()));
+    fn names(&self) -> Result<Vec<String>, AccessError> {
+        let mut state = self.lock();
+        self.load(&mut state)?;
+        let mut names = match &state.current {
+            Current::Stored { attributes, .. } => attributes.keys().cloned().collect(),
+            _ => std::collections::BTreeSet::new(),
+        };
+        for (name, change) in &state.changes {
+            if change.is_some() {
+                names.insert(name.clone());
+            } else {
+                names.remove(name);
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn id(&self) -> Result<Option<String>, AccessError> {
+        let mut state = self.lock();
+        self.load(&mut state)?;
+        Ok(match &state.current {
+            Current::Stored { id, .. } | Current::New { id } => Some(id.clone()),
+            _ => None,
         })
-        .await;
-        let cookie = scope.finish().await.unwrap().unwrap();
-        let id = id_of(&cookie);
-        let stored = sessions.store.load(&id).await.unwrap().unwrap();
-        assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"1"[..]));
-
-        let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
-        let worker = Arc::clone(&scope);
-        on_worker(move || {
-            assert_eq!(worker.get("n").unwrap(), Some(b"1".to_vec()));
-            worker.remove("n").unwrap();
-            assert_eq!(worker.names().unwrap(), Vec::<String>::new());
-        })
-        .await;
-        assert_eq!(
-            scope.finish().await.unwrap(),
-            None,
-            "same id, no new cookie"
-        );
-        assert!(sessions.store.load(&id).await.unwrap().unwrap().is_empty());
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn an_unknown_id_is_not_adopted() {
-        let sessions = sessions();
-        let forged = id::new_id().unwrap();
-        let scope = sessions.begin(&headers(Some(&format!("S={forged}"))), false);
-        let worker = Arc::clone(&scope);
-        on_worker(move || worker.set("user", b"\"mallory\"".to_vec()).unwrap()).await;
-        let id = id_of(&scope.finish().await.unwrap().unwrap());
-        assert_ne!(id, forged);
-        assert!(sessions.store.load(&forged).await.unwrap().is_none());
+    fn invalidate(&self) -> Result<(), AccessError> {
+        let mut state = self.lock();
+        self.load(&mut state)?;
+        if let Current::Stored { id, .. } = &state.current {
+            self.sessions
+                .run(StoreOp::Remove, self.sessions.store.remove(id))?;
+        }
+        Self::forget(&mut state);
+        Ok(())
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn rotation_keeps_attributes_and_retires_the_old_id() {
-        let sessions = sessions();
-        let old = id::new_id().unwrap();
-        let attributes = Attributes::from([("cart".to_owned(), b"[1]".to_vec())]);
-        sessions.store.create(&old, &attributes).await.unwrap();
-        let scope = sessions.begin(&headers(Some(&format!("S={old}"))), false);
-        let worker = Arc::clone(&scope);
-        on_worker(move || {
-            worker.rotate().unwrap();
-            worker.set("user", b"\"ada\"".to_vec()).unwrap();
-        })
-        .await;
-        let new = id_of(&scope.finish().await.unwrap().unwrap());
-        assert_ne!(new, old);
-        assert!(sessions.store.load(&old).await.unwrap().is_none());
-        let stored = sessions.store.load(&new).await.unwrap().unwrap();
-        assert_eq!(stored.keys().collect::<Vec<_>>(), ["cart", "user"]);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn invalidation_deletes_and_expires_the_cookie() {
-        let sessions = sessions();
-        let id = id::new_id().unwrap();
-        sessions
-            .store
-            .create(&id, &Attributes::new())
-            .await
-            .unwrap();
-        let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
-        let worker = Arc::clone(&scope);
-        on_worker(move || worker.invalidate().unwrap()).await;
-        let cookie = scope.finish().await.unwrap().unwrap();
-        assert!(cookie.contains("Max-Age=0"), "{cookie}");
-        assert!(sessions.store.load(&id).await.unwrap().is_none());
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn concurrent_updates_lose_nothing() {
-        let sessions = sessions();
-        let id = id::new_id().unwrap();
-        sessions
-            .store
-            .create(&id, &Attributes::new())
-            .await
-            .unwrap();
-        let mut workers = Vec::new();
-        for _ in 0..8 {
-            let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
-            workers.push(std::thread::spawn(move || {
-                for _ in 0..25 {
-                    scope
-                        .update("n", &mut |old| {
-                            let n: u64 = old.map_or(0, |v| serde_json::from_slice(v).unwrap());
-                            Ok((n + 1).to_string().into_bytes())
-                        })
-                        .unwrap();
+    fn rotate(&self) -> Result<(), AccessError> {
+        let mut state = self.lock();
+        self.load(&mut state)?;
+        let fresh = match &state.current {
+            Current::Absent | Current::Unloaded(_) => return Ok(()),
+            Current::New { .. } => id::new_id()?,
+            Current::Stored { id, .. } => {
+                let fresh = id::new_id()?;
+                if !self
+                    .sessions
+                    .run(StoreOp::Rename, self.sessions.store.rename(id, &fresh))?
+                {
+                    Self::forget(&mut state);
+                    return Ok(());
                 }
-            }));
+                fresh
+            }
+        };
+        match &mut state.current {
+            Current::Stored { id, .. } | Current::New { id } => id.clone_from(&fresh),
+            Current::Absent | Current::Unloaded(_) => {}
         }
-        on_worker(move || workers.into_iter().for_each(|w| w.join().unwrap())).await;
-        let stored = sessions.store.load(&id).await.unwrap().unwrap();
-        assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"200"[..]));
+        state.cookie = Some(CookieChange::Set(fresh));
+        Ok(())
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn an_update_builds_on_this_requests_own_write() {
-        let sessions = sessions();
-        let scope = sessions.begin(&headers(None), false);
-        let worker = Arc::clone(&scope);
-        on_worker(move || {
-            worker.set("n", b"5".to_vec()).unwrap();
-            worker.set("other", b"true".to_vec()).unwrap();
-            worker
-                .update("n", &mut |old| {
-                    assert_eq!(old, Some(&b"5"[..]));
-                    Ok(b"6".to_vec())
-                })
-                .unwrap();
-            assert_eq!(worker.get("n").unwrap(), Some(b"6".to_vec()));
-        })
-        .await;
-        let id = id_of(&scope.finish().await.unwrap().unwrap());
-        let stored = sessions.store.load(&id).await.unwrap().unwrap();
-        assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"6"[..]));
-        assert_eq!(stored.get("other").map(Vec::as_slice), Some(&b"true"[..]));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn bad_names_and_values_are_refused() {
-        let sessions = sessions();
-        let scope = sessions.begin(&headers(None), false);
-        on_worker(move || {
-            assert!(matches!(
-                scope.set("#timeout_ms", b"1".to_vec()),
-                Err(AccessError::Invalid(_))
-            ));
-            assert!(matches!(
-                scope.set("a", b"{not json".to_vec()),
-                Err(AccessError::Invalid(_))
-            ));
-            assert!(matches!(scope.get(""), Err(AccessError::Invalid(_))));
-        })
-        .await;
+    fn update(&self, name: &str, f: &mut UpdateFn<'_>) -> Result<(), AccessError> {
+        check_name(name)?;
+        let store = &self.sessions.store;
+        let mut id = {
+            let mut state = self.lock();
+            self.load(&mut state)?;
+            self.persist(&mut state, name)?
+        };
+        let mut restarted = false;
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let old = match self.sessions.run(StoreOp::Read, store.read(&id, name))? {
+                Lookup::Present(value) => Some(value),
+                Lookup::Absent => None,
+                Lookup::Gone => {
+                    id = self.restart(&mut restarted, name)?;
+                    continue;
+                }
+            };
+            let new = f(old.as_deref())?;
+            check_json(name, &new)?;
+            match self.sessions.run(
+                StoreOp::CompareAndSet,
+                store.compare_and_set(&id, name, old.as_deref(), &new),
+            )? {
+                Cas::Done => {
+                    let mut state = self.lock();
+                    if let Current::Stored {
+                        id: current,
+                        attributes,
+                    } = &mut state.current
+                        && *current == id
+                    {
+                        attributes.insert(name.to_owned(), new);
+                    }
+                    return Ok(());
+                }
+                Cas::Conflict => std::thread::yield_now(),
+                Cas::Gone => id = self.restart(&mut restarted, name)?,
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "attribute {name:?} changed concurrently {MAX_UPDATE_ATTEMPTS} times in a row"
+        ))
+        .into())
     }
 }
+
+#[cfg(test)]
+mod tests;

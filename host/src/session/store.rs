@@ -226,32 +226,4 @@ pub(crate) use crate::clock::now_unix_ms as now_ms;
 
 /// Behaviour every store must show, run by each store's own tests against a real instance.
 #[cfg(test)]
-pub(crate) mod contract {
-    use super::{Attributes, Cas, Lookup, SessionStore};
-
-    /// Compare-and-set on session `s` (created here): it succeeds only on the expected value,
-    /// and never touches a session that does not exist.
-    pub(crate) async fn compare_and_set(store: &dyn SessionStore) {
-        store.create("s", &Attributes::new()).await.unwrap();
-        assert_eq!(store.read("s", "n").await.unwrap(), Lookup::Absent);
-        let cas = |expected: Option<&'static [u8]>, new: &'static [u8]| {
-            store.compare_and_set("s", "n", expected, new)
-        };
-        assert_eq!(cas(None, b"1").await.unwrap(), Cas::Done);
-        assert_eq!(cas(None, b"2").await.unwrap(), Cas::Conflict);
-        assert_eq!(cas(Some(b"2"), b"3").await.unwrap(), Cas::Conflict);
-        assert_eq!(cas(Some(b"1"), b"2").await.unwrap(), Cas::Done);
-        assert_eq!(
-            store.read("s", "n").await.unwrap(),
-            Lookup::Present(b"2".to_vec())
-        );
-        assert_eq!(
-            store
-                .compare_and_set("gone", "n", None, b"1")
-                .await
-                .unwrap(),
-            Cas::Gone
-        );
-        assert_eq!(store.read("gone", "n").await.unwrap(), Lookup::Gone);
-    }
-}
+pub(crate) mod contract;

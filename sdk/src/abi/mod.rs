@@ -25,6 +25,7 @@ mod session;
 #[doc(hidden)]
 pub use glue::{ModuleDef, create, destroy, handle, shutdown, warmup};
 pub(crate) use session::{HostSession, SessionFailure, UpdateStep};
+pub use session::{InvalidAttributeName, MAX_ATTRIBUTE_NAME_LEN, check_attribute_name};
 
 /// First eight bytes of every descriptor: `BATONMOD` in ASCII.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"BATONMOD");
@@ -116,7 +117,38 @@ pub struct ByteSink {
     pub write: unsafe extern "C" fn(ctx: *mut c_void, bytes: RawStr),
 }
 
+/// Appends to the `Vec<u8>` a sink made by [`ByteSink::for_vec`] points at.
+unsafe extern "C" fn append_to_vec(ctx: *mut c_void, bytes: RawStr) {
+    // SAFETY: `ctx` is the `Vec<u8>` of a sink made by `ByteSink::for_vec`, which its maker
+    // keeps alive and otherwise untouched while the sink is in use; `bytes` is valid for this
+    // call.
+    unsafe { (*ctx.cast::<Vec<u8>>()).extend_from_slice(bytes.as_bytes()) }
+}
+
 impl ByteSink {
+    /// A sink that appends to `buf`: how either side hands the other a place for bytes it will
+    /// own.
+    ///
+    /// The sink holds a raw pointer to `buf`, not a borrow: it must not be written once `buf`
+    /// is moved or dropped, nor while `buf` is used otherwise. Writing is `unsafe` (through
+    /// [`ByteSink::put`] or `write`), and that is where the caller answers for it.
+    ///
+    /// ```
+    /// use baton_sdk::abi::ByteSink;
+    ///
+    /// let mut buf = Vec::new();
+    /// let sink = ByteSink::for_vec(&mut buf);
+    /// // SAFETY: `buf` outlives the sink and is not touched while it is written.
+    /// unsafe { sink.put(b"hello") };
+    /// assert_eq!(buf, b"hello");
+    /// ```
+    pub fn for_vec(buf: &mut Vec<u8>) -> ByteSink {
+        ByteSink {
+            ctx: std::ptr::from_mut(buf).cast(),
+            write: append_to_vec,
+        }
+    }
+
     /// Writes `bytes` into the sink.
     ///
     /// # Safety

@@ -18,6 +18,58 @@ use super::{
 /// `None` to abort.
 pub(crate) type UpdateStep<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
 
+/// The longest attribute name a session accepts, in bytes.
+pub const MAX_ATTRIBUTE_NAME_LEN: usize = 256;
+
+/// An attribute name a session refuses: empty, longer than [`MAX_ATTRIBUTE_NAME_LEN`] bytes, or
+/// starting with `#`, which the stores keep for their own fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidAttributeName {
+    name: String,
+}
+
+impl InvalidAttributeName {
+    /// The refused name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for InvalidAttributeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid attribute name {:?}: 1-{MAX_ATTRIBUTE_NAME_LEN} bytes, not starting with '#'",
+            self.name
+        )
+    }
+}
+
+impl std::error::Error for InvalidAttributeName {}
+
+/// Checks an attribute name against the rule both sides of the boundary apply: 1 to
+/// [`MAX_ATTRIBUTE_NAME_LEN`] bytes, not starting with `#`.
+///
+/// ```
+/// use baton_sdk::abi::check_attribute_name;
+///
+/// assert!(check_attribute_name("cart").is_ok());
+/// assert!(check_attribute_name("").is_err());
+/// assert!(check_attribute_name("#timeout_ms").is_err());
+/// assert!(check_attribute_name(&"x".repeat(257)).is_err());
+/// ```
+///
+/// # Errors
+/// [`InvalidAttributeName`] for a name outside the rule.
+pub fn check_attribute_name(name: &str) -> Result<(), InvalidAttributeName> {
+    if name.is_empty() || name.len() > MAX_ATTRIBUTE_NAME_LEN || name.starts_with('#') {
+        return Err(InvalidAttributeName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Why a session call failed, as the host reported it.
 #[derive(Debug)]
 pub(crate) enum SessionFailure {
@@ -37,19 +89,6 @@ pub(crate) struct HostSession<'a> {
 impl std::fmt::Debug for HostSession<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("HostSession")
-    }
-}
-
-unsafe extern "C" fn append(ctx: *mut c_void, bytes: RawStr) {
-    // SAFETY: `ctx` is the `Vec<u8>` of a sink made by `sink` below, alive for the call that
-    // passed the sink; `bytes` is valid for this call.
-    unsafe { (*ctx.cast::<Vec<u8>>()).extend_from_slice(bytes.as_bytes()) }
-}
-
-fn sink(buf: &mut Vec<u8>) -> ByteSink {
-    ByteSink {
-        ctx: (buf as *mut Vec<u8>).cast(),
-        write: append,
     }
 }
 
@@ -82,7 +121,7 @@ impl<'a> HostSession<'a> {
         f: impl FnOnce(&HostApi, *mut c_void, &ByteSink) -> Status,
     ) -> Result<bool, SessionFailure> {
         let mut err = Vec::new();
-        let status = f(self.api, self.ctx, &sink(&mut err));
+        let status = f(self.api, self.ctx, &ByteSink::for_vec(&mut err));
         match status {
             STATUS_OK => Ok(true),
             STATUS_NOT_FOUND => Ok(false),
@@ -97,7 +136,14 @@ impl<'a> HostSession<'a> {
         let found = self.call(|api, ctx, err| {
             // SAFETY: a live host callback with this request's context; the name and both sinks
             // outlive the call.
-            unsafe { (api.session_get)(ctx, RawStr::from_str(name), &sink(&mut out), err) }
+            unsafe {
+                (api.session_get)(
+                    ctx,
+                    RawStr::from_str(name),
+                    &ByteSink::for_vec(&mut out),
+                    err,
+                )
+            }
         })?;
         Ok(found.then_some(out))
     }
@@ -125,7 +171,7 @@ impl<'a> HostSession<'a> {
         let mut out = Vec::new();
         self.call(|api, ctx, err| {
             // SAFETY: as in `get`.
-            unsafe { (api.session_names)(ctx, &sink(&mut out), err) }
+            unsafe { (api.session_names)(ctx, &ByteSink::for_vec(&mut out), err) }
         })?;
         Ok(out)
     }
@@ -135,7 +181,7 @@ impl<'a> HostSession<'a> {
         let mut out = Vec::new();
         let found = self.call(|api, ctx, err| {
             // SAFETY: as in `get`.
-            unsafe { (api.session_id)(ctx, &sink(&mut out), err) }
+            unsafe { (api.session_id)(ctx, &ByteSink::for_vec(&mut out), err) }
         })?;
         Ok(found.then(|| text(&out)))
     }

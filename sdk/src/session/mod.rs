@@ -4,6 +4,7 @@
 //! an app and read by another only has to decode on its own: if it no longer fits the type asked
 //! for, that read fails with [`SessionError::Decode`] and every other attribute stays readable.
 
+#[cfg(feature = "test-util")]
 mod test_session;
 
 use std::fmt;
@@ -12,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::abi::{HostSession, SessionFailure, UpdateStep};
+#[cfg(feature = "test-util")]
 pub use test_session::TestSession;
 
 /// A session operation that failed.
@@ -54,7 +56,7 @@ pub enum SessionError {
     /// bytes or starts with `#`.
     Rejected(String),
     /// This request has no session support: a request built with [`Request::builder`] without
-    /// a [`TestSession`], or a host that offers no sessions.
+    /// a `TestSession`, or a host that offers no sessions.
     ///
     /// [`Request::builder`]: crate::Request::builder
     Unsupported,
@@ -114,6 +116,7 @@ impl From<SessionFailure> for SessionError {
 pub(crate) enum Backend<'a> {
     None,
     Host(HostSession<'a>),
+    #[cfg(feature = "test-util")]
     Test(&'a TestSession),
 }
 
@@ -122,6 +125,7 @@ impl Backend<'_> {
         match self {
             Backend::None => Err(SessionError::Unsupported),
             Backend::Host(host) => Ok(host.get(name)?),
+            #[cfg(feature = "test-util")]
             Backend::Test(test) => test.get(name),
         }
     }
@@ -130,6 +134,7 @@ impl Backend<'_> {
         match self {
             Backend::None => Err(SessionError::Unsupported),
             Backend::Host(host) => Ok(host.set(name, value)?),
+            #[cfg(feature = "test-util")]
             Backend::Test(test) => test.set(name, Some(value)),
         }
     }
@@ -138,6 +143,7 @@ impl Backend<'_> {
         match self {
             Backend::None => Err(SessionError::Unsupported),
             Backend::Host(host) => Ok(host.remove(name)?),
+            #[cfg(feature = "test-util")]
             Backend::Test(test) => test.set(name, None),
         }
     }
@@ -146,6 +152,7 @@ impl Backend<'_> {
         match self {
             Backend::None => Err(SessionError::Unsupported),
             Backend::Host(host) => Ok(host.update(name, f)?),
+            #[cfg(feature = "test-util")]
             Backend::Test(test) => {
                 let old = test.get(name)?;
                 match f(old.as_deref()) {
@@ -160,6 +167,7 @@ impl Backend<'_> {
         let json = match self {
             Backend::None => return Err(SessionError::Unsupported),
             Backend::Host(host) => host.names()?,
+            #[cfg(feature = "test-util")]
             Backend::Test(test) => return test.names(),
         };
         serde_json::from_slice(&json)
@@ -170,6 +178,7 @@ impl Backend<'_> {
         match self {
             Backend::None => Err(SessionError::Unsupported),
             Backend::Host(host) => Ok(host.id()?),
+            #[cfg(feature = "test-util")]
             Backend::Test(test) => test.check().map(|()| test.id()),
         }
     }
@@ -178,6 +187,7 @@ impl Backend<'_> {
         match self {
             Backend::None => Err(SessionError::Unsupported),
             Backend::Host(host) => Ok(host.invalidate()?),
+            #[cfg(feature = "test-util")]
             Backend::Test(test) => test.invalidate(),
         }
     }
@@ -186,6 +196,7 @@ impl Backend<'_> {
         match self {
             Backend::None => Err(SessionError::Unsupported),
             Backend::Host(host) => Ok(host.rotate()?),
+            #[cfg(feature = "test-util")]
             Backend::Test(test) => test.rotate(),
         }
     }

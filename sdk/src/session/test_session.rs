@@ -1,15 +1,24 @@
-//! [`TestSession`]: an in-memory session for unit tests of handlers.
+//! [`TestSession`]: an in-memory session for unit tests of handlers, behind the `test-util`
+//! feature so it is not compiled into modules.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use super::SessionError;
+use crate::abi::check_attribute_name;
 
 /// An in-memory session for unit tests of handlers, attached with
 /// [`RequestBuilder::session`](crate::RequestBuilder::session).
 ///
 /// It behaves like a host session of one client (a write creates it, invalidation deletes it)
 /// and can simulate a store outage or values stored by an older version of the app.
+///
+/// Needs the `test-util` feature, enabled for tests only:
+///
+/// ```toml
+/// [dev-dependencies]
+/// baton-sdk = { version = "0.1", features = ["test-util"] }
+/// ```
 ///
 /// ```
 /// use baton_sdk::{Request, TestSession};
@@ -36,12 +45,7 @@ struct TestState {
 }
 
 fn check_name(name: &str) -> Result<(), SessionError> {
-    if name.is_empty() || name.len() > 256 || name.starts_with('#') {
-        return Err(SessionError::Rejected(format!(
-            "invalid attribute name {name:?}: 1-256 bytes, not starting with '#'"
-        )));
-    }
-    Ok(())
+    check_attribute_name(name).map_err(|e| SessionError::Rejected(e.to_string()))
 }
 
 impl TestSession {

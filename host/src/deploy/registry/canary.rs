@@ -1,4 +1,4 @@
-//! Canary splits and the operator's actions on an app: split, promote, abort, rollback.
+//! Canary splits: which version a new request goes to while an app has a canary.
 //!
 //! During a split the app's new requests go to the canary with probability `percent` and to
 //! the active version otherwise. Without stickiness the choice walks a fixed permutation of
@@ -7,17 +7,13 @@
 //! the same session lands on the same version without any store lookup, and raising the
 //! percentage only ever moves sessions from the active version to the canary.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::{AppSlot, DeployMode, Deployed, Registry, SwapTimings, lock, unix_ms};
-use crate::deploy::outcomes::{Cause, Regression};
-use crate::deploy::version::{State, Version};
-use crate::error::{Error, Result};
+use super::AppSlot;
+use crate::deploy::version::Version;
 
 /// A canary split as installed: the canary version and its share of new requests.
 #[derive(Debug)]
@@ -36,7 +32,7 @@ pub struct Canary {
 }
 
 /// The canary part of the status document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CanaryStatus {
     /// Canary version.
     pub version: String,
@@ -75,7 +71,7 @@ impl AppSlot {
     }
 
     /// Installs (or with `None` removes) the canary; returns the canary it replaced, if that
-    /// was another version.
+    /// was another version. Only [`AppSlot::switch`] calls it.
     pub(super) fn set_split(
         &self,
         canary: Option<Arc<Version>>,
@@ -96,7 +92,7 @@ impl AppSlot {
         };
         let sticky = self
             .sticky
-            .then(|| crate::session::session_id(headers, &self.cookie_name))
+            .then(|| crate::session::sticky_key(headers, &self.cookie_name))
             .flatten();
         let bucket = match sticky {
             Some(id) => xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % 100,
@@ -110,239 +106,142 @@ impl AppSlot {
     }
 }
 
-impl Registry {
-    fn known(&self, app: &str) -> Result<Arc<AppSlot>> {
-        self.app(app)
-            .ok_or_else(|| Error::UnknownApp(app.to_owned()))
-    }
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+    use http::header::COOKIE;
 
-    /// Sets `app`'s canary to `version` at `percent` of new requests: changes the share of the
-    /// current canary, or loads a version whose private copy is kept (a retired one) as the
-    /// canary after its warm-up.
-    ///
-    /// # Errors
-    /// [`Error::UnknownApp`], [`Error::Invalid`] for a percentage above 100,
-    /// [`Error::UnknownVersion`] if `version` is neither the canary nor kept,
-    /// [`Error::Conflict`] if it is the active version or the app has none; deploy errors.
-    pub async fn set_canary(
-        self: &Arc<Self>,
-        app: &str,
-        version: &str,
-        percent: u8,
-    ) -> Result<Canary> {
-        if percent > 100 {
-            return Err(Error::Invalid(format!(
-                "percent must be between 0 and 100, not {percent}"
-            )));
-        }
-        let slot = self.known(app)?;
-        let kept = {
-            let _deploying = slot.deploying.lock().await;
-            let Some(active) = slot.active() else {
-                return Err(Error::Conflict(format!("{app} has no active version")));
-            };
-            if active.info().version == version {
-                return Err(Error::Conflict(format!(
-                    "{app}@{version} is the active version; name another version as canary"
-                )));
-            }
-            if let Some(canary) = slot
-                .canary()
-                .filter(|c| c.version.info().version == version)
-            {
-                slot.set_split(Some(Arc::clone(&canary.version)), percent);
-                tracing::info!(app, version, percent, "canary split changed");
-                self.save_state();
-                return Ok(Canary { percent, ..canary });
-            }
-            slot.versions()
-                .into_iter()
-                .rev()
-                .find(|v| v.info().version == version && v.state() == State::Retired && v.stored())
-                .ok_or_else(|| Error::UnknownVersion {
-                    app: app.to_owned(),
-                    version: version.to_owned(),
-                })?
+    use super::*;
+    use crate::config::Config;
+    use crate::deploy::registry::Switch;
+    use crate::sync::lock;
+
+    /// An app with an active version (id 1) and, at `percent`, a canary (id 2).
+    fn split(percent: u8, sticky: bool) -> (AppSlot, Arc<Version>, Arc<Version>) {
+        let config = Config {
+            canary_sticky: sticky,
+            ..Config::default()
         };
-        let source = kept.source().to_owned();
-        match self
-            .deploy_from(
-                &source,
-                kept.copy_path(),
-                Instant::now(),
-                DeployMode::Canary(percent),
-            )
-            .await?
-        {
-            Deployed::New(version) => Ok(Canary { version, percent }),
-            Deployed::Unchanged(version) => Err(Error::Conflict(format!(
-                "{app}@{} with the same bytes is already live",
-                version.info().version
-            ))),
+        let slot = AppSlot::new("app", &config);
+        let (active, canary) = (Version::stub(1, "app", "1"), Version::stub(2, "app", "2"));
+        let _ = slot.switch(
+            &mut lock(&slot.guard),
+            Switch::To(Some(Arc::clone(&active))),
+        );
+        let _ = slot.switch(
+            &mut lock(&slot.guard),
+            Switch::Split(Arc::clone(&canary), percent),
+        );
+        (slot, active, canary)
+    }
+
+    /// How many of `n` requests with these headers go to version `id`.
+    fn count(slot: &AppSlot, headers: &HeaderMap, n: usize, id: u64) -> usize {
+        (0..n)
+            .filter(|_| slot.pick(headers).is_some_and(|v| v.id() == id))
+            .count()
+    }
+
+    fn cookies(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(COOKIE, format!("BATON_SESSION={value}").parse().unwrap());
+        }
+        headers
+    }
+
+    /// A well-formed session id (48 lower-case hex digits).
+    fn session(n: u64) -> String {
+        format!("{n:048x}")
+    }
+
+    fn bucket(value: &str) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(value.as_bytes()) % 100
+    }
+
+    #[test]
+    fn weights_add_up_to_a_hundred() {
+        let (slot, active, canary) = split(30, false);
+        assert_eq!(slot.weight(&active), 70);
+        assert_eq!(slot.weight(&canary), 30);
+        assert_eq!(slot.weight(&Version::stub(3, "app", "3")), 0);
+        let status = CanaryStatus::from(&slot.canary().unwrap());
+        assert_eq!((status.version.as_str(), status.percent), ("2", 30));
+
+        let _ = slot.switch(&mut lock(&slot.guard), Switch::Unsplit);
+        assert!(slot.canary().is_none());
+        assert_eq!(slot.weight(&active), 100);
+        assert_eq!(slot.weight(&canary), 0);
+    }
+
+    #[test]
+    fn every_hundred_requests_split_exactly() {
+        for percent in [0, 1, 30, 50, 99, 100] {
+            let (slot, active, canary) = split(percent, false);
+            let headers = HeaderMap::new();
+            assert_eq!(
+                count(&slot, &headers, 200, canary.id()),
+                2 * usize::from(percent)
+            );
+            let to_active = count(&slot, &headers, 100, active.id());
+            assert_eq!(to_active, 100 - usize::from(percent));
         }
     }
 
-    /// Makes `app`'s canary its active version; the old active version drains and retires.
-    ///
-    /// # Errors
-    /// [`Error::UnknownApp`]; [`Error::Conflict`] if no canary is set.
-    pub async fn promote(self: &Arc<Self>, app: &str) -> Result<Arc<Version>> {
-        let slot = self.known(app)?;
-        let _deploying = slot.deploying.lock().await;
-        let Some(canary) = slot.canary() else {
-            return Err(Error::Conflict(format!("{app} has no canary to promote")));
+    #[test]
+    fn without_stickiness_the_cookie_is_ignored() {
+        let (slot, _, canary) = split(50, false);
+        let headers = cookies(&[&session(7)]);
+        assert_eq!(count(&slot, &headers, 100, canary.id()), 50);
+    }
+
+    #[test]
+    fn a_sticky_session_stays_on_one_version() {
+        let (slot, active, canary) = split(40, true);
+        for n in 0..50 {
+            let id = session(n);
+            let expected = if bucket(&id) < 40 { &canary } else { &active };
+            let headers = cookies(&[&id]);
+            assert_eq!(
+                count(&slot, &headers, 20, expected.id()),
+                20,
+                "session {id}"
+            );
+        }
+        // Without the cookie the split is by count.
+        assert_eq!(count(&slot, &HeaderMap::new(), 100, canary.id()), 40);
+    }
+
+    #[test]
+    fn raising_the_percentage_only_moves_sessions_to_the_canary() {
+        let ids: Vec<String> = (0..200).map(session).collect();
+        let on_canary = |percent| {
+            let (slot, _, canary) = split(percent, true);
+            ids.iter()
+                .filter(|id| count(&slot, &cookies(&[id.as_str()]), 1, canary.id()) == 1)
+                .cloned()
+                .collect::<Vec<_>>()
         };
-        let started = Instant::now();
-        let (previous, watch) = {
-            let mut guard = lock(&slot.guard);
-            let watch = guard.take();
-            let previous = slot.active.swap(Some(Arc::clone(&canary.version)));
-            slot.set_split(None, 0);
-            (previous, watch)
-        };
-        if let Some(watch) = watch {
-            self.end_guard(&slot, watch, "a canary was promoted");
-        }
-        let info = canary.version.info();
-        *lock(&slot.last_swap) = Some(SwapTimings {
-            from: previous.as_ref().map(|p| p.info().version.clone()),
-            from_id: previous.as_ref().map(|p| p.id()),
-            to: info.version.clone(),
-            to_id: canary.version.id(),
-            detected_unix_ms: unix_ms(SystemTime::now()),
-            ..SwapTimings::default()
-        });
-        tracing::info!(app, version = %info.version,
-            replaced = previous.as_ref().map(|p| p.info().version.as_str()), "canary promoted; active");
-        if let Some(previous) = &previous {
-            self.metrics.swapped(app, started.elapsed());
-            self.note_previous(previous);
-        }
-        self.save_state();
-        if let Some(previous) = previous {
-            self.retire_later(&slot, previous, Some(started));
-        }
-        Ok(canary.version)
+        let (low, high) = (on_canary(20), on_canary(60));
+        assert!(!low.is_empty() && high.len() > low.len());
+        assert!(low.iter().all(|id| high.contains(id)));
     }
 
-    /// Ends `app`'s canary split: the canary takes no new requests, drains and retires.
-    ///
-    /// # Errors
-    /// [`Error::UnknownApp`]; [`Error::Conflict`] if no canary is set.
-    pub async fn abort_canary(self: &Arc<Self>, app: &str) -> Result<Arc<Version>> {
-        let slot = self.known(app)?;
-        let _deploying = slot.deploying.lock().await;
-        let Some(canary) = slot.canary() else {
-            return Err(Error::Conflict(format!("{app} has no canary to abort")));
-        };
-        slot.set_split(None, 0);
-        tracing::info!(app, version = %canary.version.info().version, "canary aborted");
-        self.save_state();
-        self.retire_later(&slot, Arc::clone(&canary.version), None);
-        Ok(canary.version)
+    #[test]
+    fn sticky_routing_keys_on_the_id_the_session_layer_uses() {
+        // A malformed cookie whose value would land on the active version, then a well-formed
+        // one that lands on the canary: both the session layer and the split take the second.
+        let forged = (0..)
+            .map(|n| format!("forged-{n}"))
+            .find(|v| bucket(v) >= 50)
+            .unwrap();
+        let good = (0..).map(session).find(|id| bucket(id) < 50).unwrap();
+        let headers = cookies(&[&forged, &good]);
+        assert_eq!(
+            crate::session::session_id(&headers, "BATON_SESSION"),
+            Some(good.as_str())
+        );
+        let (slot, _, canary) = split(50, true);
+        assert_eq!(count(&slot, &headers, 20, canary.id()), 20);
     }
-
-    /// Switches `app` back to its previous version if a guard window is open (it is still
-    /// loaded); otherwise deploys the newest retired version of `app` whose private copy is
-    /// kept and whose bytes differ from the active version's.
-    ///
-    /// # Errors
-    /// [`Error::UnknownApp`]; [`Error::Conflict`] if no earlier version is kept; deploy errors.
-    pub async fn rollback(self: &Arc<Self>, app: &str) -> Result<Deployed> {
-        let slot = self.known(app)?;
-        {
-            let _deploying = slot.deploying.lock().await;
-            let mut guard = lock(&slot.guard);
-            if let Some(watch) = guard.take() {
-                // The previous version is still loaded and warm: switch back to it.
-                let figures = watch.new.outcomes().now();
-                let regression = Regression {
-                    cause: Cause::Operator,
-                    reason: "rolled back by the operator during the guard window".to_owned(),
-                };
-                let fallback = self.switch_back(&slot, watch, &regression, &figures);
-                return Ok(Deployed::New(fallback));
-            }
-        }
-        let active = slot.active().map(|a| a.hash());
-        let previous = slot
-            .versions()
-            .into_iter()
-            .rev()
-            .find(|v| v.state() == State::Retired && v.stored() && Some(v.hash()) != active)
-            .ok_or_else(|| {
-                Error::Conflict(format!(
-                    "no earlier version of {app} is kept in the store (keep_versions = {})",
-                    self.config.keep_versions
-                ))
-            })?;
-        tracing::info!(app, version = %previous.info().version, "rolling back");
-        let source = previous.source().to_owned();
-        self.deploy_from(
-            &source,
-            previous.copy_path(),
-            Instant::now(),
-            DeployMode::Switch,
-        )
-        .await
-    }
-
-    /// Deploys an uploaded module: `file` (in the upload area) is named after `name`, then
-    /// goes through the same pipeline as a dropped file. The file is removed in every case.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] for a bad file name; deploy errors.
-    pub async fn deploy_upload(
-        self: &Arc<Self>,
-        name: &str,
-        file: &Path,
-        mode: DeployMode,
-    ) -> Result<Deployed> {
-        let detected = Instant::now();
-        if let Err(e) = check_upload_name(name) {
-            remove_quietly(file);
-            return Err(e);
-        }
-        let path = file.with_file_name(format!("{}-{name}", self.store.unique()));
-        if let Err(e) = std::fs::rename(file, &path) {
-            remove_quietly(file);
-            return Err(Error::io(
-                format!("cannot rename upload {}", file.display()),
-                e,
-            ));
-        }
-        let result = self.deploy_from(&path, &path, detected, mode).await;
-        remove_quietly(&path);
-        if result.is_err() {
-            lock(&self.rejected).retain(|r| r.file != path);
-        }
-        result
-    }
-}
-
-/// Longest module file name an upload may have (the host's copies add their own prefixes).
-const MAX_UPLOAD_NAME: usize = 128;
-
-fn check_upload_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.starts_with('.')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
-    {
-        return Err(Error::Invalid(format!(
-            "bad module file name {name:?}: use letters, digits and . _ - +"
-        )));
-    }
-    if name.len() > MAX_UPLOAD_NAME {
-        return Err(Error::Invalid(format!(
-            "bad module file name: {} characters long, at most {MAX_UPLOAD_NAME}",
-            name.len()
-        )));
-    }
-    Ok(())
-}
-
-fn remove_quietly(path: &Path) {
-    let _ = std::fs::remove_file(path);
 }

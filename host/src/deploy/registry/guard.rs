@@ -21,10 +21,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::{AppSlot, Registry, Trigger, lock, ms_since, unix_ms};
+use super::pipeline::Origin;
+use super::{AppSlot, Registry, Switch};
+use crate::clock::{ms_since, unix_ms};
 use crate::config::GuardConfig;
 use crate::deploy::outcomes::{Cause, Figures, Regression, Traffic, judge};
 use crate::deploy::version::{State, Version};
+use crate::sync::lock;
 
 /// How often an open window compares the figures.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -46,7 +49,7 @@ pub(crate) struct Watch {
 }
 
 /// Where a swap's guard window is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GuardState {
     /// The window is open: the previous version waits in standby.
@@ -60,7 +63,7 @@ pub enum GuardState {
 }
 
 /// A swap's guard window, as shown in status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GuardStatus {
     /// Where the window is.
     pub state: GuardState,
@@ -77,7 +80,7 @@ pub struct GuardStatus {
 }
 
 /// A switch back to the previous version, as shown in status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RolledBack {
     /// `errors`, `latency` or `operator`.
     pub cause: Cause,
@@ -193,7 +196,7 @@ impl Registry {
             if let Some(regression) = regression
                 && let Some(watch) = guard.take()
             {
-                self.switch_back(&slot, watch, &regression, &figures);
+                self.switch_back(&slot, &mut guard, watch, &regression, &figures);
                 return;
             }
             if over && let Some(watch) = guard.take() {
@@ -223,11 +226,12 @@ impl Registry {
     }
 
     /// Switches `watch`'s app back to its fallback: the fallback takes new requests again, the
-    /// guarded version drains and retires, and its private copy is dropped. Call with the slot's
-    /// guard lock held (the watch taken from it). Returns the fallback.
+    /// guarded version drains and retires, and its private copy is dropped. `window` is the
+    /// slot's guard window, locked, that `watch` was taken from. Returns the fallback.
     pub(super) fn switch_back(
         self: &Arc<Self>,
         slot: &Arc<AppSlot>,
+        window: &mut Option<Watch>,
         watch: Watch,
         regression: &Regression,
         figures: &Figures,
@@ -239,8 +243,10 @@ impl Registry {
             switched,
             ..
         } = watch;
-        fallback.set_state(State::Active);
-        slot.active.store(Some(Arc::clone(&fallback)));
+        let back = slot.switch(window, Switch::To(Some(Arc::clone(&fallback))));
+        if let Some(canary) = back.canary {
+            self.retire_later(slot, canary, None);
+        }
         let after_switch_ms = ms_since(switched);
         self.retire_discarding(slot, Arc::clone(&new));
         self.forget_previous(&slot.name);
@@ -286,10 +292,10 @@ impl Registry {
 
     /// For a deploy of bytes that were rolled back: the app's active version when the watcher
     /// must leave them alone. An operator's deploy of them forgets the rollback and goes ahead.
-    pub(super) fn refuse_rolled_back(&self, hash: u64, trigger: Trigger) -> Option<Arc<Version>> {
+    pub(super) fn refuse_rolled_back(&self, hash: u64, origin: Origin) -> Option<Arc<Version>> {
         let mut hashes = lock(&self.rolled_back);
         let at = hashes.iter().position(|(h, _)| *h == hash)?;
-        if trigger != Trigger::Watch {
+        if origin != Origin::Watch {
             hashes.remove(at);
             return None;
         }
@@ -308,17 +314,6 @@ impl Registry {
             fallback = %watch.fallback.info().version, why, "guard window ended; the fallback retires");
         self.retire_later(slot, watch.fallback, None);
         self.save_state();
-    }
-
-    /// Retires a version that was rolled back; its private copy is not kept for rollback.
-    fn retire_discarding(self: &Arc<Self>, slot: &Arc<AppSlot>, version: Arc<Version>) {
-        version.set_stored(false);
-        version.set_state(State::Draining);
-        let (registry, slot) = (Arc::clone(self), Arc::clone(slot));
-        tokio::spawn(async move {
-            registry.retire(slot, Arc::clone(&version), None).await;
-            registry.store.remove(version.copy_path());
-        });
     }
 
     /// Notes the counters of every active version (and canary) once a second, for baselines.

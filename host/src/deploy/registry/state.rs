@@ -20,13 +20,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::pipeline::{DeployRequest, Origin};
 use super::quarantine::hex;
-use super::{AppSlot, DeployMode, Registry, lock};
+use super::{AppSlot, DeployMode, Deployed, Registry};
 use crate::deploy::version::{State, Version};
+use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// The file's name under `state_dir`.
 const STATE_FILE: &str = "state.json";
@@ -67,6 +69,41 @@ struct SavedCanary {
     #[serde(flatten)]
     version: SavedVersion,
     percent: u8,
+}
+
+impl Saved {
+    /// Writes the state to `path` atomically: a temporary file, then a rename over the old one.
+    ///
+    /// # Errors
+    /// [`Error::StateFile`] if it cannot be encoded, [`Error::Io`] if it cannot be written.
+    fn write(&self, path: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| Error::StateFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    }
+
+    /// The state written at `path`; `None` if there is none.
+    ///
+    /// # Errors
+    /// [`Error::StateFile`] if it is not a state file, [`Error::Io`] if it cannot be read.
+    fn read(path: &Path) -> Result<Option<Saved>> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| Error::StateFile {
+                path: path.to_owned(),
+                source,
+            })
+    }
 }
 
 fn saved(version: &Version) -> SavedVersion {
@@ -120,13 +157,8 @@ impl Registry {
             );
         }
         let path = self.state_file();
-        let tmp = path.with_extension("json.tmp");
-        let written = serde_json::to_vec_pretty(&state)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            tracing::error!(file = %path.display(), error = %e,
+        if let Err(e) = state.write(&path) {
+            tracing::error!(error = %e,
                 "cannot save the host state; a restart may not restore the current versions");
         }
     }
@@ -136,19 +168,16 @@ impl Registry {
     pub(crate) async fn restore(self: &Arc<Self>) {
         self.report_quarantine();
         self.publish_live();
-        let path = self.state_file();
-        let state: Saved = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(state) => state,
-                Err(e) => {
-                    tracing::error!(file = %path.display(), error = %e,
-                        "unreadable host state; starting from the modules directory only");
-                    return;
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        let state = match Saved::read(&self.state_file()) {
+            Ok(Some(state)) => state,
+            Ok(None) => return,
+            Err(e @ Error::StateFile { .. }) => {
+                tracing::error!(error = %e,
+                    "unreadable host state; starting from the modules directory only");
+                return;
+            }
             Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "cannot read the host state");
+                tracing::error!(error = %e, "cannot read the host state");
                 return;
             }
         };
@@ -239,13 +268,13 @@ impl Registry {
         mode: DeployMode,
     ) -> bool {
         let copy = self.store.dir().join(&saved.copy);
-        match self
-            .deploy_from(&saved.source, &copy, Instant::now(), mode)
-            .await
-        {
+        let request = DeployRequest::new(&saved.source, Origin::Restore)
+            .reading(&copy)
+            .mode(mode);
+        match self.run(request).await {
             Ok(deployed) => {
                 let version = match &deployed {
-                    super::Deployed::New(v) | super::Deployed::Unchanged(v) => v,
+                    Deployed::New(v) | Deployed::Unchanged(v) => v,
                 };
                 tracing::info!(app, version = %version.info().version, copy = %copy.display(),
                     "restored from the host state");
@@ -304,4 +333,108 @@ fn remove(file: &Path) {
 /// Whether `slot` has a guard window open: its previous version waits in standby.
 fn guarded(slot: &AppSlot) -> bool {
     slot.versions().iter().any(|v| v.state() == State::Standby)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(active: &Version, previous: Option<&Version>) -> SavedApp {
+        SavedApp {
+            active: saved(active),
+            canary: None,
+            previous: previous.map(saved),
+            guarded: previous.is_some(),
+        }
+    }
+
+    fn json(state: &Saved) -> serde_json::Value {
+        serde_json::to_value(state).unwrap()
+    }
+
+    #[test]
+    fn the_state_reads_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let (one, two, three) = (
+            Version::stub(1, "hello", "1.0.0"),
+            Version::stub(2, "hello", "1.1.0"),
+            Version::stub(3, "shop", "2.0.0"),
+        );
+        let mut state = Saved::default();
+        state.apps.insert("hello".into(), app(&two, Some(&one)));
+        let mut shop = app(&three, None);
+        shop.canary = Some(SavedCanary {
+            version: saved(&one),
+            percent: 25,
+        });
+        state.apps.insert("shop".into(), shop);
+        state.undeployed.insert("gone".into());
+
+        state.write(&path).unwrap();
+        let read = Saved::read(&path).unwrap().expect("written");
+        assert_eq!(json(&read), json(&state));
+        assert_eq!(read.apps["hello"].active.hash, hex(two.hash()));
+        assert_eq!(read.apps["hello"].active.source, two.source());
+        assert!(read.apps["hello"].guarded);
+        assert_eq!(read.apps["shop"].canary.as_ref().unwrap().percent, 25);
+        assert!(read.undeployed.contains("gone"));
+        // Written through a temporary file, renamed over the state file.
+        assert!(!path.with_extension("json.tmp").exists());
+
+        // Rewritten with less, it reads back with less.
+        state.apps.remove("shop");
+        state.undeployed.clear();
+        state.write(&path).unwrap();
+        let read = Saved::read(&path).unwrap().unwrap();
+        assert_eq!(json(&read), json(&state));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("undeployed"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_state_file_is_no_state() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Saved::read(&dir.path().join(STATE_FILE)).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_a_state_file_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        for corrupt in ["", "{\"apps\": {\"hello\": ", "[1, 2]", "\u{0}\u{1}garbage"] {
+            std::fs::write(&path, corrupt).unwrap();
+            let err = Saved::read(&path).unwrap_err();
+            assert!(matches!(err, Error::StateFile { .. }), "{corrupt:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_state_file_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        std::fs::create_dir(&path).unwrap();
+        assert!(matches!(Saved::read(&path), Err(Error::Io { .. })));
+        assert!(matches!(
+            Saved::default().write(&path),
+            Err(Error::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn a_state_file_of_an_earlier_release_reads() {
+        // Before previous versions and guard windows were saved.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        std::fs::write(
+            &path,
+            r#"{"apps": {"hello": {"active": {"version": "1.0.0", "copy": "1-a.so",
+                "hash": "00000000000000ff", "source": "modules/hello.so"}, "canary": null}}}"#,
+        )
+        .unwrap();
+        let read = Saved::read(&path).unwrap().unwrap();
+        let hello = &read.apps["hello"];
+        assert_eq!(hello.active.copy, "1-a.so");
+        assert!(hello.previous.is_none() && !hello.guarded && read.undeployed.is_empty());
+    }
 }

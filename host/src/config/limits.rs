@@ -1,0 +1,102 @@
+//! What one app may take from the host, under `[limits]`, and an app's overrides of it under
+//! `[apps.NAME.limits]`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Limits that bound what one app can take from the host.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted; larger is a 413.
+    pub max_body_bytes: u64,
+    /// Requests one app runs or queues at once; more wait up to `queue_timeout_ms`.
+    pub max_concurrent_requests: usize,
+    /// How long a request waits for a slot before a 503 with `Retry-After`.
+    pub queue_timeout_ms: u64,
+    /// How long a handler may take before the client gets a 504.
+    pub request_timeout_ms: u64,
+    /// Worker threads per loaded version (handlers run on them, never on the I/O threads).
+    pub worker_threads: usize,
+    /// Stack size of each worker thread, in MiB (a stack overflow ends the whole process).
+    pub worker_stack_mib: usize,
+    /// Handlers past `request_timeout_ms` whose threads are replaced so the version keeps its
+    /// capacity; with more stuck than this, the version answers 503 until some return.
+    pub max_stuck_threads: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 2 * 1024 * 1024,
+            max_concurrent_requests: 256,
+            queue_timeout_ms: 1_000,
+            request_timeout_ms: 30_000,
+            worker_threads: 16,
+            worker_stack_mib: 8,
+            max_stuck_threads: 16,
+        }
+    }
+}
+
+impl Limits {
+    /// `queue_timeout_ms` as a duration.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
+    }
+
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `worker_stack_mib` in bytes.
+    pub fn worker_stack_bytes(&self) -> usize {
+        self.worker_stack_mib.saturating_mul(1024 * 1024)
+    }
+
+    pub(super) fn validate(&self, scope: &str) -> Result<()> {
+        let fail = |what: &str| Err(Error::Config(format!("{scope}: {what} must be at least 1")));
+        if self.max_concurrent_requests == 0 {
+            return fail("max_concurrent_requests");
+        }
+        if self.worker_threads == 0 {
+            return fail("worker_threads");
+        }
+        if self.request_timeout_ms == 0 {
+            return fail("request_timeout_ms");
+        }
+        if self.worker_stack_mib == 0 {
+            return fail("worker_stack_mib");
+        }
+        if self.worker_stack_mib > 1024 {
+            return Err(Error::Config(format!(
+                "{scope}: worker_stack_mib must be at most 1024"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Limits an app overrides; unset fields take the global value.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// See [`Limits::max_body_bytes`].
+    pub max_body_bytes: Option<u64>,
+    /// See [`Limits::max_concurrent_requests`].
+    pub max_concurrent_requests: Option<usize>,
+    /// See [`Limits::queue_timeout_ms`].
+    pub queue_timeout_ms: Option<u64>,
+    /// See [`Limits::request_timeout_ms`].
+    pub request_timeout_ms: Option<u64>,
+    /// See [`Limits::worker_threads`].
+    pub worker_threads: Option<usize>,
+    /// See [`Limits::worker_stack_mib`].
+    pub worker_stack_mib: Option<usize>,
+    /// See [`Limits::max_stuck_threads`].
+    pub max_stuck_threads: Option<usize>,
+}

@@ -1,0 +1,119 @@
+//! The Redis store's Lua scripts: one per write (and for the load that may refresh the expiry),
+//! so that each is atomic and checks that the session still exists before writing.
+
+use redis::Script;
+
+/// Refreshes the expiry of a session that exists; shared by the scripts.
+macro_rules! lua {
+    ($body:literal) => {
+        concat!(
+            "local function touch(key, now)\n",
+            "  local timeout = redis.call('HGET', key, '#timeout_ms')\n",
+            "  redis.call('HSET', key, '#accessed_ms', now)\n",
+            "  if timeout then redis.call('PEXPIRE', key, timeout) end\n",
+            "end\n",
+            $body
+        )
+    };
+}
+
+/// KEYS[1] session; ARGV[1] now. The flat hash, or nil.
+const LOAD: &str = lua!(
+    r"
+local h = redis.call('HGETALL', KEYS[1])
+if #h == 0 then return false end
+local accessed, timeout
+for i = 1, #h, 2 do
+  if h[i] == '#accessed_ms' then accessed = tonumber(h[i + 1])
+  elseif h[i] == '#timeout_ms' then timeout = tonumber(h[i + 1]) end
+end
+if timeout and (accessed == nil or tonumber(ARGV[1]) - accessed >= timeout / 10) then
+  touch(KEYS[1], ARGV[1])
+end
+return h
+"
+);
+
+/// KEYS[1] session; ARGV[1] now, ARGV[2] timeout ms, then name/value pairs. 1 if created.
+const CREATE: &str = lua!(
+    r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], '#created_ms', ARGV[1], '#accessed_ms', ARGV[1],
+  '#timeout_ms', ARGV[2], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"
+);
+
+/// KEYS[1] session; ARGV[1] now, ARGV[2] number of pairs to set, the pairs, then names to
+/// delete. 1 if saved, 0 if the session is gone.
+const SAVE: &str = lua!(
+    r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local first_del = 3 + 2 * tonumber(ARGV[2])
+if first_del > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 3, first_del - 1)) end
+if #ARGV >= first_del then redis.call('HDEL', KEYS[1], unpack(ARGV, first_del)) end
+touch(KEYS[1], ARGV[1])
+return 1
+"
+);
+
+/// KEYS[1] session; ARGV[1] name. {-1} gone, {0} absent, {1, value} present.
+const READ: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then return {1, v} end
+return {0}
+";
+
+/// KEYS[1] session; ARGV[1] now, ARGV[2] name, ARGV[3] '1' if a value is expected, ARGV[4] the
+/// expected value, ARGV[5] the new one. -1 gone, 0 conflict, 1 done.
+const CAS: &str = lua!(
+    r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local cur = redis.call('HGET', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then
+  if cur ~= ARGV[4] then return 0 end
+elseif cur then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[5])
+touch(KEYS[1], ARGV[1])
+return 1
+"
+);
+
+/// KEYS[1] from, KEYS[2] to; ARGV[1] now. 1 if renamed.
+const RENAME: &str = lua!(
+    r"
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+touch(KEYS[2], ARGV[1])
+return 1
+"
+);
+
+/// The scripts, hashed once: a call sends `EVALSHA`, and the script itself only if Redis lacks it.
+#[derive(Debug)]
+pub(super) struct Scripts {
+    pub(super) load: Script,
+    pub(super) create: Script,
+    pub(super) save: Script,
+    pub(super) read: Script,
+    pub(super) cas: Script,
+    pub(super) rename: Script,
+}
+
+impl Scripts {
+    /// Every script, hashed.
+    pub(super) fn new() -> Scripts {
+        Scripts {
+            load: Script::new(LOAD),
+            create: Script::new(CREATE),
+            save: Script::new(SAVE),
+            read: Script::new(READ),
+            cas: Script::new(CAS),
+            rename: Script::new(RENAME),
+        }
+    }
+}

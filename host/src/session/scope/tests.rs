@@ -1,0 +1,212 @@
+//! One request's session against an in-memory store, on worker-like threads.
+
+use super::*;
+use crate::session::MemoryStore;
+use std::time::Duration;
+
+fn sessions() -> Arc<Sessions> {
+    let store = Arc::new(MemoryStore::new(Duration::from_secs(60), 100));
+    Sessions::with_store(store, "S", false, Duration::from_secs(1))
+}
+
+/// The id of a new, empty session in the store.
+async fn stored_session(sessions: &Sessions) -> String {
+    let id = id::new_id().unwrap();
+    assert!(
+        sessions
+            .store
+            .create(&id, &Attributes::new())
+            .await
+            .unwrap()
+    );
+    id
+}
+
+fn headers(cookie: Option<&str>) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    if let Some(cookie) = cookie {
+        headers.insert(http::header::COOKIE, cookie.parse().unwrap());
+    }
+    headers
+}
+
+fn id_of(set_cookie: &str) -> String {
+    set_cookie
+        .strip_prefix("S=")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs a handler-like closure on a plain thread outside the runtime, as the worker pool
+/// would.
+async fn on_worker<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.await.unwrap() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untouched_session_costs_nothing_and_sets_no_cookie() {
+    let sessions = sessions();
+    let known = stored_session(&sessions).await;
+    for cookie in ["S=forged".to_owned(), format!("S={known}")] {
+        let scope = sessions.begin(&headers(Some(&cookie)), false);
+        assert_eq!(scope.finish().await.unwrap(), None, "{cookie}");
+    }
+    for op in StoreOp::ALL {
+        assert_eq!(
+            sessions.metrics.count(op.index()),
+            (0, 0),
+            "no {} call (nor failure) for a session nobody used",
+            op.name()
+        );
+    }
+    assert!(sessions.store.load("forged").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_write_creates_the_session_and_its_cookie() {
+    let sessions = sessions();
+    let scope = sessions.begin(&headers(None), false);
+    let worker = Arc::clone(&scope);
+    on_worker(move || {
+        assert_eq!(worker.get("n").unwrap(), None);
+        assert_eq!(worker.id().unwrap(), None);
+        worker.set("n", b"1".to_vec()).unwrap();
+        assert_eq!(worker.get("n").unwrap(), Some(b"1".to_vec()));
+    })
+    .await;
+    let cookie = scope.finish().await.unwrap().unwrap();
+    let id = id_of(&cookie);
+    let stored = sessions.store.load(&id).await.unwrap().unwrap();
+    assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"1"[..]));
+
+    let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
+    let worker = Arc::clone(&scope);
+    on_worker(move || {
+        assert_eq!(worker.get("n").unwrap(), Some(b"1".to_vec()));
+        worker.remove("n").unwrap();
+        assert_eq!(worker.names().unwrap(), Vec::<String>::new());
+    })
+    .await;
+    assert_eq!(
+        scope.finish().await.unwrap(),
+        None,
+        "same id, no new cookie"
+    );
+    assert!(sessions.store.load(&id).await.unwrap().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_id_is_not_adopted() {
+    let sessions = sessions();
+    let forged = id::new_id().unwrap();
+    let scope = sessions.begin(&headers(Some(&format!("S={forged}"))), false);
+    let worker = Arc::clone(&scope);
+    on_worker(move || worker.set("user", b"\"mallory\"".to_vec()).unwrap()).await;
+    let id = id_of(&scope.finish().await.unwrap().unwrap());
+    assert_ne!(id, forged);
+    assert!(sessions.store.load(&forged).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_keeps_attributes_and_retires_the_old_id() {
+    let sessions = sessions();
+    let old = id::new_id().unwrap();
+    let attributes = Attributes::from([("cart".to_owned(), b"[1]".to_vec())]);
+    sessions.store.create(&old, &attributes).await.unwrap();
+    let scope = sessions.begin(&headers(Some(&format!("S={old}"))), false);
+    let worker = Arc::clone(&scope);
+    on_worker(move || {
+        worker.rotate().unwrap();
+        worker.set("user", b"\"ada\"".to_vec()).unwrap();
+    })
+    .await;
+    let new = id_of(&scope.finish().await.unwrap().unwrap());
+    assert_ne!(new, old);
+    assert!(sessions.store.load(&old).await.unwrap().is_none());
+    let stored = sessions.store.load(&new).await.unwrap().unwrap();
+    assert_eq!(stored.keys().collect::<Vec<_>>(), ["cart", "user"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalidation_deletes_and_expires_the_cookie() {
+    let sessions = sessions();
+    let id = stored_session(&sessions).await;
+    let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
+    let worker = Arc::clone(&scope);
+    on_worker(move || worker.invalidate().unwrap()).await;
+    let cookie = scope.finish().await.unwrap().unwrap();
+    assert!(cookie.contains("Max-Age=0"), "{cookie}");
+    assert!(sessions.store.load(&id).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_updates_lose_nothing() {
+    let sessions = sessions();
+    let id = stored_session(&sessions).await;
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
+        workers.push(std::thread::spawn(move || {
+            for _ in 0..25 {
+                scope
+                    .update("n", &mut |old| {
+                        let n: u64 = old.map_or(0, |v| serde_json::from_slice(v).unwrap());
+                        Ok((n + 1).to_string().into_bytes())
+                    })
+                    .unwrap();
+            }
+        }));
+    }
+    on_worker(move || workers.into_iter().for_each(|w| w.join().unwrap())).await;
+    let stored = sessions.store.load(&id).await.unwrap().unwrap();
+    assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"200"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_builds_on_this_requests_own_write() {
+    let sessions = sessions();
+    let scope = sessions.begin(&headers(None), false);
+    let worker = Arc::clone(&scope);
+    on_worker(move || {
+        worker.set("n", b"5".to_vec()).unwrap();
+        worker.set("other", b"true".to_vec()).unwrap();
+        worker
+            .update("n", &mut |old| {
+                assert_eq!(old, Some(&b"5"[..]));
+                Ok(b"6".to_vec())
+            })
+            .unwrap();
+        assert_eq!(worker.get("n").unwrap(), Some(b"6".to_vec()));
+    })
+    .await;
+    let id = id_of(&scope.finish().await.unwrap().unwrap());
+    let stored = sessions.store.load(&id).await.unwrap().unwrap();
+    assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"6"[..]));
+    assert_eq!(stored.get("other").map(Vec::as_slice), Some(&b"true"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_names_and_values_are_refused() {
+    let sessions = sessions();
+    let scope = sessions.begin(&headers(None), false);
+    on_worker(move || {
+        assert!(matches!(
+            scope.set("#timeout_ms", b"1".to_vec()),
+            Err(AccessError::Invalid(_))
+        ));
+        assert!(matches!(
+            scope.set("a", b"{not json".to_vec()),
+            Err(AccessError::Invalid(_))
+        ));
+        assert!(matches!(scope.get(""), Err(AccessError::Invalid(_))));
+    })
+    .await;
+}
