@@ -77,9 +77,7 @@ pub(super) fn error(status: StatusCode, message: impl std::fmt::Display) -> Resp
 
 pub(super) fn from_error(e: &Error) -> Response<Body> {
     let status = match e {
-        Error::Load { .. } | Error::Intake { .. } | Error::Start { .. } | Error::Invalid(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        Error::Load { .. } | Error::Start { .. } | Error::Invalid(_) => StatusCode::BAD_REQUEST,
         Error::UnknownApp(_) | Error::UnknownVersion { .. } | Error::NotQuarantined { .. } => {
             StatusCode::NOT_FOUND
         }
