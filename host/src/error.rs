@@ -107,6 +107,14 @@ pub enum Error {
     /// The HTTPS listener's certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The modules directory cannot be watched for changes.
+    #[error("cannot watch {}: {source}", dir.display())]
+    Watch {
+        /// The directory.
+        dir: PathBuf,
+        /// The watcher's error.
+        source: notify_debouncer_full::notify::Error,
+    },
     /// A blocking task the host waited for panicked or was cancelled.
     #[error("{what}: {source}")]
     Join {
