@@ -221,11 +221,16 @@ impl Serving {
 }
 
 /// Waits for the process in `slot` to exit; never resolves for an empty slot.
-async fn exited(slot: &mut Option<Serving>) -> std::io::Result<ExitStatus> {
+///
+/// # Errors
+/// If the process cannot be waited for, or the task waiting for it failed.
+async fn exited(slot: &mut Option<Serving>) -> Result<ExitStatus> {
+    const WHAT: &str = "cannot wait for the serving process";
     match slot {
-        Some(serving) => (&mut serving.exit)
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        Some(serving) => match (&mut serving.exit).await {
+            Ok(status) => status.map_err(|e| Error::io(WHAT, e)),
+            Err(source) => Err(Error::Join { what: WHAT, source }),
+        },
         None => std::future::pending().await,
     }
 }
@@ -307,7 +312,7 @@ pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Resul
         tokio::select! {
             status = exited(&mut current) => {
                 let Some(mut dead) = current.take() else { continue };
-                let status = status.map_err(|e| Error::io("cannot wait for the serving process", e))?;
+                let status = status?;
                 let last_code = exit_code(&status);
                 if stopping {
                     if next.is_none() {
@@ -358,7 +363,7 @@ pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Resul
             status = exited(&mut next) => {
                 let Some(dead) = next.take() else { continue };
                 upgrade = Upgrade::Idle;
-                let status = status.map_err(|e| Error::io("cannot wait for the serving process", e))?;
+                let status = status?;
                 if stopping {
                     if current.is_none() {
                         return Ok(exit_code(&status));
