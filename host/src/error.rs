@@ -251,4 +251,25 @@ mod tests {
         assert!(Error::io("cannot copy", os(libc::ENFILE)).is_transient());
         assert!(!Error::io("cannot read", os(libc::ENOENT)).is_transient());
     }
+
+    #[test]
+    fn a_refusal_keeps_its_cause_down_the_source_chain() {
+        use std::error::Error as _;
+        let e = Error::Load {
+            path: PathBuf::from("m/libhello.so"),
+            source: LoadError::Store {
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            },
+        };
+        assert!(e.is_refusal() && e.is_transient());
+        let load = e.source().and_then(|s| s.downcast_ref::<LoadError>());
+        assert!(matches!(load, Some(LoadError::Store { .. })), "{load:?}");
+        let io = load
+            .and_then(|l| l.source())
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.and_then(std::io::Error::raw_os_error),
+            Some(libc::ENOSPC)
+        );
+    }
 }

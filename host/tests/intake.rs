@@ -149,6 +149,62 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
+#[test]
+fn each_refusal_is_a_load_error_naming_its_cause() {
+    use baton_host::Error;
+    use baton_sdk::abi::{ABI_MAJOR, ABI_MINOR, SDK_VERSION};
+    let open = |file: &Path| loader::Module::open(file, file).map(drop);
+    let dir = tempfile::tempdir().unwrap();
+
+    let missing = dir.path().join("missing.so");
+    match open(&missing) {
+        Err(Error::Load {
+            path,
+            source: LoadError::Read { source },
+        }) => {
+            assert_eq!(path, missing);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let garbage = dir.path().join("garbage.so");
+    std::fs::write(&garbage, b"this is not an ELF file").unwrap();
+    assert!(
+        matches!(
+            open(&garbage),
+            Err(Error::Load {
+                source: LoadError::NotElf { len: 23 },
+                ..
+            })
+        ),
+        "{:?}",
+        open(&garbage)
+    );
+
+    match open(&module("fixture-nosymbol", &[])) {
+        Err(Error::Load { source, .. }) => assert!(source.is_not_a_module(), "{source:?}"),
+        other => panic!("{other:?}"),
+    }
+
+    match open(&module("fixture-badabi", &[])) {
+        Err(Error::Load {
+            source: source @ LoadError::AbiMajor { module, host, .. },
+            ..
+        }) => {
+            assert!(source.is_abi_mismatch());
+            assert_eq!(
+                (module, host),
+                ((ABI_MAJOR + 1, ABI_MINOR), (ABI_MAJOR, ABI_MINOR))
+            );
+            assert!(
+                matches!(&source, LoadError::AbiMajor { module_sdk, .. } if module_sdk == SDK_VERSION)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn truncated_modules_dropped_or_uploaded_are_refused_and_the_host_keeps_serving() {
     let host = HostProc::start(&[hello("1.0.0"), counter("1.0.0")]);
