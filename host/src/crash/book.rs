@@ -122,15 +122,7 @@ impl Book {
         lock.lock().map_err(|e| io("cannot lock", &lock_path, e))?;
         let mut book = Book::read(state_dir)?;
         let out = change(&mut book);
-        let path = state_dir.join(BOOK_FILE);
-        let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(&book).map_err(|source| Error::StateFile {
-            path: path.clone(),
-            source,
-        })?;
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| io("cannot write", &path, e))?;
+        super::write_json(&state_dir.join(BOOK_FILE), &book)?;
         Ok(out)
     }
 

@@ -66,12 +66,8 @@ fn path(state_dir: &Path) -> PathBuf {
 ///
 /// # Errors
 /// If the file cannot be written.
-pub fn write(state_dir: &Path, live: &Live) -> std::io::Result<()> {
-    let path = path(state_dir);
-    let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(live).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path)
+pub fn write(state_dir: &Path, live: &Live) -> crate::Result<()> {
+    super::write_json(&path(state_dir), live)
 }
 
 /// What the serving process `pid` last wrote, if the file is its own.
