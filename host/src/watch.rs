@@ -28,7 +28,7 @@ use crate::deploy::{Deployed, Registry, is_module_file};
 use crate::error::{Error, Result};
 
 /// A running watcher; dropping it stops watching.
-pub struct Watcher {
+pub(crate) struct Watcher {
     _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -49,7 +49,7 @@ impl Drop for Watcher {
 ///
 /// # Errors
 /// [`Error::Watch`] if the directory cannot be watched.
-pub fn watch(registry: Arc<Registry>, dir: &Path) -> Result<Watcher> {
+pub(crate) fn watch(registry: Arc<Registry>, dir: &Path) -> Result<Watcher> {
     let config = registry.config();
     let debounce = Duration::from_millis(config.watch_debounce_ms.max(1));
     let settle = Duration::from_millis(config.watch_settle_ms.max(1));

@@ -15,15 +15,15 @@
 
 mod blame;
 mod book;
-pub mod live;
+pub(crate) mod live;
 mod tail;
 
 use std::path::Path;
 use std::process::ExitStatus;
 
-pub use blame::{Blame, Rule, blame};
-pub use book::{Book, How, Quarantined, Strike, Verdict};
-pub use tail::Tail;
+pub(crate) use blame::blame;
+pub(crate) use book::{Book, How, Quarantined};
+pub(crate) use tail::Tail;
 
 use crate::config::QuarantineConfig;
 use crate::error::{Error, Result};
@@ -50,7 +50,7 @@ pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(
 /// The supervisor's part after serving process `pid` died with `status`: blames the versions
 /// it ran (from its `live.json` and its `last_lines` of stderr), counts the strikes and
 /// quarantines, and logs what it decided. `code` is the exit code a shell shows.
-pub fn after_death(
+pub(crate) fn after_death(
     state_dir: &Path,
     config: &QuarantineConfig,
     pid: u32,

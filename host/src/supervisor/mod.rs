@@ -13,7 +13,7 @@
 //!
 //! The serving process's stderr is relayed through the supervisor, which keeps its last lines:
 //! after a death they and the process's `live.json` decide which version to blame, and a
-//! version blamed too often is quarantined (see [`crate::crash`]).
+//! version blamed too often is quarantined (see the `crash` module).
 //!
 //! This module runs the supervisor's loop ([`run`]); `listeners` binds the sockets and passes
 //! them on, `child` starts and watches a serving process (and holds the serving process's side:
