@@ -191,7 +191,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     // A certificate and key that cannot serve are a configuration error, found before the
     // supervisor binds anything.
     if let Some((cert, key)) = config.tls.files() {
-        baton_host::tls::Certificates::load(cert, key)?;
+        baton_host::Certificates::load(cert, key)?;
     }
     Ok(config)
 }

@@ -9,7 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use baton_host::loader::{self, ElfError};
+use baton_host::loader::{self, LoadError};
 use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, assert_no_failures, assert_served};
@@ -35,14 +35,14 @@ impl Rng {
     }
 }
 
-/// Whether `result` refuses its input as incomplete, with a message that says so.
-fn refused_as_truncated(result: &Result<loader::Checked, ElfError>) -> bool {
+/// Whether `result` refuses its input as incomplete: a part ends past the file, or not even
+/// the ELF header is complete.
+fn refused_as_truncated(result: &Result<loader::Checked, LoadError>) -> bool {
     match result {
-        Err(e @ ElfError::Truncated { .. }) => {
-            let text = e.to_string();
-            text.starts_with("truncated: ") && text.contains(" ends at ") && text.contains("bytes")
+        Err(e) if e.is_truncated() => {
+            matches!(e, LoadError::Truncated { end, len, .. } if end > len)
         }
-        Err(e @ ElfError::NotElf { .. }) => e.to_string().contains("not an ELF file"),
+        Err(LoadError::NotElf { .. }) => true,
         _ => false,
     }
 }
@@ -147,6 +147,62 @@ fn write_prefix(dir: &Path, bytes: &[u8], n: usize) -> PathBuf {
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[test]
+fn each_refusal_is_a_load_error_naming_its_cause() {
+    use baton_host::Error;
+    use baton_sdk::abi::{ABI_MAJOR, ABI_MINOR, SDK_VERSION};
+    let open = |file: &Path| loader::Module::open(file, file).map(drop);
+    let dir = tempfile::tempdir().unwrap();
+
+    let missing = dir.path().join("missing.so");
+    match open(&missing) {
+        Err(Error::Load {
+            path,
+            source: LoadError::Read { source },
+        }) => {
+            assert_eq!(path, missing);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let garbage = dir.path().join("garbage.so");
+    std::fs::write(&garbage, b"this is not an ELF file").unwrap();
+    assert!(
+        matches!(
+            open(&garbage),
+            Err(Error::Load {
+                source: LoadError::NotElf { len: 23 },
+                ..
+            })
+        ),
+        "{:?}",
+        open(&garbage)
+    );
+
+    match open(&module("fixture-nosymbol", &[])) {
+        Err(Error::Load { source, .. }) => assert!(source.is_not_a_module(), "{source:?}"),
+        other => panic!("{other:?}"),
+    }
+
+    match open(&module("fixture-badabi", &[])) {
+        Err(Error::Load {
+            source: source @ LoadError::AbiMajor { module, host, .. },
+            ..
+        }) => {
+            assert!(source.is_abi_mismatch());
+            assert_eq!(
+                (module, host),
+                ((ABI_MAJOR + 1, ABI_MINOR), (ABI_MAJOR, ABI_MINOR))
+            );
+            assert!(
+                matches!(&source, LoadError::AbiMajor { module_sdk, .. } if module_sdk == SDK_VERSION)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

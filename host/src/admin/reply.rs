@@ -201,9 +201,7 @@ impl ApiError {
 /// does not allow it now.
 fn host_status(e: &Error) -> StatusCode {
     match e {
-        Error::Load { .. } | Error::Intake { .. } | Error::Start { .. } | Error::Invalid(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        Error::Load { .. } | Error::Start { .. } | Error::Invalid(_) => StatusCode::BAD_REQUEST,
         Error::UnknownApp(_) | Error::UnknownVersion { .. } | Error::NotQuarantined { .. } => {
             StatusCode::NOT_FOUND
         }

@@ -21,7 +21,7 @@ use crate::loader::{CallError, Instance, Module, ModuleInfo};
 use crate::metrics::VersionMetrics;
 use crate::sync::lock;
 
-pub use requests::Running;
+pub(crate) use requests::Running;
 use requests::Tracked;
 pub(crate) use requests::{InFlight, OwnedRequest};
 
