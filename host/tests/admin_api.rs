@@ -41,8 +41,7 @@ async fn baton_deploy_takes_files_whose_names_need_encoding() {
         assert_eq!(r.version(), format!("hello@{version}"), "{name}");
     }
     // The upload kept its name, decoded: the host's copy is named after it.
-    let status = host
-        .admin_call(TOKEN, "GET", "/apps/hello", "")
+    let status = support::admin_call(&host, TOKEN, "GET", "/apps/hello", "")
         .await
         .json();
     let sources: Vec<&str> = status["versions"]
@@ -66,37 +65,32 @@ async fn query_strings_and_path_segments_are_decoded() {
     let host = host();
     // `%2B` is a plus in the upload's name, as a form-urlencoding client sends it.
     let bytes = std::fs::read(hello("2.0.0")).unwrap();
-    let r = host
-        .admin_call(
-            TOKEN,
-            "POST",
-            "/apps?name=hello%2B2.so&canary=%31%30",
-            bytes,
-        )
-        .await;
+    let r = support::admin_call(
+        &host,
+        TOKEN,
+        "POST",
+        "/apps?name=hello%2B2.so&canary=%31%30",
+        bytes,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         (r.json()["outcome"].as_str(), r.json()["percent"].as_u64()),
         (Some("canary"), Some(10))
     );
     // A percent-encoded app name names the app.
-    let r = host.admin_call(TOKEN, "GET", "/apps/hell%6F", "").await;
+    let r = support::admin_call(&host, TOKEN, "GET", "/apps/hell%6F", "").await;
     assert_eq!((r.status, r.json()["name"].as_str()), (200, Some("hello")));
-    let r = host
-        .admin_call(TOKEN, "DELETE", "/apps/%68ello/canary", "")
-        .await;
+    let r = support::admin_call(&host, TOKEN, "DELETE", "/apps/%68ello/canary", "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     eventually(Duration::from_secs(60), "the canary gone", async || {
-        let a = host
-            .admin_call(TOKEN, "GET", "/apps/hello", "")
+        let a = support::admin_call(&host, TOKEN, "GET", "/apps/hello", "")
             .await
             .json();
         a["canary"].is_null().then_some(())
     })
     .await;
-    let r = host
-        .admin_call(TOKEN, "GET", "/sessions?limit=%35", "")
-        .await;
+    let r = support::admin_call(&host, TOKEN, "GET", "/sessions?limit=%35", "").await;
     assert_eq!((r.status, r.json()["limit"].as_u64()), (200, Some(5)));
 }
 
@@ -111,7 +105,7 @@ async fn a_wrong_method_lists_the_routes_methods() {
         ("GET", "/upgrade", "POST"),
         ("PUT", "/sessions/0123456789abcdef", "GET, DELETE"),
     ] {
-        let r = host.admin_call(TOKEN, method, path, "").await;
+        let r = support::admin_call(&host, TOKEN, method, path, "").await;
         assert_eq!(r.status, 405, "{method} {path}: {}", r.body);
         assert_eq!(r.header("allow"), allow, "{method} {path}");
         assert!(
@@ -129,6 +123,6 @@ async fn a_wrong_method_lists_the_routes_methods() {
         .await
         .unwrap();
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = host.admin_call(TOKEN, "GET", "/apps/hello/nope", "").await;
+    let r = support::admin_call(&host, TOKEN, "GET", "/apps/hello/nope", "").await;
     assert_eq!(r.status, 404, "{}", r.body);
 }

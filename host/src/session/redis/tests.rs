@@ -2,60 +2,21 @@
 
 use super::*;
 use crate::session::store::contract::{self, attrs};
-use std::process::{Child, Command, Stdio};
 
-/// A private `redis-server` from PATH, killed on drop.
-struct TestRedis {
-    child: Child,
-    url: String,
-}
+/// A private `redis-server` from the test kit, killed on drop.
+struct TestRedis(baton_testkit::RedisServer);
 
 impl TestRedis {
     fn start() -> TestRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("the Redis store's tests need redis-server on PATH: {e}"));
-        let url = format!("redis://127.0.0.1:{port}/0");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .is_err()
-        {
-            assert!(child.try_wait().unwrap().is_none(), "redis-server exited");
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        TestRedis { child, url }
+        TestRedis(baton_testkit::RedisServer::start())
     }
 
     fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        self.0.conn()
     }
 
     fn store(&self, timeout: Duration) -> RedisStore {
-        RedisStore::new(&self.url, "t:", timeout, Duration::from_secs(2)).unwrap()
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        RedisStore::new(&self.0.url(), "t:", timeout, Duration::from_secs(2)).unwrap()
     }
 }
 
@@ -116,7 +77,7 @@ async fn every_store_operation_keeps_the_contract() {
         // Each part in a key space of its own.
         let part = parts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         RedisStore::new(
-            &redis.url,
+            &redis.0.url(),
             &format!("c{part}:"),
             timeout,
             Duration::from_secs(2),
