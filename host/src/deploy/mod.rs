@@ -29,8 +29,7 @@ mod version;
 pub(crate) use collect::register_collector;
 pub(crate) use registry::is_module_file;
 pub(crate) use registry::{
-    AppSlot, CanaryStatus, DeployMode, Deployed, GuardState, Registry,
-    Rejection, SwapTimings,
+    AppSlot, CanaryStatus, DeployMode, Deployed, GuardState, Registry, Rejection, SwapTimings,
 };
 pub(crate) use version::{InFlight, OwnedRequest};
 pub(crate) use version::{Running, State, Version};
