@@ -307,8 +307,14 @@ async fn a_healthy_v2_is_kept_and_v1_retires_after_the_window() {
         "v1 took new requests"
     );
 
-    // After the window: v1 retires and is unmapped; v2 stays.
-    let a = in_state(&host, "1.0.0", "retired").await;
+    // After the window: v1 retires and is unmapped; v2 stays. The swap's record of the
+    // retirement follows the version's state by a moment.
+    in_state(&host, "1.0.0", "retired").await;
+    let a = eventually(WAIT, "the retirement recorded", async || {
+        let a = app_status(&host).await;
+        a["last_swap"]["retired_ms"].is_u64().then_some(a)
+    })
+    .await;
     let samples = load.stop().await;
     assert_no_failures(&samples);
     let swap = &a["last_swap"];
