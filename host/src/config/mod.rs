@@ -35,7 +35,7 @@ pub use guard::{GuardConfig, GuardOverrides};
 pub use http::HttpConfig;
 pub use limits::{LimitOverrides, Limits};
 pub use quarantine::QuarantineConfig;
-pub use sessions::SessionConfig;
+pub use sessions::{SessionConfig, StoreKind, StoreUrl, StoreUrlError, redact_url};
 pub use tls::TlsConfig;
 pub use uploads::UploadConfig;
 

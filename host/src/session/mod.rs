@@ -38,7 +38,7 @@ use std::time::Duration;
 pub(crate) use id::from_cookies as session_id;
 pub(crate) use id::sticky_key;
 pub use memory::{HandedSession, MemoryStore};
-pub use redis::RedisStore;
+pub use redis::{RedisStore, RedisTls};
 pub use scope::RequestSession;
 pub use store::{
     Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
@@ -96,8 +96,14 @@ impl Sessions {
             memory = Some(Arc::clone(&store));
             store
         } else {
-            let store = RedisStore::new(
-                &config.store,
+            let tls = RedisTls {
+                ca_file: config.tls_ca_file.clone(),
+                cert_file: config.tls_cert_file.clone(),
+                key_file: config.tls_key_file.clone(),
+            };
+            let store = RedisStore::open(
+                &config.store_url()?,
+                &tls,
                 &config.redis_prefix,
                 timeout,
                 config.op_timeout(),

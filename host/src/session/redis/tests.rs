@@ -164,12 +164,6 @@ async fn listing_and_counting_scan_only_the_prefix() {
     assert_eq!(store.info("zz").await.unwrap(), None);
 }
 
-#[test]
-fn glob_characters_in_the_prefix_are_escaped() {
-    assert_eq!(glob_escape("baton:session:"), "baton:session:");
-    assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn loading_refreshes_the_ttl_only_when_a_tenth_of_it_has_passed() {
     let redis = TestRedis::start();
