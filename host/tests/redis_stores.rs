@@ -19,6 +19,8 @@ const WAIT: Duration = Duration::from_secs(15);
 /// than it takes (a few seconds), for a loaded machine.
 const FAILOVER_BOUND: Duration = Duration::from_secs(45);
 const PASSWORD: &str = "s3cret-Pa55word";
+/// `[sessions]` lines that fail a session request after half a second without an answer.
+const FAST_FAIL: &str = "op_timeout_ms = 500\n";
 
 /// A host serving `counter` and `hello` with sessions in `store` (given with `--sessions`, as
 /// an operator would) and these lines in its `[sessions]` table.
@@ -55,18 +57,35 @@ fn log_mentions(host: &HostProc, text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Counting, login and logout through `a` and `b` alternately: one session for both.
-async fn two_hosts_share_one_session(a: &HostProc, b: &HostProc) -> Jar {
+/// Field `field` of hash `key`, read directly from Redis.
+fn hget(conn: &mut impl redis::ConnectionLike, key: &str, field: &str) -> Option<String> {
+    redis::cmd("HGET").arg(key).arg(field).query(conn).unwrap()
+}
+
+/// The line `host` logs when its session store becomes unavailable.
+fn outage_logged(host: &HostProc) -> serde_json::Value {
+    host.wait_log(WAIT, |l| {
+        l["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("session store unavailable")
+    })
+}
+
+/// Two hosts on `store` with these `[sessions]` lines, and the session they share after
+/// counting through both alternately and a login (which rotates its id).
+async fn two_hosts_share_one_session(store: &str, sessions: &str) -> (HostProc, HostProc, Jar) {
+    let (a, b) = (host(store, sessions), host(store, sessions));
     let jar = Jar::new(COOKIE);
-    assert_eq!(count(&jar, a).await, 1);
-    assert_eq!(count(&jar, b).await, 2);
-    assert_eq!(count(&jar, a).await, 3);
+    assert_eq!(count(&jar, &a).await, 1);
+    assert_eq!(count(&jar, &b).await, 2);
+    assert_eq!(count(&jar, &a).await, 3);
     let before = jar.id().unwrap();
     let r = jar.get(&b.url("/counter/login?user=ada")).await;
     assert_eq!((r.status, r.body.as_str()), (200, "logged in as ada\n"));
     assert_ne!(jar.id().unwrap(), before, "login rotates the id");
     assert_eq!(jar.get(&a.url("/counter/whoami")).await.body, "ada\n");
-    assert_eq!(count(&jar, a).await, 4, "the count survives the rotation");
+    assert_eq!(count(&jar, &a).await, 4, "the count survives the rotation");
     let stale = Jar::new(COOKIE);
     stale.set_id(&before);
     assert_eq!(
@@ -74,25 +93,14 @@ async fn two_hosts_share_one_session(a: &HostProc, b: &HostProc) -> Jar {
         "anonymous\n",
         "the old id stops working"
     );
-    jar
-}
-
-/// What a failover cost the session requests of one client.
-#[derive(Debug)]
-struct Failover {
-    /// Session requests that failed (each a 503).
-    failed: usize,
-    /// From the kill to the first session request that succeeded after the failures.
-    recovered_after: Duration,
-    /// Session requests that succeeded meanwhile (some may, before the store notices).
-    requests: usize,
+    (a, b, jar)
 }
 
 /// Counts through `hosts` alternately, one request every 20 ms, while `kill` takes the store's
 /// master down, until ten increments in a row succeeded after the failures. Meanwhile
 /// requests that need no session go on on both hosts and must all succeed; every failed
 /// session request must be a bounded 503; the counts must go on where they were.
-async fn failover_under_load(hosts: [&HostProc; 2], jar: &Jar, kill: impl FnOnce()) -> Failover {
+async fn failover_under_load(what: &str, hosts: [&HostProc; 2], jar: &Jar, kill: impl FnOnce()) {
     let others: Vec<Load> = hosts
         .iter()
         .map(|h| Load::start(h.url("/hello/"), 1))
@@ -132,6 +140,7 @@ async fn failover_under_load(hosts: [&HostProc; 2], jar: &Jar, kill: impl FnOnce
                 failed += 1;
                 // A failure after a success is the store flapping: count again from here.
                 after.clear();
+                recovered_after = None;
             }
             other => panic!("session request answered {other}: {}", r.body),
         }
@@ -157,11 +166,11 @@ async fn failover_under_load(hosts: [&HostProc; 2], jar: &Jar, kill: impl FnOnce
         "counts go on one by one: {after:?}"
     );
     assert!(failed > 0, "killing the master failed no session request");
-    Failover {
-        failed,
-        recovered_after: recovered_after.unwrap(),
-        requests,
-    }
+    eprintln!(
+        "{what}: {failed} of {requests} session requests failed (503), sessions back {} ms \
+         after the master was killed",
+        recovered_after.unwrap().as_millis()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -169,16 +178,11 @@ async fn failover_under_load(hosts: [&HostProc; 2], jar: &Jar, kill: impl FnOnce
 #[tokio::test(flavor = "multi_thread")]
 async fn hosts_share_sessions_through_tls_redis_and_refuse_a_wrong_ca() {
     let redis = TlsRedis::start();
-    let config = redis.sessions_config("ca.pem");
-    let (a, b) = (host(&redis.url(), &config), host(&redis.url(), &config));
-    let jar = two_hosts_share_one_session(&a, &b).await;
+    let (a, b, jar) =
+        two_hosts_share_one_session(&redis.url(), &redis.sessions_config("ca.pem")).await;
 
     let id = jar.id().unwrap();
-    let stored: Option<String> = redis::cmd("HGET")
-        .arg(format!("baton:session:{id}"))
-        .arg("count")
-        .query(&mut redis.conn())
-        .unwrap();
+    let stored = hget(&mut redis.conn(), &format!("baton:session:{id}"), "count");
     assert_eq!(stored.as_deref(), Some("4"), "stored in the TLS Redis");
 
     // `#insecure` skips the certificate check (the client certificate is still needed) and
@@ -209,48 +213,32 @@ async fn hosts_share_sessions_through_tls_redis_and_refuse_a_wrong_ca() {
         anonymous.get(&wrong.url("/counter/whoami")).await.body,
         "anonymous\n"
     );
-    let refused = wrong.wait_log(WAIT, |l| {
-        l["message"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("session store unavailable")
-    });
+    let refused = outage_logged(&wrong);
     let error = refused["error"].as_str().unwrap_or("").to_owned();
     assert!(
         error.contains("certificate") || error.contains("UnknownIssuer"),
         "the error says the certificate is not trusted: {refused}"
     );
     assert_eq!(count(&jar, &a).await, 6, "the session is intact");
+    assert_eq!(count(&jar, &b).await, 7);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sentinel_store_follows_a_failover_and_never_shows_its_password() {
     let mut set = SentinelSet::start(PASSWORD);
-    let url = set.url();
-    let (a, b) = (
-        host(&url, "op_timeout_ms = 500\n"),
-        host(&url, "op_timeout_ms = 500\n"),
-    );
-    let jar = two_hosts_share_one_session(&a, &b).await;
+    let (a, b, jar) = two_hosts_share_one_session(&set.url(), FAST_FAIL).await;
     let id = jar.id().unwrap();
-    let stored: Option<String> = redis::cmd("HGET")
-        .arg(format!("baton:session:{id}"))
-        .arg("user")
-        .query(&mut set.master_conn())
-        .unwrap();
+    let stored = hget(
+        &mut set.master_conn(),
+        &format!("baton:session:{id}"),
+        "user",
+    );
     assert_eq!(stored.as_deref(), Some("\"ada\""), "stored on the master");
 
-    let report = failover_under_load([&a, &b], &jar, || {
+    failover_under_load("sentinel failover", [&a, &b], &jar, || {
         set.kill_master();
     })
     .await;
-    eprintln!(
-        "sentinel failover: {} of {} session requests failed (503), sessions back {} ms after \
-         the master was killed",
-        report.failed,
-        report.requests,
-        report.recovered_after.as_millis()
-    );
 
     // The credentials reached the servers, and were never shown.
     for host in [&a, &b] {
@@ -282,12 +270,7 @@ async fn passwords_stay_hidden_in_errors_and_a_bad_store_url_exits_64() {
         "",
     );
     assert_eq!(jar.get(&wrong.url("/counter/")).await.status, 503);
-    let refused = wrong.wait_log(WAIT, |l| {
-        l["message"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("session store unavailable")
-    });
+    let refused = outage_logged(&wrong);
     assert!(
         refused["error"]
             .as_str()
@@ -320,22 +303,17 @@ async fn passwords_stay_hidden_in_errors_and_a_bad_store_url_exits_64() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_store_rotates_expires_counts_exactly_and_survives_a_takeover() {
     let mut cluster = Cluster::start();
-    let url = cluster.url();
-    let (a, b) = (
-        host(&url, "op_timeout_ms = 500\n"),
-        host(&url, "op_timeout_ms = 500\n"),
-    );
-    let jar = two_hosts_share_one_session(&a, &b).await;
+    let (a, b, jar) = two_hosts_share_one_session(&cluster.url(), FAST_FAIL).await;
 
     // One hash per session, its id the hash tag; the rotation left nothing behind.
     let id = jar.id().unwrap();
     let mut conn = cluster.conn();
-    let stored: Option<String> = redis::cmd("HGET")
-        .arg(format!("baton:session:{{{id}}}"))
-        .arg("count")
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!(stored.as_deref(), Some("4"));
+    let stored = hget(&mut conn, &format!("baton:session:{{{id}}}"), "count");
+    assert_eq!(
+        stored.as_deref(),
+        Some("4"),
+        "one hash per session, its id the hash tag"
+    );
     let stashes: Vec<String> = cluster_keys(&cluster, "baton:session:*~");
     assert!(stashes.is_empty(), "rotation stashes left: {stashes:?}");
 
@@ -369,7 +347,7 @@ async fn a_cluster_store_rotates_expires_counts_exactly_and_survives_a_takeover(
     assert_eq!(r.json()["count"], 2);
 
     // Sliding expiry: used, a session outlives its timeout; idle, it ends.
-    let expiring = host(&url, "timeout_secs = 2\n");
+    let expiring = host(&cluster.url(), "timeout_secs = 2\n");
     let short = Jar::new(COOKIE);
     assert_eq!(count(&short, &expiring).await, 1);
     let short_id = short.id().unwrap();
@@ -399,17 +377,10 @@ async fn a_cluster_store_rotates_expires_counts_exactly_and_survives_a_takeover(
 
     // The master of the session's slot dies; its replica takes over.
     let key = format!("baton:session:{{{id}}}");
-    let report = failover_under_load([&a, &b], &jar, || {
+    failover_under_load("cluster takeover", [&a, &b], &jar, || {
         cluster.kill_master_of(&key);
     })
     .await;
-    eprintln!(
-        "cluster takeover: {} of {} session requests failed (503), sessions back {} ms after \
-         the master was killed",
-        report.failed,
-        report.requests,
-        report.recovered_after.as_millis()
-    );
 }
 
 /// Every key matching `pattern` on any node of `cluster`.

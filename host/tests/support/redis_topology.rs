@@ -15,11 +15,8 @@ use super::tls::TestCa;
 const SETTLE: Duration = Duration::from_secs(60);
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 /// Polls `ready` every 50 ms until it holds; panics with `what` after `timeout`.

@@ -18,11 +18,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionLike;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, FromRedisValue, RedisResult, Value};
 
 use super::keys::Keys;
 use super::scripts::Scripts;
@@ -71,7 +70,8 @@ impl ClusterConn {
         })
     }
 
-    async fn conn(&self) -> RedisResult<ClusterConnection> {
+    /// The connection, opened at the first call.
+    pub(super) async fn conn(&self) -> RedisResult<ClusterConnection> {
         let conn = self
             .shared
             .conn
@@ -125,7 +125,7 @@ impl ClusterConn {
         from: &str,
         to: &str,
     ) -> RedisResult<bool> {
-        let mut conn = self.clone();
+        let mut conn = self.conn().await?;
         let stashed: Option<Vec<Vec<u8>>> = scripts
             .stash
             .key(keys.session(from))
@@ -158,29 +158,5 @@ impl ClusterConn {
             .query_async(&mut conn)
             .await;
         Ok(true)
-    }
-}
-
-impl ConnectionLike for ClusterConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move { self.conn().await?.req_packed_command(cmd).await })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            self.conn()
-                .await?
-                .req_packed_commands(pipeline, offset, count)
-                .await
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        0
     }
 }

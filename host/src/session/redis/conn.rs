@@ -109,6 +109,23 @@ impl Conn {
         }
     }
 
+    /// Sends `call` on the connection to use now: the one server's, the Sentinel master's
+    /// (found again after a failure that says it may have changed), or the cluster's.
+    async fn call(&mut self, call: Call<'_>) -> RedisResult<Reply> {
+        match self {
+            Conn::Single(conn) => call.on(conn).await,
+            Conn::Sentinel(sentinel) => {
+                let (mut conn, generation) = sentinel.master().await?;
+                let reply = call.on(&mut conn).await;
+                if let Err(error) = &reply {
+                    sentinel.failed(generation, error);
+                }
+                reply
+            }
+            Conn::Cluster(cluster) => call.on(&mut cluster.conn().await?).await,
+        }
+    }
+
     /// The nodes a scan walks: the one server (`None`), or every cluster master.
     pub(super) async fn scan_nodes(&self) -> RedisResult<Vec<Option<(String, u16)>>> {
         match self {
@@ -158,13 +175,49 @@ fn certificates(tls: &RedisTls) -> Result<TlsCertificates, StoreError> {
     })
 }
 
+/// What the store sends: one command, or a pipeline (with the part of its replies wanted).
+enum Call<'a> {
+    Command(&'a Cmd),
+    Pipeline(&'a Pipeline, usize, usize),
+}
+
+/// What came back.
+enum Reply {
+    One(Value),
+    Many(Vec<Value>),
+}
+
+impl Call<'_> {
+    async fn on(self, conn: &mut impl ConnectionLike) -> RedisResult<Reply> {
+        match self {
+            Call::Command(cmd) => conn.req_packed_command(cmd).await.map(Reply::One),
+            Call::Pipeline(pipeline, offset, count) => conn
+                .req_packed_commands(pipeline, offset, count)
+                .await
+                .map(Reply::Many),
+        }
+    }
+}
+
+impl Reply {
+    fn one(self) -> Value {
+        match self {
+            Reply::One(value) => value,
+            Reply::Many(values) => Value::Array(values),
+        }
+    }
+
+    fn many(self) -> Vec<Value> {
+        match self {
+            Reply::Many(values) => values,
+            Reply::One(value) => vec![value],
+        }
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(conn) => conn.req_packed_command(cmd),
-            Conn::Sentinel(conn) => conn.req_packed_command(cmd),
-            Conn::Cluster(conn) => conn.req_packed_command(cmd),
-        }
+        Box::pin(async move { self.call(Call::Command(cmd)).await.map(Reply::one) })
     }
 
     fn req_packed_commands<'a>(
@@ -173,18 +226,15 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Conn::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
+        let call = Call::Pipeline(pipeline, offset, count);
+        Box::pin(async move { self.call(call).await.map(Reply::many) })
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(conn) => conn.get_db(),
-            Conn::Sentinel(conn) => conn.get_db(),
-            Conn::Cluster(conn) => conn.get_db(),
+            Conn::Sentinel(sentinel) => sentinel.db,
+            Conn::Cluster(_) => 0,
         }
     }
 }

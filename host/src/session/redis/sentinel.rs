@@ -11,12 +11,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{
-    AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
-    ServerErrorKind, Value,
-};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError, RedisResult, ServerErrorKind};
 
 use crate::sync::lock;
 
@@ -24,7 +21,8 @@ use crate::sync::lock;
 #[derive(Clone)]
 pub(super) struct SentinelConn {
     shared: Arc<Shared>,
-    db: i64,
+    /// The database the master's connections use.
+    pub(super) db: i64,
 }
 
 struct Shared {
@@ -90,7 +88,7 @@ impl SentinelConn {
     }
 
     /// The connection to the master, asking the sentinels for it when there is none.
-    async fn master(&self) -> RedisResult<(MultiplexedConnection, u64)> {
+    pub(super) async fn master(&self) -> RedisResult<(MultiplexedConnection, u64)> {
         if let Some(current) = &*lock(&self.shared.current) {
             return Ok((current.conn.clone(), current.generation));
         }
@@ -116,7 +114,7 @@ impl SentinelConn {
 
     /// Forgets the connection `generation` after `error`, if the error says the master may
     /// have changed.
-    fn failed(&self, generation: u64, error: &RedisError) {
+    pub(super) fn failed(&self, generation: u64, error: &RedisError) {
         let master_changed = error.is_io_error()
             || error.is_connection_dropped()
             || error.is_connection_refusal()
@@ -135,38 +133,5 @@ impl SentinelConn {
             tracing::debug!(%error, "session store: the Sentinel master is asked for again");
             *current = None;
         }
-    }
-}
-
-impl ConnectionLike for SentinelConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let (mut conn, generation) = self.master().await?;
-            let result = conn.req_packed_command(cmd).await;
-            if let Err(error) = &result {
-                self.failed(generation, error);
-            }
-            result
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let (mut conn, generation) = self.master().await?;
-            let result = conn.req_packed_commands(pipeline, offset, count).await;
-            if let Err(error) = &result {
-                self.failed(generation, error);
-            }
-            result
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.db
     }
 }
