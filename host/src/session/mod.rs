@@ -1,9 +1,13 @@
 //! Sessions: per-client attributes that outlive requests, app versions and host processes.
 //!
 //! - [`SessionStore`] (`store`) is what a store does, in round trips; [`MemoryStore`]
-//!   (`memory`, the default) keeps sessions in this process, [`RedisStore`] (`redis`, its Lua
-//!   scripts in `redis/scripts`) in Redis, shared by every host pointed at it. One contract test
-//!   (`store/contract`) runs every operation against both.
+//!   (`memory`, the default) keeps sessions in this process, [`RedisStore`] (`redis`) in Redis,
+//!   shared by every host pointed at it: one server (plain or TLS), the master of a Sentinel
+//!   set, or a Cluster, each behind one connection type (`redis/conn`), with the Lua scripts in
+//!   `redis/scripts` and the key layout in `redis/keys`. The store URL's grammar and its
+//!   password-hiding form are the configuration's ([`crate::config::StoreUrl`]). One contract
+//!   test (`store/contract`) runs every operation against memory, Redis, TLS Redis and a
+//!   cluster.
 //! - [`Sessions`] is the host's front: it owns the store, bounds every store call with the
 //!   configured timeout, counts every call by operation (and its failures) into the metrics'
 //!   counters, logs an outage once when it starts and once when it ends, and starts a
