@@ -3,7 +3,9 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,26 +43,29 @@ fn cart() -> Cart {
     }
 }
 
+/// Benchmarks encoding `value` and decoding its bytes (`encode NAME`, `decode NAME`), with the
+/// encoded size as throughput; returns the bytes.
+fn encode_and_decode<T: Serialize + DeserializeOwned>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    value: &T,
+) -> Vec<u8> {
+    let encoded = serde_json::to_vec(value).expect("encodes");
+    group.throughput(Throughput::Bytes(encoded.len() as u64));
+    group.bench_function(format!("encode {name}"), |b| {
+        b.iter(|| serde_json::to_vec(black_box(value)).expect("encodes"))
+    });
+    group.bench_function(format!("decode {name}"), |b| {
+        b.iter(|| serde_json::from_slice::<T>(black_box(&encoded)).expect("decodes"))
+    });
+    encoded
+}
+
 fn session_json(c: &mut Criterion) {
     let mut group = c.benchmark_group("session attribute");
     let cart = cart();
-    let encoded = serde_json::to_vec(&cart).expect("encodes");
-    group.throughput(Throughput::Bytes(encoded.len() as u64));
-    group.bench_function("encode cart", |b| {
-        b.iter(|| serde_json::to_vec(black_box(&cart)).expect("encodes"))
-    });
-    group.bench_function("decode cart", |b| {
-        b.iter(|| serde_json::from_slice::<Cart>(black_box(&encoded)).expect("decodes"))
-    });
-    let counter = 42_u64;
-    let counter_json = serde_json::to_vec(&counter).expect("encodes");
-    group.throughput(Throughput::Bytes(counter_json.len() as u64));
-    group.bench_function("encode counter", |b| {
-        b.iter(|| serde_json::to_vec(black_box(&counter)).expect("encodes"))
-    });
-    group.bench_function("decode counter", |b| {
-        b.iter(|| serde_json::from_slice::<u64>(black_box(&counter_json)).expect("decodes"))
-    });
+    let encoded = encode_and_decode(&mut group, "cart", &cart);
+    encode_and_decode(&mut group, "counter", &42_u64);
     group.finish();
     assert_eq!(
         serde_json::from_slice::<Cart>(&encoded).expect("decodes"),

@@ -3,17 +3,19 @@
 //! cargo from this workspace.
 //!
 //! The two module versions come from one source: `cargo build --lib -p hello` with
-//! `BATON_APP_VERSION=1.0.0`, then `2.0.0`, in their own target directory
-//! (`target/swapbench-modules`, so the workspace build is not disturbed), each output copied to
-//! `target/swapbench-modules/hello-<version>-<profile>.so`.
+//! `BATON_APP_VERSION=1.0.0`, then `2.0.0`, built by the test kit as the host's tests build
+//! their variants (in `target/test-modules`, so the workspace build is not disturbed).
 //!
 //! Apps that need one version only (`sessionbench`'s `hello` and `counter`) are built as usual,
 //! `cargo build --lib -p APP`, into the workspace's target directory.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use baton_testkit::HostProc;
+use baton_testkit::build::{cargo, module, profile, run, workspace};
+
+use crate::servers::start_baton;
 
 /// Versions the benchmark alternates between.
 pub const VERSIONS: [&str; 2] = ["1.0.0", "2.0.0"];
@@ -29,36 +31,14 @@ pub struct Artifacts {
     pub hello: [PathBuf; 2],
 }
 
-/// The workspace this crate belongs to.
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_owned)
-}
-
-/// `cargo` (the one running this build, if any) in the workspace, without the variables that
-/// would change what it builds or where.
-pub fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(workspace());
-    for var in ["BATON_APP_VERSION", "CARGO_TARGET_DIR"] {
-        cmd.env_remove(var);
+impl Artifacts {
+    /// `baton` serving `hello` [`VERSIONS`]`[0]`, with `config` as its config file.
+    ///
+    /// # Errors
+    /// If it does not start listening within a minute.
+    pub fn start_baton(&self, config: &str) -> anyhow::Result<HostProc> {
+        start_baton(&self.baton, &[&self.hello[0]], config, &[], false)
     }
-    cmd
-}
-
-fn run(mut cmd: Command) -> anyhow::Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
-    }
-    Ok(())
-}
-
-fn profile(release: bool) -> &'static str {
-    if release { "release" } else { "debug" }
 }
 
 fn must_exist<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> anyhow::Result<()> {
@@ -161,20 +141,7 @@ pub fn prepare(
 /// # Errors
 /// A failed build.
 pub fn hello_module(release: bool, version: &str) -> anyhow::Result<PathBuf> {
-    let profile = profile(release);
-    let modules = workspace().join("target").join("swapbench-modules");
-    let mut cmd = cargo();
-    cmd.args(["build", "--quiet", "--lib", "-p", "hello"])
-        .env("CARGO_TARGET_DIR", &modules)
-        .env("BATON_APP_VERSION", version);
-    if release {
-        cmd.arg("--release");
-    }
-    run(cmd)?;
-    let out = modules.join(format!("hello-{version}-{profile}.so"));
-    std::fs::copy(modules.join(profile).join("libhello.so"), &out)
-        .with_context(|| format!("cannot copy the built module to {}", out.display()))?;
-    Ok(out)
+    module("hello", &[("BATON_APP_VERSION", version)], release)
 }
 
 /// The `x-baton-version` of [`bad_hello_module`].
@@ -187,20 +154,13 @@ pub const BAD_VERSION: &str = "6.6.6";
 /// # Errors
 /// A failed build.
 pub fn bad_hello_module(release: bool) -> anyhow::Result<PathBuf> {
-    let profile = profile(release);
-    let modules = workspace().join("target").join("swapbench-modules");
-    let mut cmd = cargo();
-    cmd.args(["build", "--quiet", "--lib", "-p", "fixture-faulty"])
-        .env("CARGO_TARGET_DIR", &modules)
-        .env("BATON_FIXTURE_APP", "hello")
-        .env("BATON_APP_VERSION", BAD_VERSION)
-        .env("BATON_FAULT", "errors-half");
-    if release {
-        cmd.arg("--release");
-    }
-    run(cmd)?;
-    let out = modules.join(format!("hello-bad-{profile}.so"));
-    std::fs::copy(modules.join(profile).join("libfixture_faulty.so"), &out)
-        .with_context(|| format!("cannot copy the built module to {}", out.display()))?;
-    Ok(out)
+    module(
+        "fixture-faulty",
+        &[
+            ("BATON_FIXTURE_APP", "hello"),
+            ("BATON_APP_VERSION", BAD_VERSION),
+            ("BATON_FAULT", "errors-half"),
+        ],
+        release,
+    )
 }

@@ -15,15 +15,16 @@
 //!   second and keep-alive throughput, with plain-HTTP `baton` for reference.
 //! - `tlskeys`: loads and unloads a module many times in one process and counts pthread keys.
 //!
-//! The library holds what they share: [`artifacts`] (building or finding the binaries and the
-//! modules), [`servers`] (the servers as child processes), [`redis`] (a private
-//! `redis-server`), [`load`] (the load generator), [`tls`] (certificates and the TLS client), [`procfs`] (memory and mappings of a child),
-//! [`stats`] and [`report`] (machine, table rows, JSON).
+//! The library holds what they share: [`cli`] (the options every program takes, and how a run
+//! ends), [`artifacts`] (building or finding the binaries and the modules), [`servers`] (the servers as child processes, the host through the test kit,
+//! `baton-testkit`, which also starts `redis-server` and makes certificates), [`load`] (the
+//! load generator), [`tls`] (certificates and the TLS client), [`procfs`] (memory and mappings
+//! of a child), [`stats`] and [`report`] (machine, table rows, JSON).
 
 pub mod artifacts;
+pub mod cli;
 pub mod load;
 pub mod procfs;
-pub mod redis;
 pub mod report;
 pub mod servers;
 pub mod stats;

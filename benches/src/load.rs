@@ -161,6 +161,16 @@ impl Recorded {
         (self.samples.len() - self.failed()) as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// `cpu_secs` of a process's CPU time per successful request, in µs.
+    pub fn cpu_us_per_request(&self, cpu_secs: f64) -> f64 {
+        cpu_secs * 1e6 / (self.samples.len() - self.failed()).max(1) as f64
+    }
+
+    /// The first ten failures, described.
+    pub fn first_errors(&self) -> Vec<String> {
+        self.errors.iter().take(10).cloned().collect()
+    }
+
     /// Latency of every request, failed ones included.
     pub fn latency(&self) -> Latency {
         let mut l: Vec<u32> = self.samples.iter().map(|s| s.latency_us).collect();

@@ -7,13 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde_json::Value;
+
 /// Builds with `args` into a target directory of its own: the one `cargo test` uses is locked
 /// while the tests run. Returns its `debug` directory.
 fn build_apart(args: &[&str]) -> PathBuf {
-    let target = baton_benches::artifacts::workspace()
+    let target = baton_testkit::build::workspace()
         .join("target")
         .join("smoke-build");
-    let status = baton_benches::artifacts::cargo()
+    let status = baton_testkit::build::cargo()
         .args(["build", "--quiet"])
         .args(args)
         .env("CARGO_TARGET_DIR", &target)
@@ -33,37 +35,40 @@ fn baton() -> PathBuf {
     build_apart(&["-p", "baton-host", "--bin", "baton"]).join("baton")
 }
 
-#[test]
-fn a_short_swapbench_run_fails_no_request() {
+/// Runs the benchmark program `program` (a path) with `flags` (split at white space), each
+/// `(option, file)` of `files`, and `--json FILE`; returns what it wrote to the file and its
+/// table (stdout). Fails the test when the run fails.
+fn run_bench(program: &str, flags: &str, files: &[(&str, PathBuf)]) -> (Value, String) {
+    let name = Path::new(program).file_name().unwrap().to_string_lossy();
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("swapbench.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_swapbench"))
-        .args([
-            "--debug",
-            "--swaps",
-            "4",
-            "--connections",
-            "8",
-            "--rounds",
-            "1",
-        ])
-        .args(["--round-secs", "0.5", "--gap-ms", "100"])
-        .args(["--guard-rollbacks", "1"])
-        .arg("--baton")
-        .arg(baton())
-        .arg("--hyper")
-        .arg(env!("CARGO_BIN_EXE_hyper-hello"))
+    let json = dir.path().join(format!("{name}.json"));
+    let mut cmd = Command::new(program);
+    cmd.args(flags.split_whitespace());
+    for (option, file) in files {
+        cmd.arg(option).arg(file);
+    }
+    let output = cmd
         .arg("--json")
         .arg(&json)
         .output()
-        .expect("swapbench runs");
-    let table = String::from_utf8_lossy(&output.stdout);
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+    let table = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "swapbench failed:\n{table}\n{stderr}"
+    assert!(output.status.success(), "{name} failed:\n{table}\n{stderr}");
+    let result = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (result, table)
+}
+
+#[test]
+fn a_short_swapbench_run_fails_no_request() {
+    let (result, table) = run_bench(
+        env!("CARGO_BIN_EXE_swapbench"),
+        "--debug --swaps 4 --connections 8 --rounds 1 --round-secs 0.5 --gap-ms 100 --guard-rollbacks 1",
+        &[
+            ("--baton", baton()),
+            ("--hyper", PathBuf::from(env!("CARGO_BIN_EXE_hyper-hello"))),
+        ],
     );
-    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let swaps = &result["swaps"];
     assert_eq!(swaps["completed"], 4, "{table}");
     assert_eq!(swaps["failed_requests"], 0, "{table}");
@@ -92,28 +97,15 @@ fn a_short_swapbench_run_fails_no_request() {
 #[test]
 fn a_short_sessionbench_run_keeps_every_session() {
     let modules = build_apart(&["-p", "hello", "-p", "counter", "--lib"]);
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("sessionbench.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_sessionbench"))
-        .args(["--debug", "--rounds", "1", "--connections", "8"])
-        .args(["--round-secs", "0.5", "--warmup-secs", "0.2"])
-        .arg("--baton")
-        .arg(baton())
-        .arg("--hello")
-        .arg(modules.join("libhello.so"))
-        .arg("--counter")
-        .arg(modules.join("libcounter.so"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("sessionbench runs");
-    let table = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "sessionbench failed:\n{table}\n{stderr}"
+    let (result, table) = run_bench(
+        env!("CARGO_BIN_EXE_sessionbench"),
+        "--debug --rounds 1 --connections 8 --round-secs 0.5 --warmup-secs 0.2",
+        &[
+            ("--baton", baton()),
+            ("--hello", modules.join("libhello.so")),
+            ("--counter", modules.join("libcounter.so")),
+        ],
     );
-    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let round = result["rounds"][0].as_array().unwrap();
     let kinds: Vec<&str> = round.iter().map(|m| m["kind"].as_str().unwrap()).collect();
     assert_eq!(
@@ -141,28 +133,15 @@ fn a_short_sessionbench_run_keeps_every_session() {
 #[test]
 fn a_short_tlsbench_run_fails_no_request_over_tls() {
     let modules = build_apart(&["-p", "hello", "--lib"]);
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("tlsbench.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_tlsbench"))
-        .args(["--debug", "--rounds", "1", "--connections", "4"])
-        .args(["--round-secs", "0.5", "--warmup-secs", "0.2"])
-        .arg("--baton")
-        .arg(baton())
-        .arg("--hyper")
-        .arg(env!("CARGO_BIN_EXE_hyper-hello"))
-        .arg("--hello")
-        .arg(modules.join("libhello.so"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("tlsbench runs");
-    let table = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "tlsbench failed:\n{table}\n{stderr}"
+    let (result, table) = run_bench(
+        env!("CARGO_BIN_EXE_tlsbench"),
+        "--debug --rounds 1 --connections 4 --round-secs 0.5 --warmup-secs 0.2",
+        &[
+            ("--baton", baton()),
+            ("--hyper", PathBuf::from(env!("CARGO_BIN_EXE_hyper-hello"))),
+            ("--hello", modules.join("libhello.so")),
+        ],
     );
-    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let round = result["rounds"][0].as_array().unwrap();
     let kinds: Vec<&str> = round.iter().map(|m| m["kind"].as_str().unwrap()).collect();
     assert_eq!(
@@ -192,31 +171,19 @@ fn a_short_tlsbench_run_fails_no_request_over_tls() {
 #[test]
 fn a_short_hostbench_run_upgrades_without_failures_and_bounds_a_crash() {
     let modules = build_apart(&["-p", "hello", "-p", "counter", "--lib"]);
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("hostbench.json");
     let (connections, session_connections) = (4, 4);
-    let output = Command::new(env!("CARGO_BIN_EXE_hostbench"))
-        .args(["--debug", "--upgrades", "1", "--crashes", "1"])
-        .args(["--connections", &connections.to_string()])
-        .args(["--session-connections", &session_connections.to_string()])
-        .args(["--gap-ms", "500", "--min-uptime-secs", "0"])
-        .arg("--baton")
-        .arg(baton())
-        .arg("--hello")
-        .arg(modules.join("libhello.so"))
-        .arg("--counter")
-        .arg(modules.join("libcounter.so"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("hostbench runs");
-    let table = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "hostbench failed:\n{table}\n{stderr}"
+    let (result, table) = run_bench(
+        env!("CARGO_BIN_EXE_hostbench"),
+        &format!(
+            "--debug --upgrades 1 --crashes 1 --gap-ms 500 --min-uptime-secs 0 \
+             --connections {connections} --session-connections {session_connections}"
+        ),
+        &[
+            ("--baton", baton()),
+            ("--hello", modules.join("libhello.so")),
+            ("--counter", modules.join("libcounter.so")),
+        ],
     );
-    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let (upgrade, crash) = (&result["phases"][0], &result["phases"][1]);
     assert_eq!(upgrade["kind"], "upgrade", "{table}");
     assert_eq!(upgrade["completed"], 1, "{table}");

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::loader::LoadError;
+
 /// `Result` with the host's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -9,21 +11,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A module file could not be loaded or was refused.
-    #[error("module {}: {reason}", path.display())]
+    /// A module file could not be copied or loaded, or was refused.
+    #[error("module {}: {source}", path.display())]
     Load {
         /// The module file as the operator named it.
         path: PathBuf,
         /// Why it was refused.
-        reason: String,
-    },
-    /// A module file failed the intake checks, before anything of it was mapped.
-    #[error("module {}: {source}", path.display())]
-    Intake {
-        /// The module file as the operator named it.
-        path: PathBuf,
-        /// What is wrong with it.
-        source: crate::loader::ElfError,
+        source: LoadError,
     },
     /// A module file changed while it was copied into the store: its writer is not done. The
     /// copy was discarded; the file is deployed once it settles.
@@ -113,6 +107,22 @@ pub enum Error {
     /// The HTTPS listener's certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The modules directory cannot be watched for changes.
+    #[error("cannot watch {}: {source}", dir.display())]
+    Watch {
+        /// The directory.
+        dir: PathBuf,
+        /// The watcher's error.
+        source: notify_debouncer_full::notify::Error,
+    },
+    /// A blocking task the host waited for panicked or was cancelled.
+    #[error("{what}: {source}")]
+    Join {
+        /// What the task was doing.
+        what: &'static str,
+        /// The cause.
+        source: tokio::task::JoinError,
+    },
     /// An I/O operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -149,6 +159,20 @@ impl std::fmt::Display for StartStage {
 /// or of disk space.
 const TRANSIENT: [i32; 3] = [libc::EMFILE, libc::ENFILE, libc::ENOSPC];
 
+/// Whether `e` is an OS error that goes away by itself.
+pub(crate) fn is_transient_io(e: &std::io::Error) -> bool {
+    e.raw_os_error()
+        .is_some_and(|code| TRANSIENT.contains(&code))
+}
+
+/// Whether `text` (a report that only exists as text, like `dlerror`'s) names an OS error that
+/// goes away by itself.
+pub(crate) fn mentions_transient(text: &str) -> bool {
+    TRANSIENT
+        .iter()
+        .any(|&code| text.contains(&os_message(code)))
+}
+
 /// The OS's text for `code`, without Rust's " (os error N)".
 fn os_message(code: i32) -> String {
     let text = std::io::Error::from_raw_os_error(code).to_string();
@@ -162,20 +186,15 @@ impl Error {
     /// Whether this error refuses a module file (shown under `rejected`, counted in
     /// `module_rejections_total`, retried when the file changes).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Load { .. } | Error::Intake { .. })
+        matches!(self, Error::Load { .. })
     }
 
     /// Whether the failure may go away by itself (file descriptors or disk space ran out), so
     /// the same deploy is worth trying again.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Io { source, .. } => source
-                .raw_os_error()
-                .is_some_and(|code| TRANSIENT.contains(&code)),
-            // The loader reports the OS error as text (dlopen's own message, or the store's).
-            Error::Load { reason, .. } => TRANSIENT
-                .iter()
-                .any(|&code| reason.contains(&os_message(code))),
+            Error::Io { source, .. } => is_transient_io(source),
+            Error::Load { source, .. } => source.is_transient(),
             _ => false,
         }
     }
@@ -194,21 +213,63 @@ mod tests {
 
     #[test]
     fn out_of_files_or_disk_space_is_transient() {
-        let load = |reason: &str| Error::Load {
+        let load = |source| Error::Load {
             path: PathBuf::from("m/libhello.so"),
-            reason: reason.to_owned(),
+            source,
         };
-        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
-        assert!(load(&format!("cannot read: {emfile}")).is_transient());
+        let os = std::io::Error::from_raw_os_error;
         assert!(
-            load("libhello.so: cannot open shared object file: Too many open files").is_transient()
+            load(LoadError::Source {
+                source: os(libc::EMFILE)
+            })
+            .is_transient()
         );
-        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
-        assert!(Error::io("cannot copy", enospc).is_transient());
-        let enfile = std::io::Error::from_raw_os_error(libc::ENFILE);
-        assert!(Error::io("cannot copy", enfile).is_transient());
-        assert!(!load("not a loadable shared library: invalid ELF header").is_transient());
-        let enoent = std::io::Error::from_raw_os_error(libc::ENOENT);
-        assert!(!Error::io("cannot read", enoent).is_transient());
+        assert!(
+            load(LoadError::Store {
+                source: os(libc::ENOSPC)
+            })
+            .is_transient()
+        );
+        assert!(
+            !load(LoadError::Source {
+                source: os(libc::ENOENT)
+            })
+            .is_transient()
+        );
+        let dlopen = |text: &'static std::ffi::CStr| {
+            load(LoadError::Dlopen {
+                source: libloading::Error::DlOpen { desc: text.into() },
+            })
+        };
+        assert!(
+            dlopen(c"libhello.so: cannot open shared object file: Too many open files")
+                .is_transient()
+        );
+        assert!(!dlopen(c"libhello.so: invalid ELF header").is_transient());
+        assert!(!load(LoadError::NoEntry).is_transient());
+        assert!(Error::io("cannot copy", os(libc::ENOSPC)).is_transient());
+        assert!(Error::io("cannot copy", os(libc::ENFILE)).is_transient());
+        assert!(!Error::io("cannot read", os(libc::ENOENT)).is_transient());
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_cause_down_the_source_chain() {
+        use std::error::Error as _;
+        let e = Error::Load {
+            path: PathBuf::from("m/libhello.so"),
+            source: LoadError::Store {
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            },
+        };
+        assert!(e.is_refusal() && e.is_transient());
+        let load = e.source().and_then(|s| s.downcast_ref::<LoadError>());
+        assert!(matches!(load, Some(LoadError::Store { .. })), "{load:?}");
+        let io = load
+            .and_then(|l| l.source())
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.and_then(std::io::Error::raw_os_error),
+            Some(libc::ENOSPC)
+        );
     }
 }

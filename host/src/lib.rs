@@ -3,46 +3,50 @@
 //! The Baton host: loads app modules built with `baton-sdk`, serves them over HTTP, and swaps
 //! versions without failing a request.
 //!
-//! - [`config`]: the TOML configuration and its validation.
-//! - `loader`: the only code that touches `libloading` and the raw module boundary; it maps a
+//! - `config`: the TOML configuration and its validation.
+//! - [`loader`]: the only code that touches `libloading` and the raw module boundary; it maps a
 //!   module, validates its descriptor and offers safe calls into it.
-//! - [`deploy`]: apps, versions and their lifecycle (load, init, warm-up, switch, drain,
+//! - `deploy`: apps, versions and their lifecycle (load, init, warm-up, switch, drain,
 //!   retire), each version with its own worker threads.
-//! - [`server`]: the hyper accept loop and the per-request path (routing by mount, limits,
+//! - `server`: the hyper accept loop and the per-request path (routing by mount, limits,
 //!   dispatch to the version's workers, timeouts).
-//! - [`watch`]: turns files dropped into the modules directory into deploys and undeploys.
+//! - `watch`: turns files dropped into the modules directory into deploys and undeploys.
 //! - [`admin`]: the admin listener: JSON API, health, dashboard, and the CLI's client.
-//! - [`metrics`]: Prometheus metrics, with per-version handles for the request path.
+//! - `metrics`: Prometheus metrics, with per-version handles for the request path.
 //! - [`session`]: session stores (in memory, Redis) and each request's lazy view of its session.
-//! - [`crash`]: what the supervisor and the serving process share about crashes: the live
+//! - `crash`: what the supervisor and the serving process share about crashes: the live
 //!   versions, the blame of a death, the quarantine.
 //! - [`supervisor`]: the small process that owns the listening sockets and restarts the serving
 //!   process when it dies.
-//! - [`tls`]: the HTTPS listener's certificate: loaded and checked, handed to each handshake,
+//! - `tls`: the HTTPS listener's certificate: loaded and checked, handed to each handshake,
 //!   reloaded when its files change or on SIGHUP.
 //!
-//! [`Host`] ties them together; the `baton` binary is a thin command line over it.
+//! Only what the `baton` binary, the benchmarks and the fuzz targets use is public: [`Host`],
+//! [`Config`], [`Stop`], [`supervisor`], the [`admin`] client and wire types, the [`loader`]
+//! (benchmarks call modules directly), [`session`]. [`Host`] ties the parts together; the
+//! `baton` binary is a thin command line over it.
 
 pub mod admin;
 mod clock;
-pub mod config;
-pub mod crash;
-pub mod deploy;
+mod config;
+mod crash;
+mod deploy;
 mod error;
 pub mod loader;
-pub mod metrics;
-pub mod server;
+mod metrics;
+mod server;
 pub mod session;
 pub mod supervisor;
 mod sync;
-pub mod tls;
-pub mod watch;
+mod tls;
+mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use config::Config;
+pub use tls::Certificates;
 
 /// This build's version: the crate version, or `BATON_BUILD_VERSION` when it was set at build
 /// time (shown by `baton --version` and in `/status`, so an upgrade can be told apart).

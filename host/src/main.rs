@@ -3,10 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use baton_host::admin::client::{self, Client};
-use baton_host::admin::quarantine;
+use baton_host::admin::client::AdminCommand;
 use baton_host::{Config, Host, Stop, supervisor};
 use clap::{Parser, Subcommand};
 
@@ -31,149 +29,8 @@ enum LogFormat {
 enum Command {
     /// Serve the modules in a directory.
     Serve(ServeArgs),
-    /// Show every app, its versions, their states, weights and counters.
-    Status {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// Print the admin API's JSON instead of a summary.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Upload a module and follow it: loading, warming, active, old version drained, the guard
-    /// window, old version retired; exits non-zero if the new version was rolled back.
-    Deploy {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// The module file (`.so`).
-        file: PathBuf,
-        /// Deploy as a canary taking this percentage of new requests beside the active version.
-        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
-        canary: Option<u8>,
-        /// How long to wait for the old version to retire (after the guard window, if any).
-        #[arg(long, default_value_t = 300)]
-        timeout_secs: u64,
-        /// Return once the new version is active: do not follow the old version's drain, the
-        /// guard window or a rollback.
-        #[arg(long)]
-        no_wait: bool,
-    },
-    /// Make the previous version (kept in the host's store) active again.
-    Rollback {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// App name.
-        app: String,
-    },
-    /// Start a new serving process from the `baton` binary now on disk and hand over to it
-    /// (supervised hosts only); waits until the old process is gone.
-    Upgrade {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// How long to wait for the new process to take over.
-        #[arg(long, default_value_t = 300)]
-        timeout_secs: u64,
-    },
-    /// Stop serving an app: its mount answers 404; its version drains and retires.
-    Undeploy {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// App name.
-        app: String,
-    },
-    /// Send PERCENT of an app's new requests to VERSION (the canary), the rest to the active one.
-    Canary {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// App name.
-        app: String,
-        /// The canary version: the current canary, or a version kept in the store.
-        version: String,
-        /// Its share of new requests, 0 to 100.
-        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
-        percent: u8,
-    },
-    /// Make an app's canary its active version.
-    Promote {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// App name.
-        app: String,
-    },
-    /// End an app's canary split: the canary drains and retires.
-    Abort {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// App name.
-        app: String,
-    },
-    /// List, count or invalidate the host's sessions (shared by all its apps).
-    #[command(subcommand)]
-    Sessions(SessionsCommand),
-    /// List the versions quarantined for crashing the serving process, or clear one.
-    #[command(subcommand)]
-    Quarantine(QuarantineCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum QuarantineCommand {
-    /// The quarantined versions: when and how they crashed the serving process.
-    List {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// Print the admin API's JSON instead of a summary.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Lift a version's quarantine, so its module file can be deployed again.
-    Clear {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// App name.
-        app: String,
-        /// The quarantined version.
-        version: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum SessionsCommand {
-    /// List sessions, most recently used first: id prefix, age, idle time, expiry, attributes.
-    List {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// Most sessions to list (1 to 1000) [default: 100].
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Only sessions whose id starts with these hex digits.
-        #[arg(long)]
-        prefix: Option<String>,
-        /// Print the admin API's JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Count the live sessions (a scan of the whole store with Redis).
-    Count {
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Delete a session; its client starts a fresh one.
-    Invalidate {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// The session id, or at least its first 8 hex digits if they match only one session.
-        id: String,
-    },
-}
-
-/// Where the admin API is and how to authenticate to it.
-#[derive(Debug, clap::Args)]
-struct AdminArgs {
-    /// Address of the host's admin listener.
-    #[arg(long, env = "BATON_ADMIN", default_value = "127.0.0.1:9090")]
-    admin: String,
-    /// Admin bearer token.
-    #[arg(long, env = "BATON_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    Admin(AdminCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,7 +116,11 @@ fn init_tracing(format: LogFormat) {
         .with_writer(writer);
     match format {
         LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .init(),
     }
     *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
 }
@@ -331,7 +192,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     // A certificate and key that cannot serve are a configuration error, found before the
     // supervisor binds anything.
     if let Some((cert, key)) = config.tls.files() {
-        baton_host::tls::Certificates::load(cert, key)?;
+        baton_host::Certificates::load(cert, key)?;
     }
     Ok(config)
 }
@@ -348,71 +209,13 @@ fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 /// Runs an admin command against a running host.
-fn run_client(command: Command) -> ExitCode {
+fn run_client(command: AdminCommand) -> ExitCode {
     let runtime = match small_runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let connect = |a: AdminArgs| Client::new(&a.admin, a.token);
     let mut out = std::io::stdout().lock();
-    let out: &mut dyn std::io::Write = &mut out;
-    let result = runtime.block_on(async {
-        match command {
-            Command::Serve(_) => Ok(()),
-            Command::Status { admin, json } => client::status(&connect(admin), json, out).await,
-            Command::Deploy {
-                admin,
-                file,
-                canary,
-                timeout_secs,
-                no_wait,
-            } => {
-                let timeout = Duration::from_secs(timeout_secs);
-                client::deploy(&connect(admin), &file, canary, !no_wait, timeout, out).await
-            }
-            Command::Rollback { admin, app } => client::rollback(&connect(admin), &app, out).await,
-            Command::Undeploy { admin, app } => client::undeploy(&connect(admin), &app, out).await,
-            Command::Upgrade {
-                admin,
-                timeout_secs,
-            } => {
-                let timeout = Duration::from_secs(timeout_secs);
-                client::upgrade(&connect(admin), timeout, out).await
-            }
-            Command::Canary {
-                admin,
-                app,
-                version,
-                percent,
-            } => client::canary(&connect(admin), &app, &version, percent, out).await,
-            Command::Promote { admin, app } => client::promote(&connect(admin), &app, out).await,
-            Command::Abort { admin, app } => client::abort(&connect(admin), &app, out).await,
-            Command::Sessions(SessionsCommand::List {
-                admin,
-                limit,
-                prefix,
-                json,
-            }) => {
-                let client = connect(admin);
-                client::sessions_list(&client, limit, prefix.as_deref(), json, out).await
-            }
-            Command::Sessions(SessionsCommand::Count { admin }) => {
-                client::sessions_count(&connect(admin), out).await
-            }
-            Command::Sessions(SessionsCommand::Invalidate { admin, id }) => {
-                client::sessions_invalidate(&connect(admin), &id, out).await
-            }
-            Command::Quarantine(QuarantineCommand::List { admin, json }) => {
-                quarantine::list_command(&connect(admin), json, out).await
-            }
-            Command::Quarantine(QuarantineCommand::Clear {
-                admin,
-                app,
-                version,
-            }) => quarantine::clear_command(&connect(admin), &app, &version, out).await,
-        }
-    });
-    match result {
+    match runtime.block_on(command.run(&mut out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("baton: {e}");
@@ -522,7 +325,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Serve(args) => args,
-        command => return run_client(command),
+        Command::Admin(command) => return run_client(command),
     };
     init_tracing(cli.log_format);
     let code = serve(&args);

@@ -258,7 +258,7 @@ impl Metrics {
 ///
 /// # Errors
 /// The encoder's error.
-pub fn encode_gauges<L: EncodeLabelSet>(
+pub(crate) fn encode_gauges<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,

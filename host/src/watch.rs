@@ -28,7 +28,7 @@ use crate::deploy::{Deployed, Registry, is_module_file};
 use crate::error::{Error, Result};
 
 /// A running watcher; dropping it stops watching.
-pub struct Watcher {
+pub(crate) struct Watcher {
     _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -48,32 +48,26 @@ impl Drop for Watcher {
 /// Starts watching `dir` for `registry`.
 ///
 /// # Errors
-/// If the directory cannot be watched.
-pub fn watch(registry: Arc<Registry>, dir: &Path) -> Result<Watcher> {
+/// [`Error::Watch`] if the directory cannot be watched.
+pub(crate) fn watch(registry: Arc<Registry>, dir: &Path) -> Result<Watcher> {
     let config = registry.config();
     let debounce = Duration::from_millis(config.watch_debounce_ms.max(1));
     let settle = Duration::from_millis(config.watch_settle_ms.max(1));
     let (tx, rx) = mpsc::unbounded_channel();
+    let cannot_watch = |source| Error::Watch {
+        dir: dir.to_owned(),
+        source,
+    };
     let mut debouncer = new_debouncer(debounce, None, move |result| match result {
         Ok(events) => {
             let _ = tx.send(events);
         }
         Err(errors) => tracing::warn!(?errors, "file watch errors"),
     })
-    .map_err(|e| {
-        Error::io(
-            format!("cannot watch {}", dir.display()),
-            std::io::Error::other(e),
-        )
-    })?;
+    .map_err(cannot_watch)?;
     debouncer
         .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|e| {
-            Error::io(
-                format!("cannot watch {}", dir.display()),
-                std::io::Error::other(e),
-            )
-        })?;
+        .map_err(cannot_watch)?;
     let task = tokio::spawn(run(registry, rx, settle));
     tracing::info!(dir = %dir.display(), "watching for modules");
     Ok(Watcher {
@@ -264,5 +258,34 @@ impl State {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_that_cannot_be_watched_keeps_the_watchers_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::Config {
+            state_dir: dir.path().join("state"),
+            ..crate::Config::default()
+        };
+        let registry = Arc::new(Registry::new(Arc::new(config)).unwrap());
+        let missing = dir.path().join("missing");
+        match watch(registry, &missing) {
+            Err(Error::Watch { dir, source }) => {
+                assert_eq!(dir, missing);
+                use notify_debouncer_full::notify::ErrorKind;
+                let not_found = match &source.kind {
+                    ErrorKind::PathNotFound => true,
+                    ErrorKind::Io(e) => e.kind() == std::io::ErrorKind::NotFound,
+                    _ => false,
+                };
+                assert!(not_found, "{source:?}");
+            }
+            other => panic!("expected Error::Watch, got {other:?}"),
+        }
     }
 }

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::http::Http;
-use support::{HostOptions, HostProc, eventually, hello};
+use support::{HostOptions, HostProc, Signal, eventually, get, hello, in_flight};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -49,6 +49,20 @@ async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Inst
             ),
         }
     }
+}
+
+/// What the host sends on `stream` from now until it closes it, and how long it kept it open.
+async fn open_for(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
+    let start = Instant::now();
+    let (got, at) = until_closed(stream, WAIT).await;
+    (got, at - start)
+}
+
+/// A connection to `addr` that has sent `bytes`.
+async fn connect_sending(addr: std::net::SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
 }
 
 /// Reads one response with a `content-length` from `stream`: its status and body.
@@ -126,12 +140,7 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
         ..HostOptions::default()
     });
     let addr = host.addr;
-    let silent = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let start = Instant::now();
-        let (got, at) = until_closed(&mut stream, WAIT).await;
-        (got, at - start)
-    });
+    let silent = tokio::spawn(async move { open_for(&mut connect_sending(addr, b"").await).await });
     let half_header = tokio::spawn(async move {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let start = Instant::now();
@@ -143,42 +152,27 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
         (got, at - start)
     });
     let half_body = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"POST /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n")
-            .await
-            .unwrap();
+        let mut stream = connect_sending(
+            addr,
+            b"POST /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n",
+        )
+        .await;
         stream.write_all(b"only ten..").await.unwrap();
-        let start = Instant::now();
-        let (got, at) = until_closed(&mut stream, WAIT).await;
-        (got, at - start)
+        open_for(&mut stream).await
     });
     let admin = host.admin;
-    let silent_admin = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(admin).await.unwrap();
-        let start = Instant::now();
-        let (got, at) = until_closed(&mut stream, WAIT).await;
-        (got, at - start)
-    });
+    let silent_admin =
+        tokio::spawn(async move { open_for(&mut connect_sending(admin, b"").await).await });
+    const GET: &[u8] = b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     let idle = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .unwrap();
+        let mut stream = connect_sending(addr, GET).await;
         let (status, body) = read_response(&mut stream).await;
         assert_eq!((status, body.as_str()), (200, "hello from hello@1.0.0\n"));
-        let start = Instant::now();
-        let (got, at) = until_closed(&mut stream, WAIT).await;
-        (got, at - start)
+        open_for(&mut stream).await
     });
     // On a keep-alive connection the header timeout runs from the next request's first byte.
     let keep_alive_half_header = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .unwrap();
+        let mut stream = connect_sending(addr, GET).await;
         assert_eq!(read_response(&mut stream).await.0, 200);
         // The client idles a while (the scenario, not a synchronisation), then drips.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -186,9 +180,7 @@ async fn slow_header_slow_body_and_idle_clients_are_dropped_at_their_timeouts() 
             .write_all(b"GET /hello/ HTTP/1.1\r\nHo")
             .await
             .unwrap();
-        let start = Instant::now();
-        let (got, at) = until_closed(&mut stream, WAIT).await;
-        (got, at - start)
+        open_for(&mut stream).await
     });
     // Meanwhile other clients are served.
     let http = Http::new();
@@ -278,17 +270,9 @@ async fn shutdown_closes_idle_connections_at_once_and_waits_only_for_running_req
         .await
         .unwrap();
     assert_eq!(read_response(&mut idle).await.0, 200);
-    let slow = tokio::spawn({
-        let url = host.url("/hello/slow?ms=1500");
-        async move { Http::new().get(&url).await }
-    });
-    eventually(WAIT, "the slow request running", async || {
-        let status = Http::new().get(&host.admin_url("/apps/hello")).await.json();
-        (status["versions"][0]["in_flight"] == 1).then_some(())
-    })
-    .await;
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=1500").await;
     let stopping = Instant::now();
-    host.signal(libc::SIGTERM);
+    host.signal(Signal::TERM);
     let (_, closed) = until_closed(&mut silent, WAIT).await;
     assert!(
         closed - stopping < Duration::from_secs(1),
@@ -301,7 +285,7 @@ async fn shutdown_closes_idle_connections_at_once_and_waits_only_for_running_req
         "an idle keep-alive connection closed {:?} after SIGTERM",
         closed - stopping
     );
-    let r = slow.await.unwrap();
+    let r = slow.await.unwrap().unwrap();
     assert_eq!(r.status, 200);
     assert!(r.body.starts_with("slept 1500 ms"), "{}", r.body);
     let status = host.wait_exit(WAIT);
@@ -316,16 +300,24 @@ async fn shutdown_closes_idle_connections_at_once_and_waits_only_for_running_req
 // ---------------------------------------------------------------------------------------------
 // Connection limits and running out of file descriptors
 
+/// A host serving `hello` with `config`, limited to `limit` open files.
+fn hello_with_open_files(limit: u64, config: &str) -> HostProc {
+    HostProc::start_with(HostOptions {
+        modules: vec![hello("1.0.0")],
+        config: config.to_owned(),
+        open_files_limit: Some((limit, limit)),
+        ..HostOptions::default()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn at_1024_open_files_1100_idle_connections_lock_nobody_out() {
     raise_own_open_files_limit(4096);
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        // Long timeouts: only the cap's eviction closes the idle connections here.
-        config: "[http]\nheader_read_timeout_ms = 300000\nidle_timeout_ms = 300000\n".into(),
-        open_files_limit: Some((1024, 1024)),
-        ..HostOptions::default()
-    });
+    // Long timeouts: only the cap's eviction closes the idle connections here.
+    let host = hello_with_open_files(
+        1024,
+        "[http]\nheader_read_timeout_ms = 300000\nidle_timeout_ms = 300000\n",
+    );
     let listening = host.wait_log(WAIT, |l| l["message"] == "listening");
     assert_eq!(listening["max_connections"], 896, "{listening}");
     assert_eq!(listening["open_files_limit"], 1024, "{listening}");
@@ -370,7 +362,7 @@ async fn at_1024_open_files_1100_idle_connections_lock_nobody_out() {
     // A module dropped meanwhile is deployed.
     host.drop_module(&hello("2.0.0"), "libhello.so");
     eventually(WAIT, "hello 2.0.0 serving", async || {
-        let r = Http::new().get(&host.url("/hello/")).await;
+        let r = get(&host, "/hello/").await;
         (r.version() == "hello@2.0.0").then_some(())
     })
     .await;
@@ -399,7 +391,7 @@ async fn at_1024_open_files_1100_idle_connections_lock_nobody_out() {
         (open_fds(host.pid()) < 200).then_some(())
     })
     .await;
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!((r.status, r.version()), (200, "hello@2.0.0"));
 }
 
@@ -456,12 +448,10 @@ async fn the_admin_listener_has_its_own_cap() {
 async fn out_of_descriptors_accept_backs_off_with_one_line_and_a_deploy_is_retried() {
     raise_own_open_files_limit(1024);
     // A cap above the open-files limit: the host runs out of descriptors instead.
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "[http]\nmax_connections = 5000\nheader_read_timeout_ms = 300000\n".into(),
-        open_files_limit: Some((256, 256)),
-        ..HostOptions::default()
-    });
+    let host = hello_with_open_files(
+        256,
+        "[http]\nmax_connections = 5000\nheader_read_timeout_ms = 300000\n",
+    );
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(TcpStream::connect(host.addr).await.unwrap());
@@ -470,15 +460,10 @@ async fn out_of_descriptors_accept_backs_off_with_one_line_and_a_deploy_is_retri
         l["message"] == "accept failed; backing off until it works again"
     });
     host.drop_module(&hello("2.0.0"), "libhello.so");
-    let retry = host.wait_log(WAIT, |l| {
-        l["message"] == "deploy failed for a transient reason; retrying"
-    });
-    assert!(
-        retry["error"]
-            .as_str()
-            .unwrap()
-            .contains("Too many open files"),
-        "{retry}"
+    support::logged_error(
+        &host,
+        "deploy failed for a transient reason; retrying",
+        "Too many open files",
     );
     // Still out of descriptors a while later: still one line.
     eventually(WAIT, "a second retry", async || {
@@ -490,7 +475,7 @@ async fn out_of_descriptors_accept_backs_off_with_one_line_and_a_deploy_is_retri
     drop(idle);
     host.wait_log(WAIT, |l| l["message"] == "accepting again");
     eventually(WAIT, "hello 2.0.0 serving after the retry", async || {
-        let r = Http::new().get(&host.url("/hello/")).await;
+        let r = get(&host, "/hello/").await;
         (r.version() == "hello@2.0.0").then_some(())
     })
     .await;
@@ -528,23 +513,16 @@ async fn cross_site_and_foreign_host_admin_calls_are_refused_without_a_token() {
     let own_port = host.admin.port().to_string();
     let evil_host = format!("evil.example:{own_port}");
     let r = http
-        .send(
-            "GET",
-            &host.admin_url("/status"),
-            &[("host", &evil_host)],
-            "",
-        )
-        .await
-        .unwrap();
+        .get_with(&host.admin_url("/status"), &[("host", &evil_host)])
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("not a loopback"), "{}", r.body);
     let r = http
-        .send("GET", &host.admin_url("/"), &[("host", &evil_host)], "")
-        .await
-        .unwrap();
+        .get_with(&host.admin_url("/"), &[("host", &evil_host)])
+        .await;
     assert_eq!(r.status, 403, "the dashboard page too");
     assert_eq!(
-        Http::new().get(&host.url("/hello/")).await.version(),
+        get(&host, "/hello/").await.version(),
         "hello@1.0.0",
         "the refused upload did not deploy"
     );
@@ -556,10 +534,7 @@ async fn cross_site_and_foreign_host_admin_calls_are_refused_without_a_token() {
         vec![("origin", own_origin.as_str())],
         vec![("host", "localhost")],
     ] {
-        let r = http
-            .send("GET", &host.admin_url("/status"), &headers, "")
-            .await
-            .unwrap();
+        let r = http.get_with(&host.admin_url("/status"), &headers).await;
         assert_eq!(r.status, 200, "{headers:?}: {}", r.body);
     }
     let r = http
@@ -578,11 +553,8 @@ async fn cross_site_and_foreign_host_admin_calls_are_refused_without_a_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_token_the_token_decides_and_its_scheme_is_case_insensitive() {
     let token = "t0ken-for-abuse";
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: format!("admin_token = \"{token}\"\n"),
-        ..HostOptions::default()
-    });
+    let host =
+        HostProc::start_with_config(&[hello("1.0.0")], &format!("admin_token = \"{token}\"\n"));
     let http = Http::new();
     let url = host.admin_url("/status");
     for scheme in ["Bearer", "bearer", "BEARER"] {
@@ -603,9 +575,8 @@ async fn with_a_token_the_token_decides_and_its_scheme_is_case_insensitive() {
         assert_eq!(r.status, 200, "{scheme}: {}", r.body);
     }
     let r = http
-        .send("GET", &url, &[("origin", "http://evil.example")], "")
-        .await
-        .unwrap();
+        .get_with(&url, &[("origin", "http://evil.example")])
+        .await;
     assert_eq!(r.status, 401, "no token: {}", r.body);
 }
 
@@ -686,7 +657,7 @@ async fn a_600_mb_upload_is_refused_while_streaming_and_memory_stays_bounded() {
         0,
         "the partial upload is removed"
     );
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
+    assert_eq!(get(&host, "/hello/").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -780,45 +751,27 @@ async fn an_admin_undeploy_is_remembered_across_a_restart_while_the_file_stays()
             .contains("undeployed through the admin API"),
         "{skipped}"
     );
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 404);
+    assert_eq!(get(&host, "/hello/").await.status, 404);
 
     // Deploying the file again brings the app back, for good.
     host.drop_module(&hello("1.0.0"), file.file_name().unwrap().to_str().unwrap());
     eventually(WAIT, "hello back", async || {
-        (Http::new().get(&host.url("/hello/")).await.status == 200).then_some(())
+        (get(&host, "/hello/").await.status == 200).then_some(())
     })
     .await;
     let host = host.restart();
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
+    assert_eq!(get(&host, "/hello/").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_signal_exits_at_once_with_128_plus_its_number() {
     let mut host = HostProc::start(&[hello("1.0.0")]);
-    let slow = tokio::spawn({
-        let url = host.url("/hello/slow?ms=30000");
-        async move { Http::new().send("GET", &url, &[], "").await }
-    });
-    eventually(WAIT, "the slow request running", async || {
-        let status = Http::new().get(&host.admin_url("/apps/hello")).await.json();
-        (status["versions"][0]["in_flight"] == 1).then_some(())
-    })
-    .await;
-    host.signal(libc::SIGTERM);
-    host.wait_log(WAIT, |l| {
-        l["message"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("graceful shutdown")
-    });
-    let second = Instant::now();
-    host.signal(libc::SIGTERM);
-    let status = host.wait_exit(WAIT);
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=30000").await;
+    let (status, after_second) = support::stop_twice(&mut host);
     assert_eq!(status.code(), Some(143), "{status:?}");
     assert!(
-        second.elapsed() < Duration::from_secs(10),
-        "exited {:?} after the second signal",
-        second.elapsed()
+        after_second < Duration::from_secs(10),
+        "exited {after_second:?} after the second signal"
     );
     host.wait_log(WAIT, |l| {
         l["message"]
@@ -884,10 +837,7 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         log
     });
     started_rx.recv_timeout(WAIT).expect("the host starts");
-    // SAFETY: kill(2) on our own child's pid.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
+    support::kill(child.id(), Signal::TERM);
     let status = child.wait().unwrap();
     let log = reader.join().unwrap();
     assert!(status.success(), "{status:?}: {log}");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::http::Http;
 use support::load::{Load, Sample, assert_no_failures};
-use support::{HostOptions, HostProc, baton, eventually, hello, mapped, module, version as entry};
+use support::{HostOptions, HostProc, baton, eventually, get, hello, mapped, version as entry};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -33,14 +33,7 @@ async fn in_state(host: &HostProc, version: &str, state: &str) -> Value {
 
 /// `hello` 2.0.0 as the faulty fixture with `fault` (see its docs).
 fn bad_v2(fault: &str) -> PathBuf {
-    module(
-        "fixture-faulty",
-        &[
-            ("BATON_FIXTURE_APP", "hello"),
-            ("BATON_APP_VERSION", "2.0.0"),
-            ("BATON_FAULT", fault),
-        ],
-    )
+    support::faulty("hello", "2.0.0", fault)
 }
 
 fn guarded(window_secs: u64) -> HostOptions {
@@ -170,7 +163,7 @@ async fn a_v2_failing_half_its_requests_is_rolled_back_under_load() {
     // The very same v1 (still loaded and warm) is active again.
     assert_eq!(a["active"], "1.0.0");
     assert_eq!(entry(&a, "1.0.0")["id"].as_u64(), Some(v1_id));
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!((r.status, r.version()), (200, "hello@1.0.0"));
 
     // v2 drains, retires, is unmapped and its copy is gone (no `baton rollback` to it).
@@ -210,9 +203,7 @@ async fn a_v2_failing_half_its_requests_is_rolled_back_under_load() {
 
     // The dashboard shows the rollback and why.
     let page = host.admin_url("/");
-    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&page, 2500))
-        .await
-        .unwrap();
+    let dom = support::chromium_dom(&page, 2500).await;
     let at = dom
         .find(r#"data-rolled-back="2.0.0""#)
         .unwrap_or_else(|| panic!("no rollback on the dashboard:\n{dom}"));

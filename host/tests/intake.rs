@@ -9,12 +9,12 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use baton_host::loader::{self, ElfError};
+use baton_host::loader::{self, LoadError};
 use serde_json::Value;
 use support::http::Http;
-use support::load::{Load, assert_no_failures};
+use support::load::{Load, assert_no_failures, assert_served};
 use support::{
-    GUARD_OFF, HostOptions, HostProc, app, counter, eventually, hello, mapped, module, status,
+    GUARD_OFF, HostOptions, HostProc, app, counter, eventually, get, hello, mapped, module, status,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -35,14 +35,14 @@ impl Rng {
     }
 }
 
-/// Whether `result` refuses its input as incomplete, with a message that says so.
-fn refused_as_truncated(result: &Result<loader::Checked, ElfError>) -> bool {
+/// Whether `result` refuses its input as incomplete: a part ends past the file, or not even
+/// the ELF header is complete.
+fn refused_as_truncated(result: &Result<loader::Checked, LoadError>) -> bool {
     match result {
-        Err(e @ ElfError::Truncated { .. }) => {
-            let text = e.to_string();
-            text.starts_with("truncated: ") && text.contains(" ends at ") && text.contains("bytes")
+        Err(e) if e.is_truncated() => {
+            matches!(e, LoadError::Truncated { end, len, .. } if end > len)
         }
-        Err(e @ ElfError::NotElf { .. }) => e.to_string().contains("not an ELF file"),
+        Err(LoadError::NotElf { .. }) => true,
         _ => false,
     }
 }
@@ -149,6 +149,62 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
+#[test]
+fn each_refusal_is_a_load_error_naming_its_cause() {
+    use baton_host::Error;
+    use baton_sdk::abi::{ABI_MAJOR, ABI_MINOR, SDK_VERSION};
+    let open = |file: &Path| loader::Module::open(file, file).map(drop);
+    let dir = tempfile::tempdir().unwrap();
+
+    let missing = dir.path().join("missing.so");
+    match open(&missing) {
+        Err(Error::Load {
+            path,
+            source: LoadError::Read { source },
+        }) => {
+            assert_eq!(path, missing);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let garbage = dir.path().join("garbage.so");
+    std::fs::write(&garbage, b"this is not an ELF file").unwrap();
+    assert!(
+        matches!(
+            open(&garbage),
+            Err(Error::Load {
+                source: LoadError::NotElf { len: 23 },
+                ..
+            })
+        ),
+        "{:?}",
+        open(&garbage)
+    );
+
+    match open(&module("fixture-nosymbol", &[])) {
+        Err(Error::Load { source, .. }) => assert!(source.is_not_a_module(), "{source:?}"),
+        other => panic!("{other:?}"),
+    }
+
+    match open(&module("fixture-badabi", &[])) {
+        Err(Error::Load {
+            source: source @ LoadError::AbiMajor { module, host, .. },
+            ..
+        }) => {
+            assert!(source.is_abi_mismatch());
+            assert_eq!(
+                (module, host),
+                ((ABI_MAJOR + 1, ABI_MINOR), (ABI_MAJOR, ABI_MINOR))
+            );
+            assert!(
+                matches!(&source, LoadError::AbiMajor { module_sdk, .. } if module_sdk == SDK_VERSION)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn truncated_modules_dropped_or_uploaded_are_refused_and_the_host_keeps_serving() {
     let host = HostProc::start(&[hello("1.0.0"), counter("1.0.0")]);
@@ -175,7 +231,7 @@ async fn truncated_modules_dropped_or_uploaded_are_refused_and_the_host_keeps_se
             assert!(error.contains(&format!("{name}: truncated: ")), "{error}");
             assert!(error.contains("but the file has"), "{error}");
         }
-        let r = Http::new().get(&host.url("/counter/")).await;
+        let r = get(&host, "/counter/").await;
         assert_eq!(r.status, 200, "other apps keep serving");
     }
     let s = status(&host).await;
@@ -222,9 +278,9 @@ async fn truncated_modules_dropped_or_uploaded_are_refused_and_the_host_keeps_se
     let pid = host.pid();
     let host = host.restart();
     assert_ne!(host.pid(), pid);
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!((r.status, r.version()), (200, "hello@1.0.0"));
-    assert_eq!(Http::new().get(&host.url("/counter/")).await.status, 200);
+    assert_eq!(get(&host, "/counter/").await.status, 200);
     host.wait_log(WAIT, |l| {
         l["message"] == "deploy failed"
             && l["error"]
@@ -263,11 +319,7 @@ async fn a_module_linked_with_nodelete_is_unloaded_after_a_swap() {
     assert!(plain.nodelete().is_none());
 
     // The swap below checks the old version is unmapped: no guard window keeps it in standby.
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![v1],
-        config: GUARD_OFF.to_owned(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(&[v1], GUARD_OFF);
     host.wait_log(WAIT, |l| {
         l["level"] == "WARN"
             && l["message"]
@@ -275,7 +327,7 @@ async fn a_module_linked_with_nodelete_is_unloaded_after_a_swap() {
                 .unwrap_or("")
                 .contains("DF_1_NODELETE")
     });
-    let r = Http::new().get(&host.url("/nodelete/")).await;
+    let r = get(&host, "/nodelete/").await;
     assert_eq!((r.status, r.version()), (200, "nodelete@1.0.0"));
     let s = status(&host).await;
     let copy = app(&s, "nodelete")["versions"][0]["copy"]
@@ -316,7 +368,7 @@ async fn a_module_linked_with_nodelete_is_unloaded_after_a_swap() {
         Vec::<String>::new(),
         "v1 unmapped"
     );
-    let r = Http::new().get(&host.url("/nodelete/")).await;
+    let r = get(&host, "/nodelete/").await;
     assert_eq!((r.status, r.version()), (200, "nodelete@2.0.0"));
 }
 
@@ -355,7 +407,7 @@ async fn cp_storm(sources: &[(PathBuf, &str)]) -> usize {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "so"))
         .unwrap();
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!(r.version(), format!("hello@{first_version}"));
     let load = Load::start(host.url("/hello/"), 8);
     let mut last = None;
@@ -381,12 +433,7 @@ async fn cp_storm(sources: &[(PathBuf, &str)]) -> usize {
     .await;
     quiet_log(&host, Duration::from_secs(3)).await;
     let samples = load.stop().await;
-    assert_no_failures(&samples);
-    assert!(
-        samples.len() > 100,
-        "the load kept running ({})",
-        samples.len()
-    );
+    assert_served(&samples, 100);
 
     let s = status(&host).await;
     let hello_app = app(&s, "hello");
@@ -443,7 +490,7 @@ async fn cp_storm(sources: &[(PathBuf, &str)]) -> usize {
         samples.len(),
         refusals.len()
     );
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!(r.version(), format!("hello@{last_version}"));
     loads
 }

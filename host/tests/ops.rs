@@ -8,23 +8,27 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::http::{Http, Reply};
-use support::{HostOptions, HostProc, baton, eventually, hello};
+use support::{HostOptions, HostProc, Signal, baton, eventually, get, hello};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "t0ken-for-tests";
 
-/// The admin token, and the guard window off: these tests follow swaps to the old version's
-/// retirement (the guard's own tests are in `guard.rs`).
-fn with_token() -> HostOptions {
-    HostOptions {
-        config: format!("admin_token = \"{TOKEN}\"\n{}", support::GUARD_OFF),
-        ..HostOptions::default()
-    }
+/// A host serving `hello` 1.0.0 with the admin token, and the guard window off: these tests
+/// follow swaps to the old version's retirement (the guard's own tests are in `guard.rs`).
+fn hello_with_token() -> HostProc {
+    let config = format!("admin_token = \"{TOKEN}\"\n{}", support::GUARD_OFF);
+    HostProc::start_with_config(&[hello("1.0.0")], &config)
 }
 
 /// An admin call with the test token.
 async fn admin(host: &HostProc, method: &str, path: &str, body: impl Into<bytes::Bytes>) -> Reply {
-    host.admin_call(TOKEN, method, path, body).await
+    support::admin_call(host, TOKEN, method, path, body).await
+}
+
+/// `PUT /apps/hello/canary`: `version` takes `percent` of new traffic.
+async fn set_canary(host: &HostProc, version: &str, percent: u8) -> Reply {
+    let body = format!(r#"{{"version":"{version}","percent":{percent}}}"#);
+    admin(host, "PUT", "/apps/hello/canary", body).await
 }
 
 fn json(reply: &Reply) -> Value {
@@ -56,10 +60,7 @@ async fn settled(host: &HostProc, name: &str, version: &str) -> Value {
 }
 
 async fn served_by(host: &HostProc, path: &str, headers: &[(&str, &str)]) -> String {
-    let r = Http::new()
-        .send("GET", &host.url(path), headers, bytes::Bytes::new())
-        .await
-        .unwrap();
+    let r = Http::new().get_with(&host.url(path), headers).await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.version().to_owned()
 }
@@ -77,10 +78,7 @@ async fn upload(host: &HostProc, module: &std::path::Path, query: &str) -> Reply
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_api_wants_its_token_and_says_what_is_wrong() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let http = Http::new();
     let none = http.get(&host.admin_url("/status")).await;
     assert_eq!(none.status, 401, "{}", none.body);
@@ -127,82 +125,35 @@ async fn the_admin_api_wants_its_token_and_says_what_is_wrong() {
         ("DELETE", "/apps/nope/canary", ""),
     ] {
         let r = admin(&host, method, path, body).await;
-        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
-        assert!(
-            json(&r)["error"].as_str().unwrap().contains("nope"),
-            "{}",
-            r.body
-        );
+        r.assert_error(404, "nope");
     }
     let r = admin(&host, "GET", "/no/such/thing", "").await;
     assert_eq!(r.status, 404);
 
     // Bad input: 400 with a message that says what is wrong.
     let r = admin(&host, "POST", "/apps?name=garbage.so", "not a library").await;
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(
-        json(&r)["error"]
-            .as_str()
-            .unwrap()
-            .contains("not a loadable shared library"),
-        "{}",
-        r.body
-    );
+    r.assert_error(400, "not a loadable shared library");
     let r = admin(&host, "POST", "/apps?name=empty.so", "").await;
-    assert_eq!(r.status, 400);
-    assert!(json(&r)["error"].as_str().unwrap().contains("empty upload"));
+    r.assert_error(400, "empty upload");
     let r = upload(&host, &hello("2.0.0"), "&canary=150").await;
-    assert_eq!(r.status, 400);
-    assert!(
-        json(&r)["error"]
-            .as_str()
-            .unwrap()
-            .contains("between 0 and 100"),
-        "{}",
-        r.body
-    );
+    r.assert_error(400, "between 0 and 100");
     let r = admin(&host, "POST", "/apps?name=../../etc.so", "x").await;
-    assert_eq!(r.status, 400);
-    assert!(
-        json(&r)["error"]
-            .as_str()
-            .unwrap()
-            .contains("bad module file name"),
-        "{}",
-        r.body
-    );
+    r.assert_error(400, "bad module file name");
     for body in [
         "{",
         r#"{"version":"2.0.0","percent":101}"#,
         r#"{"percent":10}"#,
     ] {
         let r = admin(&host, "PUT", "/apps/hello/canary", body).await;
-        assert_eq!(r.status, 400, "{body}: {}", r.body);
-        assert!(
-            json(&r)["error"].as_str().unwrap().contains("percent"),
-            "{}",
-            r.body
-        );
+        r.assert_error(400, "percent");
     }
     // Well-formed but not possible now: 404 for an unknown version, 409 for a state conflict.
-    let r = admin(
-        &host,
-        "PUT",
-        "/apps/hello/canary",
-        r#"{"version":"9.9.9","percent":10}"#,
-    )
-    .await;
+    let r = set_canary(&host, "9.9.9", 10).await;
     assert_eq!(r.status, 404, "{}", r.body);
     let r = admin(&host, "POST", "/apps/hello/canary/promote", "").await;
     assert_eq!(r.status, 409, "{}", r.body);
     let r = admin(&host, "POST", "/apps/hello/rollback", "").await;
-    assert_eq!(r.status, 409, "{}", r.body);
-    assert!(
-        json(&r)["error"]
-            .as_str()
-            .unwrap()
-            .contains("keep_versions")
-    );
+    r.assert_error(409, "keep_versions");
 
     // The refused uploads did not disturb the app.
     assert_eq!(served_by(&host, "/hello/", &[]).await, "hello@1.0.0");
@@ -210,10 +161,7 @@ async fn the_admin_api_wants_its_token_and_says_what_is_wrong() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_by_upload_rollback_and_undeploy_through_the_api() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let r = upload(&host, &hello("2.0.0"), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let outcome = json(&r);
@@ -250,17 +198,14 @@ async fn deploy_by_upload_rollback_and_undeploy_through_the_api() {
         (r.status, json(&r)["undeployed"].as_str()),
         (200, Some("1.0.0"))
     );
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 404);
+    assert_eq!(get(&host, "/hello/").await.status, 404);
     let r = admin(&host, "DELETE", "/apps/hello", "").await;
     assert_eq!(r.status, 409, "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_drives_every_admin_call() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let addr = host.admin.to_string();
     let env = [("BATON_ADMIN", addr.as_str()), ("BATON_ADMIN_TOKEN", TOKEN)];
     let v2 = hello("2.0.0");
@@ -323,33 +268,29 @@ async fn the_cli_drives_every_admin_call() {
         "{run:?}"
     );
 
-    let run = baton(&["rollback", "hello"], &env).await;
-    assert!(
-        run.ok && run.stdout.contains("rolled back to 1.0.0"),
-        "{run:?}"
-    );
+    baton(&["rollback", "hello"], &env)
+        .await
+        .assert_says("rolled back to 1.0.0");
     settled(&host, "hello", "1.0.0").await;
 
     // Canary: 2.0.0 is kept in the store, so it can be the canary again.
-    let run = baton(&["canary", "hello", "2.0.0", "30"], &env).await;
-    assert!(
-        run.ok && run.stdout.contains("canary 2.0.0 takes 30%"),
-        "{run:?}"
-    );
-    let run = baton(&["canary", "hello", "2.0.0", "40"], &env).await;
-    assert!(run.ok && run.stdout.contains("takes 40%"), "{run:?}");
+    baton(&["canary", "hello", "2.0.0", "30"], &env)
+        .await
+        .assert_says("canary 2.0.0 takes 30%");
+    baton(&["canary", "hello", "2.0.0", "40"], &env)
+        .await
+        .assert_says("takes 40%");
     let run = baton(&["status"], &env).await;
     assert!(run.stdout.contains("canary 2.0.0 at 40%"), "{}", run.stdout);
-    let run = baton(&["abort", "hello"], &env).await;
-    assert!(
-        run.ok && run.stdout.contains("canary 2.0.0 aborted"),
-        "{run:?}"
-    );
+    baton(&["abort", "hello"], &env)
+        .await
+        .assert_says("canary 2.0.0 aborted");
     settled(&host, "hello", "1.0.0").await;
     let run = baton(&["canary", "hello", "2.0.0", "10"], &env).await;
     assert!(run.ok, "{run:?}");
-    let run = baton(&["promote", "hello"], &env).await;
-    assert!(run.ok && run.stdout.contains("2.0.0 is active"), "{run:?}");
+    baton(&["promote", "hello"], &env)
+        .await
+        .assert_says("2.0.0 is active");
     settled(&host, "hello", "2.0.0").await;
 
     // Bad input and unknown apps through the CLI.
@@ -368,9 +309,10 @@ async fn the_cli_drives_every_admin_call() {
         "{run:?}"
     );
 
-    let run = baton(&["undeploy", "hello"], &env).await;
-    assert!(run.ok && run.stdout.contains("undeployed 2.0.0"), "{run:?}");
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 404);
+    baton(&["undeploy", "hello"], &env)
+        .await
+        .assert_says("undeployed 2.0.0");
+    assert_eq!(get(&host, "/hello/").await.status, 404);
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -380,10 +322,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_show_requests_and_the_swap_and_the_access_log_has_a_line_per_request() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let http = Http::new();
     for _ in 0..5 {
         assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
@@ -459,22 +398,9 @@ async fn metrics_show_requests_and_the_swap_and_the_access_log_has_a_line_per_re
     assert_eq!(metric(m, "baton_module_rejections_total"), Some(0.0), "{m}");
 
     // A version refused at warm-up is counted.
-    let faulty = support::module(
-        "fixture-faulty",
-        &[
-            ("BATON_FIXTURE_APP", "hello"),
-            ("BATON_APP_VERSION", "2.0.0"),
-            ("BATON_FAULT", "warmup"),
-        ],
-    );
+    let faulty = support::faulty("hello", "2.0.0", "warmup");
     let r = upload(&host, &faulty, "").await;
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(
-        json(&r)["error"]
-            .as_str()
-            .unwrap()
-            .contains("warm-up refused on purpose")
-    );
+    r.assert_error(400, "warm-up refused on purpose");
     let m = admin(&host, "GET", "/metrics", "").await.body;
     assert_eq!(
         metric(&m, r#"baton_warmup_failures_total{app="hello"}"#),
@@ -505,11 +431,7 @@ async fn metrics_show_requests_and_the_swap_and_the_access_log_has_a_line_per_re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_access_log_can_be_turned_off() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "access_log = false\n".into(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(&[hello("1.0.0")], "access_log = false\n");
     assert_eq!(served_by(&host, "/hello/", &[]).await, "hello@1.0.0");
     // The admin listener's own requests are not app requests either; ask it something, then
     // check nothing was logged for the app request.
@@ -545,7 +467,7 @@ async fn readiness_flips_on_sigterm_before_the_drain() {
         (running().await == Some(1)).then_some(())
     })
     .await;
-    host.signal(libc::SIGTERM);
+    host.signal(Signal::TERM);
     eventually(WAIT, "/readyz answering 503", async || {
         let r = Http::new().get(&host.admin_url("/readyz")).await;
         (r.status == 503).then_some(())
@@ -572,10 +494,7 @@ async fn count(host: &HostProc, n: usize, cookie: Option<&str>, version: &str) -
     let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
     let mut hits = 0;
     for _ in 0..n {
-        let r = http
-            .send("GET", &host.url("/hello/"), &headers, bytes::Bytes::new())
-            .await
-            .unwrap();
+        let r = http.get_with(&host.url("/hello/"), &headers).await;
         assert_eq!(r.status, 200, "{}", r.body);
         hits += usize::from(r.version() == version);
     }
@@ -646,22 +565,10 @@ async fn a_canary_split_sends_its_share_and_sticky_sessions_stay_put() {
     );
 
     // Weight 0: the canary takes nothing new but stays loaded, ready to be raised again.
-    let r = admin(
-        &host,
-        "PUT",
-        "/apps/hello/canary",
-        r#"{"version":"2.0.0","percent":0}"#,
-    )
-    .await;
+    let r = set_canary(&host, "2.0.0", 0).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(count(&host, 100, None, "hello@2.0.0").await, 0);
-    let r = admin(
-        &host,
-        "PUT",
-        "/apps/hello/canary",
-        r#"{"version":"2.0.0","percent":50}"#,
-    )
-    .await;
+    let r = set_canary(&host, "2.0.0", 50).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let half = count(&host, 200, None, "hello@2.0.0").await;
     assert!((80..=120).contains(&half), "{half} of 200 at 50%");
@@ -673,13 +580,7 @@ async fn a_canary_split_sends_its_share_and_sticky_sessions_stay_put() {
     settled(&host, "hello", "2.0.0").await;
 
     // Abort a canary: it drains and retires, the active version takes everything.
-    let r = admin(
-        &host,
-        "PUT",
-        "/apps/hello/canary",
-        r#"{"version":"1.0.0","percent":20}"#,
-    )
-    .await;
+    let r = set_canary(&host, "1.0.0", 20).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = admin(&host, "DELETE", "/apps/hello/canary", "").await;
     assert_eq!(
@@ -692,10 +593,7 @@ async fn a_canary_split_sends_its_share_and_sticky_sessions_stay_put() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_brings_back_the_active_versions_and_the_split() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let r = upload(&host, &hello("2.0.0"), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     settled(&host, "hello", "2.0.0").await;
@@ -761,30 +659,27 @@ fn section<'d>(dom: &'d str, app: &str) -> &'d str {
     &dom[start..end]
 }
 
+/// Asserts that a dashboard section shows each of `expected`.
+fn assert_shows(section: &str, expected: &[&str]) {
+    for part in expected {
+        assert!(section.contains(part), "{part:?} not in {section}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        ..with_token()
-    });
+    let host = hello_with_token();
     let page = format!("{}#token={TOKEN}", host.admin_url("/"));
-    let dom = tokio::task::spawn_blocking({
-        let page = page.clone();
-        move || support::chromium_dom(&page, 3500)
-    })
-    .await
-    .unwrap();
-    let hello_section = section(&dom, "hello");
-    assert!(
-        hello_section.contains(r#"data-active="1.0.0""#),
-        "{hello_section}"
+    let dom = support::chromium_dom(&page, 3500).await;
+    assert_shows(
+        section(&dom, "hello"),
+        &[
+            r#"data-active="1.0.0""#,
+            r#"data-version="1.0.0" data-state="active""#,
+            "100%",
+            "req/s",
+        ],
     );
-    assert!(
-        hello_section.contains(r#"data-version="1.0.0" data-state="active""#),
-        "{hello_section}"
-    );
-    assert!(hello_section.contains("100%"), "the split: {hello_section}");
-    assert!(hello_section.contains("req/s"), "{hello_section}");
     let updates: u32 = dom
         .split("data-updates=\"")
         .nth(1)
@@ -800,48 +695,24 @@ async fn the_dashboard_shows_the_apps_and_follows_a_swap_in_headless_chromium() 
     let r = upload(&host, &hello("2.0.0"), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     settled(&host, "hello", "2.0.0").await;
-    let r = admin(
-        &host,
-        "PUT",
-        "/apps/hello/canary",
-        r#"{"version":"1.0.0","percent":25}"#,
-    )
-    .await;
+    let r = set_canary(&host, "1.0.0", 25).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&page, 2500))
-        .await
-        .unwrap();
-    let hello_section = section(&dom, "hello");
-    assert!(
-        hello_section.contains(r#"data-active="2.0.0""#),
-        "{hello_section}"
-    );
-    assert!(
-        hello_section.contains(r#"data-version="2.0.0" data-state="active""#),
-        "{hello_section}"
-    );
-    assert!(
-        hello_section.contains(r#"data-version="1.0.0" data-state="retired""#),
-        "{hello_section}"
-    );
-    assert!(
-        hello_section.contains("canary 1.0.0 at 25%"),
-        "{hello_section}"
-    );
-    assert!(
-        hello_section.contains("2.0.0 75%"),
-        "the split: {hello_section}"
-    );
-    assert!(
-        hello_section.contains("last swap 1.0.0 → 2.0.0"),
-        "{hello_section}"
+    let dom = support::chromium_dom(&page, 2500).await;
+    assert_shows(
+        section(&dom, "hello"),
+        &[
+            r#"data-active="2.0.0""#,
+            r#"data-version="2.0.0" data-state="active""#,
+            r#"data-version="1.0.0" data-state="retired""#,
+            "canary 1.0.0 at 25%",
+            "2.0.0 75%",
+            "last swap 1.0.0 → 2.0.0",
+        ],
     );
 
     // Without the token the page says what is missing.
     let plain = host.admin_url("/");
-    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&plain, 1500))
-        .await
-        .unwrap();
+    let dom = support::chromium_dom(&plain, 1500).await;
     assert!(dom.contains("needs a token"), "{dom}");
 }
 
@@ -850,9 +721,7 @@ async fn without_a_token_the_dashboard_works_from_its_own_origin() {
     // No token: the admin API answers only the local operator, and the page is theirs.
     let host = HostProc::start(&[hello("1.0.0")]);
     let page = format!("http://localhost:{}/", host.admin.port());
-    let dom = tokio::task::spawn_blocking(move || support::chromium_dom(&page, 2500))
-        .await
-        .unwrap();
+    let dom = support::chromium_dom(&page, 2500).await;
     let hello_section = section(&dom, "hello");
     assert!(
         hello_section.contains(r#"data-version="1.0.0" data-state="active""#),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::http::{Http, Reply};
 use support::{
-    GUARD_OFF, HostOptions, HostProc, baton, counter, eventually, hello, kill, module,
+    GUARD_OFF, HostOptions, HostProc, Signal, baton, counter, eventually, get, hello, kill,
     next_serving_pid, serving_pid, status,
 };
 
@@ -26,14 +26,7 @@ fn supervised(modules: Vec<PathBuf>, config: &str) -> HostProc {
 
 /// `faulty` built to pose as `app` at `version` (it has `/recurse?kib=N`).
 fn faulty_as(app: &str, version: &str) -> PathBuf {
-    module(
-        "fixture-faulty",
-        &[("BATON_FIXTURE_APP", app), ("BATON_APP_VERSION", version)],
-    )
-}
-
-async fn get(host: &HostProc, path: &str) -> Reply {
-    Http::new().get(&host.url(path)).await
+    support::faulty(app, version, "")
 }
 
 /// Waits until `path` answers 200 from `version` (`app@version`).
@@ -73,6 +66,18 @@ fn named(entry: &Value) -> String {
         entry["app"].as_str().unwrap(),
         entry["version"].as_str().unwrap()
     )
+}
+
+/// The host's quarantine list, asserted to name exactly `expected` (`app@version`).
+async fn quarantined(host: &HostProc, expected: &[&str]) -> Vec<Value> {
+    let doc = status(host).await;
+    let entries = quarantine(&doc);
+    assert_eq!(
+        entries.iter().map(named).collect::<Vec<_>>(),
+        expected,
+        "{doc:#}"
+    );
+    entries
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -141,13 +146,7 @@ async fn a_version_that_crashes_the_host_twice_is_quarantined_and_the_previous_o
     assert!(reply.body.contains("hello@1.0.0"), "{}", reply.body);
     serves(&host, "/counter/", "counter@1.0.0").await;
 
-    let doc = status(&host).await;
-    let entries = quarantine(&doc);
-    assert_eq!(
-        entries.iter().map(named).collect::<Vec<_>>(),
-        ["hello@2.0.0"],
-        "{doc:#}"
-    );
+    let entries = quarantined(&host, &["hello@2.0.0"]).await;
     let how = &entries[0]["how"];
     assert_eq!(entries[0]["crashes"], 2);
     assert_eq!(how["signal"], 6, "{how:#}");
@@ -168,9 +167,8 @@ async fn a_version_that_crashes_the_host_twice_is_quarantined_and_the_previous_o
 
     // Not from an upload either, until the quarantine is cleared.
     let bytes = std::fs::read(&v2).unwrap();
-    let refused = host
-        .admin_call("", "POST", "/apps?name=libhello.so", bytes.clone())
-        .await;
+    let refused =
+        support::admin_call(&host, "", "POST", "/apps?name=libhello.so", bytes.clone()).await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert!(refused.body.contains("quarantined"), "{}", refused.body);
 
@@ -205,9 +203,7 @@ async fn a_version_that_crashes_the_host_twice_is_quarantined_and_the_previous_o
         "{metrics}"
     );
 
-    let deployed = host
-        .admin_call("", "POST", "/apps?name=libhello.so", bytes)
-        .await;
+    let deployed = support::admin_call(&host, "", "POST", "/apps?name=libhello.so", bytes).await;
     assert_eq!(deployed.status, 200, "{}", deployed.body);
     serves(&host, "/hello/", "hello@2.0.0").await;
 }
@@ -233,12 +229,7 @@ async fn an_innocent_app_beside_the_crashing_one_is_not_quarantined() {
         l["message"] == "quarantined: this version crashed the serving process; it is not loaded"
     });
     serves(&host, "/hello/", "hello@1.0.0").await;
-    let doc = status(&host).await;
-    assert_eq!(
-        quarantine(&doc).iter().map(named).collect::<Vec<_>>(),
-        ["faulty@1.0.0"],
-        "{doc:#}"
-    );
+    quarantined(&host, &["faulty@1.0.0"]).await;
     // No previous version of it is kept: it is not served.
     assert_eq!(get(&host, "/faulty/").await.status, 404);
     assert!(
@@ -274,7 +265,7 @@ async fn kill_9_twice_during_a_guard_window_quarantines_only_the_new_version() {
 
     for round in 1..=2 {
         let pid = serving_pid(&host);
-        kill(pid, libc::SIGKILL);
+        kill(pid, Signal::KILL);
         next_serving_pid(&host, pid);
         serves(&host, "/counter/", "counter@1.0.0").await;
         if round == 1 {
@@ -288,13 +279,7 @@ async fn kill_9_twice_during_a_guard_window_quarantines_only_the_new_version() {
         l["message"] == "quarantined: this version crashed the serving process; it is not loaded"
     });
     serves(&host, "/hello/", "hello@1.0.0").await;
-    let doc = status(&host).await;
-    let entries = quarantine(&doc);
-    assert_eq!(
-        entries.iter().map(named).collect::<Vec<_>>(),
-        ["hello@2.0.0"],
-        "{doc:#}"
-    );
+    let entries = quarantined(&host, &["hello@2.0.0"]).await;
     assert_eq!(entries[0]["how"]["signal"], 9);
     assert_eq!(entries[0]["how"]["rule"], "recent");
     assert!(entries[0]["how"]["clue"].is_null());

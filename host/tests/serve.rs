@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::http::Http;
-use support::{HostOptions, HostProc, hello, module};
+use support::{HostProc, Signal, get, hello, in_flight, module};
 
 fn refused(host: &HostProc, file_part: &str) -> serde_json::Value {
     host.wait_log(Duration::from_secs(10), |l| {
@@ -45,11 +45,7 @@ async fn h2c_is_served_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_over_the_limit_get_413() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "[limits]\nmax_body_bytes = 1024\n".into(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(&[hello("1.0.0")], "[limits]\nmax_body_bytes = 1024\n");
     let http = Http::new();
     let url = host.url("/hello/");
     let r = http
@@ -86,7 +82,7 @@ async fn a_panicking_handler_is_a_500_and_the_next_request_is_fine() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_build_time_version_override_is_reported() {
     let host = HostProc::start(&[hello("9.9.9")]);
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!(r.version(), "hello@9.9.9");
     assert_eq!(r.body, "hello from hello@9.9.9\n");
 }
@@ -140,11 +136,10 @@ async fn bad_modules_are_refused_by_name_and_the_others_keep_serving() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overrunning_handlers_get_504_and_are_named_in_the_log() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "[apps.hello.limits]\nrequest_timeout_ms = 300\n".into(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(
+        &[hello("1.0.0")],
+        "[apps.hello.limits]\nrequest_timeout_ms = 300\n",
+    );
     let http = Http::new();
     let r = http.get(&host.url("/hello/slow?ms=1500")).await;
     assert_eq!(r.status, 504);
@@ -158,11 +153,10 @@ async fn overrunning_handlers_get_504_and_are_named_in_the_log() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_app_answers_503_with_retry_after() {
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "[apps.hello.limits]\nmax_concurrent_requests = 1\nqueue_timeout_ms = 100\n".into(),
-        ..HostOptions::default()
-    });
+    let host = HostProc::start_with_config(
+        &[hello("1.0.0")],
+        "[apps.hello.limits]\nmax_concurrent_requests = 1\nqueue_timeout_ms = 100\n",
+    );
     let http = Http::new();
     let slow = {
         let (http, url) = (http.clone(), host.url("/hello/slow?ms=1500"));
@@ -181,15 +175,10 @@ async fn a_full_app_answers_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_running_request_finish_then_exits_0() {
     let mut host = HostProc::start(&[hello("1.0.0")]);
-    let http = Http::new();
-    let slow = {
-        let (http, url) = (http.clone(), host.url("/hello/slow?ms=1500"));
-        tokio::spawn(async move { http.get(&url).await })
-    };
-    // Wait until the handler is running before signalling.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    host.signal(libc::SIGTERM);
-    let r = slow.await.unwrap();
+    // The handler is running before the signal.
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=1500").await;
+    host.signal(Signal::TERM);
+    let r = slow.await.unwrap().unwrap();
     assert_eq!(
         (r.status, r.body.as_str()),
         (200, "slept 1500 ms in hello@1.0.0\n")

@@ -47,6 +47,14 @@ impl Store {
         })
     }
 
+    /// A host as [`Store::host`] makes it, and a client logged in to its `counter` as `ada`.
+    async fn logged_in(&self, modules: &[PathBuf], sessions: &str) -> (HostProc, Jar) {
+        let host = self.host(modules, sessions);
+        let jar = Jar::new(COOKIE);
+        jar.get(&host.url("/counter/login?user=ada")).await;
+        (host, jar)
+    }
+
     /// The Redis hash of session `id`, if Redis holds it.
     fn hash(&self, id: &str) -> Option<Vec<(String, String)>> {
         let Store::Redis(server) = self else {
@@ -78,6 +86,44 @@ impl Store {
             "an unknown id is never adopted"
         );
     }
+}
+
+/// Runs each store-generic test `$body` as two tests, `$redis` against a private
+/// `redis-server` and `$memory` against the in-memory store.
+macro_rules! both_stores {
+    ($($body:ident: $redis:ident, $memory:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $redis() {
+            $body(Store::redis()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $memory() {
+            $body(Store::Memory).await;
+        }
+    )*};
+}
+
+// The tests every store must pass, written once below.
+both_stores! {
+    counts_per_session:
+        the_counter_counts_per_session_with_redis,
+        the_counter_counts_per_session_in_memory;
+    login_rotates_and_logout_invalidates:
+        login_rotates_the_id_and_logout_invalidates_with_redis,
+        login_rotates_the_id_and_logout_invalidates_in_memory;
+    sessions_slide_then_expire:
+        sessions_slide_while_used_and_expire_when_idle_with_redis,
+        sessions_slide_while_used_and_expire_when_idle_in_memory;
+    forged_ids_are_not_adopted:
+        a_forged_id_is_not_adopted_with_redis,
+        a_forged_id_is_not_adopted_in_memory;
+    concurrent_requests_lose_nothing:
+        concurrent_requests_of_one_session_lose_no_update_with_redis,
+        concurrent_requests_of_one_session_lose_no_update_in_memory;
+    a_session_survives_a_swap_from_v1_to_v2:
+        a_session_survives_a_swap_from_v1_to_v2_with_redis,
+        a_session_survives_a_swap_from_v1_to_v2_in_memory;
 }
 
 fn fixture() -> PathBuf {
@@ -162,16 +208,6 @@ async fn counts_per_session(store: Store) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_counter_counts_per_session_with_redis() {
-    counts_per_session(Store::redis()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_counter_counts_per_session_in_memory() {
-    counts_per_session(Store::Memory).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Login rotates the id (attributes kept, old id gone); logout invalidates.
 
@@ -205,23 +241,13 @@ async fn login_rotates_and_logout_invalidates(store: Store) {
     store.assert_gone(&host, &after).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn login_rotates_the_id_and_logout_invalidates_with_redis() {
-    login_rotates_and_logout_invalidates(Store::redis()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn login_rotates_the_id_and_logout_invalidates_in_memory() {
-    login_rotates_and_logout_invalidates(Store::Memory).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Expiry: a session in use stays alive past its timeout; an idle one is gone after it.
 
 async fn sessions_slide_then_expire(store: Store) {
-    let host = store.host(&[counter("1.0.0")], "timeout_secs = 2");
-    let jar = Jar::new(COOKIE);
-    jar.get(&host.url("/counter/login?user=ada")).await;
+    let (host, jar) = store
+        .logged_in(&[counter("1.0.0")], "timeout_secs = 2")
+        .await;
     let id = jar.id().unwrap();
 
     // Read-only use for twice the timeout keeps the session.
@@ -251,16 +277,6 @@ async fn sessions_slide_then_expire(store: Store) {
     assert_ne!(jar.id().unwrap(), id, "expired ids are not reused");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sessions_slide_while_used_and_expire_when_idle_with_redis() {
-    sessions_slide_then_expire(Store::redis()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sessions_slide_while_used_and_expire_when_idle_in_memory() {
-    sessions_slide_then_expire(Store::Memory).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // A forged id is never adopted.
 
@@ -277,23 +293,11 @@ async fn forged_ids_are_not_adopted(store: Store) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_forged_id_is_not_adopted_with_redis() {
-    forged_ids_are_not_adopted(Store::redis()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_forged_id_is_not_adopted_in_memory() {
-    forged_ids_are_not_adopted(Store::Memory).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Concurrency: atomic increments lose nothing; writes of different attributes lose none.
 
 async fn concurrent_requests_lose_nothing(store: Store) {
-    let host = store.host(&[counter("1.0.0"), fixture()], "");
-    let jar = Jar::new(COOKIE);
-    jar.get(&host.url("/counter/login?user=ada")).await;
+    let (host, jar) = store.logged_in(&[counter("1.0.0"), fixture()], "").await;
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..100 {
@@ -346,16 +350,6 @@ async fn concurrent_requests_lose_nothing(store: Store) {
     assert_eq!(jar.get(&host.url("/counter/")).await.body, "count 101\n");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_requests_of_one_session_lose_no_update_with_redis() {
-    concurrent_requests_lose_nothing(Store::redis()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_requests_of_one_session_lose_no_update_in_memory() {
-    concurrent_requests_lose_nothing(Store::Memory).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Version tolerance: an attribute that no longer decodes is an error for it alone.
 
@@ -382,9 +376,7 @@ fn swap_counter(host: &HostProc, next: PathBuf, version: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attribute_v2_cannot_decode_fails_alone_with_redis() {
     let store = Store::redis();
-    let host = store.host(&[counter("1.0.0")], "");
-    let jar = Jar::new(COOKIE);
-    jar.get(&host.url("/counter/login?user=ada")).await;
+    let (host, jar) = store.logged_in(&[counter("1.0.0")], "").await;
     jar.get(&host.url("/counter/")).await;
     let r = jar.get(&host.url("/counter/")).await;
     assert_eq!(
@@ -411,9 +403,7 @@ async fn an_attribute_v2_cannot_decode_fails_alone_with_redis() {
 async fn an_attribute_another_app_cannot_decode_fails_alone_in_memory() {
     // Without hot swap, two apps of one host stand in for two versions sharing a session.
     let store = Store::Memory;
-    let host = store.host(&[counter("1.0.0"), fixture()], "");
-    let jar = Jar::new(COOKIE);
-    jar.get(&host.url("/counter/login?user=ada")).await;
+    let (host, jar) = store.logged_in(&[counter("1.0.0"), fixture()], "").await;
     jar.get(&host.url("/counter/")).await;
     let r = jar
         .get(&host.url("/sessions/get?name=count&as=string"))
@@ -592,21 +582,9 @@ async fn a_session_survives_a_swap_from_v1_to_v2(store: Store) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_session_survives_a_swap_from_v1_to_v2_with_redis() {
-    a_session_survives_a_swap_from_v1_to_v2(Store::redis()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_session_survives_a_swap_from_v1_to_v2_in_memory() {
-    a_session_survives_a_swap_from_v1_to_v2(Store::Memory).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_session_survives_a_host_restart_with_redis() {
     let store = Store::redis();
-    let host = store.host(&[counter("1.0.0")], "");
-    let jar = Jar::new(COOKIE);
-    jar.get(&host.url("/counter/login?user=ada")).await;
+    let (host, jar) = store.logged_in(&[counter("1.0.0")], "").await;
     assert_eq!(jar.get(&host.url("/counter/")).await.body, "count 1\n");
     drop(host);
     let host = store.host(&[counter("1.0.0")], "");

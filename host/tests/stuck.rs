@@ -8,20 +8,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::http::Http;
-use support::{HostOptions, HostProc, eventually, module};
+use support::{HostProc, eventually, get};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn faulty(version: &str) -> std::path::PathBuf {
-    module("fixture-faulty", &[("BATON_APP_VERSION", version)])
+    support::faulty("faulty", version, "")
 }
 
 fn host(config: &str) -> HostProc {
-    HostProc::start_with(HostOptions {
-        modules: vec![faulty("1.0.0")],
-        config: config.to_owned(),
-        ..HostOptions::default()
-    })
+    HostProc::start_with_config(&[faulty("1.0.0")], config)
 }
 
 /// The status entry of the newest version `v` of app `faulty`.
@@ -128,20 +124,14 @@ async fn a_stuck_handler_gets_a_504_is_reported_and_its_thread_is_replaced() {
         (Some("faulty"), Some("/spin")),
         "{returned}"
     );
-    assert_eq!(Http::new().get(&host.url("/faulty/")).await.status, 200);
+    assert_eq!(get(&host, "/faulty/").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_version_with_too_many_stuck_handlers_answers_503_until_they_return() {
     let host =
         host("[limits]\nworker_threads = 2\nrequest_timeout_ms = 1000\nmax_stuck_threads = 0\n");
-    assert_eq!(
-        Http::new()
-            .get(&host.url("/faulty/spin?ms=5000"))
-            .await
-            .status,
-        504
-    );
+    assert_eq!(get(&host, "/faulty/spin?ms=5000").await.status, 504);
     let v1 = version(&host, "1.0.0").await;
     assert_eq!(
         (v1["stuck"].as_u64(), v1["unhealthy"].as_bool()),
@@ -151,12 +141,12 @@ async fn a_version_with_too_many_stuck_handlers_answers_503_until_they_return() 
         v1["worker_threads"], 2,
         "no replacement beyond max_stuck_threads"
     );
-    let refused = Http::new().get(&host.url("/faulty/")).await;
+    let refused = get(&host, "/faulty/").await;
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(refused.header("retry-after"), "1");
     assert!(refused.body.contains("stuck"), "{}", refused.body);
     eventually(WAIT, "healthy again", async || {
-        (Http::new().get(&host.url("/faulty/")).await.status == 200).then_some(())
+        (get(&host, "/faulty/").await.status == 200).then_some(())
     })
     .await;
     assert_eq!(version(&host, "1.0.0").await["unhealthy"], false);
@@ -169,18 +159,12 @@ async fn a_version_with_a_stuck_handler_is_swapped_out_and_unmapped_once_it_retu
         "{}drain_timeout_secs = 1\n[limits]\nworker_threads = 2\nrequest_timeout_ms = 1000\n",
         support::GUARD_OFF
     ));
-    assert_eq!(
-        Http::new()
-            .get(&host.url("/faulty/spin?ms=6000"))
-            .await
-            .status,
-        504
-    );
+    assert_eq!(get(&host, "/faulty/spin?ms=6000").await.status, 504);
     let v1 = version(&host, "1.0.0").await;
     let copy = v1["copy"].as_str().unwrap().to_owned();
     host.drop_module(&faulty("2.0.0"), "libfaulty.so");
     eventually(WAIT, "v2 serving", async || {
-        (Http::new().get(&host.url("/faulty/")).await.version() == "faulty@2.0.0").then_some(())
+        (get(&host, "/faulty/").await.version() == "faulty@2.0.0").then_some(())
     })
     .await;
     // Past the drain timeout, the old version says why it is still mapped.
@@ -207,13 +191,7 @@ async fn a_version_with_a_stuck_handler_is_swapped_out_and_unmapped_once_it_retu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_warmup_hook_that_hangs_is_refused_and_holds_up_no_later_deploy() {
     let host = host("[apps.faulty]\nstart_timeout_ms = 500\n");
-    let hanging = module(
-        "fixture-faulty",
-        &[
-            ("BATON_APP_VERSION", "2.0.0"),
-            ("BATON_FAULT", "warmup-hang"),
-        ],
-    );
+    let hanging = support::faulty("faulty", "2.0.0", "warmup-hang");
     host.drop_module(&hanging, "libfaulty.so");
     let v2 = eventually(WAIT, "v2 refused", async || {
         let v2 = try_version(&host, "2.0.0").await?;
@@ -222,14 +200,14 @@ async fn a_warmup_hook_that_hangs_is_refused_and_holds_up_no_later_deploy() {
     .await;
     let error = v2["error"].as_str().unwrap_or_default();
     assert!(error.contains("did not return within 500 ms"), "{v2:#}");
-    let reply = Http::new().get(&host.url("/faulty/")).await;
+    let reply = get(&host, "/faulty/").await;
     assert_eq!((reply.status, reply.version()), (200, "faulty@1.0.0"));
 
     // The hook sleeps 10 s; the next version deploys meanwhile, while v2 is still mapped.
     let copy = v2["copy"].as_str().unwrap().to_owned();
     host.drop_module(&faulty("3.0.0"), "libfaulty.so");
     eventually(WAIT, "v3 serving", async || {
-        (Http::new().get(&host.url("/faulty/")).await.version() == "faulty@3.0.0").then_some(())
+        (get(&host, "/faulty/").await.version() == "faulty@3.0.0").then_some(())
     })
     .await;
     assert!(
@@ -247,13 +225,11 @@ async fn worker_threads_have_room_for_deep_recursion() {
     // Rust gives spawned threads 2 MiB; workers get 8 MiB by default, and what is configured.
     let host = host("[apps.faulty.limits]\nworker_stack_mib = 64\n");
     for kib in [3 * 1024, 32 * 1024] {
-        let reply = Http::new()
-            .get(&host.url(&format!("/faulty/recurse?kib={kib}")))
-            .await;
+        let reply = get(&host, &format!("/faulty/recurse?kib={kib}")).await;
         assert_eq!(reply.status, 200, "{kib} KiB: {}", reply.body);
     }
     let host = self::host("");
-    let reply = Http::new().get(&host.url("/faulty/recurse?kib=3072")).await;
+    let reply = get(&host, "/faulty/recurse?kib=3072").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
@@ -275,6 +251,6 @@ async fn a_stack_overflow_in_a_handler_ends_the_process_and_a_restart_serves_aga
     });
     // Restarted as a supervisor would, it serves the same version from its state.
     let host = host.relaunch();
-    let reply = Http::new().get(&host.url("/faulty/")).await;
+    let reply = get(&host, "/faulty/").await;
     assert_eq!((reply.status, reply.version()), (200, "faulty@1.0.0"));
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use support::http::Http;
 use support::load::Load;
 use support::{
-    HostOptions, HostProc, eventually, hello, kill, module, next_serving_pid, serving_pid,
+    HostOptions, HostProc, Signal, eventually, get, hello, in_flight, kill, next_serving_pid,
+    serving_pid,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -32,10 +33,10 @@ async fn kill_9_of_the_serving_process_under_load_refuses_no_connection() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let killed = Instant::now();
-    kill(first, libc::SIGKILL);
+    kill(first, Signal::KILL);
     let second = next_serving_pid(&host, first);
     let back = eventually(WAIT, "served again", async || {
-        let r = Http::new().get(&host.url("/hello/")).await;
+        let r = get(&host, "/hello/").await;
         (r.status == 200).then(|| killed.elapsed())
     })
     .await;
@@ -71,13 +72,9 @@ async fn kill_9_of_the_serving_process_under_load_refuses_no_connection() {
 async fn sigterm_to_the_supervisor_drains_the_serving_process_and_both_exit_0() {
     let mut host = supervised(vec![hello("1.0.0")]);
     let child = serving_pid(&host);
-    let slow = tokio::spawn({
-        let url = host.url("/hello/slow?ms=1500");
-        async move { Http::new().get(&url).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    host.signal(libc::SIGTERM);
-    let reply = slow.await.unwrap();
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=1500").await;
+    host.signal(Signal::TERM);
+    let reply = slow.await.unwrap().unwrap();
     assert_eq!(
         reply.status, 200,
         "the running request finishes: {}",
@@ -85,47 +82,25 @@ async fn sigterm_to_the_supervisor_drains_the_serving_process_and_both_exit_0() 
     );
     let status = host.wait_exit(WAIT);
     assert!(status.success(), "{status:?}");
-    eventually(WAIT, "serving process gone", async || {
-        (!support::running(child)).then_some(())
-    })
-    .await;
+    support::gone(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_stop_signal_kills_the_serving_process_at_once() {
     let mut host = supervised(vec![hello("1.0.0")]);
     let child = serving_pid(&host);
-    let slow = tokio::spawn({
-        let url = host.url("/hello/slow?ms=20000");
-        async move { Http::new().send("GET", &url, &[], "").await }
-    });
-    eventually(WAIT, "the slow request running", async || {
-        let hello = support::app(&support::status(&host).await, "hello").clone();
-        (hello["versions"][0]["in_flight"].as_u64() == Some(1)).then_some(())
-    })
-    .await;
-    host.signal(libc::SIGTERM);
-    host.wait_log(WAIT, |l| {
-        l["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("graceful shutdown"))
-    });
-    let second = Instant::now();
-    host.signal(libc::SIGTERM);
-    let status = host.wait_exit(WAIT);
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=20000").await;
+    let (status, after_second) = support::stop_twice(&mut host);
     assert_eq!(status.code(), Some(137), "{status:?}");
     assert!(
-        second.elapsed() < Duration::from_secs(15),
+        after_second < Duration::from_secs(15),
         "it did not wait for the request"
     );
     assert!(
         slow.await.unwrap().is_err(),
         "the running request was cut off"
     );
-    eventually(WAIT, "serving process gone", async || {
-        (!support::running(child)).then_some(())
-    })
-    .await;
+    support::gone(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -136,36 +111,22 @@ async fn the_serving_process_drains_and_exits_when_its_supervisor_dies() {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
     let host = supervised(vec![hello("1.0.0")]);
     let child = serving_pid(&host);
-    let slow = tokio::spawn({
-        let url = host.url("/hello/slow?ms=1500");
-        async move { Http::new().get(&url).await }
-    });
     // Only a request the serving process has taken is its to finish.
-    eventually(WAIT, "the slow request running", async || {
-        let hello = support::app(&support::status(&host).await, "hello").clone();
-        (hello["versions"][0]["in_flight"].as_u64() == Some(1)).then_some(())
-    })
-    .await;
-    kill(host.pid(), libc::SIGKILL);
+    let slow = in_flight(&host, "hello", "/hello/slow?ms=1500").await;
+    kill(host.pid(), Signal::KILL);
     // Its log went through the supervisor and is lost with it; the drain shows in the reply.
-    let reply = slow.await.unwrap();
+    let reply = slow.await.unwrap().unwrap();
     assert_eq!(
         reply.status, 200,
         "the running request finishes: {}",
         reply.body
     );
-    eventually(WAIT, "serving process gone", async || {
-        (!support::running(child)).then_some(())
-    })
-    .await;
+    support::gone(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_handler_that_overflows_its_stack_costs_a_restart_not_the_host() {
-    let host = supervised(vec![
-        hello("1.0.0"),
-        module("fixture-faulty", &[("BATON_APP_VERSION", "1.0.0")]),
-    ]);
+    let host = supervised(vec![hello("1.0.0"), support::faulty("faulty", "1.0.0", "")]);
     let first = serving_pid(&host);
     let crashed = Http::new()
         .send("GET", &host.url("/faulty/recurse?kib=1000000"), &[], "")
@@ -176,7 +137,7 @@ async fn a_handler_that_overflows_its_stack_costs_a_restart_not_the_host() {
     });
     next_serving_pid(&host, first);
     for path in ["/hello/", "/faulty/"] {
-        let reply = Http::new().get(&host.url(path)).await;
+        let reply = get(&host, path).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.body);
     }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::http::Http;
-use support::load::{Load, Sample, assert_no_failures};
+use support::load::{Load, Sample, assert_no_failures, assert_served};
 use support::{
-    GUARD_OFF, HostOptions, HostProc, app, eventually, hello, mapped, module, status, version,
+    GUARD_OFF, HostOptions, HostProc, app, eventually, get, hello, mapped, status, version,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -43,11 +43,7 @@ async fn retired(host: &HostProc, name: &str, v: &str) -> Value {
 /// A host serving `modules` with the guard window off: these tests measure the old version's
 /// drain and unload right after the switch.
 fn start_unguarded(modules: &[std::path::PathBuf]) -> HostProc {
-    HostProc::start_with(HostOptions {
-        modules: modules.to_vec(),
-        config: GUARD_OFF.into(),
-        ..HostOptions::default()
-    })
+    HostProc::start_with_config(modules, GUARD_OFF)
 }
 
 /// Distinct module copies (from the host's private store) with code mapped in `pid`.
@@ -168,14 +164,7 @@ async fn a_slow_request_finishes_on_v1_then_v1_is_unmapped() {
 
 async fn refused_v2_keeps_v1(fault: &str, expect: &str) {
     let host = HostProc::start(&[hello("1.0.0")]);
-    let bad = module(
-        "fixture-faulty",
-        &[
-            ("BATON_FIXTURE_APP", "hello"),
-            ("BATON_APP_VERSION", "2.0.0"),
-            ("BATON_FAULT", fault),
-        ],
-    );
+    let bad = support::faulty("hello", "2.0.0", fault);
     let load = Load::start(host.url("/hello/"), 4);
     host.drop_module(&bad, "00-hello.so");
     let error = eventually(WAIT, "the deploy error in status", async || {
@@ -191,45 +180,36 @@ async fn refused_v2_keeps_v1(fault: &str, expect: &str) {
     assert_eq!(a["active"], "1.0.0");
     assert_eq!(version(a, "2.0.0")["state"], "failed");
     assert!(samples.iter().all(|s| s.version == "hello@1.0.0"));
-    let r = Http::new().get(&host.url("/hello/")).await;
+    let r = get(&host, "/hello/").await;
     assert_eq!((r.status, r.version()), (200, "hello@1.0.0"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failing_warmup_leaves_v1_serving() {
-    refused_v2_keeps_v1("warmup", "warm-up refused on purpose").await;
+/// One test per way a new version can fail to start: `$fault` refuses it with `$reason`, and
+/// v1 keeps serving.
+macro_rules! refused_starts {
+    ($($name:ident: $fault:literal, $reason:literal;)*) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            refused_v2_keeps_v1($fault, $reason).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_panicking_warmup_leaves_v1_serving() {
-    refused_v2_keeps_v1("warmup-panic", "warm-up panicked on purpose").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failing_init_leaves_v1_serving() {
-    refused_v2_keeps_v1("init", "init refused on purpose").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_panicking_init_leaves_v1_serving() {
-    refused_v2_keeps_v1("init-panic", "init panicked on purpose").await;
+refused_starts! {
+    a_failing_warmup_leaves_v1_serving: "warmup", "warm-up refused on purpose";
+    a_panicking_warmup_leaves_v1_serving: "warmup-panic", "warm-up panicked on purpose";
+    a_failing_init_leaves_v1_serving: "init", "init refused on purpose";
+    a_panicking_init_leaves_v1_serving: "init-panic", "init panicked on purpose";
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_warmup_requests_leave_v1_serving() {
     // hello answers /slow; the faulty fixture posing as hello 2.0.0 does not.
-    let host = HostProc::start_with(HostOptions {
-        modules: vec![hello("1.0.0")],
-        config: "[apps.hello]\nwarmup_paths = [\"/\", \"/slow?ms=1\"]\n".into(),
-        ..HostOptions::default()
-    });
-    let v2 = module(
-        "fixture-faulty",
-        &[
-            ("BATON_FIXTURE_APP", "hello"),
-            ("BATON_APP_VERSION", "2.0.0"),
-        ],
+    let host = HostProc::start_with_config(
+        &[hello("1.0.0")],
+        "[apps.hello]\nwarmup_paths = [\"/\", \"/slow?ms=1\"]\n",
     );
+    let v2 = support::faulty("hello", "2.0.0", "");
     host.drop_module(&v2, "00-hello.so");
     let error = eventually(WAIT, "the deploy error", async || {
         app(&status(&host).await, "hello")["last_error"]
@@ -238,10 +218,7 @@ async fn failing_warmup_requests_leave_v1_serving() {
     })
     .await;
     assert!(error.contains("GET /slow answered 404"), "{error}");
-    assert_eq!(
-        Http::new().get(&host.url("/hello/")).await.version(),
-        "hello@1.0.0"
-    );
+    assert_eq!(get(&host, "/hello/").await.version(), "hello@1.0.0");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -268,15 +245,16 @@ async fn a_bad_file_is_refused_and_retried_when_it_changes() {
             .unwrap()
             .contains("not a loadable shared library")
     );
-    assert_eq!(
-        Http::new().get(&host.url("/hello/")).await.version(),
-        "hello@1.0.0"
-    );
+    assert_eq!(get(&host, "/hello/").await.version(), "hello@1.0.0");
 
     // The same file name, now with a good module: deployed, and the rejection cleared.
     std::fs::copy(hello("2.0.0"), &dropped).unwrap();
     active(&host, "hello", "2.0.0").await;
-    assert_eq!(status(&host).await["rejected"], serde_json::json!([]));
+    // The rejection is cleared as the deploy's result is recorded, a moment after the switch.
+    eventually(WAIT, "the rejection cleared", async || {
+        (status(&host).await["rejected"] == serde_json::json!([])).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -291,7 +269,7 @@ async fn a_file_written_in_chunks_is_deployed_once_when_complete() {
         file.flush().unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
-            Http::new().get(&host.url("/hello/")).await.version(),
+            get(&host, "/hello/").await.version(),
             "hello@1.0.0",
             "a partial file must not be deployed"
         );
@@ -356,7 +334,7 @@ async fn rollback_by_dropping_v1_again_and_undeploy_by_deleting_the_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_apps_swap_independently_at_the_same_time() {
-    let faulty = |v: &str| module("fixture-faulty", &[("BATON_APP_VERSION", v)]);
+    let faulty = |v: &str| support::faulty("faulty", v, "");
     let host = start_unguarded(&[hello("1.0.0"), faulty("1.0.0")]);
     let hello_load = Load::start(host.url("/hello/"), 4);
     let faulty_load = Load::start(host.url("/faulty/"), 4);
@@ -394,12 +372,7 @@ async fn two_hundred_swaps_under_load_fail_nothing_and_leak_no_mappings() {
         }
     }
     let samples = load.stop().await;
-    assert_no_failures(&samples);
-    assert!(
-        samples.len() > 200,
-        "the load kept running ({} requests)",
-        samples.len()
-    );
+    assert_served(&samples, 200);
 
     // Wait until every old version is retired, then count what is still mapped.
     eventually(WAIT, "all old versions retired", async || {

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use support::http::Http;
 use support::tls::{TestCa, connect, curl, handshake, replace_file, resolve, write_pair};
-use support::{HostOptions, HostProc, baton, baton_binary, counter, eventually, hello, status};
+use support::{
+    HostOptions, HostProc, Signal, baton, baton_binary, counter, eventually, get, hello, status,
+};
 use tokio::io::AsyncReadExt;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -30,6 +32,15 @@ fn tls_host(
         supervised,
         ..HostOptions::default()
     })
+}
+
+/// A certificate authority, a directory with `cert.pem` and `key.pem` it issued, and the `[tls]`
+/// table naming them.
+fn certificates() -> (TestCa, tempfile::TempDir, String) {
+    let ca = TestCa::new("CA");
+    let certs = tempfile::tempdir().unwrap();
+    let tls = write_pair(certs.path(), &ca.issue());
+    (ca, certs, tls)
 }
 
 /// Runs `openssl` in `dir`, as the README shows it.
@@ -108,7 +119,7 @@ async fn https_serves_the_apps_over_http1_and_http2_beside_plain_http() {
     assert!(!untrusted.ok, "{untrusted:?}");
 
     // The same apps on plain HTTP.
-    let plain = Http::new().get(&host.url("/hello/")).await;
+    let plain = get(&host, "/hello/").await;
     assert_eq!(
         (plain.status, plain.body.as_str()),
         (200, "hello from hello@1.0.0\n")
@@ -130,7 +141,7 @@ async fn https_serves_the_apps_over_http1_and_http2_beside_plain_http() {
         .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
         .unwrap_or_else(|| panic!("no cookie over TLS: {}", over_tls.stdout));
     assert!(set_cookie.contains("; Secure"), "{set_cookie}");
-    let over_plain = Http::new().get(&host.url("/counter/")).await;
+    let over_plain = get(&host, "/counter/").await;
     let cookie = over_plain.header("set-cookie");
     assert!(
         cookie.starts_with("BATON_SESSION=") && !cookie.contains("Secure"),
@@ -192,15 +203,10 @@ async fn http2_from_a_rustls_client_and_a_rotated_certificate_spares_held_connec
 
     // A key that does not match the certificate is refused; the certificate in use stays.
     replace_file(&certs.path().join("key.pem"), &second_ca.issue().key_pem);
-    let refusal = host.wait_log(WAIT, |l| {
-        l["message"] == "new TLS certificate or key refused; the previous certificate keeps serving"
-    });
-    assert!(
-        refusal["error"]
-            .as_str()
-            .unwrap()
-            .contains("does not match"),
-        "{refusal}"
+    support::logged_error(
+        &host,
+        "new TLS certificate or key refused; the previous certificate keeps serving",
+        "does not match",
     );
     let mut after = connect(addr, second_ca.client(&[b"http/1.1"]))
         .await
@@ -243,7 +249,7 @@ async fn a_supervised_host_serves_https_and_sighup_reloads_the_certificate() {
     assert_eq!(still.get("/hello/").await.unwrap().0.status, 200);
 
     // SIGHUP to the supervisor reaches the serving process, which reloads and keeps serving.
-    host.signal(libc::SIGHUP);
+    host.signal(Signal::HUP);
     host.wait_log(WAIT, |l| {
         l["message"] == "TLS certificate reloaded; new connections use it"
             && l["trigger"] == "SIGHUP"
@@ -267,9 +273,7 @@ async fn a_supervised_host_serves_https_and_sighup_reloads_the_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_listener_on() {
     let upgraded = baton_binary("9.9.9-upgraded");
-    let ca = TestCa::new("CA");
-    let certs = tempfile::tempdir().unwrap();
-    let tls = write_pair(certs.path(), &ca.issue());
+    let (ca, _certs, tls) = certificates();
     let bin = tempfile::tempdir().unwrap();
     let binary = bin.path().join("baton");
     std::fs::copy(env!("CARGO_BIN_EXE_baton"), &binary).unwrap();
@@ -314,10 +318,7 @@ async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_
 
     // The re-executed supervisor still holds the HTTPS listener: a new serving process after a
     // crash serves it.
-    // SAFETY: kill(2) on the serving process this test's host started.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(new_pid as i32, libc::SIGKILL) };
-    assert_eq!(rc, 0);
+    support::kill(new_pid as u32, Signal::KILL);
     let mut third = eventually(WAIT, "HTTPS from a third serving process", async || {
         let pid = status(&host).await["host"]["pid"].as_u64()?;
         if pid == new_pid || pid == old_pid {
@@ -332,9 +333,7 @@ async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_is_redirected_to_https_and_health_stays_on_the_admin_listener() {
-    let ca = TestCa::new("CA");
-    let certs = tempfile::tempdir().unwrap();
-    let tls = write_pair(certs.path(), &ca.issue());
+    let (ca, certs, tls) = certificates();
     let host = tls_host(
         vec![hello("1.0.0")],
         &format!("{tls}redirect_http = true\n"),
@@ -344,14 +343,8 @@ async fn plain_http_is_redirected_to_https_and_health_stays_on_the_admin_listene
     let tls_addr = host.tls_addr.unwrap();
     let host_header = format!("localhost:{}", host.addr.port());
     let reply = Http::new()
-        .send(
-            "GET",
-            &host.url("/hello/there?x=1"),
-            &[("host", &host_header)],
-            "",
-        )
-        .await
-        .unwrap();
+        .get_with(&host.url("/hello/there?x=1"), &[("host", &host_header)])
+        .await;
     assert_eq!(reply.status, 308);
     let location = format!("https://localhost:{}/hello/there?x=1", tls_addr.port());
     assert_eq!(reply.header("location"), location);
@@ -381,9 +374,7 @@ async fn plain_http_is_redirected_to_https_and_health_stays_on_the_admin_listene
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_connections_are_held_to_the_handshake_timeout_and_the_connection_cap() {
-    let ca = TestCa::new("CA");
-    let certs = tempfile::tempdir().unwrap();
-    let tls = write_pair(certs.path(), &ca.issue());
+    let (ca, _certs, tls) = certificates();
     let host = tls_host(
         vec![hello("1.0.0")],
         &format!("{tls}handshake_timeout_ms = 300\n"),
@@ -449,10 +440,8 @@ fn serve_exit(tls: &str, supervised: bool) -> (Option<i32>, String) {
 
 #[test]
 fn a_missing_unreadable_or_mismatched_certificate_or_key_exits_64() {
-    let ca = TestCa::new("CA");
-    let certs = tempfile::tempdir().unwrap();
+    let (ca, certs, _) = certificates();
     let d = certs.path();
-    write_pair(d, &ca.issue());
     std::fs::write(d.join("other-key.pem"), ca.issue().key_pem).unwrap();
     std::fs::create_dir(d.join("a-directory.pem")).unwrap();
     let table = |cert: &str, key: &str| {

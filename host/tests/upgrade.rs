@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use support::http::Http;
 use support::jar::Jar;
-use support::load::{Load, assert_no_failures};
-use support::{HostOptions, HostProc, baton, baton_binary, counter, eventually, hello, status};
+use support::load::{Load, assert_served};
+use support::{
+    HostOptions, HostProc, Signal, baton, baton_binary, counter, eventually, get, hello, status,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -63,8 +65,7 @@ async fn baton_upgrade_under_load_fails_nothing_and_keeps_memory_sessions() {
     assert!(run.stdout.contains("9.9.9-upgraded"), "{run:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let samples = load.stop().await;
-    assert_no_failures(&samples);
-    assert!(samples.len() > 100, "the load ran: {}", samples.len());
+    assert_served(&samples, 100);
 
     let after = status(&host).await;
     assert_eq!(after["host"]["version"], "9.9.9-upgraded", "{after:#}");
@@ -89,10 +90,7 @@ async fn baton_upgrade_under_load_fails_nothing_and_keeps_memory_sessions() {
     });
     // And still supervises: a crash of the new serving process is restarted.
     let new_pid = after["host"]["pid"].as_u64().unwrap();
-    // SAFETY: kill(2) on the serving process this test's host started.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(new_pid as i32, libc::SIGKILL) };
-    assert_eq!(rc, 0);
+    support::kill(new_pid as u32, Signal::KILL);
     eventually(WAIT, "a third serving process", async || {
         let s = Http::new()
             .send("GET", &host.admin_url("/status"), &[], "")
@@ -112,13 +110,13 @@ async fn an_upgrade_to_a_binary_that_cannot_start_keeps_the_old_one_serving() {
     std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
     std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     replace_binary(&binary, &broken);
-    host.signal(libc::SIGUSR2);
+    host.signal(Signal::USR2);
     host.wait_log(WAIT, |l| {
         l["message"]
             .as_str()
             .is_some_and(|m| m.starts_with("upgrade failed"))
     });
-    let reply = Http::new().get(&host.url("/hello/")).await;
+    let reply = get(&host, "/hello/").await;
     assert_eq!(reply.status, 200);
     assert_eq!(status(&host).await["host"]["pid"].as_u64(), Some(old_pid));
 }
@@ -131,11 +129,11 @@ async fn without_a_supervisor_an_upgrade_is_refused() {
     assert!(!run.ok, "{run:?}");
     assert!(run.stderr.contains("without a supervisor"), "{run:?}");
     // SIGUSR2 to an unsupervised host is ignored: it keeps serving.
-    host.signal(libc::SIGUSR2);
+    host.signal(Signal::USR2);
     host.wait_log(WAIT, |l| {
         l["message"] == "SIGUSR2 ignored: only a supervised host hands over"
     });
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
+    assert_eq!(get(&host, "/hello/").await.status, 200);
 }
 
 /// One HTTP/1.1 request on a raw keep-alive connection; returns the response head (lowercased)
@@ -206,7 +204,7 @@ async fn during_a_hand_over_keep_alive_clients_reconnect_and_the_host_stays_read
         })
     };
 
-    host.signal(libc::SIGUSR2);
+    host.signal(Signal::USR2);
     host.wait_log(WAIT, |l| {
         l["message"] == "handing over to the new serving process"
     });
@@ -234,18 +232,18 @@ async fn a_signal_while_the_supervisor_re_executes_itself_does_not_end_it() {
         supervised: true,
         ..HostOptions::default()
     });
-    host.signal(libc::SIGUSR2);
+    host.signal(Signal::USR2);
     host.wait_log(WAIT, |l| {
         l["message"] == "previous serving process finished its hand-over"
     });
     // Right now the supervisor re-executes itself: SIGUSR2's default action would end it.
-    host.signal(libc::SIGUSR2);
+    host.signal(Signal::USR2);
     host.wait_log(WAIT, |l| {
         l["message"] == "watching the serving process again"
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(support::running(host.pid()), "the supervisor lives on");
-    assert_eq!(Http::new().get(&host.url("/hello/")).await.status, 200);
-    host.signal(libc::SIGTERM);
+    assert_eq!(get(&host, "/hello/").await.status, 200);
+    host.signal(Signal::TERM);
     assert!(host.wait_exit(WAIT).success());
 }

@@ -30,14 +30,14 @@ mod sessions;
 mod tls;
 mod uploads;
 
-pub use apps::AppConfig;
-pub use guard::{GuardConfig, GuardOverrides};
-pub use http::HttpConfig;
-pub use limits::{LimitOverrides, Limits};
-pub use quarantine::QuarantineConfig;
-pub use sessions::{SessionConfig, StoreKind, StoreUrl, StoreUrlError, redact_url};
-pub use tls::TlsConfig;
-pub use uploads::UploadConfig;
+pub(crate) use apps::AppConfig;
+pub(crate) use guard::{GuardConfig, GuardOverrides};
+pub(crate) use http::HttpConfig;
+pub(crate) use limits::{LimitOverrides, Limits};
+pub(crate) use quarantine::QuarantineConfig;
+pub(crate) use sessions::{SessionConfig, StoreKind, StoreUrl};
+pub(crate) use tls::TlsConfig;
+pub(crate) use uploads::UploadConfig;
 
 /// The whole host configuration. Every field has a default; see the README's reference.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

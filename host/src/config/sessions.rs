@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-pub use url::{StoreKind, StoreUrl, StoreUrlError, redact_url};
+pub(crate) use url::{StoreKind, StoreUrl, redact_url};
 
 /// Sessions, under `[sessions]`. Its `Debug` hides the store URL's password.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl SessionConfig {
     ///
     /// # Errors
     /// [`Error::Config`] if it is not a store URL.
-    pub fn store_url(&self) -> Result<StoreUrl> {
+    pub(crate) fn store_url(&self) -> Result<StoreUrl> {
         StoreUrl::parse(&self.store).map_err(|e| Error::Config(format!("sessions.{e}")))
     }
 

@@ -19,7 +19,7 @@ use super::live::{Live, LiveVersion};
 /// Which rule picked the blamed versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Rule {
+pub(crate) enum Rule {
     /// The last stderr lines named an app's worker thread.
     Thread,
     /// No clue: the versions that changed most recently.
@@ -30,7 +30,7 @@ pub enum Rule {
 
 impl Rule {
     /// The rule's name, as logged.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Rule::Thread => "thread",
             Rule::Recent => "recent",
@@ -41,7 +41,7 @@ impl Rule {
 
 /// The outcome of [`blame`].
 #[derive(Debug)]
-pub struct Blame<'a> {
+pub(crate) struct Blame<'a> {
     /// How the versions were picked.
     pub rule: Rule,
     /// The stderr line that named the thread, if any.
@@ -62,7 +62,7 @@ fn thread_app(line: &str) -> Option<&str> {
 
 /// Picks the versions of `live` to blame for the death, given the process's last stderr lines
 /// (oldest first).
-pub fn blame<'a>(live: &'a Live, last_lines: &[String]) -> Blame<'a> {
+pub(crate) fn blame<'a>(live: &'a Live, last_lines: &[String]) -> Blame<'a> {
     let prefer_recent = |candidates: Vec<&'a LiveVersion>| {
         let recent: Vec<&LiveVersion> = candidates
             .iter()

@@ -16,7 +16,7 @@ const LOCK_FILE: &str = "quarantine.lock";
 
 /// Strikes and quarantined versions.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Book {
+pub(crate) struct Book {
     /// Crashes blamed on versions not (yet) quarantined, oldest first.
     #[serde(default)]
     pub strikes: Vec<Strike>,
@@ -27,7 +27,7 @@ pub struct Book {
 
 /// One crash blamed on one version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Strike {
+pub(crate) struct Strike {
     /// App name.
     pub app: String,
     /// Version.
@@ -79,7 +79,7 @@ pub struct How {
 
 /// What one blamed crash did to a version.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The version.
     pub version: LiveVersion,
     /// Its crashes within the window, this one included.
@@ -97,7 +97,7 @@ impl Book {
     ///
     /// # Errors
     /// If it exists but cannot be read or parsed.
-    pub fn read(state_dir: &Path) -> Result<Book> {
+    pub(crate) fn read(state_dir: &Path) -> Result<Book> {
         let path = state_dir.join(BOOK_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::StateFile {
@@ -114,7 +114,7 @@ impl Book {
     ///
     /// # Errors
     /// If the book cannot be locked, read or written.
-    pub fn update<T>(state_dir: &Path, change: impl FnOnce(&mut Book) -> T) -> Result<T> {
+    pub(crate) fn update<T>(state_dir: &Path, change: impl FnOnce(&mut Book) -> T) -> Result<T> {
         std::fs::create_dir_all(state_dir).map_err(|e| io("cannot create", state_dir, e))?;
         let lock_path = state_dir.join(LOCK_FILE);
         let lock =
@@ -122,21 +122,13 @@ impl Book {
         lock.lock().map_err(|e| io("cannot lock", &lock_path, e))?;
         let mut book = Book::read(state_dir)?;
         let out = change(&mut book);
-        let path = state_dir.join(BOOK_FILE);
-        let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(&book).map_err(|source| Error::StateFile {
-            path: path.clone(),
-            source,
-        })?;
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| io("cannot write", &path, e))?;
+        super::write_json(&state_dir.join(BOOK_FILE), &book)?;
         Ok(out)
     }
 
     /// Counts a crash at `now_ms` against each of `blamed`: a version with `threshold` crashes
     /// within `window` (this one included) is quarantined and its strikes dropped.
-    pub fn strike(
+    pub(crate) fn strike(
         &mut self,
         blamed: &[&LiveVersion],
         how: &How,
@@ -185,13 +177,13 @@ impl Book {
     }
 
     /// Whether the module with these bytes (hex hash) is quarantined.
-    pub fn is_quarantined(&self, hash: &str) -> bool {
+    pub(crate) fn is_quarantined(&self, hash: &str) -> bool {
         self.quarantined.iter().any(|q| q.hash == hash)
     }
 
     /// Removes the quarantine of `app`'s `version` (and the strikes of those bytes); returns the
     /// entries removed.
-    pub fn clear(&mut self, app: &str, version: &str) -> Vec<Quarantined> {
+    pub(crate) fn clear(&mut self, app: &str, version: &str) -> Vec<Quarantined> {
         let (cleared, kept) = std::mem::take(&mut self.quarantined)
             .into_iter()
             .partition::<Vec<_>, _>(|q| q.app == app && q.version == version);

@@ -10,7 +10,7 @@ const LIVE_FILE: &str = "live.json";
 
 /// The versions one serving process runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Live {
+pub(crate) struct Live {
     /// The serving process that wrote it.
     pub pid: u32,
     /// Versions that run app code and may be blamed for a crash: loading, warming, active and
@@ -21,7 +21,7 @@ pub struct Live {
 /// Where a live version is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LiveState {
+pub(crate) enum LiveState {
     /// Being copied, mapped or initialised (its app and version may not be known yet).
     Loading,
     /// Running its warm-up.
@@ -32,7 +32,7 @@ pub enum LiveState {
 
 /// One live version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveVersion {
+pub(crate) struct LiveVersion {
     /// App name (empty while its module is being mapped).
     pub app: String,
     /// Version (empty while its module is being mapped).
@@ -53,7 +53,7 @@ pub struct LiveVersion {
 
 impl LiveVersion {
     /// Whether it changed recently: loading, warming, a canary, or in its guard window.
-    pub fn is_recent(&self) -> bool {
+    pub(crate) fn is_recent(&self) -> bool {
         self.state != LiveState::Active || self.canary || self.guarded
     }
 }
@@ -66,16 +66,12 @@ fn path(state_dir: &Path) -> PathBuf {
 ///
 /// # Errors
 /// If the file cannot be written.
-pub fn write(state_dir: &Path, live: &Live) -> std::io::Result<()> {
-    let path = path(state_dir);
-    let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(live).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path)
+pub(crate) fn write(state_dir: &Path, live: &Live) -> crate::Result<()> {
+    super::write_json(&path(state_dir), live)
 }
 
 /// What the serving process `pid` last wrote, if the file is its own.
-pub fn read(state_dir: &Path, pid: u32) -> Option<Live> {
+pub(crate) fn read(state_dir: &Path, pid: u32) -> Option<Live> {
     let bytes = std::fs::read(path(state_dir)).ok()?;
     serde_json::from_slice::<Live>(&bytes)
         .ok()

@@ -15,24 +15,42 @@
 
 mod blame;
 mod book;
-pub mod live;
+pub(crate) mod live;
 mod tail;
 
 use std::path::Path;
 use std::process::ExitStatus;
 
-pub use blame::{Blame, Rule, blame};
-pub use book::{Book, How, Quarantined, Strike, Verdict};
-pub use tail::Tail;
+pub(crate) use blame::blame;
+pub(crate) use book::{Book, How, Quarantined};
+pub(crate) use tail::Tail;
 
 use crate::config::QuarantineConfig;
+use crate::error::{Error, Result};
 
 use crate::clock::now_unix_ms as now_ms;
+
+/// Writes `value` to the state file `path` as JSON, atomically (a temporary file beside it, then
+/// a rename): the other process, or the next one after a crash, never reads half a file.
+///
+/// # Errors
+/// [`Error::StateFile`] if `value` cannot be serialized, [`Error::Io`] if the file cannot be
+/// written.
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::StateFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+}
 
 /// The supervisor's part after serving process `pid` died with `status`: blames the versions
 /// it ran (from its `live.json` and its `last_lines` of stderr), counts the strikes and
 /// quarantines, and logs what it decided. `code` is the exit code a shell shows.
-pub fn after_death(
+pub(crate) fn after_death(
     state_dir: &Path,
     config: &QuarantineConfig,
     pid: u32,
@@ -98,5 +116,32 @@ pub fn after_death(
                 window_secs = config.window_secs, status = %how.status, rule = %how.rule,
                 clue = how.clue.as_deref(), "version blamed for the crash");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_is_written_whole_or_fails_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.json");
+        write_json(&path, &live::Live::default()).unwrap();
+        assert!(!path.with_extension("json.tmp").exists());
+        let back: live::Live = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back, live::Live::default());
+
+        // JSON object keys must be strings.
+        let unrepresentable = std::collections::BTreeMap::from([((1, 2), 3)]);
+        assert!(matches!(
+            write_json(&path, &unrepresentable),
+            Err(Error::StateFile { .. })
+        ));
+        let nowhere = dir.path().join("missing").join("live.json");
+        assert!(matches!(
+            write_json(&nowhere, &live::Live::default()),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound
+        ));
     }
 }

@@ -15,7 +15,7 @@ const LINE_MAX: usize = 2048;
 
 /// A running relay and the last lines it passed on.
 #[derive(Debug)]
-pub struct Tail {
+pub(crate) struct Tail {
     lines: Arc<Mutex<VecDeque<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -32,7 +32,7 @@ fn push(lines: &Mutex<VecDeque<String>>, line: &[u8]) {
 impl Tail {
     /// Relays `from` to this process's stderr until it ends (the process died and its pipe
     /// closed).
-    pub fn relay(mut from: impl AsyncRead + Unpin + Send + 'static) -> Tail {
+    pub(crate) fn relay(mut from: impl AsyncRead + Unpin + Send + 'static) -> Tail {
         let lines = Arc::new(Mutex::new(VecDeque::with_capacity(KEEP)));
         let kept = Arc::clone(&lines);
         let task = tokio::spawn(async move {
@@ -68,7 +68,7 @@ impl Tail {
 
     /// Waits (at most `within`) for the relay to reach the end of the stream, then returns the
     /// last lines, oldest first.
-    pub async fn finish(self, within: Duration) -> Vec<String> {
+    pub(crate) async fn finish(self, within: Duration) -> Vec<String> {
         let Tail { lines, task } = self;
         if tokio::time::timeout(within, task).await.is_err() {
             tracing::warn!(

@@ -27,11 +27,9 @@ mod store;
 mod version;
 
 pub(crate) use collect::register_collector;
-pub use outcomes::{Cause, Traffic};
 pub(crate) use registry::is_module_file;
-pub use registry::{
-    AppSlot, Canary, CanaryStatus, DeployMode, Deployed, GuardState, GuardStatus, Registry,
-    Rejection, RolledBack, SwapTimings,
+pub(crate) use registry::{
+    AppSlot, CanaryStatus, DeployMode, Deployed, GuardState, Registry, Rejection, SwapTimings,
 };
 pub(crate) use version::{InFlight, OwnedRequest};
-pub use version::{Running, State, Version};
+pub(crate) use version::{Running, State, Version};

@@ -113,7 +113,7 @@ impl Figures {
 }
 
 /// A version's traffic over a period, as shown in status and the log.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Traffic {
     /// Requests answered.
     pub requests: u64,
@@ -203,7 +203,7 @@ impl Outcomes {
 }
 
 /// Why a guarded version is rolled back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Cause {
     /// Its 5xx ratio rose clearly above the baseline's.

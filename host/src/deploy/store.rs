@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
+use crate::loader::LoadError;
 
 /// A private copy made by [`Store::copy_in`].
 #[derive(Debug)]
@@ -135,15 +136,16 @@ impl Store {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "module.so".to_owned());
         let target = self.dir.join(format!("{}-{id:06}-{name}", self.run));
-        let refuse = |what: &str, e: std::io::Error| Error::Load {
+        let refuse = |e: LoadError| Error::Load {
             path: source.to_owned(),
-            reason: format!("{what}: {e}"),
+            source: e,
         };
-        let mut input = std::fs::File::open(read).map_err(|e| refuse("cannot read", e))?;
+        let mut input =
+            std::fs::File::open(read).map_err(|e| refuse(LoadError::Source { source: e }))?;
         let before = input
             .metadata()
             .map(|m| Stamp::of(&m))
-            .map_err(|e| refuse("cannot read", e))?;
+            .map_err(|e| refuse(LoadError::Source { source: e }))?;
         let just_written = || {
             let modified = std::time::UNIX_EPOCH
                 + std::time::Duration::new(before.mtime.0.max(0) as u64, before.mtime.1 as u32);
@@ -155,8 +157,8 @@ impl Store {
                 change: "empty: its writer has not written yet".to_owned(),
             });
         }
-        let mut output = std::fs::File::create(&target)
-            .map_err(|e| refuse("cannot copy into the private store", e))?;
+        let mut output =
+            std::fs::File::create(&target).map_err(|e| refuse(LoadError::Store { source: e }))?;
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         let mut buffer = vec![0u8; 64 * 1024];
         let mut length = 0u64;
@@ -165,19 +167,19 @@ impl Store {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(refuse("cannot read", e)),
+                Err(e) => break Err(refuse(LoadError::Source { source: e })),
             };
             hasher.update(&buffer[..n]);
             length += n as u64;
             if let Err(e) = output.write_all(&buffer[..n]) {
-                break Err(refuse("cannot copy into the private store", e));
+                break Err(refuse(LoadError::Store { source: e }));
             }
         };
         let settled = copied.and_then(|()| {
             // The path, not the open file: a rename over it is a change too.
             let after = std::fs::metadata(read)
                 .map(|m| Stamp::of(&m))
-                .map_err(|e| refuse("cannot read", e))?;
+                .map_err(|e| refuse(LoadError::Source { source: e }))?;
             match before.change(&after, length) {
                 None => Ok(()),
                 Some(change) => Err(Error::Unsettled {

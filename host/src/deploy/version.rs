@@ -21,12 +21,12 @@ use crate::loader::{CallError, Instance, Module, ModuleInfo};
 use crate::metrics::VersionMetrics;
 use crate::sync::lock;
 
-pub use requests::Running;
+pub(crate) use requests::Running;
 use requests::Tracked;
 pub(crate) use requests::{InFlight, OwnedRequest};
 
 /// Where a version is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum State {

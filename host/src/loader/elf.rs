@@ -23,103 +23,7 @@ use object::{Endianness, ReadCache, ReadRef};
 
 use baton_sdk::abi::ENTRY_SYMBOL;
 
-/// Why a module file was refused before it was mapped.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ElfError {
-    /// The file could not be read.
-    #[error("cannot read it: {source}")]
-    Read {
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// No ELF header: not a shared library at all (or a prefix too short to hold one).
-    #[error("not a loadable shared library: not an ELF file ({len} bytes, no complete ELF header)")]
-    NotElf {
-        /// The file's length.
-        len: u64,
-    },
-    /// Built for another word size.
-    #[error(
-        "not a loadable shared library: ELF class {found} (1 = 32-bit, 2 = 64-bit), but this host is {expected}"
-    )]
-    Class {
-        /// `EI_CLASS` of the file.
-        found: u8,
-        /// The host's `EI_CLASS`.
-        expected: u8,
-    },
-    /// Built for another byte order.
-    #[error(
-        "not a loadable shared library: ELF data encoding {found} (1 = little-endian, 2 = big-endian), but this host is {expected}"
-    )]
-    Encoding {
-        /// `EI_DATA` of the file.
-        found: u8,
-        /// The host's `EI_DATA`.
-        expected: u8,
-    },
-    /// Built for another processor.
-    #[error(
-        "not a loadable shared library: built for ELF machine {found}, but this host is {arch} (machine {expected})"
-    )]
-    Machine {
-        /// `e_machine` of the file.
-        found: u16,
-        /// The host's `e_machine`.
-        expected: u16,
-        /// The host's architecture name.
-        arch: &'static str,
-    },
-    /// An executable, object file or core dump rather than a shared library.
-    #[error(
-        "not a loadable shared library: ELF type {found} is not a shared object (ET_DYN = 3); build the app with crate-type = [\"cdylib\"]"
-    )]
-    NotShared {
-        /// `e_type` of the file.
-        found: u16,
-    },
-    /// A part the loader would read or map lies past the end of the file.
-    #[error("truncated: {part} ends at {} but the file has {} bytes", grouped(*end), grouped(*len))]
-    Truncated {
-        /// What ends past the file, e.g. "segment 2" or "the section header table".
-        part: String,
-        /// Where it ends.
-        end: u64,
-        /// The file's length.
-        len: u64,
-    },
-    /// A header field makes no sense (an offset plus a size overflows, a table of the wrong
-    /// entry size, an index out of range).
-    #[error("malformed ELF file: {what}: {source}")]
-    Malformed {
-        /// What was being read.
-        what: &'static str,
-        /// The parser's complaint.
-        source: object::read::Error,
-    },
-    /// An offset plus a size overflows.
-    #[error("malformed ELF file: {part} has offset {offset:#x} and size {size:#x}, which overflow")]
-    Overflow {
-        /// Which part.
-        part: String,
-        /// Its offset.
-        offset: u64,
-        /// Its size.
-        size: u64,
-    },
-    /// Nothing to map.
-    #[error("not a loadable shared library: no loadable segment")]
-    NoLoadSegment,
-    /// No dynamic symbol table, so no entry symbol.
-    #[error(
-        "no dynamic symbol table, so no `{ENTRY_SYMBOL}` symbol: not a Baton module (build it with baton_sdk::export!)"
-    )]
-    NoDynamicSymbols,
-    /// The entry symbol is not defined.
-    #[error("no `{ENTRY_SYMBOL}` symbol: not a Baton module (build it with baton_sdk::export!)")]
-    NoEntry,
-}
+use super::LoadError;
 
 /// What the checks found out about a module file that passed them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,19 +46,6 @@ impl Checked {
     pub fn nodelete(&self) -> Option<NoDelete> {
         self.nodelete
     }
-}
-
-/// `n` with thousands separators: `6,118,400`.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 const HOST_CLASS: u8 = if cfg!(target_pointer_width = "64") {
@@ -188,12 +79,12 @@ fn host_machine() -> Option<u16> {
 /// Checks the module file at `path` (see the module docs).
 ///
 /// # Errors
-/// An [`ElfError`] naming what is wrong.
-pub fn check_file(path: &Path) -> Result<Checked, ElfError> {
-    let file = File::open(path).map_err(|source| ElfError::Read { source })?;
+/// A [`LoadError`] naming what is wrong.
+pub fn check_file(path: &Path) -> Result<Checked, LoadError> {
+    let file = File::open(path).map_err(|source| LoadError::Read { source })?;
     let len = file
         .metadata()
-        .map_err(|source| ElfError::Read { source })?
+        .map_err(|source| LoadError::Read { source })?
         .len();
     let cache = ReadCache::new(file);
     check_data(&cache, len)
@@ -203,24 +94,29 @@ pub fn check_file(path: &Path) -> Result<Checked, ElfError> {
 /// as [`check_file`].
 ///
 /// # Errors
-/// An [`ElfError`] naming what is wrong.
-pub fn check(bytes: &[u8]) -> Result<Checked, ElfError> {
+/// A [`LoadError`] naming what is wrong.
+pub fn check(bytes: &[u8]) -> Result<Checked, LoadError> {
     check_data(bytes, bytes.len() as u64)
 }
 
-fn malformed(what: &'static str) -> impl FnOnce(object::read::Error) -> ElfError {
-    move |source| ElfError::Malformed { what, source }
+fn malformed(what: &'static str) -> impl FnOnce(object::read::Error) -> LoadError {
+    move |source| LoadError::Malformed { what, source }
 }
 
 /// `offset + size`, which must not pass `len`.
-fn inside(part: impl FnOnce() -> String, offset: u64, size: u64, len: u64) -> Result<(), ElfError> {
+fn inside(
+    part: impl FnOnce() -> String,
+    offset: u64,
+    size: u64,
+    len: u64,
+) -> Result<(), LoadError> {
     match offset.checked_add(size) {
-        None => Err(ElfError::Overflow {
+        None => Err(LoadError::Overflow {
             part: part(),
             offset,
             size,
         }),
-        Some(end) if end > len => Err(ElfError::Truncated {
+        Some(end) if end > len => Err(LoadError::Truncated {
             part: part(),
             end,
             len,
@@ -229,41 +125,41 @@ fn inside(part: impl FnOnce() -> String, offset: u64, size: u64, len: u64) -> Re
     }
 }
 
-fn check_data<'data, R: ReadRef<'data>>(data: R, len: u64) -> Result<Checked, ElfError> {
+fn check_data<'data, R: ReadRef<'data>>(data: R, len: u64) -> Result<Checked, LoadError> {
     // e_ident: magic, then EI_CLASS at 4 and EI_DATA at 5.
     let ident = data
         .read_bytes_at(0, 16)
-        .map_err(|()| ElfError::NotElf { len })?;
+        .map_err(|()| LoadError::NotElf { len })?;
     if ident[..4] != elf::ELFMAG {
-        return Err(ElfError::NotElf { len });
+        return Err(LoadError::NotElf { len });
     }
     let (class, encoding) = (ident[4], ident[5]);
     if class != HOST_CLASS {
-        return Err(ElfError::Class {
+        return Err(LoadError::Class {
             found: class,
             expected: HOST_CLASS,
         });
     }
     if encoding != HOST_DATA {
-        return Err(ElfError::Encoding {
+        return Err(LoadError::Encoding {
             found: encoding,
             expected: HOST_DATA,
         });
     }
     // Every host Baton runs on is 64-bit (the class check above refused the rest).
-    let header = FileHeader64::<Endianness>::parse(data).map_err(|_| ElfError::NotElf { len })?;
+    let header = FileHeader64::<Endianness>::parse(data).map_err(|_| LoadError::NotElf { len })?;
     let endian = header.endian().map_err(malformed("byte order"))?;
     if let Some(expected) = host_machine()
         && header.e_machine(endian).0 != expected
     {
-        return Err(ElfError::Machine {
+        return Err(LoadError::Machine {
             found: header.e_machine(endian).0,
             expected,
             arch: std::env::consts::ARCH,
         });
     }
     if header.e_type(endian) != elf::ET_DYN {
-        return Err(ElfError::NotShared {
+        return Err(LoadError::NotShared {
             found: header.e_type(endian).0,
         });
     }
@@ -283,7 +179,7 @@ fn check_data<'data, R: ReadRef<'data>>(data: R, len: u64) -> Result<Checked, El
         .program_headers(endian, data)
         .map_err(malformed("program headers"))?;
     if !segments.iter().any(|s| s.p_type(endian) == elf::PT_LOAD) {
-        return Err(ElfError::NoLoadSegment);
+        return Err(LoadError::NoLoadSegment);
     }
     let mut nodelete = None;
     for (i, segment) in segments.iter().enumerate() {
@@ -331,7 +227,7 @@ fn check_data<'data, R: ReadRef<'data>>(data: R, len: u64) -> Result<Checked, El
         .symbols(endian, data, elf::SHT_DYNSYM)
         .map_err(malformed("dynamic symbol table"))?;
     if symbols.is_empty() {
-        return Err(ElfError::NoDynamicSymbols);
+        return Err(LoadError::NoDynamicSymbols);
     }
     let strings = symbols.strings();
     let defined = symbols.iter().any(|sym| {
@@ -341,7 +237,7 @@ fn check_data<'data, R: ReadRef<'data>>(data: R, len: u64) -> Result<Checked, El
                 .is_ok_and(|name| name == ENTRY_SYMBOL.as_bytes())
     });
     if !defined {
-        return Err(ElfError::NoEntry);
+        return Err(LoadError::NoEntry);
     }
     Ok(Checked { nodelete })
 }
@@ -382,23 +278,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn figures_are_grouped_by_thousands() {
-        assert_eq!(grouped(0), "0");
-        assert_eq!(grouped(999), "999");
-        assert_eq!(grouped(30_681), "30,681");
-        assert_eq!(grouped(6_118_400), "6,118,400");
-    }
-
-    #[test]
     fn short_and_foreign_inputs_are_refused_without_a_panic() {
-        assert!(matches!(check(b""), Err(ElfError::NotElf { len: 0 })));
+        assert!(matches!(check(b""), Err(LoadError::NotElf { len: 0 })));
         assert!(matches!(
             check(b"not a library"),
-            Err(ElfError::NotElf { .. })
+            Err(LoadError::NotElf { .. })
         ));
         let mut ident = [0u8; 64];
         ident[..4].copy_from_slice(&elf::ELFMAG);
         ident[4] = 3 - HOST_CLASS;
-        assert!(matches!(check(&ident), Err(ElfError::Class { .. })));
+        assert!(matches!(check(&ident), Err(LoadError::Class { .. })));
     }
 }

@@ -10,6 +10,7 @@
 
 mod callbacks;
 mod elf;
+mod error;
 mod maps;
 mod session;
 mod tlskeys;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 use baton_sdk::abi::{self, DescriptorHeader, ModuleDescriptor, RawStr};
 
 pub use callbacks::{ModuleRequest, ModuleResponse};
-pub use elf::{Checked, ElfError, NoDelete, check, check_file};
+pub use elf::{Checked, NoDelete, check, check_file};
+pub use error::LoadError;
 pub use maps::mapped_regions;
 pub use session::{AccessError, SessionAccess, UpdateFn};
 pub use tlskeys::{PTHREAD_KEYS_MAX, loads_refused, pthread_keys_in_use, pthread_keys_reclaimed};
@@ -90,13 +92,13 @@ impl fmt::Debug for Module {
 ///
 /// # Safety
 /// `s` must come from a descriptor whose header checked out.
-unsafe fn descriptor_str(s: RawStr, field: &str) -> std::result::Result<String, String> {
+unsafe fn descriptor_str(s: RawStr, field: &'static str) -> Result<String, LoadError> {
     if s.len > 4096 || (s.len > 0 && s.ptr.is_null()) {
-        return Err(format!("descriptor field {field} is malformed"));
+        return Err(LoadError::MalformedField { field });
     }
     // SAFETY: a valid descriptor's strings point into the module's static data.
     let bytes = unsafe { s.as_bytes() };
-    String::from_utf8(bytes.to_vec()).map_err(|_| format!("descriptor field {field} is not UTF-8"))
+    String::from_utf8(bytes.to_vec()).map_err(|source| LoadError::NotUtf8 { field, source })
 }
 
 fn valid_app_name(name: &str) -> bool {
@@ -117,37 +119,30 @@ impl Module {
     /// `DF_1_NODELETE` has the flag cleared in `path` (a private copy) first, with a warning.
     ///
     /// # Errors
-    /// [`Error::Intake`] when the file is not a complete shared library for this host or lacks
-    /// the entry symbol; [`Error::Load`] when `dlopen` fails or the descriptor is malformed or
-    /// of another ABI major (the message names both sides' versions).
+    /// [`Error::Load`] with the [`LoadError`] that refused the file: not a complete shared
+    /// library for this host, no entry symbol, `dlopen` failed, a malformed descriptor or one of
+    /// another ABI major (the message names both sides' versions).
     pub fn open(path: &Path, display: &Path) -> Result<Module> {
-        let refuse = |reason: String| Error::Load {
+        Self::load(path, display).map_err(|source| Error::Load {
             path: display.to_owned(),
-            reason,
-        };
+            source,
+        })
+    }
+
+    fn load(path: &Path, display: &Path) -> Result<Module, LoadError> {
         // Every module may take a pthread key for good (see `tlskeys`); std aborts the whole
         // process when none is left, so refuse the load while there is still room.
         if loads_refused() {
-            let in_use = pthread_keys_in_use().unwrap_or(PTHREAD_KEYS_MAX);
-            return Err(refuse(format!(
-                "not loaded: {in_use} of {PTHREAD_KEYS_MAX} pthread keys are in use, mostly by \
-                 modules loaded earlier that could not give theirs back; restart the host to \
-                 deploy more versions"
-            )));
+            return Err(LoadError::KeysExhausted {
+                in_use: pthread_keys_in_use().unwrap_or(PTHREAD_KEYS_MAX),
+                max: PTHREAD_KEYS_MAX,
+            });
         }
         // A file dlopen cannot map safely (truncated, foreign) would fault the whole process;
         // nothing is mapped before it checks out.
-        let checked = elf::check_file(path).map_err(|source| Error::Intake {
-            path: display.to_owned(),
-            source,
-        })?;
+        let checked = elf::check_file(path)?;
         if let Some(nodelete) = checked.nodelete() {
-            elf::clear_nodelete(path, nodelete).map_err(|e| {
-                refuse(format!(
-                    "linked with DF_1_NODELETE (it could never be unloaded), and the flag could \
-                     not be cleared in the private copy: {e}"
-                ))
-            })?;
+            elf::clear_nodelete(path, nodelete).map_err(|source| LoadError::NoDelete { source })?;
             let file = display.display();
             tracing::warn!(module = %file,
                 "module linked with DF_1_NODELETE (-z nodelete): cleared in the private copy so \
@@ -159,63 +154,49 @@ impl Module {
             use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
             Library::open(Some(path), RTLD_NOW | RTLD_LOCAL)
         }
-        .map_err(|e| refuse(format!("not a loadable shared library: {e}")))?
+        .map_err(|source| LoadError::Dlopen { source })?
         .into();
 
         // SAFETY: the symbol, if present, has the entry signature every Baton module exports.
         let entry: abi::EntryFn = unsafe {
             *library
                 .get::<abi::EntryFn>(abi::ENTRY_SYMBOL.as_bytes())
-                .map_err(|_| {
-                    refuse(format!(
-                        "no `{}` symbol: not a Baton module (build it with baton_sdk::export!)",
-                        abi::ENTRY_SYMBOL
-                    ))
-                })?
+                .map_err(|_| LoadError::NoEntry)?
         };
         // SAFETY: the entry point only returns a pointer to the module's static descriptor.
         let descriptor = unsafe { entry() };
         if descriptor.is_null() {
-            return Err(refuse("entry symbol returned no descriptor".into()));
+            return Err(LoadError::NoDescriptor);
         }
         // SAFETY: every ABI version starts with the fixed header, so reading it is sound.
         let header: DescriptorHeader = unsafe { descriptor.cast::<DescriptorHeader>().read() };
-        let host_abi = format!(
-            "this host speaks ABI {}.{} (baton-sdk {})",
-            abi::ABI_MAJOR,
-            abi::ABI_MINOR,
-            abi::SDK_VERSION
-        );
         if header.magic != abi::MAGIC {
-            return Err(refuse(format!(
-                "bad descriptor magic {:#018x}: not a Baton module",
-                header.magic
-            )));
+            return Err(LoadError::BadMagic {
+                magic: header.magic,
+            });
         }
+        let (module_abi, host_abi) = (
+            (header.abi_major, header.abi_minor),
+            (abi::ABI_MAJOR, abi::ABI_MINOR),
+        );
         // SAFETY: the magic checked out, so this is a Baton header, whose sdk version field
         // exists in every ABI version.
         let module_sdk = unsafe { descriptor_str(header.sdk_version, "sdk_version") }
             .unwrap_or_else(|_| "unknown".to_owned());
         if header.abi_major != abi::ABI_MAJOR {
-            return Err(refuse(format!(
-                "module built with baton-sdk {module_sdk} for ABI {}.{}, but {host_abi}; \
-                 rebuild it against baton-sdk {}.x",
-                header.abi_major,
-                header.abi_minor,
-                abi::SDK_VERSION.split('.').next().unwrap_or("0"),
-            )));
+            return Err(LoadError::AbiMajor {
+                module_sdk,
+                module: module_abi,
+                host: host_abi,
+            });
         }
         if header.size < std::mem::size_of::<ModuleDescriptor>() {
-            return Err(refuse(format!(
-                "descriptor of ABI {}.{} is {} bytes, shorter than the {} bytes of ABI {}.{}; \
-                 {host_abi}",
-                header.abi_major,
-                header.abi_minor,
-                header.size,
-                std::mem::size_of::<ModuleDescriptor>(),
-                abi::ABI_MAJOR,
-                abi::ABI_MINOR,
-            )));
+            return Err(LoadError::ShortDescriptor {
+                module: module_abi,
+                host: host_abi,
+                size: header.size,
+                expected: std::mem::size_of::<ModuleDescriptor>(),
+            });
         }
         // SAFETY: magic, major and size checked out: the descriptor has this layout (a newer minor
         // only appends fields, which we do not read).
@@ -229,23 +210,19 @@ impl Module {
             )
         };
         let info = ModuleInfo {
-            app: app.map_err(&refuse)?,
-            version: version.map_err(&refuse)?,
+            app: app?,
+            version: version?,
             sdk_version: module_sdk,
-            rustc_version: rustc_version.map_err(&refuse)?,
-            abi: (header.abi_major, header.abi_minor),
+            rustc_version: rustc_version?,
+            abi: module_abi,
         };
         if !valid_app_name(&info.app) {
-            return Err(refuse(format!(
-                "app name {:?} is not 1-64 characters of [A-Za-z0-9._-]",
-                info.app
-            )));
+            return Err(LoadError::AppName { name: info.app });
         }
         if info.version.is_empty() || info.version.len() > 64 {
-            return Err(refuse(format!(
-                "app version {:?} is empty or too long",
-                info.version
-            )));
+            return Err(LoadError::AppVersion {
+                version: info.version,
+            });
         }
         Ok(Module {
             table: FnTable {
@@ -302,13 +279,15 @@ impl Module {
     /// Call only after every thread that ran the module's code has exited.
     ///
     /// # Errors
-    /// What `dlclose` reports.
-    pub fn close(self) -> Result<usize, String> {
+    /// [`LoadError::Close`] with what `dlclose` reports.
+    pub fn close(self) -> Result<usize, LoadError> {
         let keys = maps::address_ranges(&self.path)
             .map(|ranges| tlskeys::owned_by(&ranges))
             .unwrap_or_default();
         let path = self.path;
-        self.library.close().map_err(|e| e.to_string())?;
+        self.library
+            .close()
+            .map_err(|source| LoadError::Close { source })?;
         if keys.is_empty() || !maps::mapped_regions(&path).is_ok_and(|left| left.is_empty()) {
             return Ok(0);
         }

@@ -14,7 +14,7 @@ use super::conn::RequestGuard;
 /// Why reading a request body failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// The connection failed or the client sent a malformed body.
     #[error("reading the request body failed: {0}")]
     Read(#[source] hyper::Error),
@@ -25,7 +25,7 @@ pub enum BodyError {
 
 impl BodyError {
     /// Whether the client stopped sending (a 408 is the answer).
-    pub fn is_timeout(&self) -> bool {
+    pub(crate) fn is_timeout(&self) -> bool {
         matches!(self, BodyError::Stalled(_))
     }
 }
@@ -33,7 +33,7 @@ impl BodyError {
 /// The body of a request as handlers see it: hyper's body, failing with
 /// [`BodyError::Stalled`] when no data arrives for the body read timeout while it is read.
 #[derive(Debug)]
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     inner: Incoming,
     timeout: Duration,
     stall: Option<Pin<Box<Sleep>>>,

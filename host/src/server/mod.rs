@@ -34,18 +34,18 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::HttpConfig;
 use crate::deploy::Registry;
 use crate::session::Sessions;
-pub use body::{BodyError, RequestBody};
+pub(crate) use body::{BodyError, RequestBody};
 use conn::{ConnIo, Connections, IdleTimeouts, TrackedIo};
 use rejection::Rejection;
-pub use service::Body;
+pub(crate) use service::Body;
 
 /// Marks a request that arrived over TLS (a request extension): its scheme is `https`, so its
 /// session cookie is `Secure`.
 #[derive(Debug, Clone, Copy)]
-pub struct OverTls;
+pub(crate) struct OverTls;
 
 /// A listening socket and, for HTTPS, the TLS acceptor of its connections.
-pub struct Listener {
+pub(crate) struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
 }
@@ -61,13 +61,13 @@ impl std::fmt::Debug for Listener {
 
 impl Listener {
     /// A listener of plain HTTP (HTTP/1.1 and h2c).
-    pub fn plain(tcp: TcpListener) -> Listener {
+    pub(crate) fn plain(tcp: TcpListener) -> Listener {
         Listener { tcp, tls: None }
     }
 
     /// A listener of HTTPS: each connection's TLS handshake with `acceptor`, then HTTP/2 or
     /// HTTP/1.1.
-    pub fn tls(tcp: TcpListener, acceptor: TlsAcceptor) -> Listener {
+    pub(crate) fn tls(tcp: TcpListener, acceptor: TlsAcceptor) -> Listener {
         Listener {
             tcp,
             tls: Some(acceptor),
@@ -95,7 +95,7 @@ async fn accept_any(
 
 /// How a listener treats its connections: timeouts and the most it keeps open.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionSettings {
+pub(crate) struct ConnectionSettings {
     idle: IdleTimeouts,
     body_read_timeout: Duration,
     http2_keep_alive_interval: Option<Duration>,
@@ -106,7 +106,7 @@ pub struct ConnectionSettings {
 
 impl ConnectionSettings {
     /// The timeouts of `http`, with at most `max_connections` open at once.
-    pub fn new(http: &HttpConfig, max_connections: usize) -> ConnectionSettings {
+    pub(crate) fn new(http: &HttpConfig, max_connections: usize) -> ConnectionSettings {
         ConnectionSettings {
             idle: IdleTimeouts {
                 header: http.header_read_timeout(),
@@ -122,7 +122,7 @@ impl ConnectionSettings {
 
     /// The same, with TLS handshakes bounded by `timeout` (the header timeout, which starts at
     /// the accept too, still bounds them).
-    pub fn with_tls_handshake_timeout(self, timeout: Duration) -> ConnectionSettings {
+    pub(crate) fn with_tls_handshake_timeout(self, timeout: Duration) -> ConnectionSettings {
         ConnectionSettings {
             tls_handshake_timeout: timeout,
             ..self
@@ -131,14 +131,14 @@ impl ConnectionSettings {
 }
 
 /// The soft limit on open files (`RLIMIT_NOFILE`); `None` if unlimited.
-pub fn open_files_limit() -> Option<u64> {
+pub(crate) fn open_files_limit() -> Option<u64> {
     rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// The default cap on the app listener's connections for an open-files limit of `nofile`:
 /// what is left after a reserve for the admin listener, module files, uploads, the session
 /// store and the log (an eighth of the limit, at least 128).
-pub fn default_max_connections(nofile: Option<u64>) -> usize {
+pub(crate) fn default_max_connections(nofile: Option<u64>) -> usize {
     let nofile = nofile.unwrap_or(1 << 20);
     let reserve = (nofile / 8).max(128);
     usize::try_from(nofile.saturating_sub(reserve).max(16)).unwrap_or(usize::MAX)
@@ -149,7 +149,7 @@ pub fn default_max_connections(nofile: Option<u64>) -> usize {
 /// resolves to how long idle HTTP/1 keep-alive connections may linger (see [`serve`]). With
 /// `redirect_to_tls` (the HTTPS listener's port), requests on plain listeners get a 308 to the
 /// same host and path over HTTPS instead.
-pub async fn serve_apps(
+pub(crate) async fn serve_apps(
     listeners: Vec<Listener>,
     registry: Arc<Registry>,
     sessions: Arc<Sessions>,
@@ -188,7 +188,7 @@ fn accept_backoff(failures: u32) -> Duration {
 /// connection closes after it; a client that sends on a kept-alive connection just as it is
 /// closed would see its request fail, and one that gets `Connection: close` simply reconnects.
 /// A TLS handshake in progress at a hand-over is finished and the connection treated the same.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listeners: Vec<Listener>,
     handler: H,
     shutdown: impl Future<Output = Duration>,

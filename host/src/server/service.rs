@@ -26,7 +26,7 @@ use super::rejection::Rejection;
 use super::{BodyError, OverTls, RequestBody};
 
 /// The response body type of every response the host sends.
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// Where a request went: for its metrics, its access log line and its version header.
 #[derive(Default)]

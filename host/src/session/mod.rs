@@ -42,7 +42,8 @@ use std::time::Duration;
 pub(crate) use id::from_cookies as session_id;
 pub(crate) use id::sticky_key;
 pub use memory::{HandedSession, MemoryStore};
-pub use redis::{RedisStore, RedisTls};
+pub use redis::RedisStore;
+pub(crate) use redis::RedisTls;
 pub use scope::RequestSession;
 pub use store::{
     Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,

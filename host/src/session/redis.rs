@@ -39,7 +39,7 @@ use super::store::{
 };
 use crate::config::{StoreKind, StoreUrl};
 use conn::Conn;
-pub use conn::RedisTls;
+pub(crate) use conn::RedisTls;
 use keys::Keys;
 use scripts::Scripts;
 
@@ -90,7 +90,7 @@ impl RedisStore {
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub fn open(
+    pub(crate) fn open(
         url: &StoreUrl,
         tls: &RedisTls,
         prefix: &str,

@@ -21,7 +21,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
-pub use watch::CertWatcher;
+pub(crate) use watch::CertWatcher;
 
 /// Why a certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]

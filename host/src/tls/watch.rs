@@ -21,7 +21,7 @@ use super::{Certificates, TlsError};
 const SETTLE: Duration = Duration::from_millis(200);
 
 /// A running watch of the certificate's files; dropping it stops watching.
-pub struct CertWatcher {
+pub(crate) struct CertWatcher {
     _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
 }
 
@@ -53,7 +53,7 @@ impl CertWatcher {
     ///
     /// # Errors
     /// [`TlsError::Watch`] if a directory cannot be watched.
-    pub fn start(certificates: Arc<Certificates>) -> Result<CertWatcher, TlsError> {
+    pub(crate) fn start(certificates: Arc<Certificates>) -> Result<CertWatcher, TlsError> {
         let (cert, key) = certificates.files();
         let mut dirs = vec![dir_of(cert), dir_of(key)];
         dirs.dedup();

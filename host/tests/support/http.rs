@@ -42,6 +42,15 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
+    /// Asserts that the reply has `status` and a JSON body whose `error` message contains
+    /// `part`.
+    pub fn assert_error(&self, status: u16, part: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        let json = self.json();
+        let error = json["error"].as_str().unwrap_or_default();
+        assert!(error.contains(part), "{part:?} not in {}", self.body);
+    }
+
     /// A header's value, or "".
     pub fn header(&self, name: &str) -> &str {
         self.headers
@@ -105,7 +114,12 @@ impl Http {
 
     /// GET, panicking on a transport error.
     pub async fn get(&self, url: &str) -> Reply {
-        self.send("GET", url, &[], Bytes::new())
+        self.get_with(url, &[]).await
+    }
+
+    /// GET with `headers`, panicking on a transport error.
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send("GET", url, headers, Bytes::new())
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }

@@ -80,3 +80,13 @@ pub fn assert_no_failures(samples: &[Sample]) {
         failed.first()
     );
 }
+
+/// Panics unless every request answered 200 and the load made more than `at_least` of them.
+pub fn assert_served(samples: &[Sample], at_least: usize) {
+    assert_no_failures(samples);
+    assert!(
+        samples.len() > at_least,
+        "the load kept running ({} requests)",
+        samples.len()
+    );
+}

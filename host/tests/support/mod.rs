@@ -1,137 +1,43 @@
-//! Shared helpers for the host's integration tests: build module variants, run a real `baton`
-//! process on port 0 with its own directories, read its JSON log, and speak real HTTP to it.
-#![allow(dead_code, unreachable_pub)]
+//! Shared helpers for the host's integration tests, over the test kit (`baton-testkit`): a real
+//! `baton` process on port 0 with its own directories ([`HostProc`]), module variants built
+//! for a test, its JSON log, and real HTTP to it.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod http;
 pub mod jar;
 pub mod load;
-pub mod redis;
 pub mod redis_topology;
 pub mod tls;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_owned()
-}
+pub use baton_testkit::redis;
+pub use baton_testkit::{HostOptions, HostProc, Signal, running};
 
 /// Builds the cdylib crate `package` with `env` set at compile time (e.g.
-/// `BATON_APP_VERSION`), once per distinct (package, env), and returns a private copy of it.
-///
-/// Variants are built in their own target directory so they do not disturb the test build, and
-/// under a file lock so parallel test processes do not overwrite each other's output.
+/// `BATON_APP_VERSION`), once per distinct (package, env) and sources, and returns a private
+/// copy of it.
 pub fn module(package: &str, env: &[(&str, &str)]) -> PathBuf {
-    let root = workspace().join("target").join("test-modules");
-    let out_dir = root.join("out");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let mut tag = package.to_owned();
-    for (k, v) in env {
-        tag.push_str(&format!("-{k}={v}"));
-    }
-    let tag: String = tag
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let fingerprint = format!("{:016x}.so", sources_fingerprint());
-    let out = out_dir.join(format!("{tag}-{fingerprint}"));
-    let lock = std::fs::File::create(root.join(".lock")).unwrap();
-    lock.lock().unwrap();
-    if !out.exists() {
-        // Builds of older sources are never used again.
-        for stale in std::fs::read_dir(&out_dir).unwrap().flatten() {
-            if !stale.file_name().to_string_lossy().ends_with(&fingerprint) {
-                let _ = std::fs::remove_file(stale.path());
-            }
-        }
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "--lib", "-p", package])
-            .env("CARGO_TARGET_DIR", root.join("build"))
-            .current_dir(workspace());
-        for var in ["BATON_APP_VERSION", "BATON_FAULT", "BATON_FIXTURE_APP"] {
-            cmd.env_remove(var);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "building {package} with {env:?} failed");
-        let built = root
-            .join("build")
-            .join("debug")
-            .join(format!("lib{}.so", package.replace('-', "_")));
-        let tmp = out.with_extension("tmp");
-        std::fs::copy(&built, &tmp).unwrap();
-        std::fs::rename(&tmp, &out).unwrap();
-    }
-    drop(lock);
-    out
-}
-
-/// A hash of every source a module build depends on (the sdk, the example and fixture crates,
-/// the lock file), so a cached build is never used after the code changed.
-fn sources_fingerprint() -> u64 {
-    use std::hash::{Hash, Hasher};
-    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, files);
-            } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
-                files.push(path);
-            }
-        }
-    }
-    let root = workspace();
-    let mut files = vec![root.join("Cargo.lock"), root.join("Cargo.toml")];
-    for dir in ["sdk", "examples", "host/tests/fixtures"] {
-        walk(&root.join(dir), &mut files);
-    }
-    files.sort();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for file in files {
-        file.hash(&mut hasher);
-        std::fs::read(&file).unwrap_or_default().hash(&mut hasher);
-    }
-    hasher.finish()
+    baton_testkit::build::module(package, env, false).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The `baton` binary built with `BATON_BUILD_VERSION=version` (in its own target directory, so
 /// the test build is not disturbed), for upgrades to a different binary.
 pub fn baton_binary(version: &str) -> PathBuf {
-    let root = workspace().join("target").join("test-baton");
-    let lock = {
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::File::create(root.join(".lock")).unwrap()
-    };
+    let root = baton_testkit::build::workspace()
+        .join("target")
+        .join("test-baton");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = std::fs::File::create(root.join(".lock")).unwrap();
     lock.lock().unwrap();
     // Cargo rebuilds only what changed since the last test run.
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "baton-host", "--bin", "baton"])
+    let mut cmd = baton_testkit::build::cargo();
+    cmd.args(["build", "--quiet", "-p", "baton-host", "--bin", "baton"])
         .env("CARGO_TARGET_DIR", root.join("build"))
-        .env("BATON_BUILD_VERSION", version)
-        .current_dir(workspace())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building baton {version} failed");
+        .env("BATON_BUILD_VERSION", version);
+    baton_testkit::build::run(cmd).unwrap_or_else(|e| panic!("building baton {version}: {e:#}"));
     let out = root.join(format!("baton-{version}"));
     let tmp = out.with_extension("tmp");
     std::fs::copy(root.join("build").join("debug").join("baton"), &tmp).unwrap();
@@ -149,273 +55,39 @@ pub fn counter(version: &str) -> PathBuf {
     module("counter", &[("BATON_APP_VERSION", version)])
 }
 
+/// The `fixture-faulty` module (see its docs) claiming the app name `app` at `version`, with
+/// `fault` ("" for none).
+pub fn faulty(app: &str, version: &str, fault: &str) -> PathBuf {
+    let mut env = vec![("BATON_FIXTURE_APP", app), ("BATON_APP_VERSION", version)];
+    if !fault.is_empty() {
+        env.push(("BATON_FAULT", fault));
+    }
+    module("fixture-faulty", &env)
+}
+
 /// Configuration that turns the guard window off (an inline table, so it combines with any
 /// other top-level keys). Tests that measure the old version's drain and unload right after a
 /// switch set it explicitly; the guard's own tests are in `guard.rs`.
 pub const GUARD_OFF: &str = "guard = { window_secs = 0 }\n";
 
-/// Log lines collected from a host's stderr.
-#[derive(Default)]
-struct LogBook {
-    lines: Mutex<Vec<Value>>,
-    changed: Condvar,
-}
-
-/// Options for starting a host.
-#[derive(Debug, Clone, Default)]
-pub struct HostOptions {
-    /// Module files copied into the modules directory before start.
-    pub modules: Vec<PathBuf>,
-    /// Extra TOML for the config file.
-    pub config: String,
-    /// Extra command-line arguments after `serve`.
-    pub args: Vec<String>,
-    /// Extra environment variables.
-    pub env: Vec<(String, String)>,
-    /// Run under the supervisor (the default of `baton serve`); otherwise `--no-supervisor`.
-    pub supervised: bool,
-    /// Soft and hard limits on open files, set with util-linux's `prlimit` before the host
-    /// starts (`prlimit` execs the host, so the pid is the host's).
-    pub open_files_limit: Option<(u64, u64)>,
-    /// The `baton` binary to run, instead of the one this test build made.
-    pub binary: Option<PathBuf>,
-}
-
-/// A `baton serve` child process with its own temporary directories.
-pub struct HostProc {
-    child: Child,
-    log: Arc<LogBook>,
-    pub addr: std::net::SocketAddr,
-    pub admin: std::net::SocketAddr,
-    /// The HTTPS listener's address, when the host has one.
-    pub tls_addr: Option<std::net::SocketAddr>,
-    pub dir: tempfile::TempDir,
-    options: HostOptions,
-}
-
-impl HostProc {
-    /// Starts a host with `modules` and default settings.
-    pub fn start(modules: &[PathBuf]) -> HostProc {
-        Self::start_with(HostOptions {
-            modules: modules.to_vec(),
-            ..HostOptions::default()
-        })
-    }
-
-    /// Starts a host and waits until it listens.
-    pub fn start_with(options: HostOptions) -> HostProc {
-        let dir = tempfile::tempdir().unwrap();
-        let modules = dir.path().join("modules");
-        std::fs::create_dir_all(&modules).unwrap();
-        for (i, module) in options.modules.iter().enumerate() {
-            let name = module.file_name().unwrap().to_string_lossy().into_owned();
-            std::fs::copy(module, modules.join(format!("{i:02}-{name}"))).unwrap();
-        }
-        Self::start_in(dir, options)
-    }
-
-    /// Stops the host gracefully (SIGTERM, exit 0) and starts a new one on the same
-    /// directories, modules and state.
-    pub fn restart(mut self) -> HostProc {
-        self.signal(libc::SIGTERM);
-        let status = self.wait_exit(Duration::from_secs(60));
-        assert!(status.success(), "graceful stop failed: {status:?}");
-        self.relaunch()
-    }
-
-    /// Starts a new host on the same directories, modules and state once this one has exited
-    /// (crashed, or stopped), as a supervisor would.
-    pub fn relaunch(mut self) -> HostProc {
-        self.wait_exit(Duration::from_secs(60));
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        Self::start_in(dir, self.options.clone())
-    }
-
-    fn start_in(dir: tempfile::TempDir, options: HostOptions) -> HostProc {
-        let modules = dir.path().join("modules");
-        let config = dir.path().join("baton.toml");
-        std::fs::write(&config, &options.config).unwrap();
-        let binary = options
-            .binary
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_baton")));
-        let mut cmd = match options.open_files_limit {
-            Some((soft, hard)) => {
-                let mut cmd = Command::new("prlimit");
-                cmd.arg(format!("--nofile={soft}:{hard}"))
-                    .arg("--")
-                    .arg(&binary);
-                cmd
-            }
-            None => Command::new(&binary),
-        };
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--modules",
-            ])
-            .arg(&modules)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args((!options.supervised).then_some("--no-supervisor"))
-            .args(&options.args)
-            .env("BATON_LOG_FORMAT", "json")
-            .env("BATON_LOG", "info")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in &options.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("baton starts");
-        let log = Arc::new(LogBook::default());
-        let stderr = child.stderr.take().unwrap();
-        let book = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| serde_json::json!({ "message": line, "raw": true }));
-                book.lines.lock().unwrap().push(value);
-                book.changed.notify_all();
-            }
-        });
-        let mut host = HostProc {
-            child,
-            log,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            admin: "0.0.0.0:0".parse().unwrap(),
-            tls_addr: None,
-            dir,
-            options,
-        };
-        let admin = host.wait_log(Duration::from_secs(60), |l| {
-            l["message"] == "admin listening"
-        });
-        host.admin = admin["addr"].as_str().unwrap().parse().unwrap();
-        let listening = host.wait_log(Duration::from_secs(60), |l| l["message"] == "listening");
-        host.addr = listening["addr"].as_str().unwrap().parse().unwrap();
-        host.tls_addr = listening["tls_addr"].as_str().map(|a| a.parse().unwrap());
-        host
-    }
-
-    /// The modules directory this host serves.
-    pub fn modules_dir(&self) -> PathBuf {
-        self.dir.path().join("modules")
-    }
-
-    /// `http://ADDR{path}`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// `http://ADMIN{path}`.
-    pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    /// An admin API call with `Authorization: Bearer TOKEN`; panics on a transport error.
-    pub async fn admin_call(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: impl Into<bytes::Bytes>,
-    ) -> http::Reply {
-        let auth = format!("Bearer {token}");
-        http::Http::new()
-            .send(
-                method,
-                &self.admin_url(path),
-                &[("authorization", &auth)],
-                body,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-    }
-
-    /// Drops a module file into the watched directory the way operators should: copy to a
-    /// hidden temporary name, then rename. Returns the final path.
-    pub fn drop_module(&self, module: &Path, name: &str) -> PathBuf {
-        let dir = self.modules_dir();
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::copy(module, &tmp).unwrap();
-        let target = dir.join(name);
-        std::fs::rename(&tmp, &target).unwrap();
-        target
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for a log line matching `pred` (from the start of the log); panics after `timeout`
-    /// with the whole log.
-    pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        let mut lines = self.log.lines.lock().unwrap();
-        loop {
-            if let Some(found) = lines.iter().find(|l| pred(l)) {
-                return found.clone();
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let all: Vec<String> = lines.iter().map(Value::to_string).collect();
-                panic!(
-                    "log line not seen within {timeout:?}; log:\n{}",
-                    all.join("\n")
-                );
-            }
-            lines = self
-                .log
-                .changed
-                .wait_timeout(lines, deadline - now)
-                .unwrap()
-                .0;
-        }
-    }
-
-    /// Every log line so far.
-    pub fn log_lines(&self) -> Vec<Value> {
-        self.log.lines.lock().unwrap().clone()
-    }
-
-    /// Sends a signal (e.g. `libc::SIGTERM`).
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    /// Waits for the process to exit; panics after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "host did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for HostProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An admin API call to `host` with `Authorization: Bearer TOKEN`; panics on a transport error.
+pub async fn admin_call(
+    host: &HostProc,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: impl Into<bytes::Bytes>,
+) -> http::Reply {
+    let auth = format!("Bearer {token}");
+    http::Http::new()
+        .send(
+            method,
+            &host.admin_url(path),
+            &[("authorization", &auth)],
+            body,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// The pid of the serving process that logged "listening" last (under a supervisor, the
@@ -446,11 +118,67 @@ pub fn next_serving_pid(host: &HostProc, old: u32) -> u32 {
 }
 
 /// Sends `signal` to process `pid` (a host this test started, or its serving process).
-pub fn kill(pid: u32, signal: i32) {
-    // SAFETY: kill(2) on a process this test started (or its child).
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid as i32, signal) };
-    assert_eq!(rc, 0, "kill {pid} failed");
+pub fn kill(pid: u32, signal: Signal) {
+    baton_testkit::signal(pid, signal).unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// `GET path` on `host`'s HTTP listener with a fresh client; panics on a transport error.
+pub async fn get(host: &HostProc, path: &str) -> http::Reply {
+    http::Http::new().get(&host.url(path)).await
+}
+
+/// Sends `GET path` in the background and waits until `host` has it in flight (on the first
+/// listed version of app `name`): a request that a stop, a crash or a swap must let finish.
+/// Returns the request's task.
+pub async fn in_flight(
+    host: &HostProc,
+    name: &str,
+    path: &str,
+) -> tokio::task::JoinHandle<Result<http::Reply, String>> {
+    let url = host.url(path);
+    let request = tokio::spawn(async move { http::Http::new().send("GET", &url, &[], "").await });
+    eventually(
+        Duration::from_secs(60),
+        "the request in flight",
+        async || {
+            let status = status(host).await;
+            (app(&status, name)["versions"][0]["in_flight"] == 1).then_some(())
+        },
+    )
+    .await;
+    request
+}
+
+/// Stops `host` twice: SIGTERM, then, once it logs that its graceful shutdown began, SIGTERM
+/// again. Returns how it exited and how long after the second signal.
+pub fn stop_twice(host: &mut HostProc) -> (std::process::ExitStatus, Duration) {
+    let wait = Duration::from_secs(60);
+    host.signal(Signal::TERM);
+    host.wait_log(wait, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("graceful shutdown"))
+    });
+    let second = Instant::now();
+    host.signal(Signal::TERM);
+    let status = host.wait_exit(wait);
+    (status, second.elapsed())
+}
+
+/// Waits for the log line `message` and asserts that its `error` contains `part`; returns it.
+pub fn logged_error(host: &HostProc, message: &str, part: &str) -> serde_json::Value {
+    let line = host.wait_log(Duration::from_secs(60), |l| l["message"] == message);
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(error.contains(part), "{line}");
+    line
+}
+
+/// Waits until process `pid` (a serving process, say) has exited.
+pub async fn gone(pid: u32) {
+    eventually(Duration::from_secs(60), "the process gone", async || {
+        (!running(pid)).then_some(())
+    })
+    .await;
 }
 
 /// `GET /status` on the admin listener, as JSON.
@@ -496,18 +224,6 @@ pub fn mapped(pid: u32, path: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether process `pid` runs: it exists and is not a zombie waiting to be reaped.
-pub fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
 /// Polls `f` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T>(
     timeout: Duration,
@@ -531,6 +247,13 @@ pub struct CliRun {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl CliRun {
+    /// Asserts that the run succeeded and printed `expected` on stdout.
+    pub fn assert_says(&self, expected: &str) {
+        assert!(self.ok && self.stdout.contains(expected), "{self:?}");
+    }
 }
 
 /// Runs the real `baton` binary with `args` (a client command) and waits for it.
@@ -558,7 +281,14 @@ pub async fn baton(args: &[&str], env: &[(&str, &str)]) -> CliRun {
 /// Loads `url` in headless Chromium (Debian's `chromium`), lets its scripts run for
 /// `budget_ms` of virtual time, and returns the DOM it ends with. A missing Chromium is a test
 /// failure: `.ci/run` installs it.
-pub fn chromium_dom(url: &str, budget_ms: u64) -> String {
+pub async fn chromium_dom(url: &str, budget_ms: u64) -> String {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || chromium_dom_blocking(&url, budget_ms))
+        .await
+        .expect("chromium's runner does not panic")
+}
+
+fn chromium_dom_blocking(url: &str, budget_ms: u64) -> String {
     let binary = ["chromium", "chromium-browser"]
         .into_iter()
         .find(|b| {

@@ -1,8 +1,7 @@
-//! TLS for the tests: a certificate authority made in the test (rcgen), certificate files for
-//! the host, real TLS clients (rustls) speaking HTTP/1.1 or HTTP/2 through hyper, and `curl`.
+//! TLS for the tests: the kit's certificate authority and certificate files for the host, real
+//! TLS clients (rustls) speaking HTTP/1.1 or HTTP/2 through hyper, and `curl`.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -10,95 +9,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
 
 use super::http::Reply;
 
-/// A certificate authority of the test's own.
-pub struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
-    /// The CA certificate, PEM (for `curl --cacert`).
-    pub pem: String,
-}
-
-/// A server certificate for `localhost` and `127.0.0.1` and its key.
-pub struct Issued {
-    /// The chain: the server certificate, then the CA's.
-    pub chain_pem: String,
-    /// The private key (PKCS#8).
-    pub key_pem: String,
-    /// The server certificate, as a client sees it.
-    pub leaf: CertificateDer<'static>,
-}
-
-impl TestCa {
-    pub fn new(name: &str) -> TestCa {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        TestCa {
-            issuer: Issuer::new(params, key),
-            der: cert.der().clone(),
-            pem: cert.pem(),
-        }
-    }
-
-    /// A new server certificate signed by this CA.
-    pub fn issue(&self) -> Issued {
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Issued {
-            chain_pem: format!("{}{}", cert.pem(), self.pem),
-            key_pem: key.serialize_pem(),
-            leaf: cert.der().clone(),
-        }
-    }
-
-    /// A client that trusts only this CA and offers `alpn`.
-    pub fn client(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        let mut config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
-    }
-}
-
-/// Writes `text` to `path` as certificate tools do: a temporary file in the same directory,
-/// renamed over the old one.
-pub fn replace_file(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// Writes `issued` as `cert.pem` and `key.pem` in `dir`; returns the `[tls]` table naming them.
-pub fn write_pair(dir: &Path, issued: &Issued) -> String {
-    replace_file(&dir.join("cert.pem"), &issued.chain_pem);
-    replace_file(&dir.join("key.pem"), &issued.key_pem);
-    format!(
-        "[tls]\ncert = {:?}\nkey = {:?}\n",
-        dir.join("cert.pem"),
-        dir.join("key.pem")
-    )
-}
+pub use baton_testkit::tls::{TestCa, replace_file, write_pair};
 
 enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),

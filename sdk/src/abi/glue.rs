@@ -15,6 +15,7 @@ use super::{
     STATUS_OK, STATUS_PANIC, Status,
 };
 use crate::app::{App, InitContext};
+use crate::error::Error;
 use crate::request::Request;
 use crate::router::Router;
 
@@ -67,10 +68,10 @@ fn panic_text(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Runs `f`, turning an error or a panic into a status and a message in `err`.
-fn guarded(err: &ByteSink, f: impl FnOnce() -> Result<(), String>) -> Status {
+fn guarded(err: &ByteSink, f: impl FnOnce() -> Result<(), Error>) -> Status {
     let (status, message) = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => return STATUS_OK,
-        Ok(Err(message)) => (STATUS_ERROR, message),
+        Ok(Err(e)) => (STATUS_ERROR, e.message().to_owned()),
         Err(payload) => (STATUS_PANIC, panic_text(payload.as_ref())),
     };
     // SAFETY: `err` was handed to us by the host for the current call.
@@ -93,8 +94,8 @@ pub unsafe extern "C" fn create<M: ModuleDef>(
     // SAFETY: the config bytes and the sink are valid for this call.
     let (config, err) = unsafe { (config.as_bytes(), &*err) };
     guarded(err, || {
-        let ctx = InitContext::new(M::NAME, M::VERSION, config).map_err(|e| e.to_string())?;
-        let app = M::App::init(&ctx).map_err(|e| e.to_string())?;
+        let ctx = InitContext::new(M::NAME, M::VERSION, config)?;
+        let app = M::App::init(&ctx)?;
         let instance = Box::new(Instance {
             app,
             router: M::App::router(),
@@ -115,7 +116,7 @@ pub unsafe extern "C" fn warmup<M: ModuleDef>(
 ) -> Status {
     // SAFETY: the host passes back the pointer `create` made, still alive, and a live sink.
     let (instance, err) = unsafe { (&*instance.cast::<Instance<M::App>>(), &*err) };
-    guarded(err, || instance.app.warmup().map_err(|e| e.to_string()))
+    guarded(err, || instance.app.warmup())
 }
 
 /// # Safety
@@ -179,7 +180,7 @@ pub unsafe extern "C" fn handle<M: ModuleDef>(
             }
             (resp.body)(resp.ctx, RawStr::new(response.body()));
         }
-        response.error().map_or(Ok(()), |e| Err(e.to_owned()))
+        response.error().map_or(Ok(()), |e| Err(Error::internal(e)))
     })
 }
 

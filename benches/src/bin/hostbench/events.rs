@@ -1,14 +1,13 @@
 //! The events under load: upgrades (`SIGUSR2` to the supervisor) and crash restarts (`SIGKILL`
 //! to the serving process), each timed from outside through `/status`.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use baton_benches::load::{Load, Sample, Target};
-use baton_benches::servers::{self, Baton};
-use rustix::process::Signal;
+use baton_benches::servers;
+use baton_testkit::log::LogTail;
+use baton_testkit::{HostProc, Signal, running, signal};
 use serde::Serialize;
 
 use crate::Settings;
@@ -68,43 +67,13 @@ pub(crate) struct Phase {
     pub(crate) counts_ok: usize,
 }
 
-/// New lines of the host's log, read from where the last look stopped.
-struct LogTail {
-    file: std::fs::File,
-    partial: Vec<u8>,
-}
-
-impl LogTail {
-    fn open(path: &Path) -> anyhow::Result<LogTail> {
-        let mut file =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        file.seek(SeekFrom::End(0))?;
-        Ok(LogTail {
-            file,
-            partial: Vec::new(),
-        })
-    }
-
-    /// Lines written since the last call that contain `needle`.
-    fn count(&mut self, needle: &str) -> anyhow::Result<usize> {
-        let mut new = std::mem::take(&mut self.partial);
-        self.file.read_to_end(&mut new)?;
-        let whole = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        self.partial = new.split_off(whole);
-        Ok(String::from_utf8_lossy(&new)
-            .lines()
-            .filter(|l| l.contains(needle))
-            .count())
-    }
-}
-
 fn micros(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Polls `/status` until `done` accepts its pid, or fails at `deadline`.
 async fn until_pid(
-    baton: &Baton,
+    baton: &HostProc,
     deadline: Instant,
     what: &str,
     done: impl Fn(u32) -> bool,
@@ -112,7 +81,7 @@ async fn until_pid(
     loop {
         // A call waits in the listen backlog while no process accepts: bound it.
         let left = deadline.saturating_duration_since(Instant::now());
-        if let Ok(Ok(pid)) = tokio::time::timeout(left, baton.serving_pid()).await
+        if let Ok(Ok(pid)) = tokio::time::timeout(left, servers::serving_pid(baton)).await
             && done(pid)
         {
             return Ok(pid);
@@ -136,7 +105,7 @@ async fn until(deadline: Instant, what: &str, done: impl Fn() -> bool) -> anyhow
 
 /// Sends one event and follows it to its end, filling `event` as it goes.
 async fn one(
-    baton: &Baton,
+    baton: &HostProc,
     kind: Kind,
     origin: Instant,
     timeout: Duration,
@@ -145,26 +114,23 @@ async fn one(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let old = event.old_pid;
-    let (pid, signal) = match kind {
+    let (pid, sig) = match kind {
         Kind::Upgrade => (baton.pid(), Signal::USR2),
         Kind::Crash => (old, Signal::KILL),
     };
     event.sent_us = micros(origin);
-    servers::signal(pid, signal)?;
+    signal(pid, sig)?;
     let new = until_pid(baton, deadline, "a new serving process", |p| p != old).await?;
     event.serving_us = Some(micros(origin));
     event.new_pid = Some(new);
-    until(deadline, "the old serving process gone", || {
-        !servers::running(old)
-    })
-    .await?;
+    until(deadline, "the old serving process gone", || !running(old)).await?;
     event.done_us = Some(micros(origin));
     if kind == Kind::Upgrade {
         // Until the supervisor has re-executed itself, another SIGUSR2 could find it without
         // its handler (and end it).
-        let mut seen = 0;
-        while seen == 0 {
-            seen = log.count(REEXECUTED)?;
+        let mut seen = false;
+        while !seen {
+            seen = log.lines()?.iter().any(|l| l.contains(REEXECUTED));
             if Instant::now() > deadline {
                 bail!("the supervisor's re-execution not seen in time");
             }
@@ -176,8 +142,12 @@ async fn one(
 }
 
 /// Runs one phase: fresh load on both paths, `settings.upgrades` or `settings.crashes` events.
-pub(crate) async fn phase(baton: &Baton, kind: Kind, settings: &Settings) -> anyhow::Result<Phase> {
-    let timeout = Duration::from_millis(settings.timeout_ms);
+pub(crate) async fn phase(
+    baton: &HostProc,
+    kind: Kind,
+    settings: &Settings,
+) -> anyhow::Result<Phase> {
+    let timeout = Duration::from_millis(settings.common.timeout_ms);
     let hello = Target::new(baton.addr, "/hello/", timeout);
     let counter = Target {
         cookies: true,
@@ -191,7 +161,7 @@ pub(crate) async fn phase(baton: &Baton, kind: Kind, settings: &Settings) -> any
     let gap = Duration::from_millis(settings.gap_ms);
     let min_uptime = Duration::from_secs_f64(settings.min_uptime_secs);
     let event_timeout = Duration::from_secs(settings.event_timeout_secs);
-    let mut log = LogTail::open(baton.log_file())?;
+    let mut log = baton.log_tail()?;
     let origin = Instant::now();
     let loads = [
         Load::start(&hello, settings.connections),
@@ -209,7 +179,7 @@ pub(crate) async fn phase(baton: &Baton, kind: Kind, settings: &Settings) -> any
             index,
             ok: false,
             error: None,
-            old_pid: baton.serving_pid().await?,
+            old_pid: servers::serving_pid(baton).await?,
             new_pid: None,
             sent_us: 0,
             serving_us: None,
@@ -253,9 +223,7 @@ pub(crate) async fn phase(baton: &Baton, kind: Kind, settings: &Settings) -> any
         let offset =
             u32::try_from(load.started().duration_since(origin).as_micros()).unwrap_or(u32::MAX);
         let recorded = load.stop().await;
-        phase
-            .errors
-            .extend(recorded.errors.iter().take(10).cloned());
+        phase.errors.extend(recorded.first_errors());
         // Only `/counter/` sets cookies and has its counts checked.
         phase.sessions += recorded.cookies_set;
         phase.counts_ok += recorded.counts_ok;

@@ -28,117 +28,61 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use baton_benches::artifacts;
+use baton_benches::cli::{Common, HelloCounter};
 use baton_benches::load;
-use baton_benches::servers::Baton;
+use baton_benches::servers::{self, start_baton};
+use baton_testkit::HostProc;
 use clap::Parser;
 
 /// Host upgrades (SIGUSR2) and crash restarts (SIGKILL) of a supervised host under load.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "hostbench")]
 struct Options {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(flatten)]
+    apps: HelloCounter,
+}
+
+/// The settings of a run, as given and as reported.
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub(crate) struct Settings {
     /// Keep-alive connections on /hello/.
     #[arg(long, default_value_t = 16)]
-    connections: usize,
+    pub(crate) connections: usize,
     /// Keep-alive connections on /counter/, each one client with its own in-memory session.
     #[arg(long, default_value_t = 16)]
-    session_connections: usize,
+    pub(crate) session_connections: usize,
     /// Upgrades (SIGUSR2 to the supervisor).
     #[arg(long, default_value_t = 10)]
-    upgrades: usize,
+    pub(crate) upgrades: usize,
     /// Crash restarts (SIGKILL to the serving process).
     #[arg(long, default_value_t = 10)]
-    crashes: usize,
+    pub(crate) crashes: usize,
     /// Steady load before each event, and after the last one of a phase.
     #[arg(long, default_value_t = 2000)]
-    gap_ms: u64,
+    pub(crate) gap_ms: u64,
     /// A serving process runs at least this long before it is killed (the supervisor backs off
     /// restarts of one that dies within 10 s of its start).
     #[arg(long, default_value_t = 11.0)]
-    min_uptime_secs: f64,
-    /// Worker threads of the load generator's runtime.
-    #[arg(long, default_value_t = 2)]
-    client_threads: usize,
-    /// A request without a complete response after this long counts as failed.
-    #[arg(long, default_value_t = 5000)]
-    timeout_ms: u64,
+    pub(crate) min_uptime_secs: f64,
     /// An event not done after this long is failed (and ends its phase).
     #[arg(long, default_value_t = 60)]
-    event_timeout_secs: u64,
-    /// Build (or look for) debug binaries instead of release ones.
-    #[arg(long)]
-    debug: bool,
-    /// The `baton` binary [default: built with cargo].
-    #[arg(long)]
-    baton: Option<PathBuf>,
-    /// The `hello` module [default: built with cargo].
-    #[arg(long)]
-    hello: Option<PathBuf>,
-    /// The `counter` module [default: built with cargo].
-    #[arg(long)]
-    counter: Option<PathBuf>,
+    pub(crate) event_timeout_secs: u64,
     /// Extra TOML for the host's configuration file (default: none, the host's defaults).
     #[arg(long, default_value = "")]
-    host_config: String,
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
-
-/// The settings of a run, as reported.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct Settings {
-    pub(crate) connections: usize,
-    pub(crate) session_connections: usize,
-    pub(crate) upgrades: usize,
-    pub(crate) crashes: usize,
-    pub(crate) gap_ms: u64,
-    pub(crate) min_uptime_secs: f64,
-    pub(crate) client_threads: usize,
-    pub(crate) timeout_ms: u64,
-    pub(crate) event_timeout_secs: u64,
-    pub(crate) profile: &'static str,
     pub(crate) host_config: String,
-}
-
-impl Options {
-    fn settings(&self) -> Settings {
-        Settings {
-            connections: self.connections,
-            session_connections: self.session_connections,
-            upgrades: self.upgrades,
-            crashes: self.crashes,
-            gap_ms: self.gap_ms,
-            min_uptime_secs: self.min_uptime_secs,
-            client_threads: self.client_threads,
-            timeout_ms: self.timeout_ms,
-            event_timeout_secs: self.event_timeout_secs,
-            profile: if self.debug { "debug" } else { "release" },
-            host_config: self.host_config.clone(),
-        }
-    }
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) common: Common,
 }
 
 fn main() -> anyhow::Result<()> {
-    let options = Options::parse();
-    let settings = options.settings();
-    let (baton, modules) = artifacts::host_and_apps(
-        !options.debug,
-        options.baton.clone(),
-        &[
-            ("hello", options.hello.clone()),
-            ("counter", options.counter.clone()),
-        ],
-    )?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.client_threads.max(1))
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(bench(&settings, &baton, &modules))?;
-    print!("{}", report::table(&result));
-    if let Some(path) = &options.json {
-        baton_benches::report::write_json(path, &result)?;
-    }
+    let Options { settings, apps } = Options::parse();
+    let (baton, modules) = apps.build(&settings.common)?;
+    let result = settings
+        .common
+        .run(bench(&settings, &baton, &modules), report::table)?;
     if !result.passed() {
         std::process::exit(1);
     }
@@ -146,11 +90,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Waits until the host answers `/hello/` and `/status`.
-async fn wait_serving(baton: &Baton) -> anyhow::Result<()> {
+async fn wait_serving(baton: &HostProc) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let hello = load::get(baton.addr, "/hello/").await;
-        if matches!(hello, Ok((200, _))) && baton.serving_pid().await.is_ok() {
+        if matches!(hello, Ok((200, _))) && servers::serving_pid(baton).await.is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -165,11 +109,12 @@ async fn bench(
     binary: &std::path::Path,
     modules: &[PathBuf],
 ) -> anyhow::Result<report::Result> {
-    let mut baton = Baton::start_supervised(
+    let mut baton = start_baton(
         binary,
-        &[("hello", &modules[0]), ("counter", &modules[1])],
+        &[&modules[0], &modules[1]],
         &settings.host_config,
         &[],
+        true,
     )?;
     wait_serving(&baton).await?;
     let upgrades = events::phase(&baton, events::Kind::Upgrade, settings).await?;

@@ -304,8 +304,8 @@ pub(crate) fn table(r: &Result) -> String {
         r.machine.cpu,
         s.connections,
         s.session_connections,
-        s.client_threads,
-        s.profile
+        s.common.client_threads,
+        s.common.profile()
     );
     for p in &r.phases {
         let (title, signal) = match p.kind {

@@ -11,14 +11,14 @@
 
 mod report;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use baton_benches::cli::{Common, HelloCounter, Rounds};
 use baton_benches::load::{self, Recorded, Target, run_for};
-use baton_benches::redis::RedisServer;
-use baton_benches::servers::Baton;
-use baton_benches::{artifacts, procfs};
+use baton_benches::procfs;
+use baton_benches::servers::{self, start_baton};
+use baton_testkit::{HostProc, RedisServer};
 use clap::Parser;
 
 /// Sessions under keep-alive load: counter (Redis) against hello, one session per connection.
@@ -28,52 +28,26 @@ struct Options {
     /// Keep-alive connections of the load, each one client with its own session.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Seconds each target gets in each round.
-    #[arg(long, default_value_t = 5.0)]
-    round_secs: f64,
-    /// Rounds (hello, counter with Redis, counter in memory, each round).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Seconds of unrecorded load on each target before the rounds.
-    #[arg(long, default_value_t = 1.0)]
-    warmup_secs: f64,
+    #[command(flatten)]
+    rounds: Rounds,
     /// Skip the reference host with in-memory sessions.
     #[arg(long)]
     no_memory: bool,
-    /// Worker threads of the load generator's runtime.
-    #[arg(long, default_value_t = 2)]
-    client_threads: usize,
-    /// A request without a complete response after this long counts as failed.
-    #[arg(long, default_value_t = 5000)]
-    timeout_ms: u64,
-    /// Build (or look for) debug binaries instead of release ones.
-    #[arg(long)]
-    debug: bool,
-    /// The `baton` binary [default: built with cargo].
-    #[arg(long)]
-    baton: Option<PathBuf>,
-    /// The `hello` module [default: built with cargo].
-    #[arg(long)]
-    hello: Option<PathBuf>,
-    /// The `counter` module [default: built with cargo].
-    #[arg(long)]
-    counter: Option<PathBuf>,
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    apps: HelloCounter,
 }
 
 /// The settings of a run, as reported.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Settings {
     connections: usize,
-    round_secs: f64,
-    rounds: usize,
-    warmup_secs: f64,
+    #[serde(flatten)]
+    rounds: Rounds,
     memory_reference: bool,
-    client_threads: usize,
-    timeout_ms: u64,
-    profile: &'static str,
+    #[serde(flatten)]
+    common: Common,
 }
 
 /// What is measured: a path on a host.
@@ -121,14 +95,14 @@ pub(crate) struct Measure {
 /// The processes a round runs against.
 struct Bench {
     redis: RedisServer,
-    redis_host: Baton,
-    memory_host: Option<Baton>,
+    redis_host: HostProc,
+    memory_host: Option<HostProc>,
     timeout: Duration,
     connections: usize,
 }
 
 impl Bench {
-    fn host(&self, kind: Kind) -> Option<&Baton> {
+    fn host(&self, kind: Kind) -> Option<&HostProc> {
         match kind {
             Kind::Hello | Kind::CounterRedis => Some(&self.redis_host),
             Kind::CounterMemory => self.memory_host.as_ref(),
@@ -179,7 +153,6 @@ impl Bench {
 
 impl Measure {
     fn new(kind: Kind, recorded: &Recorded, (host_cpu, redis_cpu): (f64, f64)) -> Measure {
-        let ok = (recorded.samples.len() - recorded.failed()).max(1) as f64;
         Measure {
             kind,
             requests: recorded.samples.len(),
@@ -189,56 +162,45 @@ impl Measure {
             counts_ok: recorded.counts_ok,
             sessions: recorded.cookies_set,
             latency: recorded.latency(),
-            host_cpu_us_per_request: host_cpu * 1e6 / ok,
-            redis_cpu_us_per_request: redis_cpu * 1e6 / ok,
-            errors: recorded.errors.iter().take(10).cloned().collect(),
+            host_cpu_us_per_request: recorded.cpu_us_per_request(host_cpu),
+            redis_cpu_us_per_request: recorded.cpu_us_per_request(redis_cpu),
+            errors: recorded.first_errors(),
         }
     }
 }
 
 async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report::Result> {
-    let (baton, modules) = artifacts::host_and_apps(
-        !options.debug,
-        options.baton.clone(),
-        &[
-            ("hello", options.hello.clone()),
-            ("counter", options.counter.clone()),
-        ],
-    )?;
-    let apps = [
-        ("hello", modules[0].as_path()),
-        ("counter", modules[1].as_path()),
-    ];
-    let redis = RedisServer::start()?;
+    let (baton, modules) = options.apps.build(&options.common)?;
+    let apps = [modules[0].as_path(), modules[1].as_path()];
+    let redis = RedisServer::try_start()?;
     let url = redis.url();
-    let redis_host = Baton::start_with(&baton, &apps, "", &["--sessions", &url])
+    let redis_host = start_baton(&baton, &apps, "", &["--sessions", &url], false)
         .context("starting baton with Redis sessions")?;
     let memory_host = if options.no_memory {
         None
     } else {
-        Some(Baton::start_with(&baton, &apps, "", &[]).context("starting baton (memory)")?)
+        Some(start_baton(&baton, &apps, "", &[], false).context("starting baton (memory)")?)
     };
     let mut bench = Bench {
         redis,
         redis_host,
         memory_host,
-        timeout: Duration::from_millis(options.timeout_ms),
+        timeout: options.common.timeout(),
         connections: options.connections,
     };
     for kind in bench.kinds() {
         let host = bench.host(kind).context("host")?;
-        host.wait_ready(&bench.target(kind).context("target")?.path)
-            .await?;
+        servers::wait_ready(host, &bench.target(kind).context("target")?.path).await?;
     }
     for kind in bench.kinds() {
-        bench.measure(kind, options.warmup_secs).await;
+        bench.measure(kind, options.rounds.warmup_secs).await;
     }
     let mut rounds = Vec::new();
-    for i in 0..options.rounds {
+    for i in 0..options.rounds.rounds {
         let mut round = Vec::new();
         for kind in bench.kinds() {
             let measure = bench
-                .measure(kind, options.round_secs)
+                .measure(kind, options.rounds.round_secs)
                 .await
                 .context("measure")?;
             eprintln!(
@@ -274,23 +236,13 @@ fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     let settings = Settings {
         connections: options.connections,
-        round_secs: options.round_secs,
-        rounds: options.rounds,
-        warmup_secs: options.warmup_secs,
+        rounds: options.rounds.clone(),
         memory_reference: !options.no_memory,
-        client_threads: options.client_threads,
-        timeout_ms: options.timeout_ms,
-        profile: if options.debug { "debug" } else { "release" },
+        common: options.common.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.client_threads.max(1))
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(bench(&options, &settings))?;
-    print!("{}", report::table(&result));
-    if let Some(path) = &options.json {
-        baton_benches::report::write_json(path, &result)?;
-    }
+    let result = options
+        .common
+        .run(bench(&options, &settings), report::table)?;
     if !result.passed() {
         std::process::exit(1);
     }

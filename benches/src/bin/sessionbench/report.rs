@@ -171,8 +171,8 @@ pub(crate) fn table(r: &Result) -> String {
         r.machine.cores,
         r.machine.cpu,
         s.connections,
-        s.client_threads,
-        s.profile,
+        s.common.client_threads,
+        s.common.profile(),
         r.redis_url,
         if s.memory_reference {
             "; counter (memory): a second baton, in-memory sessions"
@@ -183,7 +183,7 @@ pub(crate) fn table(r: &Result) -> String {
     let _ = writeln!(
         out,
         "\nthroughput ({} rounds of {} s per target, in turn)",
-        s.rounds, s.round_secs
+        s.rounds.rounds, s.rounds.round_secs
     );
     for (i, round) in r.rounds.iter().enumerate() {
         let _ = write!(out, "  round {}:", i + 1);

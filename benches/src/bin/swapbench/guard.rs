@@ -12,17 +12,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use baton_benches::artifacts::{self, Artifacts};
 use baton_benches::load::{self, Load, TOLERATED_5XX, Target};
-use baton_benches::servers::Baton;
+use baton_benches::servers::status;
 use baton_benches::stats::Spread;
+use baton_testkit::HostProc;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::Settings;
-use crate::swaps::wait_serving;
+use crate::swaps::{hello, poll, wait_serving};
 
 /// How long v1 takes load before each bad deploy: its baseline.
 const BASELINE: Duration = Duration::from_secs(2);
-const POLL: Duration = Duration::from_millis(5);
 
 /// One bad deploy.
 #[derive(Debug, Clone, Serialize)]
@@ -54,31 +54,14 @@ pub(crate) struct GuardPhase {
     pub(crate) per_rollback: Vec<Rollback>,
 }
 
-fn hello(status: &Value) -> Option<&Value> {
-    status["apps"]
-        .as_array()?
-        .iter()
-        .find(|a| a["name"] == "hello")
-}
-
-/// Polls `/status` until `done` returns a value, or fails after `deadline`.
+/// Polls `/status` until `done` returns a value for `hello`, or fails after `deadline`.
 async fn until<T>(
-    baton: &Baton,
+    baton: &HostProc,
     deadline: Instant,
     what: &str,
     mut done: impl FnMut(&Value) -> Option<T>,
 ) -> anyhow::Result<T> {
-    loop {
-        if let Ok(status) = baton.status().await
-            && let Some(value) = hello(&status).and_then(&mut done)
-        {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("{what} not seen in time");
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    poll(baton, deadline, None, what, |app| Ok(done(app))).await
 }
 
 /// The highest deployment id of hello's versions.
@@ -92,8 +75,8 @@ fn newest_id(app: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-async fn one(baton: &Baton, bad: &[u8], window: Duration) -> anyhow::Result<Rollback> {
-    let before = baton.status().await?;
+async fn one(baton: &HostProc, bad: &[u8], window: Duration) -> anyhow::Result<Rollback> {
+    let before = status(baton).await?;
     let before = hello(&before).map_or(0, newest_id);
     let sent = Instant::now();
     let deadline = sent + window + Duration::from_secs(60);
@@ -149,7 +132,7 @@ pub(crate) async fn run(
         "{}\n[guard]\nwindow_secs = {}\n",
         settings.host_config, settings.guard_window_secs
     );
-    let baton = Baton::start(&artifacts.baton, &artifacts.hello[0], &config)?;
+    let baton = artifacts.start_baton(&config)?;
     let good = format!("hello@{}", artifacts::VERSIONS[0]);
     let bad_tag = format!("hello@{}", artifacts::BAD_VERSION);
     let target = Target {
@@ -158,7 +141,7 @@ pub(crate) async fn run(
         ..Target::new(
             baton.addr,
             "/hello/",
-            Duration::from_millis(settings.timeout_ms),
+            Duration::from_millis(settings.common.timeout_ms),
         )
     };
     wait_serving(&baton, &good).await?;

@@ -23,12 +23,12 @@ mod report;
 mod swaps;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use baton_benches::artifacts::{self, VERSIONS};
+use baton_benches::cli::Common;
 use baton_benches::load::{Target, run_for};
-use baton_benches::servers::{Baton, HyperHello};
-use baton_benches::{procfs, report as shared, stats};
+use baton_benches::servers::HyperHello;
+use baton_benches::{procfs, stats};
 use clap::Parser;
 
 /// Hot swaps under keep-alive load, against bare hyper.
@@ -57,21 +57,11 @@ struct Options {
     /// Request path on baton [default: /hello/, /hello/thread with --soak].
     #[arg(long)]
     path: Option<String>,
-    /// Worker threads of the load generator's runtime.
-    #[arg(long, default_value_t = 2)]
-    client_threads: usize,
-    /// A request without a complete response after this long counts as failed.
-    #[arg(long, default_value_t = 5000)]
-    timeout_ms: u64,
     /// A swap not finished (new version active, old one retired) after this long is failed.
     #[arg(long, default_value_t = 60)]
     swap_timeout_secs: u64,
-    /// Build (or look for) debug binaries instead of release ones.
-    #[arg(long)]
-    debug: bool,
-    /// The `baton` binary [default: built with cargo].
-    #[arg(long)]
-    baton: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
     /// The `hyper-hello` binary [default: built with cargo].
     #[arg(long)]
     hyper: Option<PathBuf>,
@@ -96,9 +86,6 @@ struct Options {
     /// 6.6.6 with BATON_FAULT=errors-half].
     #[arg(long)]
     hello_bad: Option<PathBuf>,
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
 }
 
 /// Settings after soak defaults are applied.
@@ -111,12 +98,11 @@ pub(crate) struct Settings {
     rounds: usize,
     gap_ms: u64,
     path: String,
-    client_threads: usize,
-    timeout_ms: u64,
-    profile: &'static str,
     host_config: String,
     pub(crate) guard_rollbacks: usize,
     pub(crate) guard_window_secs: u64,
+    #[serde(flatten)]
+    pub(crate) common: Common,
 }
 
 impl Options {
@@ -136,14 +122,12 @@ impl Options {
                 }
                 .to_owned()
             }),
-            client_threads: self.client_threads,
-            timeout_ms: self.timeout_ms,
-            profile: if self.debug { "debug" } else { "release" },
             host_config: self.host_config.clone(),
             guard_rollbacks: self
                 .guard_rollbacks
                 .unwrap_or(if self.soak { 0 } else { 3 }),
             guard_window_secs: self.guard_window_secs,
+            common: self.common.clone(),
         }
     }
 }
@@ -196,25 +180,20 @@ fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     let settings = options.settings();
     let artifacts = artifacts::prepare(
-        !options.debug,
-        options.baton.clone(),
+        options.common.release(),
+        options.common.baton.clone(),
         options.hyper.clone(),
         [options.hello_v1.clone(), options.hello_v2.clone()],
     )?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.client_threads.max(1))
-        .enable_all()
-        .build()?;
     let bad = match (&options.hello_bad, settings.guard_rollbacks) {
         (Some(path), _) => Some(path.clone()),
         (None, 0) => None,
-        (None, _) => Some(artifacts::bad_hello_module(!options.debug)?),
+        (None, _) => Some(artifacts::bad_hello_module(options.common.release())?),
     };
-    let result = runtime.block_on(bench(&options, &settings, &artifacts, bad.as_deref()))?;
-    print!("{}", report::table(&result));
-    if let Some(path) = &options.json {
-        shared::write_json(path, &result)?;
-    }
+    let result = options.common.run(
+        bench(&options, &settings, &artifacts, bad.as_deref()),
+        report::table,
+    )?;
     let guard_failed = result
         .guard
         .as_ref()
@@ -238,8 +217,8 @@ async fn bench(
     let hyper = HyperHello::start(&artifacts.hyper_hello)?;
     // Switch -> old version unmapped is measured without the guard window.
     let config = format!("guard = {{ window_secs = 0 }}\n{}", settings.host_config);
-    let mut baton = Baton::start(&artifacts.baton, &artifacts.hello[0], &config)?;
-    let timeout = Duration::from_millis(settings.timeout_ms);
+    let mut baton = artifacts.start_baton(&config)?;
+    let timeout = options.common.timeout();
     let versions: Vec<String> = VERSIONS.iter().map(|v| format!("hello@{v}")).collect();
     let baton_target = Target {
         versions: versions.clone(),
@@ -262,7 +241,7 @@ async fn bench(
         rss_start_kib: swap_phase.rss_before_kib,
         rss_end_kib: procfs::rss_kib(pid).unwrap_or(0),
         rss_peak_kib: procfs::peak_rss_kib(pid).unwrap_or(0),
-        copies_mapped_at_end: procfs::mapped_copies(pid, &baton.store),
+        copies_mapped_at_end: procfs::mapped_copies(pid, &baton.store_dir()),
         pthread_keys_in_use_start: keys_start["pthread_keys_in_use"].as_u64(),
         pthread_keys_in_use_end: keys_end
             .as_ref()

@@ -256,7 +256,12 @@ pub(crate) fn table(r: &Result) -> String {
     let _ = writeln!(
         out,
         "\nswapbench: {} cores ({}), {} connections, {} client threads, {} build, path {}",
-        r.machine.cores, r.machine.cpu, s.connections, s.client_threads, s.profile, s.path
+        r.machine.cores,
+        r.machine.cpu,
+        s.connections,
+        s.common.client_threads,
+        s.common.profile(),
+        s.path
     );
     if !r.throughput.rounds.is_empty() {
         let _ = writeln!(

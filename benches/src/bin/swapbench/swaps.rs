@@ -6,7 +6,8 @@ use anyhow::{Context, bail};
 use baton_benches::artifacts::{Artifacts, VERSIONS};
 use baton_benches::load::{Load, Recorded, Target};
 use baton_benches::procfs;
-use baton_benches::servers::Baton;
+use baton_benches::servers::{first_module_name, status};
+use baton_testkit::HostProc;
 use serde_json::Value;
 
 use crate::{Options, Settings};
@@ -47,11 +48,12 @@ pub(crate) struct SwapPhase {
 }
 
 /// The `host` section of `/status`.
-pub(crate) async fn host_status(baton: &Baton) -> anyhow::Result<Value> {
-    Ok(baton.status().await?["host"].clone())
+pub(crate) async fn host_status(baton: &HostProc) -> anyhow::Result<Value> {
+    Ok(status(baton).await?["host"].clone())
 }
 
-fn hello(status: &Value) -> Option<&Value> {
+/// The `hello` app in a status document.
+pub(crate) fn hello(status: &Value) -> Option<&Value> {
     status["apps"]
         .as_array()?
         .iter()
@@ -63,7 +65,7 @@ fn entry(app: &Value, id: u64) -> Option<&Value> {
 }
 
 /// Waits until hello answers with `version` (the header value).
-pub(crate) async fn wait_serving(baton: &Baton, version: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_serving(baton: &HostProc, version: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let target = Target {
         versions: vec![version.to_owned()],
@@ -82,30 +84,34 @@ pub(crate) async fn wait_serving(baton: &Baton, version: &str) -> anyhow::Result
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// A refusal the host lists for the module file `name`: when, in ms since the Unix epoch.
+fn refused_at<'s>(status: &'s Value, name: &str) -> impl Iterator<Item = (u64, &'s Value)> {
+    let suffix = format!("/{name}");
+    status["rejected"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(move |r| {
+            let at = r["at_unix_ms"].as_u64()?;
+            r["file"].as_str()?.ends_with(&suffix).then_some((at, r))
+        })
 }
 
-/// Polls `/status` until `done` says the swap reached its next stage (`Ok(Some)`), failed
-/// (`Err`), the host refused the file (listed under `rejected` since `since_unix_ms`), or the
-/// deadline passed.
-async fn poll<T>(
-    baton: &Baton,
+/// Polls `/status` until `done` says `hello` reached the awaited stage (`Ok(Some)`), failed
+/// (`Err`), or the deadline passed. With `refused` (a module file's name and the time of its
+/// newest refusal so far), a newer refusal of that file fails it too.
+pub(crate) async fn poll<T>(
+    baton: &HostProc,
     deadline: Instant,
-    since_unix_ms: u64,
+    refused: Option<(&str, u64)>,
     what: &str,
     mut done: impl FnMut(&Value) -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
     loop {
-        if let Ok(status) = baton.status().await {
-            if let Some(rejected) = status["rejected"].as_array().and_then(|r| {
-                r.iter().find(|r| {
-                    r["file"].as_str().is_some_and(|f| f.ends_with("/hello.so"))
-                        && r["at_unix_ms"].as_u64() >= Some(since_unix_ms)
-                })
-            }) {
+        if let Ok(status) = status(baton).await {
+            if let Some((name, before)) = refused
+                && let Some((_, rejected)) = refused_at(&status, name).find(|(at, _)| *at > before)
+            {
                 bail!("the host refused the module: {}", rejected["error"]);
             }
             if let Some(app) = hello(&status)
@@ -122,7 +128,7 @@ async fn poll<T>(
 }
 
 pub(crate) async fn run(
-    baton: &mut Baton,
+    baton: &mut HostProc,
     target: &Target,
     settings: &Settings,
     artifacts: &Artifacts,
@@ -136,12 +142,14 @@ pub(crate) async fn run(
     // Let the connections ramp up before the first swap.
     tokio::time::sleep(gap.max(Duration::from_millis(500))).await;
     let rss_before_kib = procfs::rss_kib(pid).unwrap_or(0);
+    // Each version is dropped over the file the first was installed as.
+    let file = first_module_name(baton);
     let mut swaps = Vec::with_capacity(settings.swaps);
     let mut progress = Vec::new();
     for index in 1..=settings.swaps {
         let next = index % 2;
         let version = VERSIONS[next];
-        let before = baton.status().await.context("/status before a swap")?;
+        let before = status(baton).await.context("/status before a swap")?;
         let app = hello(&before).context("hello is not deployed")?;
         let old = app["versions"]
             .as_array()
@@ -150,8 +158,8 @@ pub(crate) async fn run(
         let old_id = old["id"].as_u64().context("version id")?;
         let old_copy = old["copy"].as_str().unwrap_or("").to_owned();
 
-        let landed_unix_ms = unix_ms();
-        baton.drop_module(&artifacts.hello[next])?;
+        let refused_before = refused_at(&before, &file).map(|(at, _)| at).max();
+        baton.drop_module(&artifacts.hello[next], &file);
         let landed = Instant::now();
         let deadline = landed + Duration::from_secs(options.swap_timeout_secs);
         let mut record = SwapRecord {
@@ -169,7 +177,7 @@ pub(crate) async fn run(
             poll(
                 baton,
                 deadline,
-                landed_unix_ms,
+                Some((file.as_str(), refused_before.unwrap_or(0))),
                 "new version active",
                 |app| {
                     let active = app["versions"]
@@ -190,7 +198,7 @@ pub(crate) async fn run(
             poll(
                 baton,
                 deadline,
-                landed_unix_ms,
+                Some((file.as_str(), refused_before.unwrap_or(0))),
                 "old version retired",
                 |app| {
                     // The host sets the state just before it records the retirement time.
@@ -209,15 +217,14 @@ pub(crate) async fn run(
                 record.host_switched_ms = last_swap["switched_ms"].as_u64();
                 record.host_retired_ms = last_swap["retired_ms"].as_u64();
                 record.old_copy_mapped = !old_copy.is_empty()
-                    && procfs::mapped_copies(pid, &baton.store).contains(&old_copy);
+                    && procfs::mapped_copies(pid, &baton.store_dir()).contains(&old_copy);
             }
             Err(e) => record.error = Some(format!("{e:#}")),
         }
         let failed = !record.ok;
         swaps.push(record);
         if index % 100 == 0 || index == settings.swaps || failed {
-            let keys = baton
-                .status()
+            let keys = status(baton)
                 .await
                 .ok()
                 .and_then(|s| s["host"]["pthread_keys_in_use"].as_u64());

@@ -16,12 +16,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use baton_benches::cli::{Common, Rounds};
 use baton_benches::load::{self, Recorded, Target, run_for};
-use baton_benches::report::{Machine, latency_row, write_json};
-use baton_benches::servers::{Baton, HyperHello};
+use baton_benches::report::{Machine, latency_row};
+use baton_benches::servers::{self, HyperHello, start_baton};
 use baton_benches::stats::{Latency, median};
 use baton_benches::tls::Certs;
 use baton_benches::{artifacts, procfs};
+use baton_testkit::HostProc;
 use clap::Parser;
 use serde::Serialize;
 
@@ -32,36 +34,16 @@ struct Options {
     /// Concurrent connections of each load.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Seconds each target gets in each round.
-    #[arg(long, default_value_t = 5.0)]
-    round_secs: f64,
-    /// Rounds.
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Seconds of unrecorded load on each target before the rounds.
-    #[arg(long, default_value_t = 1.0)]
-    warmup_secs: f64,
-    /// Worker threads of the load generator's runtime.
-    #[arg(long, default_value_t = 2)]
-    client_threads: usize,
-    /// A request without a complete response after this long counts as failed.
-    #[arg(long, default_value_t = 5000)]
-    timeout_ms: u64,
-    /// Build (or look for) debug binaries instead of release ones.
-    #[arg(long)]
-    debug: bool,
-    /// The `baton` binary [default: built with cargo].
-    #[arg(long)]
-    baton: Option<PathBuf>,
+    #[command(flatten)]
+    rounds: Rounds,
+    #[command(flatten)]
+    common: Common,
     /// The `hyper-hello` binary [default: built with cargo].
     #[arg(long)]
     hyper: Option<PathBuf>,
     /// The `hello` module [default: built with cargo].
     #[arg(long)]
     hello: Option<PathBuf>,
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
 }
 
 /// What one load measures.
@@ -136,7 +118,7 @@ struct Report {
 
 struct Servers {
     hyper: HyperHello,
-    baton: Baton,
+    baton: HostProc,
     tls: load::TlsClient,
     timeout: Duration,
 }
@@ -175,15 +157,14 @@ impl Servers {
 
 impl Measure {
     fn new(kind: Kind, recorded: &Recorded, cpu: f64) -> Measure {
-        let ok = (recorded.samples.len() - recorded.failed()).max(1) as f64;
         Measure {
             kind,
             requests: recorded.samples.len(),
             rps: recorded.rps(),
             failed: recorded.failed(),
             latency: recorded.latency(),
-            server_cpu_us_per_request: cpu * 1e6 / ok,
-            errors: recorded.errors.iter().take(10).cloned().collect(),
+            server_cpu_us_per_request: recorded.cpu_us_per_request(cpu),
+            errors: recorded.first_errors(),
         }
     }
 }
@@ -263,45 +244,46 @@ fn table(report: &Report) -> String {
 }
 
 async fn bench(options: &Options) -> anyhow::Result<Report> {
-    let release = !options.debug;
+    let release = options.common.release();
     let built = artifacts::prepare(
         release,
-        options.baton.clone(),
+        options.common.baton.clone(),
         options.hyper.clone(),
         [options.hello.clone(), options.hello.clone()],
     )?;
     let dir = tempfile::tempdir()?;
-    let certs = Certs::generate(dir.path())?;
+    let certs = Certs::generate(dir.path());
     let (cert, key) = (certs.cert.to_string_lossy(), certs.key.to_string_lossy());
     let hyper = HyperHello::start_with(
         &built.hyper_hello,
         &["--tls-cert", &cert, "--tls-key", &key],
     )?;
-    let baton = Baton::start_with(
+    let baton = start_baton(
         &built.baton,
-        &[("hello", built.hello[0].as_path())],
-        &certs.config(),
+        &[&built.hello[0]],
+        &certs.config,
         &["--listen-tls", "127.0.0.1:0"],
+        false,
     )
     .context("starting baton with HTTPS")?;
-    baton.wait_ready("/hello/").await?;
+    servers::wait_ready(&baton, "/hello/").await?;
     let servers = Servers {
         hyper,
         baton,
         tls: certs.client()?,
-        timeout: Duration::from_millis(options.timeout_ms),
+        timeout: options.common.timeout(),
     };
     for kind in KINDS {
         servers
-            .measure(kind, options.connections, options.warmup_secs)
+            .measure(kind, options.connections, options.rounds.warmup_secs)
             .await?;
     }
     let mut rounds = Vec::new();
-    for i in 0..options.rounds {
+    for i in 0..options.rounds.rounds {
         let mut round = Vec::new();
         for kind in KINDS {
             let m = servers
-                .measure(kind, options.connections, options.round_secs)
+                .measure(kind, options.connections, options.rounds.round_secs)
                 .await?;
             eprintln!(
                 "round {}: {:<24} {:>8.0} req/s  p99 {:.2} ms  failed {}",
@@ -319,26 +301,18 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
     Ok(Report {
         machine: Machine::current(),
         connections: options.connections,
-        round_secs: options.round_secs,
+        round_secs: options.rounds.round_secs,
         summary: summarize(&rounds),
         rounds,
         failed_requests,
         host_warnings: servers.baton.warnings(),
-        profile: if release { "release" } else { "debug" },
+        profile: options.common.profile(),
     })
 }
 
 fn main() -> anyhow::Result<()> {
     let options = Options::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.client_threads.max(1))
-        .enable_all()
-        .build()?;
-    let report = runtime.block_on(bench(&options))?;
-    print!("{}", table(&report));
-    if let Some(path) = &options.json {
-        write_json(path, &report)?;
-    }
+    let report = options.common.run(bench(&options), table)?;
     if report.failed_requests > 0 {
         for m in report.rounds.iter().flatten().filter(|m| m.failed > 0) {
             eprintln!("{}: {:?}", m.kind.label(), m.errors);

@@ -23,7 +23,7 @@ const REDIS_PORT: u16 = 6379;
 /// How a store URL keeps sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum StoreKind {
+pub(crate) enum StoreKind {
     /// In this process.
     Memory,
     /// One Redis server, plain or TLS.
@@ -36,7 +36,7 @@ pub enum StoreKind {
 
 /// A parsed `sessions.store`. Its `Debug` and `Display` show the URL with passwords hidden.
 #[derive(Clone, PartialEq, Eq)]
-pub struct StoreUrl {
+pub(crate) struct StoreUrl {
     text: String,
     kind: StoreKind,
     nodes: Vec<String>,
@@ -46,7 +46,7 @@ pub struct StoreUrl {
 /// Why `sessions.store` is not a store URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("store {url:?} {reason}")]
-pub struct StoreUrlError {
+pub(crate) struct StoreUrlError {
     /// The URL, passwords hidden.
     url: String,
     /// What is wrong with it.
@@ -58,7 +58,7 @@ impl StoreUrl {
     ///
     /// # Errors
     /// If `text` is none of the forms, or a part of it does not parse.
-    pub fn parse(text: &str) -> Result<StoreUrl, StoreUrlError> {
+    pub(crate) fn parse(text: &str) -> Result<StoreUrl, StoreUrlError> {
         let fail = |reason: String| StoreUrlError {
             url: redact_url(text),
             reason,
@@ -113,28 +113,28 @@ impl StoreUrl {
     }
 
     /// How it keeps sessions.
-    pub fn kind(&self) -> StoreKind {
+    pub(crate) fn kind(&self) -> StoreKind {
         self.kind
     }
 
     /// Whether it speaks TLS (`rediss://`).
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.text.starts_with("rediss://")
     }
 
     /// Whether it skips the server certificate check (`rediss://…#insecure`).
-    pub fn is_insecure(&self) -> bool {
+    pub(crate) fn is_insecure(&self) -> bool {
         self.is_tls() && self.text.ends_with("#insecure")
     }
 
     /// The servers to connect to, each a `redis://` or `rediss://` URL with the credentials:
     /// the one server, the sentinels, or the cluster nodes given.
-    pub fn nodes(&self) -> &[String] {
+    pub(crate) fn nodes(&self) -> &[String] {
         &self.nodes
     }
 
     /// The name of the Sentinel master set.
-    pub fn master(&self) -> Option<&str> {
+    pub(crate) fn master(&self) -> Option<&str> {
         self.master.as_deref()
     }
 }
@@ -200,7 +200,7 @@ fn check_node(url: &str) -> Result<(), String> {
 /// `url` with its password hidden: the user information before the last `@` keeps only the
 /// user name (`redis://user:***@host`, `redis://:***@host`, `redis://***@host` when it has no
 /// `:`), and `pass=`/`password=` query values become `***`.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (format!("{scheme}://"), rest),
         None => (String::new(), url),

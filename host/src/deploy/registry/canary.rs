@@ -32,7 +32,7 @@ pub struct Canary {
 }
 
 /// The canary part of the status document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CanaryStatus {
     /// Canary version.
     pub version: String,

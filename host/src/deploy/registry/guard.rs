@@ -49,7 +49,7 @@ pub(crate) struct Watch {
 }
 
 /// Where a swap's guard window is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GuardState {
     /// The window is open: the previous version waits in standby.
@@ -63,7 +63,7 @@ pub enum GuardState {
 }
 
 /// A swap's guard window, as shown in status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GuardStatus {
     /// Where the window is.
     pub state: GuardState,
@@ -80,7 +80,7 @@ pub struct GuardStatus {
 }
 
 /// A switch back to the previous version, as shown in status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RolledBack {
     /// `errors`, `latency` or `operator`.
     pub cause: Cause,

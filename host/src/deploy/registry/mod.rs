@@ -31,13 +31,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-pub use canary::{Canary, CanaryStatus};
-pub use guard::{GuardState, GuardStatus, RolledBack};
-pub use pipeline::{DeployMode, Deployed};
+pub(crate) use canary::{Canary, CanaryStatus};
+pub(crate) use guard::GuardState;
+pub(crate) use pipeline::{DeployMode, Deployed};
 use pipeline::{DeployRequest, Origin};
 use routes::Routes;
 use slot::Switch;
-pub use slot::{AppSlot, SwapTimings};
+pub(crate) use slot::{AppSlot, SwapTimings};
 
 use super::store::Store;
 use crate::clock::unix_ms;
@@ -47,7 +47,7 @@ use crate::metrics::Metrics;
 use crate::sync::lock;
 
 /// A module file that was refused, as shown in status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Rejection {
     /// The file.
     pub file: PathBuf,

@@ -243,7 +243,10 @@ impl Registry {
         let grace = std::time::Duration::from_millis(self.config.watch_settle_ms);
         tokio::task::spawn_blocking(move || registry.store.copy_in(id, &source, &read, grace))
             .await
-            .map_err(|e| Error::io("copy task failed", std::io::Error::other(e)))?
+            .map_err(|source| Error::Join {
+                what: "copy task failed",
+                source,
+            })?
     }
 
     /// Validate: whether these bytes may be deployed. The copy is dropped when they are not.
@@ -298,7 +301,7 @@ impl Registry {
                 .await
                 .map_err(|e| Error::Load {
                     path: source.clone(),
-                    reason: format!("loader task failed: {e}"),
+                    source: crate::loader::LoadError::Task { source: e },
                 })?
         };
         let module = match opened {

@@ -21,7 +21,7 @@ use crate::sync::lock;
 
 /// The timeline of an app's last swap, in milliseconds after the file was detected, and what
 /// its guard window found.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct SwapTimings {
     /// Version switched away from, if any.
     pub from: Option<String>,

@@ -77,14 +77,7 @@ impl Saved {
     /// # Errors
     /// [`Error::StateFile`] if it cannot be encoded, [`Error::Io`] if it cannot be written.
     fn write(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|source| Error::StateFile {
-            path: path.to_owned(),
-            source,
-        })?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+        crate::crash::write_json(path, self)
     }
 
     /// The state written at `path`; `None` if there is none.

@@ -18,7 +18,7 @@ use crate::loader::{CallError, ModuleRequest, ModuleResponse};
 use crate::sync::lock;
 
 /// A request running on a version, as shown while it drains.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Running {
     /// Method.
     pub method: String,

@@ -23,13 +23,13 @@ use crate::session::StoreError;
 
 /// The PEM files of a `rediss://` store's TLS settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RedisTls {
+pub(crate) struct RedisTls {
     /// Certificate authorities trusted instead of the system's roots.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// The client certificate (chain), with `key_file`.
-    pub cert_file: Option<PathBuf>,
+    pub(crate) cert_file: Option<PathBuf>,
     /// The client certificate's private key.
-    pub key_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
 }
 
 /// A connection to the store's Redis; clones share it.

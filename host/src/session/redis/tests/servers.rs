@@ -1,6 +1,6 @@
 //! Private Redis servers for the store's tests, from PATH, on free loopback ports, killed on
-//! drop: a plain one, one that speaks only TLS with a self-signed certificate the store is
-//! told to trust, and a cluster of three masters.
+//! drop: the test kit's plain one, one that speaks only TLS with a certificate from the kit's
+//! test CA (which the store is told to trust), and a cluster of three masters.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +11,7 @@ use crate::config::StoreUrl;
 
 /// Redis server processes and the store URL that reaches them.
 pub(super) struct TestRedis {
+    plain: Option<baton_testkit::RedisServer>,
     children: Vec<Child>,
     pub(super) url: String,
     tls: RedisTls,
@@ -55,6 +56,7 @@ fn answers(port: u16) -> bool {
 impl TestRedis {
     fn new(children: Vec<Child>, url: String, tls: RedisTls, dir: tempfile::TempDir) -> Self {
         TestRedis {
+            plain: None,
             children,
             url,
             tls,
@@ -64,20 +66,27 @@ impl TestRedis {
 
     /// One plain server.
     pub(super) fn start() -> TestRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = spawn(&dir, port, &[], || answers(port));
-        let url = format!("redis://127.0.0.1:{port}/0");
-        TestRedis::new(vec![child], url, RedisTls::default(), dir)
+        let server = baton_testkit::RedisServer::start();
+        let mut redis = TestRedis::new(
+            Vec::new(),
+            server.url(),
+            RedisTls::default(),
+            tempfile::tempdir().unwrap(),
+        );
+        redis.plain = Some(server);
+        redis
     }
 
-    /// One server that speaks only TLS, its certificate self-signed for 127.0.0.1.
+    /// One server that speaks only TLS, its certificate from the kit's test CA.
     pub(super) fn start_tls() -> TestRedis {
         let dir = tempfile::tempdir().unwrap();
-        let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        std::fs::write(&cert, issued.cert.pem()).unwrap();
-        std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+        let ca = baton_testkit::tls::TestCa::new("Redis test CA");
+        let issued = ca.issue();
+        let path = |name: &str| dir.path().join(name);
+        let (ca_file, cert, key) = (path("ca.pem"), path("cert.pem"), path("key.pem"));
+        std::fs::write(&ca_file, &ca.pem).unwrap();
+        std::fs::write(&cert, &issued.chain_pem).unwrap();
+        std::fs::write(&key, &issued.key_pem).unwrap();
         let port = free_port();
         let file = |path: &std::path::Path| path.display().to_string();
         let args = [
@@ -90,7 +99,7 @@ impl TestRedis {
             "--tls-key-file",
             &file(&key),
             "--tls-ca-cert-file",
-            &file(&cert),
+            &file(&ca_file),
             "--tls-auth-clients",
             "no",
         ]
@@ -100,7 +109,7 @@ impl TestRedis {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         let tls = RedisTls {
-            ca_file: Some(cert),
+            ca_file: Some(ca_file),
             ..RedisTls::default()
         };
         TestRedis::new(
@@ -165,10 +174,7 @@ impl TestRedis {
 
     /// A direct connection to the plain server.
     pub(super) fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        self.plain.as_ref().expect("a plain server").conn()
     }
 
     /// A store on these servers, keys under `prefix`.
