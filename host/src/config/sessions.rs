@@ -131,6 +131,13 @@ impl SessionConfig {
         if self.redis_prefix.is_empty() {
             return fail("redis_prefix must not be empty".to_owned());
         }
+        // In a cluster the session id in braces is the key's hash tag: the prefix may not have one.
+        if store.kind() == StoreKind::Cluster && self.redis_prefix.contains(['{', '}']) {
+            return fail(format!(
+                "redis_prefix {:?} may not contain braces with a cluster store",
+                self.redis_prefix
+            ));
+        }
         Ok(())
     }
 }
@@ -218,6 +225,10 @@ mod tests {
             (
                 "store = \"redis+cluster://:secret@a:1/2\"".to_owned(),
                 "database 0 only",
+            ),
+            (
+                "store = \"redis+cluster://:secret@a:1\"\nredis_prefix = \"s{x}:\"".to_owned(),
+                "may not contain braces",
             ),
         ] {
             let err = check(lines.clone()).unwrap_err();

@@ -61,13 +61,15 @@ fn unavailable(e: RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store at `url` (`redis://HOST:PORT/DB`), keys under `prefix`, sessions expiring after
-    /// `timeout` without use. Connects lazily: the first operation opens the connection, and a
-    /// lost connection is reopened by the next operation. `op_timeout` bounds each connection
+    /// A store at `url` (`redis://HOST:PORT/DB`, or any other Redis form `sessions.store`
+    /// takes, without TLS files), keys under `prefix`, sessions expiring after `timeout`
+    /// without use. Connects lazily: the first operation opens the connection, and a lost
+    /// connection is reopened by the next operation. `op_timeout` bounds each connection
     /// attempt and each response.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] if `url` is not a Redis URL.
+    /// [`StoreError::Invalid`] if `url` is not a Redis URL (the error shows it without its
+    /// password).
     ///
     /// # Panics
     /// Outside a tokio runtime.
