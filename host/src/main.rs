@@ -60,7 +60,8 @@ struct ServeArgs {
     /// Do not add the x-baton-version header to responses.
     #[arg(long)]
     no_version_header: bool,
-    /// Session store: `memory` or `redis://HOST:PORT/DB` [default: memory].
+    /// Session store: `memory` or a Redis URL: `redis://`, `rediss://`, `redis+sentinel://`,
+    /// `redis+cluster://` [default: memory].
     #[arg(long, value_name = "URL")]
     sessions: Option<String>,
     /// Bearer token the admin API requires (prefer the environment variable).

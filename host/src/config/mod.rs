@@ -35,7 +35,7 @@ pub(crate) use guard::{GuardConfig, GuardOverrides};
 pub(crate) use http::HttpConfig;
 pub(crate) use limits::{LimitOverrides, Limits};
 pub(crate) use quarantine::QuarantineConfig;
-pub(crate) use sessions::SessionConfig;
+pub(crate) use sessions::{SessionConfig, StoreKind, StoreUrl};
 pub(crate) use tls::TlsConfig;
 pub(crate) use uploads::UploadConfig;
 

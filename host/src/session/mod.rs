@@ -1,9 +1,13 @@
 //! Sessions: per-client attributes that outlive requests, app versions and host processes.
 //!
 //! - [`SessionStore`] (`store`) is what a store does, in round trips; [`MemoryStore`]
-//!   (`memory`, the default) keeps sessions in this process, [`RedisStore`] (`redis`, its Lua
-//!   scripts in `redis/scripts`) in Redis, shared by every host pointed at it. One contract test
-//!   (`store/contract`) runs every operation against both.
+//!   (`memory`, the default) keeps sessions in this process, [`RedisStore`] (`redis`) in Redis,
+//!   shared by every host pointed at it: one server (plain or TLS), the master of a Sentinel
+//!   set, or a Cluster, each behind one connection type (`redis/conn`), with the Lua scripts in
+//!   `redis/scripts` and the key layout in `redis/keys`. The store URL's grammar and its
+//!   password-hiding form are the configuration's ([`crate::config::StoreUrl`]). One contract
+//!   test (`store/contract`) runs every operation against memory, Redis, TLS Redis and a
+//!   cluster.
 //! - [`Sessions`] is the host's front: it owns the store, bounds every store call with the
 //!   configured timeout, counts every call by operation (and its failures) into the metrics'
 //!   counters, logs an outage once when it starts and once when it ends, and starts a
@@ -39,6 +43,7 @@ pub(crate) use id::from_cookies as session_id;
 pub(crate) use id::sticky_key;
 pub use memory::{HandedSession, MemoryStore};
 pub use redis::RedisStore;
+pub(crate) use redis::RedisTls;
 pub use scope::RequestSession;
 pub use store::{
     Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
@@ -96,8 +101,14 @@ impl Sessions {
             memory = Some(Arc::clone(&store));
             store
         } else {
-            let store = RedisStore::new(
-                &config.store,
+            let tls = RedisTls {
+                ca_file: config.tls_ca_file.clone(),
+                cert_file: config.tls_cert_file.clone(),
+                key_file: config.tls_key_file.clone(),
+            };
+            let store = RedisStore::open(
+                &config.store_url()?,
+                &tls,
                 &config.redis_prefix,
                 timeout,
                 config.op_timeout(),

@@ -1,9 +1,9 @@
 //! The Redis session store: sessions shared by every host process and every app version.
 //!
-//! Layout: one hash per session at `PREFIX + id`. Each attribute is one field holding its JSON
-//! text; the metadata fields `#created_ms`, `#accessed_ms` (milliseconds since the epoch) and
-//! `#timeout_ms` start with `#`, which attribute names may not. The key's TTL is the session
-//! timeout.
+//! Layout: one hash per session (at `PREFIX + id`, or `PREFIX{id}` in a cluster: `keys`). Each
+//! attribute is one field holding its JSON text; the metadata fields `#created_ms`,
+//! `#accessed_ms` (milliseconds since the epoch) and `#timeout_ms` start with `#`, which
+//! attribute names may not. The key's TTL is the session timeout.
 //!
 //! Every operation is one round trip, and every write is a Lua script (`scripts`), so it is atomic and
 //! checks that the session still exists before writing: a write never recreates a session that
@@ -12,36 +12,46 @@
 //! most requests; every write refreshes it anyway. Atomic updates read the attribute and store
 //! the new value with a compare-and-set script, retried by the caller on conflict.
 //!
-//! Operators' listing and counting use `SCAN` with `MATCH PREFIX*` (never `KEYS`), so Redis
-//! stays responsive; a listing stops once it has its page, but a count walks every key of the
-//! database, in time proportional to its size, bounded like every call by the op timeout.
+//! Operators' listing and counting use `SCAN` with `MATCH PREFIX*` (never `KEYS`), on every
+//! master of a cluster, so Redis stays responsive; a listing stops once it has its page, but a
+//! count walks every key of the database, in time proportional to its size, bounded like every
+//! call by the op timeout.
 //!
-//! The connection is the `redis` crate's `ConnectionManager`, created lazily and reconnecting by
-//! itself; the host starts even while Redis is down. Rotation renames the key, so the two keys
-//! must live on one server (Redis Cluster is not supported).
+//! The connection (`conn`) is opened from the store URL: one server, plain or TLS; the master
+//! of a Sentinel set, found again after a failover (`sentinel`); or a Cluster (`cluster`),
+//! whose rotation moves a session across slots in steps instead of a `RENAME`. Every kind
+//! connects lazily, so the host starts even while Redis is down.
 
+mod cluster;
+mod conn;
+mod keys;
 mod scripts;
+mod sentinel;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use redis::RedisError;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::store::{
     Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
     now_ms,
 };
+use crate::config::{StoreKind, StoreUrl};
+use conn::Conn;
+pub(crate) use conn::RedisTls;
+use keys::Keys;
 use scripts::Scripts;
 
 /// Keys asked for per `SCAN` round trip.
 const SCAN_COUNT: usize = 1000;
 
-/// Sessions in Redis.
+/// Sessions in Redis. Its `Debug` shows the store URL with the password hidden.
 #[derive(Debug)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    prefix: String,
+    url: StoreUrl,
+    conn: Conn,
+    keys: Keys,
     timeout_ms: u64,
     scripts: Scripts,
 }
@@ -51,13 +61,15 @@ fn unavailable(e: RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store at `url` (`redis://HOST:PORT/DB`), keys under `prefix`, sessions expiring after
-    /// `timeout` without use. Connects lazily: the first operation opens the connection, and a
-    /// lost connection is reopened by the next operation. `op_timeout` bounds each connection
+    /// A store at `url` (`redis://HOST:PORT/DB`, or any other Redis form `sessions.store`
+    /// takes, without TLS files), keys under `prefix`, sessions expiring after `timeout`
+    /// without use. Connects lazily: the first operation opens the connection, and a lost
+    /// connection is reopened by the next operation. `op_timeout` bounds each connection
     /// attempt and each response.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] if `url` is not a Redis URL.
+    /// [`StoreError::Invalid`] if `url` is not a Redis URL (the error shows it without its
+    /// password).
     ///
     /// # Panics
     /// Outside a tokio runtime.
@@ -67,75 +79,117 @@ impl RedisStore {
         timeout: Duration,
         op_timeout: Duration,
     ) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(op_timeout))
-            .set_response_timeout(Some(op_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(op_timeout);
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        let url = StoreUrl::parse(url).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Self::open(&url, &RedisTls::default(), prefix, timeout, op_timeout)
+    }
+
+    /// A store at `url`, any of the Redis forms, with `tls`'s files for `rediss://`; otherwise
+    /// as [`RedisStore::new`].
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] if `url` is not a Redis store, a TLS file cannot be read or
+    /// parsed, or a cluster's `prefix` has a brace (which would make it the hash tag).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub(crate) fn open(
+        url: &StoreUrl,
+        tls: &RedisTls,
+        prefix: &str,
+        timeout: Duration,
+        op_timeout: Duration,
+    ) -> Result<RedisStore, StoreError> {
+        let cluster = url.kind() == StoreKind::Cluster;
+        if cluster && prefix.contains(['{', '}']) {
+            return Err(StoreError::Invalid(format!(
+                "a cluster's key prefix may not contain braces: {prefix:?}"
+            )));
+        }
+        let conn = Conn::open(url, tls, op_timeout)?;
+        tracing::info!(store = %url, "session store");
         Ok(RedisStore {
+            url: url.clone(),
             conn,
-            prefix: prefix.to_owned(),
+            keys: Keys::new(prefix, cluster),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             scripts: Scripts::new(),
         })
     }
 
     fn key(&self, id: &str) -> String {
-        format!("{}{id}", self.prefix)
+        self.keys.session(id)
     }
 
-    /// Walks the keys starting with `PREFIX + id_prefix` with `SCAN`, until the walk ends or
-    /// `enough` distinct keys are found. `SCAN` may return a key twice; the set removes those.
-    async fn scan(&self, id_prefix: &str, enough: usize) -> Result<HashSet<Vec<u8>>, StoreError> {
+    /// The ids of the sessions whose id starts with `id_prefix`, found with `SCAN` on every
+    /// master, until the walk ends or `enough` are found. `SCAN` may return a key twice; the
+    /// set removes those.
+    async fn scan(&self, id_prefix: &str, enough: usize) -> Result<HashSet<String>, StoreError> {
         let mut conn = self.conn.clone();
-        let pattern = format!("{}*", glob_escape(&format!("{}{id_prefix}", self.prefix)));
-        let mut keys = HashSet::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            keys.extend(batch);
-            if next == 0 || keys.len() >= enough {
-                return Ok(keys);
+        let pattern = self.keys.pattern(id_prefix);
+        let mut ids = HashSet::new();
+        for node in conn.scan_nodes().await.map_err(unavailable)? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+                let (next, batch): (u64, Vec<Vec<u8>>) =
+                    conn.on_node(&node, scan).await.map_err(unavailable)?;
+                ids.extend(batch.into_iter().filter_map(|key| self.keys.id_of(key)));
+                if ids.len() >= enough {
+                    return Ok(ids);
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(ids)
     }
 
-    /// The metadata of sessions `ids`, in one round trip; those gone meanwhile are left out.
+    /// The metadata of sessions `ids`, in one round trip (one per session, at once, in a
+    /// cluster, where a pipeline stays in one slot); those gone meanwhile are left out.
     async fn describe(&self, ids: Vec<String>) -> Result<Vec<SessionInfo>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            let key = self.key(id);
-            pipe.cmd("HMGET")
-                .arg(&key)
-                .arg("#created_ms")
-                .arg("#accessed_ms")
-                .arg("#timeout_ms")
-                .cmd("HKEYS")
-                .arg(&key)
-                .cmd("PTTL")
-                .arg(&key);
-        }
         type Reply = (Vec<Option<u64>>, Vec<String>, i64);
-        let replies: Vec<Reply> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let per_pipeline = if matches!(self.conn, Conn::Cluster(_)) {
+            1
+        } else {
+            ids.len()
+        };
+        let mut calls = tokio::task::JoinSet::new();
+        for (index, chunk) in ids.chunks(per_pipeline).enumerate() {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                let key = self.key(id);
+                pipe.cmd("HMGET")
+                    .arg(&key)
+                    .arg("#created_ms")
+                    .arg("#accessed_ms")
+                    .arg("#timeout_ms")
+                    .cmd("HKEYS")
+                    .arg(&key)
+                    .cmd("PTTL")
+                    .arg(&key);
+            }
+            let mut conn = self.conn.clone();
+            calls.spawn(async move { (index, pipe.query_async::<Vec<Reply>>(&mut conn).await) });
+        }
+        let mut replies = vec![Vec::new(); calls.len()];
+        while let Some(joined) = calls.join_next().await {
+            let (index, reply) = joined
+                .map_err(|e| StoreError::Unavailable(format!("a listing call failed: {e}")))?;
+            replies[index] = reply.map_err(unavailable)?;
+        }
         Ok(ids
             .into_iter()
-            .zip(replies)
+            .zip(replies.into_iter().flatten())
             .filter_map(|(id, (meta, fields, ttl))| {
                 // PTTL is -2 for a key that no longer exists.
                 let ttl = u64::try_from(ttl).ok()?;
@@ -151,26 +205,6 @@ impl RedisStore {
             })
             .collect())
     }
-
-    /// The session id of a key found by a scan.
-    fn id_of(&self, key: Vec<u8>) -> Option<String> {
-        String::from_utf8(key)
-            .ok()?
-            .strip_prefix(&self.prefix)
-            .map(str::to_owned)
-    }
-}
-
-/// `text` with Redis glob patterns' special characters escaped.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The attributes of a flat `HGETALL` reply, metadata left out.
@@ -190,7 +224,11 @@ fn attributes(flat: Vec<Vec<u8>>) -> Attributes {
 
 impl SessionStore for RedisStore {
     fn kind(&self) -> &'static str {
-        "redis"
+        match self.url.kind() {
+            StoreKind::Sentinel => "redis+sentinel",
+            StoreKind::Cluster => "redis+cluster",
+            _ => "redis",
+        }
     }
 
     fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Attributes>> {
@@ -300,6 +338,12 @@ impl SessionStore for RedisStore {
 
     fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
+            if let Conn::Cluster(cluster) = &self.conn {
+                return cluster
+                    .rotate(&self.scripts, &self.keys, from, to)
+                    .await
+                    .map_err(unavailable);
+            }
             let mut conn = self.conn.clone();
             let renamed: i64 = self
                 .scripts
@@ -328,9 +372,9 @@ impl SessionStore for RedisStore {
 
     fn list<'a>(&'a self, id_prefix: &'a str, limit: usize) -> StoreFuture<'a, SessionPage> {
         Box::pin(async move {
-            let keys = self.scan(id_prefix, limit.saturating_add(1)).await?;
-            let more = keys.len() > limit;
-            let mut ids: Vec<String> = keys.into_iter().filter_map(|k| self.id_of(k)).collect();
+            let ids = self.scan(id_prefix, limit.saturating_add(1)).await?;
+            let more = ids.len() > limit;
+            let mut ids: Vec<String> = ids.into_iter().collect();
             ids.sort_unstable();
             ids.truncate(limit);
             let mut sessions = self.describe(ids).await?;

@@ -32,6 +32,9 @@ pub enum StoreError {
     /// The store cannot do this (e.g. enumerate its sessions).
     #[error("this session store cannot {0}")]
     Unsupported(&'static str),
+    /// The store's settings are wrong (a URL, a file, a prefix); found when it is opened.
+    #[error("invalid session store settings: {0}")]
+    Invalid(String),
 }
 
 impl StoreError {

@@ -1,5 +1,7 @@
 //! The Redis store's Lua scripts: one per write (and for the load that may refresh the expiry),
-//! so that each is atomic and checks that the session still exists before writing.
+//! so that each is atomic and checks that the session still exists before writing. Each names
+//! the keys it touches, and the keys of one call share a slot, so they run on a cluster too;
+//! a cluster's rotation uses `STASH`, `RESTORE` and `UNSTASH` instead of `RENAME`.
 
 use redis::Script;
 
@@ -93,6 +95,32 @@ return 1
 "
 );
 
+/// KEYS[1] session, KEYS[2] its stash (one slot). Moves the session to the stash, where no
+/// operation on its id finds it, and returns the flat hash; nil if there is no session.
+const STASH: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return redis.call('HGETALL', KEYS[2])
+";
+
+/// KEYS[1] the new session; ARGV[1] now, then the stashed hash's name/value pairs. 1 if
+/// restored, 0 if the id is taken.
+const RESTORE: &str = lua!(
+    r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+touch(KEYS[1], ARGV[1])
+return 1
+"
+);
+
+/// KEYS[1] stash, KEYS[2] session (one slot). Puts a stashed session back; 1 if it did.
+const UNSTASH: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 1
+";
+
 /// The scripts, hashed once: a call sends `EVALSHA`, and the script itself only if Redis lacks it.
 #[derive(Debug)]
 pub(super) struct Scripts {
@@ -102,6 +130,9 @@ pub(super) struct Scripts {
     pub(super) read: Script,
     pub(super) cas: Script,
     pub(super) rename: Script,
+    pub(super) stash: Script,
+    pub(super) restore: Script,
+    pub(super) unstash: Script,
 }
 
 impl Scripts {
@@ -114,6 +145,9 @@ impl Scripts {
             read: Script::new(READ),
             cas: Script::new(CAS),
             rename: Script::new(RENAME),
+            stash: Script::new(STASH),
+            restore: Script::new(RESTORE),
+            unstash: Script::new(UNSTASH),
         }
     }
 }

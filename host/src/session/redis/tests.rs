@@ -1,24 +1,11 @@
-//! The Redis store against a private `redis-server`.
+//! The Redis store against private Redis servers: one plain server, a TLS one and a cluster.
 
 use super::*;
 use crate::session::store::contract::{self, attrs};
 
-/// A private `redis-server` from the test kit, killed on drop.
-struct TestRedis(baton_testkit::RedisServer);
+mod servers;
 
-impl TestRedis {
-    fn start() -> TestRedis {
-        TestRedis(baton_testkit::RedisServer::start())
-    }
-
-    fn conn(&self) -> redis::Connection {
-        self.0.conn()
-    }
-
-    fn store(&self, timeout: Duration) -> RedisStore {
-        RedisStore::new(&self.0.url(), "t:", timeout, Duration::from_secs(2)).unwrap()
-    }
-}
+use servers::TestRedis;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn saves_write_only_their_fields_and_never_resurrect() {
@@ -71,20 +58,84 @@ async fn saves_write_only_their_fields_and_never_resurrect() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_store_operation_keeps_the_contract() {
-    let redis = TestRedis::start();
+    keeps_the_contract(TestRedis::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_store_operation_keeps_the_contract_over_tls() {
+    keeps_the_contract(TestRedis::start_tls()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_store_operation_keeps_the_contract_on_a_cluster() {
+    keeps_the_contract(TestRedis::start_cluster()).await;
+}
+
+async fn keeps_the_contract(redis: TestRedis) {
     let parts = std::sync::atomic::AtomicUsize::new(0);
     contract::every_operation(|timeout| {
         // Each part in a key space of its own.
         let part = parts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        RedisStore::new(
-            &redis.0.url(),
-            &format!("c{part}:"),
-            timeout,
-            Duration::from_secs(2),
-        )
-        .unwrap()
+        redis.store_in(&format!("c{part}:"), timeout)
     })
     .await;
+}
+
+/// `script` run on `keys`.
+async fn two_keys(
+    script: &redis::Script,
+    conn: &mut impl redis::aio::ConnectionLike,
+    [first, second]: [&String; 2],
+) -> redis::Value {
+    script
+        .key(first)
+        .key(second)
+        .invoke_async(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_across_slots_refuses_writes_to_the_old_id_from_its_first_step() {
+    let redis = TestRedis::start_cluster();
+    let store = redis.store(Duration::from_secs(100));
+    assert_eq!(store.kind(), "redis+cluster");
+    let Conn::Cluster(cluster) = &store.conn else {
+        panic!("not a cluster connection")
+    };
+    let mut conn = cluster.conn().await.unwrap();
+    store.create("old", &attrs(&[("n", "1")])).await.unwrap();
+    let (session, stash) = (store.keys.session("old"), store.keys.stash("old"));
+
+    // The first step alone, as another host's rotation would be midway.
+    let stashed = two_keys(&store.scripts.stash, &mut conn, [&session, &stash]).await;
+    assert_ne!(stashed, redis::Value::Nil);
+    let change = BTreeMap::from([("n".to_owned(), Some(b"2".to_vec()))]);
+    assert!(
+        !store.save("old", &change).await.unwrap(),
+        "reported, not lost"
+    );
+    assert_eq!(
+        store
+            .compare_and_set("old", "n", Some(b"1"), b"2")
+            .await
+            .unwrap(),
+        Cas::Gone
+    );
+    assert_eq!(store.load("old").await.unwrap(), None);
+    assert_eq!(store.count().await.unwrap(), 0, "a stash is no session");
+    let unstashed = two_keys(&store.scripts.unstash, &mut conn, [&stash, &session]).await;
+    assert_eq!(unstashed, redis::Value::Int(1));
+
+    // A whole rotation leaves no stash behind.
+    assert!(store.rename("old", "new").await.unwrap());
+    assert_eq!(store.load("new").await.unwrap(), Some(attrs(&[("n", "1")])));
+    let stash: i64 = redis::cmd("EXISTS")
+        .arg(&stash)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stash, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,12 +174,6 @@ async fn listing_and_counting_scan_only_the_prefix() {
     assert!(info.created_ms > 0 && info.accessed_ms >= info.created_ms);
     assert!(info.expires_in_ms > 0 && info.expires_in_ms <= 100_000);
     assert_eq!(store.info("zz").await.unwrap(), None);
-}
-
-#[test]
-fn glob_characters_in_the_prefix_are_escaped() {
-    assert_eq!(glob_escape("baton:session:"), "baton:session:");
-    assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -202,5 +247,8 @@ fn bad_urls_are_refused() {
     let _guard = runtime.enter();
     let timeout = Duration::from_secs(1);
     assert!(RedisStore::new("http://localhost", "p:", timeout, timeout).is_err());
+    let cluster = StoreUrl::parse("redis+cluster://127.0.0.1:1").unwrap();
+    let braces = RedisStore::open(&cluster, &RedisTls::default(), "{p}:", timeout, timeout);
+    assert!(matches!(braces, Err(StoreError::Invalid(_))), "{braces:?}");
     assert!(RedisStore::new("redis://127.0.0.1:1/0", "p:", timeout, timeout).is_ok());
 }
