@@ -98,7 +98,9 @@ pub fn render(kind: Kind, text: &str, backends: &[Backend], port: u16) -> anyhow
         .find(|l| l.contains(FIRST_HOST))
         .ok_or_else(|| drifted(&format!("host {FIRST_HOST}")))?;
     if kind == Kind::Haproxy && !template.contains(EXAMPLE_ADMIN) {
-        return Err(drifted(&format!("`{EXAMPLE_ADMIN}` on the {FIRST_HOST} line")));
+        return Err(drifted(&format!(
+            "`{EXAMPLE_ADMIN}` on the {FIRST_HOST} line"
+        )));
     }
     let mut out = String::new();
     for line in text.lines() {

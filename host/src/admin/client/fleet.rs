@@ -259,7 +259,9 @@ async fn roll_out(rollout: &mut Rollout<'_, '_>, module: &Module, follow: Follow
         if let Some(outcome) = &attempt.outcome {
             let report = &mut rollout.report;
             report.app.get_or_insert_with(|| outcome.app.clone());
-            report.version.get_or_insert_with(|| outcome.version.clone());
+            report
+                .version
+                .get_or_insert_with(|| outcome.version.clone());
             report.hosts[i].replaced.clone_from(&outcome.replaced);
         }
         let host = &mut rollout.report.hosts[i];
