@@ -382,7 +382,7 @@ async fn a_host_stopped_behind_nginx_fails_no_idempotent_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_refused_upload_stops_a_rolling_deploy_and_an_unreachable_host_stops_it_first() {
+async fn refusals_timeouts_and_unreachable_hosts_stop_a_rolling_deploy() {
     let modules = vec![hello("1.0.0")];
     let (first, second) = std::thread::scope(|s| {
         let first = s.spawn(|| HostProc::start(&modules));
@@ -423,6 +423,16 @@ async fn a_refused_upload_stops_a_rolling_deploy_and_an_unreachable_host_stops_i
         run.code == Some(1) && run.stderr.contains("2 --admin-token for 3 --admin"),
         "{run:?}"
     );
+    // A rolling deploy waits for every host: no canary, no `--no-wait`.
+    let run = baton(
+        &["deploy", "--admin", &a, "--admin", &b, "--no-wait", file],
+        &[],
+    )
+    .await;
+    assert!(
+        run.code == Some(1) && run.stderr.contains("--no-wait deploy to one host"),
+        "{run:?}"
+    );
 
     // The second host refuses the upload: the app, new on the first, is undeployed there.
     let run = baton(&["deploy", "--admin", &a, "--admin", &b, file], &[]).await;
@@ -443,6 +453,43 @@ async fn a_refused_upload_stops_a_rolling_deploy_and_an_unreachable_host_stops_i
     assert_eq!(support::get(&first, "/counter/").await.status, 404);
     assert_eq!(support::get(&second, "/counter/").await.status, 404);
     assert_eq!(support::get(&first, "/hello/").await.status, 200);
+
+    // The first host's guard window (30 s by default) outlasts the wait: the deploy stops,
+    // and the new version, active there, is switched back.
+    let v2 = hello("2.0.0");
+    let run = baton(
+        &[
+            "deploy",
+            "--admin",
+            &a,
+            "--admin",
+            &b,
+            "--timeout-secs",
+            "1",
+        ]
+        .into_iter()
+        .chain([v2.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("stopped at {a} (1 of 2)"))
+            && run.stderr.contains("did not retire within 1 s")
+            && run.stderr.contains(&format!("rolled back {a}")),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "[{a}] hello: rolled back to 1.0.0 (replaced 2.0.0)"
+        )),
+        "{run:?}"
+    );
+    for host in [&first, &second] {
+        let r = support::get(host, "/hello/").await;
+        assert_eq!((r.status, r.version()), (200, "hello@1.0.0"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
