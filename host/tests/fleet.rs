@@ -191,10 +191,10 @@ fn failed_except<'s>(samples: &'s [Sample], bad: &str) -> Vec<&'s Sample> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rolling_deploy_behind_nginx_fails_no_request_and_breaks_no_session() {
+/// A rolling deploy of `counter` 2.0.0 through `kind` under load, with a token per host.
+async fn a_rolling_deploy_fails_no_request_and_breaks_no_session(kind: Kind) {
     let tokens = ["token-a", "token-b", "token-c"];
-    let fleet = Fleet::start(Kind::Nginx, |i| guarded(2, tokens[i])).await;
+    let fleet = Fleet::start(kind, |i| guarded(2, tokens[i])).await;
     let plain = Load::start(fleet.balancer.url("/hello/"), 4);
     let counting = Counting::start(fleet.balancer.url("/counter/"), 4);
     warmed_up(&fleet).await;
@@ -254,14 +254,22 @@ async fn a_rolling_deploy_behind_nginx_fails_no_request_and_breaks_no_session() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_version_failing_its_guard_on_the_second_host_leaves_every_host_on_the_old_one() {
+async fn a_rolling_deploy_behind_nginx_fails_no_request_and_breaks_no_session() {
+    a_rolling_deploy_fails_no_request_and_breaks_no_session(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_deploy_behind_haproxy_fails_no_request_and_breaks_no_session() {
+    a_rolling_deploy_fails_no_request_and_breaks_no_session(Kind::Haproxy).await;
+}
+
+/// A rolling deploy through `kind` of a `hello` 2.0.0 that fails half its requests, which only
+/// the second host's clients see, with one token for all hosts and a `--json` report.
+async fn a_version_failing_its_guard_on_the_second_host_is_rolled_back_everywhere(kind: Kind) {
     const TOKEN: &str = "fleet-token";
     // The second host's window is long so that its clients are sure to reach the guard's
     // minimum of requests inside it; the rollback comes as soon as they do.
-    let fleet = Fleet::start(Kind::Haproxy, |i| {
-        guarded(if i == 1 { 30 } else { 2 }, TOKEN)
-    })
-    .await;
+    let fleet = Fleet::start(kind, |i| guarded(if i == 1 { 30 } else { 2 }, TOKEN)).await;
     let counting = Counting::start(fleet.balancer.url("/counter/"), 4);
     // Only the second host's `hello` has clients, so its guard is the one that sees the errors.
     let direct = Load::start(fleet.hosts[1].url("/hello/"), 8);
@@ -340,6 +348,16 @@ async fn a_version_failing_its_guard_on_the_second_host_leaves_every_host_on_the
         failed.first()
     );
     counting.stop(20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guard_failure_on_the_second_host_behind_nginx_leaves_every_host_on_the_old_version() {
+    a_version_failing_its_guard_on_the_second_host_is_rolled_back_everywhere(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guard_failure_on_the_second_host_behind_haproxy_leaves_every_host_on_the_old_version() {
+    a_version_failing_its_guard_on_the_second_host_is_rolled_back_everywhere(Kind::Haproxy).await;
 }
 
 /// Stops the second host with SIGTERM under load through `kind`; no request fails.
