@@ -30,7 +30,7 @@ pub enum AdminCommand {
     /// passed; a failure on any host stops it and rolls back the hosts already done.
     Deploy {
         #[command(flatten)]
-        hosts: DeployHosts,
+        admin: AdminArgs,
         /// The module file (`.so`).
         file: PathBuf,
         /// Deploy as a canary taking this percentage of new requests beside the active version
@@ -160,30 +160,8 @@ pub enum SessionsCommand {
 /// Where the admin API is and how to authenticate to it.
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
-    /// Address of the host's admin listener.
-    #[arg(long, env = "BATON_ADMIN", default_value = "127.0.0.1:9090")]
-    pub admin: String,
-    /// Admin bearer token.
-    #[arg(
-        long,
-        visible_alias = "admin-token",
-        env = "BATON_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-}
-
-impl AdminArgs {
-    fn connect(self) -> Client {
-        Client::new(&self.admin, self.token)
-    }
-}
-
-/// The hosts `baton deploy` deploys to, in order, and how to authenticate to each.
-#[derive(Debug, clap::Args)]
-pub struct DeployHosts {
-    /// Address of a host's admin listener; repeat it (or separate addresses with commas) to
-    /// deploy to several hosts, one at a time, in this order.
+    /// Address of the host's admin listener (`deploy` takes several, repeated or separated by
+    /// commas: a rolling deploy, one host at a time, in this order).
     #[arg(
         long,
         env = "BATON_ADMIN",
@@ -191,7 +169,7 @@ pub struct DeployHosts {
         value_delimiter = ','
     )]
     pub admin: Vec<String>,
-    /// Admin bearer token: once for every host, or once per `--admin`, in the same order.
+    /// Admin bearer token (for several hosts: once for all, or once per `--admin`, in order).
     #[arg(
         long,
         visible_alias = "admin-token",
@@ -201,14 +179,29 @@ pub struct DeployHosts {
     pub token: Vec<String>,
 }
 
-impl DeployHosts {
+impl AdminArgs {
+    /// The client of the one host a command other than `deploy` talks to.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for more than one host or token.
+    fn connect(self) -> Result<Client> {
+        let mut targets = self.connect_all()?;
+        if targets.len() != 1 {
+            return Err(Error::Invalid(
+                "this command talks to one host: give one --admin (only deploy takes several)"
+                    .to_owned(),
+            ));
+        }
+        Ok(targets.remove(0).client)
+    }
+
     /// A client per host, each with its token.
     ///
     /// # Errors
     /// [`Error::Invalid`] for a number of tokens other than none, one or one per host, or a
     /// host named twice.
-    fn connect(self) -> Result<Vec<Target>> {
-        let DeployHosts { admin, token } = self;
+    fn connect_all(self) -> Result<Vec<Target>> {
+        let AdminArgs { admin, token } = self;
         if token.len() > 1 && token.len() != admin.len() {
             return Err(Error::Invalid(format!(
                 "{} --admin-token for {} --admin: give one token for every host, or one per \
@@ -244,17 +237,17 @@ impl AdminCommand {
     pub async fn run(self, out: &mut dyn Write) -> Result<()> {
         match self {
             AdminCommand::Status { admin, json } => {
-                super::status(&admin.connect(), json, out).await
+                super::status(&admin.connect()?, json, out).await
             }
             AdminCommand::Deploy {
-                hosts,
+                admin,
                 file,
                 canary,
                 timeout_secs,
                 no_wait,
                 json,
             } => {
-                let mut targets = hosts.connect()?;
+                let mut targets = admin.connect_all()?;
                 let follow = Follow {
                     canary,
                     wait: !no_wait,
@@ -274,25 +267,25 @@ impl AdminCommand {
                 super::fleet::rolling(&targets, &file, follow, json, out).await
             }
             AdminCommand::Rollback { admin, app } => {
-                super::rollback(&admin.connect(), &app, out).await
+                super::rollback(&admin.connect()?, &app, out).await
             }
             AdminCommand::Undeploy { admin, app } => {
-                super::undeploy(&admin.connect(), &app, out).await
+                super::undeploy(&admin.connect()?, &app, out).await
             }
             AdminCommand::Upgrade {
                 admin,
                 timeout_secs,
-            } => super::upgrade(&admin.connect(), Duration::from_secs(timeout_secs), out).await,
+            } => super::upgrade(&admin.connect()?, Duration::from_secs(timeout_secs), out).await,
             AdminCommand::Canary {
                 admin,
                 app,
                 version,
                 percent,
-            } => super::canary(&admin.connect(), &app, &version, percent, out).await,
+            } => super::canary(&admin.connect()?, &app, &version, percent, out).await,
             AdminCommand::Promote { admin, app } => {
-                super::promote(&admin.connect(), &app, out).await
+                super::promote(&admin.connect()?, &app, out).await
             }
-            AdminCommand::Abort { admin, app } => super::abort(&admin.connect(), &app, out).await,
+            AdminCommand::Abort { admin, app } => super::abort(&admin.connect()?, &app, out).await,
             AdminCommand::Sessions(SessionsCommand::List {
                 admin,
                 limit,
@@ -301,25 +294,25 @@ impl AdminCommand {
             }) => {
                 let query = SessionsQuery { limit, prefix };
                 if json {
-                    super::sessions::list_json(&admin.connect(), &query, out).await
+                    super::sessions::list_json(&admin.connect()?, &query, out).await
                 } else {
-                    super::sessions::list(&admin.connect(), &query, out).await
+                    super::sessions::list(&admin.connect()?, &query, out).await
                 }
             }
             AdminCommand::Sessions(SessionsCommand::Count { admin }) => {
-                super::sessions::count(&admin.connect(), out).await
+                super::sessions::count(&admin.connect()?, out).await
             }
             AdminCommand::Sessions(SessionsCommand::Invalidate { admin, id }) => {
-                super::sessions::invalidate(&admin.connect(), &id, out).await
+                super::sessions::invalidate(&admin.connect()?, &id, out).await
             }
             AdminCommand::Quarantine(QuarantineCommand::List { admin, json }) => {
-                super::quarantine::list(&admin.connect(), json, out).await
+                super::quarantine::list(&admin.connect()?, json, out).await
             }
             AdminCommand::Quarantine(QuarantineCommand::Clear {
                 admin,
                 app,
                 version,
-            }) => super::quarantine::clear(&admin.connect(), &app, &version, out).await,
+            }) => super::quarantine::clear(&admin.connect()?, &app, &version, out).await,
         }
     }
 }

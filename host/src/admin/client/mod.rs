@@ -38,7 +38,7 @@ use super::wire::{
 use crate::deploy::GuardState;
 use crate::error::{Error, Result};
 
-pub use cli::{AdminArgs, AdminCommand, DeployHosts, QuarantineCommand, SessionsCommand};
+pub use cli::{AdminArgs, AdminCommand, QuarantineCommand, SessionsCommand};
 use deploy::deploy;
 
 /// A connection to one host's admin API.
