@@ -16,7 +16,7 @@ use std::time::Duration;
 use baton_testkit::balancer::{Backend, Balancer, Kind};
 use serde_json::Value;
 use support::jar::Jar;
-use support::load::{Load, Sample, assert_served};
+use support::load::{Load, assert_no_failures_but_from, assert_served};
 use support::redis::RedisServer;
 use support::{
     CliRun, HostOptions, HostProc, Signal, admin_call, baton, counter, eventually, faulty, hello,
@@ -183,12 +183,29 @@ async fn warmed_up(fleet: &Fleet) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
-/// Requests that failed, other than 500s answered by `bad` itself.
-fn failed_except<'s>(samples: &'s [Sample], bad: &str) -> Vec<&'s Sample> {
-    samples
-        .iter()
-        .filter(|s| s.status != 200 && !(s.status == 500 && s.version == bad))
-        .collect()
+/// Runs each balancer-generic test `$body` as two tests, `$nginx` behind nginx and `$haproxy`
+/// behind HAProxy.
+macro_rules! both_balancers {
+    ($($body:ident: $nginx:ident, $haproxy:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $nginx() {
+            $body(Kind::Nginx).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $haproxy() {
+            $body(Kind::Haproxy).await;
+        }
+    )*};
+}
+
+both_balancers! {
+    a_rolling_deploy_fails_no_request_and_breaks_no_session:
+        a_rolling_deploy_behind_nginx_fails_no_request_and_breaks_no_session,
+        a_rolling_deploy_behind_haproxy_fails_no_request_and_breaks_no_session;
+    a_version_failing_its_guard_on_the_second_host_is_rolled_back_everywhere:
+        a_guard_failure_on_the_second_host_behind_nginx_leaves_every_host_on_the_old_version,
+        a_guard_failure_on_the_second_host_behind_haproxy_leaves_every_host_on_the_old_version;
 }
 
 /// A rolling deploy of `counter` 2.0.0 through `kind` under load, with a token per host.
@@ -251,16 +268,6 @@ async fn a_rolling_deploy_fails_no_request_and_breaks_no_session(kind: Kind) {
             "{counted:?}"
         );
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rolling_deploy_behind_nginx_fails_no_request_and_breaks_no_session() {
-    a_rolling_deploy_fails_no_request_and_breaks_no_session(Kind::Nginx).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rolling_deploy_behind_haproxy_fails_no_request_and_breaks_no_session() {
-    a_rolling_deploy_fails_no_request_and_breaks_no_session(Kind::Haproxy).await;
 }
 
 /// A rolling deploy through `kind` of a `hello` 2.0.0 that fails half its requests, which only
@@ -339,25 +346,8 @@ async fn a_version_failing_its_guard_on_the_second_host_is_rolled_back_everywher
         assert_eq!((r.status, r.version()), (200, "hello@1.0.0"));
     }
 
-    let samples = direct.stop().await;
-    let failed = failed_except(&samples, "hello@2.0.0");
-    assert!(
-        failed.is_empty(),
-        "{} failed: {:?}",
-        failed.len(),
-        failed.first()
-    );
+    assert_no_failures_but_from(&direct.stop().await, "hello@2.0.0");
     counting.stop(20).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_guard_failure_on_the_second_host_behind_nginx_leaves_every_host_on_the_old_version() {
-    a_version_failing_its_guard_on_the_second_host_is_rolled_back_everywhere(Kind::Nginx).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_guard_failure_on_the_second_host_behind_haproxy_leaves_every_host_on_the_old_version() {
-    a_version_failing_its_guard_on_the_second_host_is_rolled_back_everywhere(Kind::Haproxy).await;
 }
 
 /// Stops the second host with SIGTERM under load through `kind`; no request fails.
