@@ -4,7 +4,8 @@
 //! load through the balancer fail no request and break no session's count; a version that fails
 //! its guard on the second host stops the deploy and leaves every host on the old version; a
 //! host stopped with SIGTERM fails no request: HAProxy sees its `/readyz` turn 503 and stops
-//! sending, nginx retries an idempotent request on the next host.
+//! sending, nginx retries an idempotent request on the next host; and `baton upgrade` of each
+//! host in turn fails none either.
 
 mod support;
 

@@ -306,3 +306,24 @@ async fn roll_out(rollout: &mut Rollout<'_, '_>, module: &Module, follow: Follow
             .join(", ")
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_carries_its_host_however_it_is_written() {
+        let mut out = Vec::new();
+        {
+            let mut prefixed = Prefixed::new(&mut out, "10.0.0.1:9090");
+            write!(prefixed, "loading  hello").unwrap();
+            writeln!(prefixed, " 2.0.0").unwrap();
+            prefixed.write_all(b"active\nretired\n").unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[10.0.0.1:9090] loading  hello 2.0.0\n[10.0.0.1:9090] active\n\
+             [10.0.0.1:9090] retired\n"
+        );
+    }
+}
