@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::http::Http;
-use support::load::{Load, Sample, assert_no_failures};
+use support::load::{Load, Sample, assert_no_failures, assert_no_failures_but_from};
 use support::{HostOptions, HostProc, baton, eventually, get, hello, mapped, version as entry};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -42,14 +42,6 @@ fn guarded(window_secs: u64) -> HostOptions {
         config: format!("[guard]\nwindow_secs = {window_secs}\n"),
         ..HostOptions::default()
     }
-}
-
-/// Requests that failed other than a 500 answered by `bad` itself.
-fn failed_except<'s>(samples: &'s [Sample], bad: &str) -> Vec<&'s Sample> {
-    samples
-        .iter()
-        .filter(|s| s.status != 200 && !(s.status == 500 && s.version == bad))
-        .collect()
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -111,13 +103,7 @@ async fn a_v2_failing_half_its_requests_is_rolled_back_under_load() {
     } = rolled_back_under_load(&host, &bad_v2("errors-half")).await;
 
     // No request failed except the 500s the bad version gave itself, and it did give some.
-    let failed = failed_except(&samples, "hello@2.0.0");
-    assert!(
-        failed.is_empty(),
-        "{} failed, e.g. {:?}",
-        failed.len(),
-        failed.first()
-    );
+    assert_no_failures_but_from(&samples, "hello@2.0.0");
     assert!(
         samples
             .iter()
@@ -374,14 +360,7 @@ async fn baton_deploy_reports_a_rollback_and_exits_non_zero() {
     let a = app_status(&host).await;
     assert_eq!(a["active"], "2.0.0");
     assert_eq!(entry(&a, "1.0.0")["state"], "standby", "{a:#}");
-    assert_no_failures(
-        &load
-            .stop()
-            .await
-            .into_iter()
-            .filter(|s| s.version != "hello@2.0.0" || s.status != 500)
-            .collect::<Vec<_>>(),
-    );
+    assert_no_failures_but_from(&load.stop().await, "hello@2.0.0");
 }
 
 #[tokio::test(flavor = "multi_thread")]

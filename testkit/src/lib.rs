@@ -7,6 +7,8 @@
 //!   in a file the harness reads ([`log`]), stopped when dropped.
 //! - [`redis`]: a private `redis-server` from PATH on a free port, which a test may also kill,
 //!   freeze or restart on purpose.
+//! - [`balancer`]: `nginx` or `haproxy` in front of hosts, running the configurations the README
+//!   documents.
 //! - [`tls`]: a certificate authority made for the run and server certificates for `localhost`.
 //! - [`build`]: the workspace, `cargo` without the variables that change what it builds, and app
 //!   modules built with compile-time settings (`BATON_APP_VERSION`, a fixture's fault).
@@ -16,6 +18,7 @@
 //! host's own unit tests can use it too. Starting something that must work panics when it does
 //! not (`start`), as a test wants; the benchmarks use the `try_` forms, which return the error.
 
+pub mod balancer;
 pub mod build;
 pub mod host;
 pub mod log;

@@ -177,7 +177,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A local port no one listens on right now.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")
         .context("cannot bind a local port")?
         .local_addr()?

@@ -88,43 +88,124 @@ fn upload_name(file: &Path) -> String {
     name[name.len().saturating_sub(MAX_UPLOAD_NAME)..].to_owned()
 }
 
+/// A module file read for upload: what it is called, the name it is uploaded under and its
+/// bytes (read once, however many hosts it goes to).
+#[derive(Debug, Clone)]
+pub(super) struct Module {
+    shown: String,
+    name: String,
+    bytes: Bytes,
+}
+
+impl Module {
+    /// Reads `file`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it cannot be read.
+    pub(super) fn read(file: &Path) -> Result<Module> {
+        let bytes = std::fs::read(file)
+            .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
+        Ok(Module {
+            shown: file.display().to_string(),
+            name: upload_name(file),
+            bytes: Bytes::from(bytes),
+        })
+    }
+
+    /// The file as the operator named it.
+    pub(super) fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+/// How far `baton deploy` follows a deploy on a host.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Follow {
+    /// Deploy as a canary taking this share of new requests.
+    pub(super) canary: Option<u8>,
+    /// Follow the old version through its drain, the guard window and its retirement.
+    pub(super) wait: bool,
+    /// How long to wait for the old version to retire.
+    pub(super) timeout: Duration,
+}
+
+/// What one host made of an upload.
+#[derive(Debug)]
+pub(super) struct Attempt {
+    /// The host's answer to the upload, when it gave one.
+    pub(super) outcome: Option<DeployOutcome>,
+    /// Whether the deploy went through, as far as it was followed.
+    pub(super) result: Result<()>,
+}
+
 /// `baton deploy FILE`: uploads a module and follows it through loading, warming, active, the
 /// old version drained, its guard window (if the app has one) and the old version retired.
-/// With `canary`, the new version takes that share of new requests beside the active one
+/// With a canary, the new version takes that share of new requests beside the active one
 /// instead of replacing it. Without `wait`, it returns once the new version is active.
 ///
 /// # Errors
 /// The deploy's failure reason (a refused module, a failed warm-up, a rollback during the guard
-/// window), or the old version not retiring within `timeout`.
+/// window), or the old version not retiring within the timeout.
 pub(super) async fn deploy(
     client: &Client,
     file: &Path,
-    canary: Option<u8>,
-    wait: bool,
-    timeout: Duration,
+    follow: Follow,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let bytes =
-        std::fs::read(file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
-    writeln!(out, "uploading {} ({} bytes)", file.display(), bytes.len()).map_err(out_error)?;
+    let module = Module::read(file)?;
+    upload(client, &module, follow, out).await.result
+}
+
+/// Uploads `module` to the host of `client` and follows its deploy as [`deploy`] does.
+pub(super) async fn upload(
+    client: &Client,
+    module: &Module,
+    follow: Follow,
+    out: &mut dyn Write,
+) -> Attempt {
+    let mut outcome = None;
+    let result = upload_and_follow(client, module, follow, out, &mut outcome).await;
+    Attempt { outcome, result }
+}
+
+/// [`upload`], keeping the host's answer in `answer` as soon as it comes.
+async fn upload_and_follow(
+    client: &Client,
+    module: &Module,
+    follow: Follow,
+    out: &mut dyn Write,
+    answer: &mut Option<DeployOutcome>,
+) -> Result<()> {
+    let Follow {
+        canary,
+        wait,
+        timeout,
+    } = follow;
+    writeln!(
+        out,
+        "uploading {} ({} bytes)",
+        module.shown,
+        module.bytes.len()
+    )
+    .map_err(out_error)?;
     let before = max_id(&client.get("/status").await?);
     let query = DeployQuery {
-        name: Some(upload_name(file)),
+        name: Some(module.name.clone()),
         canary,
     };
     let path = format!("/apps?{}", query.encode());
-    let upload = client.call::<DeployOutcome>(Method::POST, &path, Bytes::from(bytes));
+    let upload = client.call::<DeployOutcome>(Method::POST, &path, module.bytes.clone());
     tokio::pin!(upload);
     let mut progress = Progress { out, printed: 0 };
     // Follow the new version while the upload's deploy runs.
     let outcome = loop {
         tokio::select! {
             outcome = &mut upload => break outcome,
-            followed = follow(client, before, canary.is_some(), &mut progress) => followed?,
+            followed = follow_new(client, before, canary.is_some(), &mut progress) => followed?,
         }
     };
     let outcome = match outcome {
-        Ok(outcome) => outcome,
+        Ok(outcome) => answer.insert(outcome),
         Err(e) => {
             progress.say(format_args!("failed   {e}"))?;
             return Err(admin_error(format!("deploy failed: {e}")));
@@ -165,12 +246,12 @@ pub(super) async fn deploy(
              with `baton status`"
         ));
     }
-    follow_old(client, &outcome, old, timeout, &mut progress).await
+    follow_old(client, outcome, old, timeout, &mut progress).await
 }
 
 /// One look at the status while the upload's deploy runs: prints the steps the new version has
 /// reached, then waits a moment.
-async fn follow(
+async fn follow_new(
     client: &Client,
     before: u64,
     canary: bool,

@@ -8,11 +8,14 @@
 //! - this module: the [`Client`], `baton status` and the one-call commands (rollback, undeploy,
 //!   canary, promote, abort, upgrade).
 //! - `deploy`: `baton deploy`, following the new version through its steps.
+//! - `fleet`: `baton deploy` to several hosts, one at a time, rolling the done ones back when
+//!   one fails.
 //! - `sessions` and `quarantine`: `baton sessions …` and `baton quarantine …`.
 //! - `cli`: the admin subcommands of the command line and how each runs.
 
 mod cli;
 mod deploy;
+mod fleet;
 mod quarantine;
 mod sessions;
 
