@@ -21,6 +21,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Getters that give `*_ms` settings as durations.
+macro_rules! millis_getters {
+    ($($name:ident => $field:ident;)*) => {$(
+        #[doc = concat!("`", stringify!($field), "` as a duration.")]
+        pub fn $name(&self) -> Duration {
+            Duration::from_millis(self.$field)
+        }
+    )*};
+}
+
+/// The name of the first of `fields` set to zero, among settings that must be at least 1.
+fn first_zero<'a>(fields: &[(&'a str, u64)]) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(_, value)| *value == 0)
+        .map(|(name, _)| *name)
+}
+
 mod apps;
 mod guard;
 mod http;
