@@ -335,31 +335,18 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(toml::from_str::<Config>("listn = \"1.2.3.4:1\"").is_err());
-        let config: Config = toml::from_str("[apps.a]\nmount = \"/x/\"").unwrap();
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("apps.a.mount")
-        );
-        let config: Config = toml::from_str("[limits]\nworker_threads = 0").unwrap();
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("worker_threads")
-        );
-        let config: Config =
-            toml::from_str("[apps.a]\nmount = \"/x\"\n[apps.b]\nmount = \"/x\"").unwrap();
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("both mounted")
-        );
+        for (toml, named) in [
+            ("[apps.a]\nmount = \"/x/\"", "apps.a.mount"),
+            ("[limits]\nworker_threads = 0", "worker_threads"),
+            (
+                "[apps.a]\nmount = \"/x\"\n[apps.b]\nmount = \"/x\"",
+                "both mounted",
+            ),
+        ] {
+            let config: Config = toml::from_str(toml).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(named), "{toml}: {error}");
+        }
     }
 
     #[test]
