@@ -13,12 +13,13 @@ use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry as MetricRegistry;
+use prometheus_client::registry::{Metric, Registry as MetricRegistry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppLabels {
@@ -59,6 +60,20 @@ fn latency_histogram() -> Histogram {
 fn swap_histogram() -> Histogram {
     // 1 ms to about 65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// A metric of any kind, so that one table can describe them all at registration.
+#[derive(Debug)]
+struct AnyMetric(Box<dyn Metric>);
+
+impl EncodeMetric for AnyMetric {
+    fn encode(&self, encoder: MetricEncoder<'_>) -> fmt::Result {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
 }
 
 /// Status classes, indexed by `status / 100 - 1`.
@@ -104,56 +119,22 @@ impl Metrics {
             session_errors: Family::default(),
             registry: RwLock::default(),
         };
-        registry.register(
-            "requests",
-            "Requests answered by an app version, by status class",
-            m.requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from a request's arrival to its response, per app version",
-            m.latency.clone(),
-        );
-        registry.register(
-            "swaps",
-            "Switches of an app's active version from one version to another",
-            m.swaps.clone(),
-        );
-        registry.register(
-            "swap_duration_seconds",
-            "Time from a module file's detection (or upload) to the switch",
-            m.swap_seconds.clone(),
-        );
-        registry.register(
-            "drain_duration_seconds",
-            "Time from a switch until the old version's last request finished",
-            m.drain_seconds.clone(),
-        );
-        registry.register(
-            "warmup_failures",
-            "New versions refused because init, the warm-up hook or a warm-up request failed",
-            m.warmup_failures.clone(),
-        );
-        registry.register(
-            "rollbacks",
-            "Automatic switches back to the previous version during a guard window, by cause",
-            m.rollbacks.clone(),
-        );
-        registry.register(
-            "module_rejections",
-            "Module files refused by the loader (truncated or not a library for this host, no entry symbol, ABI)",
-            m.rejected.clone(),
-        );
-        registry.register(
-            "session_store_operations",
-            "Session store operations, by operation",
-            m.session_ops.clone(),
-        );
-        registry.register(
-            "session_store_errors",
-            "Session store operations that failed, by operation",
-            m.session_errors.clone(),
-        );
+        #[rustfmt::skip]
+        let described: [(&str, Box<dyn Metric>, &str); 10] = [
+            ("requests", Box::new(m.requests.clone()), "Requests answered by an app version, by status class"),
+            ("request_duration_seconds", Box::new(m.latency.clone()), "Time from a request's arrival to its response, per app version"),
+            ("swaps", Box::new(m.swaps.clone()), "Switches of an app's active version from one version to another"),
+            ("swap_duration_seconds", Box::new(m.swap_seconds.clone()), "Time from a module file's detection (or upload) to the switch"),
+            ("drain_duration_seconds", Box::new(m.drain_seconds.clone()), "Time from a switch until the old version's last request finished"),
+            ("warmup_failures", Box::new(m.warmup_failures.clone()), "New versions refused because init, the warm-up hook or a warm-up request failed"),
+            ("rollbacks", Box::new(m.rollbacks.clone()), "Automatic switches back to the previous version during a guard window, by cause"),
+            ("module_rejections", Box::new(m.rejected.clone()), "Module files refused by the loader (truncated or not a library for this host, no entry symbol, ABI)"),
+            ("session_store_operations", Box::new(m.session_ops.clone()), "Session store operations, by operation"),
+            ("session_store_errors", Box::new(m.session_errors.clone()), "Session store operations that failed, by operation"),
+        ];
+        for (name, metric, help) in described {
+            registry.register(name, help, AnyMetric(metric));
+        }
         Metrics {
             registry: RwLock::new(registry),
             ..m

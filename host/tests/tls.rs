@@ -4,12 +4,16 @@
 
 mod support;
 
-use std::path::Path;
+use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::ClientConfig;
 use support::http::Http;
-use support::tls::{TestCa, connect, curl, handshake, replace_file, resolve, write_pair};
+use support::tls::{
+    TestCa, TlsConn, connect, curl, handshake, openssl, replace_file, resolve, write_pair,
+};
 use support::{
     HostOptions, HostProc, Signal, baton, baton_binary, counter, eventually, get, hello, status,
 };
@@ -34,6 +38,20 @@ fn tls_host(
     })
 }
 
+/// A host serving `hello` 1.0.0 unsupervised over TLS (see [`tls_host`]), and its HTTPS address.
+fn hello_tls(tls: &str, config: &str) -> (HostProc, SocketAddr) {
+    let host = tls_host(vec![hello("1.0.0")], tls, config, false);
+    let addr = host.tls_addr.unwrap();
+    (host, addr)
+}
+
+/// A TLS connection to `addr` on which `/hello/` has answered 200.
+async fn answering(addr: SocketAddr, client: Arc<ClientConfig>) -> TlsConn {
+    let mut conn = connect(addr, client).await.unwrap();
+    assert_eq!(conn.get("/hello/").await.unwrap().0.status, 200);
+    conn
+}
+
 /// A certificate authority, a directory with `cert.pem` and `key.pem` it issued, and the `[tls]`
 /// table naming them.
 fn certificates() -> (TestCa, tempfile::TempDir, String) {
@@ -41,20 +59,6 @@ fn certificates() -> (TestCa, tempfile::TempDir, String) {
     let certs = tempfile::tempdir().unwrap();
     let tls = write_pair(certs.path(), &ca.issue());
     (ca, certs, tls)
-}
-
-/// Runs `openssl` in `dir`, as the README shows it.
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is not installed: `apt-get install -y openssl` (.ci/run does this)");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,8 +159,7 @@ async fn http2_from_a_rustls_client_and_a_rotated_certificate_spares_held_connec
     let certs = tempfile::tempdir().unwrap();
     let first = first_ca.issue();
     let tls = write_pair(certs.path(), &first);
-    let host = tls_host(vec![hello("1.0.0")], &tls, "", false);
-    let addr = host.tls_addr.unwrap();
+    let (host, addr) = hello_tls(&tls, "");
 
     // HTTP/2 by ALPN.
     let mut h2 = connect(addr, first_ca.client(&[b"h2", b"http/1.1"]))
@@ -168,11 +171,8 @@ async fn http2_from_a_rustls_client_and_a_rotated_certificate_spares_held_connec
     assert_eq!(reply.version(), "hello@1.0.0");
 
     // An HTTP/1.1 keep-alive connection held across the rotation.
-    let mut held = connect(addr, first_ca.client(&[b"http/1.1"]))
-        .await
-        .unwrap();
+    let mut held = answering(addr, first_ca.client(&[b"http/1.1"])).await;
     assert_eq!(held.leaf, first.leaf);
-    assert_eq!(held.get("/hello/").await.unwrap().0.status, 200);
 
     let second = second_ca.issue();
     write_pair(certs.path(), &second);
@@ -208,11 +208,8 @@ async fn http2_from_a_rustls_client_and_a_rotated_certificate_spares_held_connec
         "new TLS certificate or key refused; the previous certificate keeps serving",
         "does not match",
     );
-    let mut after = connect(addr, second_ca.client(&[b"http/1.1"]))
-        .await
-        .unwrap();
+    let after = answering(addr, second_ca.client(&[b"http/1.1"])).await;
     assert_eq!(after.leaf, second.leaf);
-    assert_eq!(after.get("/hello/").await.unwrap().0.status, 200);
     assert_eq!(held.get("/hello/").await.unwrap().0.status, 200);
 }
 
@@ -237,16 +234,12 @@ async fn a_supervised_host_serves_https_and_sighup_reloads_the_certificate() {
         u64::from(host.pid()),
         "served by the serving process"
     );
-    let mut conn = connect(addr, first_ca.client(&[b"h2"])).await.unwrap();
-    assert_eq!(conn.get("/hello/").await.unwrap().0.status, 200);
+    let mut conn = answering(addr, first_ca.client(&[b"h2"])).await;
 
     let second = second_ca.issue();
     write_pair(certs.path(), &second);
     // Not watched: new connections still get the first certificate.
-    let mut still = connect(addr, first_ca.client(&[b"http/1.1"]))
-        .await
-        .unwrap();
-    assert_eq!(still.get("/hello/").await.unwrap().0.status, 200);
+    let mut still = answering(addr, first_ca.client(&[b"http/1.1"])).await;
 
     // SIGHUP to the supervisor reaches the serving process, which reloads and keeps serving.
     host.signal(Signal::HUP);
@@ -254,11 +247,8 @@ async fn a_supervised_host_serves_https_and_sighup_reloads_the_certificate() {
         l["message"] == "TLS certificate reloaded; new connections use it"
             && l["trigger"] == "SIGHUP"
     });
-    let mut fresh = connect(addr, second_ca.client(&[b"http/1.1"]))
-        .await
-        .unwrap();
+    let fresh = answering(addr, second_ca.client(&[b"http/1.1"])).await;
     assert_eq!(fresh.leaf, second.leaf);
-    assert_eq!(fresh.get("/hello/").await.unwrap().0.status, 200);
     assert_eq!(conn.get("/hello/").await.unwrap().0.status, 200);
     assert_eq!(still.get("/hello/").await.unwrap().0.status, 200);
     assert!(
@@ -287,8 +277,7 @@ async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_
     });
     let addr = host.tls_addr.unwrap();
     let client = ca.client(&[b"h2", b"http/1.1"]);
-    let mut before = connect(addr, client.clone()).await.unwrap();
-    assert_eq!(before.get("/hello/").await.unwrap().0.status, 200);
+    let _before = answering(addr, client.clone()).await;
     let old_pid = status(&host).await["host"]["pid"].as_u64().unwrap();
     // A client whose handshake has not started when the hand-over begins.
     let pending = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -313,8 +302,7 @@ async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_
     });
     let new_pid = status(&host).await["host"]["pid"].as_u64().unwrap();
     assert_ne!(new_pid, old_pid);
-    let mut after = connect(addr, client.clone()).await.unwrap();
-    assert_eq!(after.get("/hello/").await.unwrap().0.status, 200);
+    let _after = answering(addr, client.clone()).await;
 
     // The re-executed supervisor still holds the HTTPS listener: a new serving process after a
     // crash serves it.
@@ -334,13 +322,7 @@ async fn an_upgraded_host_keeps_serving_https_and_its_new_supervisor_passes_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_is_redirected_to_https_and_health_stays_on_the_admin_listener() {
     let (ca, certs, tls) = certificates();
-    let host = tls_host(
-        vec![hello("1.0.0")],
-        &format!("{tls}redirect_http = true\n"),
-        "",
-        false,
-    );
-    let tls_addr = host.tls_addr.unwrap();
+    let (host, tls_addr) = hello_tls(&format!("{tls}redirect_http = true\n"), "");
     let host_header = format!("localhost:{}", host.addr.port());
     let reply = Http::new()
         .get_with(&host.url("/hello/there?x=1"), &[("host", &host_header)])
@@ -375,13 +357,10 @@ async fn plain_http_is_redirected_to_https_and_health_stays_on_the_admin_listene
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_connections_are_held_to_the_handshake_timeout_and_the_connection_cap() {
     let (ca, _certs, tls) = certificates();
-    let host = tls_host(
-        vec![hello("1.0.0")],
+    let (host, addr) = hello_tls(
         &format!("{tls}handshake_timeout_ms = 300\n"),
         "[http]\nmax_connections = 2\n",
-        false,
     );
-    let addr = host.tls_addr.unwrap();
 
     // A client that connects and never says hello is closed after the handshake timeout.
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -400,12 +379,9 @@ async fn tls_connections_are_held_to_the_handshake_timeout_and_the_connection_ca
     // TLS connections count against the cap: at the cap the longest-idle one is closed to
     // make room, and the newest is served.
     let client = ca.client(&[b"http/1.1"]);
-    let mut oldest = connect(addr, client.clone()).await.unwrap();
-    assert_eq!(oldest.get("/hello/").await.unwrap().0.status, 200);
-    let mut newer = connect(addr, client.clone()).await.unwrap();
-    assert_eq!(newer.get("/hello/").await.unwrap().0.status, 200);
-    let mut third = connect(addr, client.clone()).await.unwrap();
-    assert_eq!(third.get("/hello/").await.unwrap().0.status, 200);
+    let mut oldest = answering(addr, client.clone()).await;
+    let _newer = answering(addr, client.clone()).await;
+    let _third = answering(addr, client.clone()).await;
     assert!(
         oldest.get("/hello/").await.is_err(),
         "the longest-idle TLS connection was closed to make room"

@@ -54,6 +54,20 @@ impl<A> Default for Router<A> {
     }
 }
 
+/// Shorthands for [`Router::route`] with one method each.
+macro_rules! method_routes {
+    ($($(#[$doc:meta])* $name:ident => $method:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name<F, R>(self, pattern: &str, handler: F) -> Self
+        where
+            F: Fn(&A, &Request<'_>) -> R + Send + Sync + 'static,
+            R: IntoResponse,
+        {
+            self.route(Method::$method, pattern, handler)
+        }
+    )*};
+}
+
 impl<A> Router<A> {
     /// An empty router: every request is a 404.
     pub fn new() -> Self {
@@ -96,40 +110,15 @@ impl<A> Router<A> {
         self
     }
 
-    /// Adds a `GET` handler (which also answers `HEAD`).
-    pub fn get<F, R>(self, pattern: &str, handler: F) -> Self
-    where
-        F: Fn(&A, &Request<'_>) -> R + Send + Sync + 'static,
-        R: IntoResponse,
-    {
-        self.route(Method::GET, pattern, handler)
-    }
-
-    /// Adds a `POST` handler.
-    pub fn post<F, R>(self, pattern: &str, handler: F) -> Self
-    where
-        F: Fn(&A, &Request<'_>) -> R + Send + Sync + 'static,
-        R: IntoResponse,
-    {
-        self.route(Method::POST, pattern, handler)
-    }
-
-    /// Adds a `PUT` handler.
-    pub fn put<F, R>(self, pattern: &str, handler: F) -> Self
-    where
-        F: Fn(&A, &Request<'_>) -> R + Send + Sync + 'static,
-        R: IntoResponse,
-    {
-        self.route(Method::PUT, pattern, handler)
-    }
-
-    /// Adds a `DELETE` handler.
-    pub fn delete<F, R>(self, pattern: &str, handler: F) -> Self
-    where
-        F: Fn(&A, &Request<'_>) -> R + Send + Sync + 'static,
-        R: IntoResponse,
-    {
-        self.route(Method::DELETE, pattern, handler)
+    method_routes! {
+        /// Adds a `GET` handler (which also answers `HEAD`).
+        get => GET;
+        /// Adds a `POST` handler.
+        post => POST;
+        /// Adds a `PUT` handler.
+        put => PUT;
+        /// Adds a `DELETE` handler.
+        delete => DELETE;
     }
 
     /// Handles every request no route matches (servlet style), instead of a 404.

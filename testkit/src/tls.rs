@@ -3,6 +3,7 @@
 //! rustls client configurations that trust only that authority.
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -124,4 +125,21 @@ pub fn write_pair(dir: &Path, issued: &Issued) -> String {
         dir.join("cert.pem"),
         dir.join("key.pem")
     )
+}
+
+/// Runs `openssl` with `args` in `dir`, as the README shows it.
+///
+/// # Panics
+/// If `openssl` is missing (`.ci/run` installs it) or fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is not installed: `apt-get install -y openssl` (.ci/run does this)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

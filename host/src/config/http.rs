@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::first_zero;
 use crate::error::{Error, Result};
 
 /// Connection timeouts and limits, under `[http]`. They apply to the app listener; the admin
@@ -45,19 +46,11 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    /// `header_read_timeout_ms` as a duration.
-    pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_millis(self.header_read_timeout_ms)
-    }
-
-    /// `body_read_timeout_ms` as a duration.
-    pub fn body_read_timeout(&self) -> Duration {
-        Duration::from_millis(self.body_read_timeout_ms)
-    }
-
-    /// `idle_timeout_ms` as a duration.
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms)
+    millis_getters! {
+        header_read_timeout => header_read_timeout_ms;
+        body_read_timeout => body_read_timeout_ms;
+        idle_timeout => idle_timeout_ms;
+        http2_keep_alive_timeout => http2_keep_alive_timeout_ms;
     }
 
     /// The HTTP/2 ping interval, if pings are on.
@@ -66,13 +59,8 @@ impl HttpConfig {
             .then(|| Duration::from_millis(self.http2_keep_alive_interval_ms))
     }
 
-    /// `http2_keep_alive_timeout_ms` as a duration.
-    pub fn http2_keep_alive_timeout(&self) -> Duration {
-        Duration::from_millis(self.http2_keep_alive_timeout_ms)
-    }
-
     pub(super) fn validate(&self) -> Result<()> {
-        for (name, value) in [
+        let zero = first_zero(&[
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("body_read_timeout_ms", self.body_read_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
@@ -85,10 +73,9 @@ impl HttpConfig {
                 self.max_connections.map_or(1, |n| n as u64),
             ),
             ("admin_max_connections", self.admin_max_connections as u64),
-        ] {
-            if value == 0 {
-                return Err(Error::Config(format!("http.{name} must be at least 1")));
-            }
+        ]);
+        if let Some(name) = zero {
+            return Err(Error::Config(format!("http.{name} must be at least 1")));
         }
         Ok(())
     }

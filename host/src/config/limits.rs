@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::first_zero;
 use crate::error::{Error, Result};
 
 /// Limits that bound what one app can take from the host.
@@ -43,14 +44,9 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// `queue_timeout_ms` as a duration.
-    pub fn queue_timeout(&self) -> Duration {
-        Duration::from_millis(self.queue_timeout_ms)
-    }
-
-    /// `request_timeout_ms` as a duration.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
+    millis_getters! {
+        queue_timeout => queue_timeout_ms;
+        request_timeout => request_timeout_ms;
     }
 
     /// `worker_stack_mib` in bytes.
@@ -59,18 +55,17 @@ impl Limits {
     }
 
     pub(super) fn validate(&self, scope: &str) -> Result<()> {
-        let fail = |what: &str| Err(Error::Config(format!("{scope}: {what} must be at least 1")));
-        if self.max_concurrent_requests == 0 {
-            return fail("max_concurrent_requests");
-        }
-        if self.worker_threads == 0 {
-            return fail("worker_threads");
-        }
-        if self.request_timeout_ms == 0 {
-            return fail("request_timeout_ms");
-        }
-        if self.worker_stack_mib == 0 {
-            return fail("worker_stack_mib");
+        let zero = first_zero(&[
+            (
+                "max_concurrent_requests",
+                self.max_concurrent_requests as u64,
+            ),
+            ("worker_threads", self.worker_threads as u64),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("worker_stack_mib", self.worker_stack_mib as u64),
+        ]);
+        if let Some(what) = zero {
+            return Err(Error::Config(format!("{scope}: {what} must be at least 1")));
         }
         if self.worker_stack_mib > 1024 {
             return Err(Error::Config(format!(

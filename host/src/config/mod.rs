@@ -21,6 +21,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Getters that give `*_ms` settings as durations.
+macro_rules! millis_getters {
+    ($($name:ident => $field:ident;)*) => {$(
+        #[doc = concat!("`", stringify!($field), "` as a duration.")]
+        pub fn $name(&self) -> Duration {
+            Duration::from_millis(self.$field)
+        }
+    )*};
+}
+
+/// The name of the first of `fields` set to zero, among settings that must be at least 1.
+fn first_zero<'a>(fields: &[(&'a str, u64)]) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(_, value)| *value == 0)
+        .map(|(name, _)| *name)
+}
+
 mod apps;
 mod guard;
 mod http;
@@ -317,31 +335,18 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(toml::from_str::<Config>("listn = \"1.2.3.4:1\"").is_err());
-        let config: Config = toml::from_str("[apps.a]\nmount = \"/x/\"").unwrap();
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("apps.a.mount")
-        );
-        let config: Config = toml::from_str("[limits]\nworker_threads = 0").unwrap();
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("worker_threads")
-        );
-        let config: Config =
-            toml::from_str("[apps.a]\nmount = \"/x\"\n[apps.b]\nmount = \"/x\"").unwrap();
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("both mounted")
-        );
+        for (toml, named) in [
+            ("[apps.a]\nmount = \"/x/\"", "apps.a.mount"),
+            ("[limits]\nworker_threads = 0", "worker_threads"),
+            (
+                "[apps.a]\nmount = \"/x\"\n[apps.b]\nmount = \"/x\"",
+                "both mounted",
+            ),
+        ] {
+            let config: Config = toml::from_str(toml).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(named), "{toml}: {error}");
+        }
     }
 
     #[test]

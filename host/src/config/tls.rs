@@ -39,9 +39,8 @@ impl Default for TlsConfig {
 }
 
 impl TlsConfig {
-    /// `handshake_timeout_ms` as a duration.
-    pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.handshake_timeout_ms)
+    millis_getters! {
+        handshake_timeout => handshake_timeout_ms;
     }
 
     /// The certificate and key files, when both are set.

@@ -103,34 +103,43 @@ mod tests {
         assert!(!is_valid("../../etc/passwd"));
     }
 
+    /// Request headers with one `Cookie` header per line.
+    fn cookies(lines: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(COOKIE, line.parse().unwrap());
+        }
+        headers
+    }
+
+    /// A fresh id, and headers where a `Cookie` header with a forged one (`forged`) comes
+    /// before the one carrying that id.
+    fn forged_then_good(forged: &str) -> (String, HeaderMap) {
+        let good = new_id().unwrap();
+        let headers = cookies(&[forged, &format!("BATON_SESSION={good}")]);
+        (good, headers)
+    }
+
     #[test]
     fn the_first_well_formed_cookie_wins() {
-        let good = new_id().unwrap();
-        let mut headers = HeaderMap::new();
-        headers.append(COOKIE, "other=1; BATON_SESSION=forged".parse().unwrap());
-        headers.append(COOKIE, format!("BATON_SESSION={good}").parse().unwrap());
+        let (good, headers) = forged_then_good("other=1; BATON_SESSION=forged");
         assert_eq!(from_cookies(&headers, "BATON_SESSION"), Some(good.as_str()));
         assert_eq!(from_cookies(&headers, "OTHER"), None);
     }
 
     #[test]
     fn sticky_routing_keys_on_the_session_the_request_loads() {
-        let good = new_id().unwrap();
-        let mut headers = HeaderMap::new();
-        headers.append(COOKIE, "BATON_SESSION=forged; theme=dark".parse().unwrap());
-        headers.append(COOKIE, format!("BATON_SESSION={good}").parse().unwrap());
+        let (good, headers) = forged_then_good("BATON_SESSION=forged; theme=dark");
         assert_eq!(sticky_key(&headers, "BATON_SESSION"), Some(good.as_str()));
         assert_eq!(
             sticky_key(&headers, "BATON_SESSION"),
             from_cookies(&headers, "BATON_SESSION")
         );
 
-        let mut headers = HeaderMap::new();
-        headers.append(
-            COOKIE,
-            "theme=dark; BATON_SESSION=session-0001".parse().unwrap(),
-        );
-        headers.append(COOKIE, "BATON_SESSION=session-0002".parse().unwrap());
+        let headers = cookies(&[
+            "theme=dark; BATON_SESSION=session-0001",
+            "BATON_SESSION=session-0002",
+        ]);
         assert_eq!(from_cookies(&headers, "BATON_SESSION"), None);
         assert_eq!(sticky_key(&headers, "BATON_SESSION"), Some("session-0001"));
         assert_eq!(sticky_key(&headers, "theme"), Some("dark"));

@@ -1,4 +1,4 @@
-use std::process::Command;
+use baton_testkit::tls::openssl;
 
 use super::*;
 
@@ -54,21 +54,6 @@ fn a_matching_pair_loads_and_anything_else_names_its_file_and_problem() {
     );
     let error = Certificates::load(&garbled, &key).unwrap_err();
     assert!(matches!(error, TlsError::Pem { .. }), "{error}");
-}
-
-/// Runs `openssl` with `args` in `dir`; a missing `openssl` fails the test (`.ci/run` installs
-/// it).
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is not installed: `apt-get install -y openssl` (.ci/run does this)");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::http::Reply;
 
-pub use baton_testkit::tls::{TestCa, replace_file, write_pair};
+pub use baton_testkit::tls::{TestCa, openssl, replace_file, write_pair};
 
 enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),

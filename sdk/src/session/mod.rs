@@ -120,47 +120,41 @@ pub(crate) enum Backend<'a> {
     Test(&'a TestSession),
 }
 
+/// Runs `$host` on the host's session or `$test` on a test session; without a session the
+/// operation is [`SessionError::Unsupported`].
+macro_rules! on_backend {
+    ($backend:expr, |$h:ident| $host:expr, |$t:ident| $test:expr) => {
+        match $backend {
+            Backend::None => Err(SessionError::Unsupported),
+            Backend::Host($h) => Ok($host?),
+            #[cfg(feature = "test-util")]
+            Backend::Test($t) => $test,
+        }
+    };
+}
+
 impl Backend<'_> {
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>, SessionError> {
-        match self {
-            Backend::None => Err(SessionError::Unsupported),
-            Backend::Host(host) => Ok(host.get(name)?),
-            #[cfg(feature = "test-util")]
-            Backend::Test(test) => test.get(name),
-        }
+        on_backend!(self, |host| host.get(name), |test| test.get(name))
     }
 
     fn set(&self, name: &str, value: &[u8]) -> Result<(), SessionError> {
-        match self {
-            Backend::None => Err(SessionError::Unsupported),
-            Backend::Host(host) => Ok(host.set(name, value)?),
-            #[cfg(feature = "test-util")]
-            Backend::Test(test) => test.set(name, Some(value)),
-        }
+        on_backend!(self, |host| host.set(name, value), |test| test
+            .set(name, Some(value)))
     }
 
     fn remove(&self, name: &str) -> Result<(), SessionError> {
-        match self {
-            Backend::None => Err(SessionError::Unsupported),
-            Backend::Host(host) => Ok(host.remove(name)?),
-            #[cfg(feature = "test-util")]
-            Backend::Test(test) => test.set(name, None),
-        }
+        on_backend!(self, |host| host.remove(name), |test| test.set(name, None))
     }
 
     fn update(&self, name: &str, f: &mut UpdateStep<'_>) -> Result<(), SessionError> {
-        match self {
-            Backend::None => Err(SessionError::Unsupported),
-            Backend::Host(host) => Ok(host.update(name, f)?),
-            #[cfg(feature = "test-util")]
-            Backend::Test(test) => {
-                let old = test.get(name)?;
-                match f(old.as_deref()) {
-                    Some(new) => test.set(name, Some(&new)),
-                    None => Err(SessionError::Rejected("update aborted by the app".into())),
-                }
+        on_backend!(self, |host| host.update(name, f), |test| {
+            let old = test.get(name)?;
+            match f(old.as_deref()) {
+                Some(new) => test.set(name, Some(&new)),
+                None => Err(SessionError::Rejected("update aborted by the app".into())),
             }
-        }
+        })
     }
 
     fn names(&self) -> Result<Vec<String>, SessionError> {
@@ -175,30 +169,17 @@ impl Backend<'_> {
     }
 
     fn id(&self) -> Result<Option<String>, SessionError> {
-        match self {
-            Backend::None => Err(SessionError::Unsupported),
-            Backend::Host(host) => Ok(host.id()?),
-            #[cfg(feature = "test-util")]
-            Backend::Test(test) => test.check().map(|()| test.id()),
-        }
+        on_backend!(self, |host| host.id(), |test| test
+            .check()
+            .map(|()| test.id()))
     }
 
     fn invalidate(&self) -> Result<(), SessionError> {
-        match self {
-            Backend::None => Err(SessionError::Unsupported),
-            Backend::Host(host) => Ok(host.invalidate()?),
-            #[cfg(feature = "test-util")]
-            Backend::Test(test) => test.invalidate(),
-        }
+        on_backend!(self, |host| host.invalidate(), |test| test.invalidate())
     }
 
     fn rotate(&self) -> Result<(), SessionError> {
-        match self {
-            Backend::None => Err(SessionError::Unsupported),
-            Backend::Host(host) => Ok(host.rotate()?),
-            #[cfg(feature = "test-util")]
-            Backend::Test(test) => test.rotate(),
-        }
+        on_backend!(self, |host| host.rotate(), |test| test.rotate())
     }
 }
 

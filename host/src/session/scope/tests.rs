@@ -30,6 +30,18 @@ fn headers(cookie: Option<&str>) -> http::HeaderMap {
     headers
 }
 
+/// Runs `work` as a request without a session cookie, on a worker; the `Set-Cookie` value of
+/// the session it created.
+async fn new_session(
+    sessions: &Arc<Sessions>,
+    work: impl FnOnce(&RequestSession) + Send + 'static,
+) -> String {
+    let scope = sessions.begin(&headers(None), false);
+    let worker = Arc::clone(&scope);
+    on_worker(move || work(&worker)).await;
+    scope.finish().await.unwrap().unwrap()
+}
+
 fn id_of(set_cookie: &str) -> String {
     set_cookie
         .strip_prefix("S=")
@@ -73,16 +85,13 @@ async fn an_untouched_session_costs_nothing_and_sets_no_cookie() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_write_creates_the_session_and_its_cookie() {
     let sessions = sessions();
-    let scope = sessions.begin(&headers(None), false);
-    let worker = Arc::clone(&scope);
-    on_worker(move || {
+    let cookie = new_session(&sessions, |worker| {
         assert_eq!(worker.get("n").unwrap(), None);
         assert_eq!(worker.id().unwrap(), None);
         worker.set("n", b"1".to_vec()).unwrap();
         assert_eq!(worker.get("n").unwrap(), Some(b"1".to_vec()));
     })
     .await;
-    let cookie = scope.finish().await.unwrap().unwrap();
     let id = id_of(&cookie);
     let stored = sessions.store.load(&id).await.unwrap().unwrap();
     assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"1"[..]));
@@ -173,9 +182,7 @@ async fn concurrent_updates_lose_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_update_builds_on_this_requests_own_write() {
     let sessions = sessions();
-    let scope = sessions.begin(&headers(None), false);
-    let worker = Arc::clone(&scope);
-    on_worker(move || {
+    let cookie = new_session(&sessions, |worker| {
         worker.set("n", b"5".to_vec()).unwrap();
         worker.set("other", b"true".to_vec()).unwrap();
         worker
@@ -187,7 +194,7 @@ async fn an_update_builds_on_this_requests_own_write() {
         assert_eq!(worker.get("n").unwrap(), Some(b"6".to_vec()));
     })
     .await;
-    let id = id_of(&scope.finish().await.unwrap().unwrap());
+    let id = id_of(&cookie);
     let stored = sessions.store.load(&id).await.unwrap().unwrap();
     assert_eq!(stored.get("n").map(Vec::as_slice), Some(&b"6"[..]));
     assert_eq!(stored.get("other").map(Vec::as_slice), Some(&b"true"[..]));

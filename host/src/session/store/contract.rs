@@ -66,6 +66,15 @@ async fn create_load_and_save(store: &dyn SessionStore) {
 
 /// Compare-and-set on session `s` (created here): it succeeds only on the expected value,
 /// and never touches a session that does not exist.
+/// Attribute `name` of session `id` can be neither read nor set: the session does not exist.
+async fn assert_gone(store: &dyn SessionStore, id: &str, name: &str) {
+    assert_eq!(store.read(id, name).await.unwrap(), Lookup::Gone);
+    assert_eq!(
+        store.compare_and_set(id, name, None, b"1").await.unwrap(),
+        Cas::Gone
+    );
+}
+
 async fn compare_and_set(store: &dyn SessionStore) {
     store.create("s", &Attributes::new()).await.unwrap();
     assert_eq!(store.read("s", "n").await.unwrap(), Lookup::Absent);
@@ -81,14 +90,7 @@ async fn compare_and_set(store: &dyn SessionStore) {
         Lookup::Present(b"2".to_vec())
     );
     assert_eq!(store.load("s").await.unwrap(), Some(attrs(&[("n", "2")])));
-    assert_eq!(
-        store
-            .compare_and_set("gone", "n", None, b"1")
-            .await
-            .unwrap(),
-        Cas::Gone
-    );
-    assert_eq!(store.read("gone", "n").await.unwrap(), Lookup::Gone);
+    assert_gone(store, "gone", "n").await;
     assert_eq!(store.load("gone").await.unwrap(), None, "no resurrection");
 }
 
@@ -213,14 +215,7 @@ async fn sliding_expiry(store: &dyn SessionStore, timeout: Duration) {
     assert_eq!(store.load("used").await.unwrap(), None);
     let change = BTreeMap::from([("x".to_owned(), Some(b"2".to_vec()))]);
     assert!(!store.save("used", &change).await.unwrap());
-    assert_eq!(store.read("used", "x").await.unwrap(), Lookup::Gone);
-    assert_eq!(
-        store
-            .compare_and_set("used", "x", None, b"1")
-            .await
-            .unwrap(),
-        Cas::Gone
-    );
+    assert_gone(store, "used", "x").await;
     assert!(!store.rename("used", "again").await.unwrap());
     assert_eq!(store.count().await.unwrap(), 0);
     assert_eq!(store.list("", 10).await.unwrap(), SessionPage::default());
