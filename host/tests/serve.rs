@@ -13,6 +13,11 @@ fn refused(host: &HostProc, file_part: &str) -> serde_json::Value {
     })
 }
 
+/// A host serving hello@1.0.0 with these `[apps.hello.limits]`.
+fn hello_with_limits(limits: &str) -> HostProc {
+    HostProc::start_with_config(&[hello("1.0.0")], &format!("[apps.hello.limits]\n{limits}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hello_is_served_at_its_mount_with_the_version_header() {
     let host = HostProc::start(&[hello("1.0.0")]);
@@ -136,10 +141,7 @@ async fn bad_modules_are_refused_by_name_and_the_others_keep_serving() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overrunning_handlers_get_504_and_are_named_in_the_log() {
-    let host = HostProc::start_with_config(
-        &[hello("1.0.0")],
-        "[apps.hello.limits]\nrequest_timeout_ms = 300\n",
-    );
+    let host = hello_with_limits("request_timeout_ms = 300\n");
     let http = Http::new();
     let r = http.get(&host.url("/hello/slow?ms=1500")).await;
     assert_eq!(r.status, 504);
@@ -153,10 +155,7 @@ async fn overrunning_handlers_get_504_and_are_named_in_the_log() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_app_answers_503_with_retry_after() {
-    let host = HostProc::start_with_config(
-        &[hello("1.0.0")],
-        "[apps.hello.limits]\nmax_concurrent_requests = 1\nqueue_timeout_ms = 100\n",
-    );
+    let host = hello_with_limits("max_concurrent_requests = 1\nqueue_timeout_ms = 100\n");
     let http = Http::new();
     let slow = {
         let (http, url) = (http.clone(), host.url("/hello/slow?ms=1500"));
