@@ -271,17 +271,10 @@ impl Host {
     /// hand-over, the in-memory sessions are written for the next serving process once the
     /// running requests are done, and the supervisor is told.
     pub async fn run(self, stop: impl Future<Output = Stop>) {
-        let Host {
-            registry,
-            sessions,
-            listener,
-            admin,
-            https,
-            watcher,
-            max_connections,
-        } = self;
+        let registry = self.registry;
+        let sessions = self.sessions;
         let http = registry.config().http;
-        let app_settings = server::ConnectionSettings::new(&http, max_connections)
+        let app_settings = server::ConnectionSettings::new(&http, self.max_connections)
             .with_tls_handshake_timeout(registry.config().tls.handshake_timeout());
         let admin_settings = server::ConnectionSettings::new(&http, http.admin_max_connections);
         let drain = registry.config().drain_timeout();
@@ -295,7 +288,7 @@ impl Host {
             let state = Arc::clone(&state);
             let handler = move |req| admin::handle(Arc::clone(&state), req);
             tokio::spawn(server::serve(
-                vec![server::Listener::plain(admin)],
+                vec![server::Listener::plain(self.admin)],
                 handler,
                 async {
                     let _ = admin_stopped.await;
@@ -326,7 +319,7 @@ impl Host {
             }
             std::time::Duration::ZERO
         };
-        let mut listeners = vec![server::Listener::plain(listener)];
+        let mut listeners = vec![server::Listener::plain(self.listener)];
         let mut redirect = None;
         // Kept until the drain ends: its file watch reloads the certificate meanwhile.
         let mut https_watch = None;
@@ -334,7 +327,7 @@ impl Host {
             listener,
             certificates,
             cert_watcher,
-        }) = https
+        }) = self.https
         {
             if registry.config().tls.redirect_http {
                 redirect = listener.local_addr().ok().map(|a| a.port());
@@ -363,7 +356,7 @@ impl Host {
             }
             supervisor::tell_supervisor();
         }
-        drop(watcher);
+        drop(self.watcher);
         drop(https_watch);
         let left = drain
             .saturating_sub(started.elapsed())

@@ -7,10 +7,17 @@ use std::time::Duration;
 use support::http::Http;
 use support::{HostProc, Signal, get, hello, in_flight, module};
 
-fn refused(host: &HostProc, file_part: &str) -> serde_json::Value {
-    host.wait_log(Duration::from_secs(10), |l| {
+/// The error of the failed deploy whose error names `file_part`.
+fn refused(host: &HostProc, file_part: &str) -> String {
+    let line = host.wait_log(Duration::from_secs(10), |l| {
         l["message"] == "deploy failed" && l["error"].as_str().unwrap_or("").contains(file_part)
-    })
+    });
+    line["error"].as_str().unwrap().to_owned()
+}
+
+/// A host serving hello@1.0.0 with these `[apps.hello.limits]`.
+fn hello_with_limits(limits: &str) -> HostProc {
+    HostProc::start_with_config(&[hello("1.0.0")], &format!("[apps.hello.limits]\n{limits}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -99,8 +106,7 @@ async fn bad_modules_are_refused_by_name_and_the_others_keep_serving() {
         hello("1.0.0"),
     ]);
 
-    let abi = refused(&host, "fixture-badabi");
-    let message = abi["error"].as_str().unwrap();
+    let message = refused(&host, "fixture-badabi");
     assert!(message.contains("ABI 2.0"), "{message}");
     let sdk = baton_sdk::abi::SDK_VERSION;
     assert!(
@@ -115,19 +121,12 @@ async fn bad_modules_are_refused_by_name_and_the_others_keep_serving() {
 
     let garbage = refused(&host, "garbage.so");
     assert!(
-        garbage["error"]
-            .as_str()
-            .unwrap()
-            .contains("not a loadable shared library")
+        garbage.contains("not a loadable shared library"),
+        "{garbage}"
     );
 
     let nosym = refused(&host, "fixture-nosymbol");
-    assert!(
-        nosym["error"]
-            .as_str()
-            .unwrap()
-            .contains("no `baton_module` symbol")
-    );
+    assert!(nosym.contains("no `baton_module` symbol"), "{nosym}");
 
     let http = Http::new();
     assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
@@ -136,10 +135,7 @@ async fn bad_modules_are_refused_by_name_and_the_others_keep_serving() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overrunning_handlers_get_504_and_are_named_in_the_log() {
-    let host = HostProc::start_with_config(
-        &[hello("1.0.0")],
-        "[apps.hello.limits]\nrequest_timeout_ms = 300\n",
-    );
+    let host = hello_with_limits("request_timeout_ms = 300\n");
     let http = Http::new();
     let r = http.get(&host.url("/hello/slow?ms=1500")).await;
     assert_eq!(r.status, 504);
@@ -153,10 +149,7 @@ async fn overrunning_handlers_get_504_and_are_named_in_the_log() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_app_answers_503_with_retry_after() {
-    let host = HostProc::start_with_config(
-        &[hello("1.0.0")],
-        "[apps.hello.limits]\nmax_concurrent_requests = 1\nqueue_timeout_ms = 100\n",
-    );
+    let host = hello_with_limits("max_concurrent_requests = 1\nqueue_timeout_ms = 100\n");
     let http = Http::new();
     let slow = {
         let (http, url) = (http.clone(), host.url("/hello/slow?ms=1500"));

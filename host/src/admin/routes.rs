@@ -71,79 +71,47 @@ struct Route {
     app_sessions: bool,
 }
 
-const fn route(path: &'static str, methods: &'static [(Method, Endpoint)]) -> Route {
-    Route {
-        path,
-        methods,
-        app_sessions: false,
-    }
+/// The route table, one line per path: `path => METHOD Endpoint, …;`. A line starts with
+/// `route`, or with `app_sessions` for the paths under `/apps/{app}/sessions`: sessions are the
+/// host's, so an app's path answers for the same sessions, once the app is known.
+macro_rules! routes {
+    (@app_sessions route) => {
+        false
+    };
+    (@app_sessions app_sessions) => {
+        true
+    };
+    ($($kind:ident $path:literal => $($method:ident $endpoint:ident),+;)*) => {
+        &[$(Route {
+            path: $path,
+            methods: &[$((Method::$method, Endpoint::$endpoint)),+],
+            app_sessions: routes!(@app_sessions $kind),
+        }),*]
+    };
 }
-
-/// Sessions are the host's: an app's path answers for the same sessions, once the app is known.
-const fn app_sessions(path: &'static str, methods: &'static [(Method, Endpoint)]) -> Route {
-    Route {
-        path,
-        methods,
-        app_sessions: true,
-    }
-}
-
-const SESSIONS: &[(Method, Endpoint)] = &[(Method::GET, Endpoint::Sessions)];
-const SESSION_COUNT: &[(Method, Endpoint)] = &[(Method::GET, Endpoint::SessionCount)];
-const SESSION: &[(Method, Endpoint)] = &[
-    (Method::GET, Endpoint::Session),
-    (Method::DELETE, Endpoint::Invalidate),
-];
 
 /// Every admin route.
-const ROUTES: &[Route] = &[
-    route("/", &[(Method::GET, Endpoint::Dashboard)]),
-    route("/healthz", &[(Method::GET, Endpoint::Health)]),
-    route("/readyz", &[(Method::GET, Endpoint::Ready)]),
-    route("/status", &[(Method::GET, Endpoint::Status)]),
-    route("/metrics", &[(Method::GET, Endpoint::Metrics)]),
-    route("/upgrade", &[(Method::POST, Endpoint::Upgrade)]),
-    route("/quarantine", &[(Method::GET, Endpoint::Quarantine)]),
-    route(
-        "/quarantine/clear",
-        &[(Method::POST, Endpoint::ClearQuarantine)],
-    ),
-    route(
-        "/apps",
-        &[
-            (Method::GET, Endpoint::Status),
-            (Method::POST, Endpoint::Deploy),
-        ],
-    ),
-    route(
-        "/apps/{app}",
-        &[
-            (Method::GET, Endpoint::App),
-            (Method::DELETE, Endpoint::Undeploy),
-        ],
-    ),
-    route(
-        "/apps/{app}/rollback",
-        &[(Method::POST, Endpoint::Rollback)],
-    ),
-    route(
-        "/apps/{app}/canary",
-        &[
-            (Method::PUT, Endpoint::SetCanary),
-            (Method::DELETE, Endpoint::AbortCanary),
-        ],
-    ),
-    route(
-        "/apps/{app}/canary/promote",
-        &[(Method::POST, Endpoint::Promote)],
-    ),
-    route("/sessions", SESSIONS),
-    route("/sessions/count", SESSION_COUNT),
-    route("/sessions/{id}", SESSION),
-    app_sessions("/apps/{app}/sessions", SESSIONS),
-    app_sessions("/apps/{app}/sessions/count", SESSION_COUNT),
-    app_sessions("/apps/{app}/sessions/{id}", SESSION),
-];
+const ROUTES: &[Route] = routes! {
+    route "/" => GET Dashboard;
+    route "/healthz" => GET Health;
+    route "/readyz" => GET Ready;
+    route "/status" => GET Status;
+    route "/metrics" => GET Metrics;
+    route "/upgrade" => POST Upgrade;
+    route "/quarantine" => GET Quarantine;
+    route "/quarantine/clear" => POST ClearQuarantine;
+    route "/apps" => GET Status, POST Deploy;
+    route "/apps/{app}" => GET App, DELETE Undeploy;
+    route "/apps/{app}/rollback" => POST Rollback;
+    route "/apps/{app}/canary" => PUT SetCanary, DELETE AbortCanary;
+    route "/apps/{app}/canary/promote" => POST Promote;
+    route "/sessions" => GET Sessions;
+    route "/sessions/count" => GET SessionCount;
+    route "/sessions/{id}" => GET Session, DELETE Invalidate;
+    app_sessions "/apps/{app}/sessions" => GET Sessions;
+    app_sessions "/apps/{app}/sessions/count" => GET SessionCount;
+    app_sessions "/apps/{app}/sessions/{id}" => GET Session, DELETE Invalidate;
+};
 
 static ROUTER: LazyLock<matchit::Router<&'static Route>> = LazyLock::new(|| {
     let mut router = matchit::Router::new();

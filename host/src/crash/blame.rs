@@ -123,6 +123,10 @@ mod tests {
         }
     }
 
+    fn live(versions: Vec<LiveVersion>) -> Live {
+        Live { pid: 1, versions }
+    }
+
     fn names(blame: &Blame<'_>) -> Vec<String> {
         blame
             .versions
@@ -137,13 +141,10 @@ mod tests {
 
     #[test]
     fn a_named_worker_thread_blames_its_app_only() {
-        let live = Live {
-            pid: 1,
-            versions: vec![
-                version("faulty", "1.0.0", LiveState::Active, false),
-                version("hello", "2.0.0", LiveState::Active, true),
-            ],
-        };
+        let live = live(vec![
+            version("faulty", "1.0.0", LiveState::Active, false),
+            version("hello", "2.0.0", LiveState::Active, true),
+        ]);
         let last = lines(&[
             r#"{"message":"listening"}"#,
             "",
@@ -161,26 +162,20 @@ mod tests {
 
     #[test]
     fn within_the_named_app_the_guarded_version_is_blamed() {
-        let live = Live {
-            pid: 1,
-            versions: vec![
-                version("hello", "1.0.0", LiveState::Active, false),
-                version("hello", "2.0.0", LiveState::Active, true),
-            ],
-        };
+        let live = live(vec![
+            version("hello", "1.0.0", LiveState::Active, false),
+            version("hello", "2.0.0", LiveState::Active, true),
+        ]);
         let last = lines(&["thread 'baton-hello' panicked at src/lib.rs:3:5:"]);
         assert_eq!(names(&blame(&live, &last)), ["hello@2.0.0"]);
     }
 
     #[test]
     fn log_lines_quoting_a_thread_are_no_clue() {
-        let live = Live {
-            pid: 1,
-            versions: vec![
-                version("faulty", "1.0.0", LiveState::Active, false),
-                version("hello", "1.0.0", LiveState::Active, false),
-            ],
-        };
+        let live = live(vec![
+            version("faulty", "1.0.0", LiveState::Active, false),
+            version("hello", "1.0.0", LiveState::Active, false),
+        ]);
         let last = lines(&[
             r#"{"message":"thread 'baton-faulty' has overflowed its stack"}"#,
             "2026-01-01T00:00:00Z  WARN app: thread 'baton-faulty' panicked at x",
@@ -192,14 +187,11 @@ mod tests {
 
     #[test]
     fn without_a_clue_recent_changes_are_blamed_before_everything() {
-        let mut live = Live {
-            pid: 1,
-            versions: vec![
-                version("counter", "1.0.0", LiveState::Active, false),
-                version("hello", "2.0.0", LiveState::Active, true),
-                version("", "", LiveState::Loading, false),
-            ],
-        };
+        let mut live = live(vec![
+            version("counter", "1.0.0", LiveState::Active, false),
+            version("hello", "2.0.0", LiveState::Active, true),
+            version("", "", LiveState::Loading, false),
+        ]);
         // A host thread is no app's: no clue.
         let last = lines(&["thread 'baton-io' has overflowed its stack"]);
         let blame1 = blame(&live, &last);

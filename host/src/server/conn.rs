@@ -157,60 +157,17 @@ pub(super) enum ConnIo {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-impl AsyncRead for ConnIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ConnIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
+/// What a connection's byte stream is, whichever it is underneath.
+trait Stream: AsyncRead + AsyncWrite + Unpin {}
 
-impl AsyncWrite for ConnIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ConnIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for S {}
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ConnIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
+impl ConnIo {
+    /// The stream underneath, for the I/O calls.
+    fn stream(&mut self) -> Pin<&mut dyn Stream> {
         match self {
-            ConnIo::Plain(s) => s.is_write_vectored(),
-            ConnIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ConnIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ConnIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ConnIo::Plain(s) => Pin::new(s),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()),
         }
     }
 }
@@ -237,7 +194,7 @@ impl AsyncRead for TrackedIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let polled = this.inner.stream().poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.state.saw_bytes();
         }
@@ -251,7 +208,7 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        self.get_mut().inner.stream().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -259,19 +216,22 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        self.get_mut().inner.stream().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.inner {
+            ConnIo::Plain(s) => s.is_write_vectored(),
+            ConnIo::Tls(s) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        self.get_mut().inner.stream().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        self.get_mut().inner.stream().poll_shutdown(cx)
     }
 }
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use super::store::{
-    Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
-    now_ms,
+    Attributes, Cas, CasRequest, Lookup, SessionInfo, SessionPage, SessionStore, StoreError,
+    StoreFuture, now_ms,
 };
 
 #[derive(Debug)]
@@ -290,21 +290,17 @@ impl SessionStore for MemoryStore {
         ready(Ok(lookup))
     }
 
-    fn compare_and_set<'a>(
-        &'a self,
-        id: &'a str,
-        name: &'a str,
-        expected: Option<&'a [u8]>,
-        new: &'a [u8],
-    ) -> StoreFuture<'a, Cas> {
+    fn compare_and_set<'a>(&'a self, request: CasRequest<'a>) -> StoreFuture<'a, Cas> {
         let mut sessions = self.lock();
-        let Some(entry) = self.live(&mut sessions, id) else {
+        let Some(entry) = self.live(&mut sessions, request.id) else {
             return ready(Ok(Cas::Gone));
         };
-        if entry.attributes.get(name).map(Vec::as_slice) != expected {
+        if entry.attributes.get(request.name).map(Vec::as_slice) != request.expected {
             return ready(Ok(Cas::Conflict));
         }
-        entry.attributes.insert(name.to_owned(), new.to_vec());
+        entry
+            .attributes
+            .insert(request.name.to_owned(), request.new.to_vec());
         ready(Ok(Cas::Done))
     }
 

@@ -46,8 +46,8 @@ pub use redis::RedisStore;
 pub(crate) use redis::RedisTls;
 pub use scope::RequestSession;
 pub use store::{
-    Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
-    StoreOp,
+    Attributes, Cas, CasRequest, Lookup, SessionInfo, SessionPage, SessionStore, StoreError,
+    StoreFuture, StoreOp,
 };
 
 use crate::config::SessionConfig;

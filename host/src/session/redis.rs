@@ -34,8 +34,8 @@ use std::time::Duration;
 use redis::RedisError;
 
 use super::store::{
-    Attributes, Cas, Lookup, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
-    now_ms,
+    Attributes, Cas, CasRequest, Lookup, SessionInfo, SessionPage, SessionStore, StoreError,
+    StoreFuture, now_ms,
 };
 use crate::config::{StoreKind, StoreUrl};
 use conn::Conn;
@@ -307,24 +307,18 @@ impl SessionStore for RedisStore {
         })
     }
 
-    fn compare_and_set<'a>(
-        &'a self,
-        id: &'a str,
-        name: &'a str,
-        expected: Option<&'a [u8]>,
-        new: &'a [u8],
-    ) -> StoreFuture<'a, Cas> {
+    fn compare_and_set<'a>(&'a self, request: CasRequest<'a>) -> StoreFuture<'a, Cas> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let outcome: i64 = self
                 .scripts
                 .cas
-                .key(self.key(id))
+                .key(self.key(request.id))
                 .arg(now_ms())
-                .arg(name)
-                .arg(if expected.is_some() { "1" } else { "0" })
-                .arg(expected.unwrap_or_default())
-                .arg(new)
+                .arg(request.name)
+                .arg(if request.expected.is_some() { "1" } else { "0" })
+                .arg(request.expected.unwrap_or_default())
+                .arg(request.new)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::id::{self, CookieChange};
-use super::store::{Attributes, Cas, Lookup, StoreError};
+use super::store::{Attributes, Cas, CasRequest, Lookup, StoreError};
 use super::{Sessions, StoreOp};
 use crate::loader::{AccessError, SessionAccess, UpdateFn};
 
@@ -370,7 +370,7 @@ impl SessionAccess for RequestSession {
             check_json(name, &new)?;
             match self.sessions.run(
                 StoreOp::CompareAndSet,
-                store.compare_and_set(&id, name, old.as_deref(), &new),
+                store.compare_and_set(CasRequest::new(&id, name, old.as_deref(), &new)),
             )? {
                 Cas::Done => {
                     let mut state = self.lock();

@@ -124,6 +124,32 @@ pub enum Lookup {
     Present(Vec<u8>),
 }
 
+/// A compare-and-set: store `new` under attribute `name` of session `id` if the attribute
+/// still holds `expected` (`None`: absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CasRequest<'a> {
+    /// The session id.
+    pub id: &'a str,
+    /// The attribute's name.
+    pub name: &'a str,
+    /// The value the attribute must still hold; `None`: it must be absent.
+    pub expected: Option<&'a [u8]>,
+    /// The value to store.
+    pub new: &'a [u8],
+}
+
+impl<'a> CasRequest<'a> {
+    /// A request to store `new` under `name` of session `id` if it still holds `expected`.
+    pub fn new(id: &'a str, name: &'a str, expected: Option<&'a [u8]>, new: &'a [u8]) -> Self {
+        CasRequest {
+            id,
+            name,
+            expected,
+            new,
+        }
+    }
+}
+
 /// The outcome of a compare-and-set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cas {
@@ -190,14 +216,8 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// One attribute, for an atomic update.
     fn read<'a>(&'a self, id: &'a str, name: &'a str) -> StoreFuture<'a, Lookup>;
 
-    /// Stores `new` under `name` if the attribute still holds `expected` (`None`: absent).
-    fn compare_and_set<'a>(
-        &'a self,
-        id: &'a str,
-        name: &'a str,
-        expected: Option<&'a [u8]>,
-        new: &'a [u8],
-    ) -> StoreFuture<'a, Cas>;
+    /// Stores the request's new value if the attribute still holds the expected one.
+    fn compare_and_set<'a>(&'a self, request: CasRequest<'a>) -> StoreFuture<'a, Cas>;
 
     /// Moves session `from` to id `to`, attributes and expiry kept; `false` if `from` does not
     /// exist or `to` does.

@@ -150,8 +150,8 @@ pub async fn in_flight(
 }
 
 /// Stops `host` twice: SIGTERM, then, once it logs that its graceful shutdown began, SIGTERM
-/// again. Returns how it exited and how long after the second signal.
-pub fn stop_twice(host: &mut HostProc) -> (std::process::ExitStatus, Duration) {
+/// again, and asserts that it exits with `code` within `within` of the second signal.
+pub fn stop_twice(host: &mut HostProc, code: i32, within: Duration) {
     let wait = Duration::from_secs(60);
     host.signal(Signal::TERM);
     host.wait_log(wait, |l| {
@@ -162,7 +162,12 @@ pub fn stop_twice(host: &mut HostProc) -> (std::process::ExitStatus, Duration) {
     let second = Instant::now();
     host.signal(Signal::TERM);
     let status = host.wait_exit(wait);
-    (status, second.elapsed())
+    let after_second = second.elapsed();
+    assert_eq!(status.code(), Some(code), "{status:?}");
+    assert!(
+        after_second < within,
+        "exited {after_second:?} after the second signal"
+    );
 }
 
 /// Waits for the log line `message` and asserts that its `error` contains `part`; returns it.

@@ -45,7 +45,10 @@ async fn saves_write_only_their_fields_and_never_resurrect() {
     assert!(!store.save("s", &changes).await.unwrap());
     assert_eq!(store.read("s", "a").await.unwrap(), Lookup::Gone);
     assert_eq!(
-        store.compare_and_set("s", "a", None, b"1").await.unwrap(),
+        store
+            .compare_and_set(CasRequest::new("s", "a", None, b"1"))
+            .await
+            .unwrap(),
         Cas::Gone
     );
     assert!(!store.rename("s", "t").await.unwrap());
@@ -117,7 +120,7 @@ async fn a_rotation_across_slots_refuses_writes_to_the_old_id_from_its_first_ste
     );
     assert_eq!(
         store
-            .compare_and_set("old", "n", Some(b"1"), b"2")
+            .compare_and_set(CasRequest::new("old", "n", Some(b"1"), b"2"))
             .await
             .unwrap(),
         Cas::Gone

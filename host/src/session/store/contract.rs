@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{Attributes, Cas, Lookup, SessionPage, SessionStore};
+use super::{Attributes, Cas, CasRequest, Lookup, SessionPage, SessionStore};
 
 /// A timeout that no part but the expiry one comes near.
 const LONG: Duration = Duration::from_secs(600);
@@ -70,7 +70,10 @@ async fn create_load_and_save(store: &dyn SessionStore) {
 async fn assert_gone(store: &dyn SessionStore, id: &str, name: &str) {
     assert_eq!(store.read(id, name).await.unwrap(), Lookup::Gone);
     assert_eq!(
-        store.compare_and_set(id, name, None, b"1").await.unwrap(),
+        store
+            .compare_and_set(CasRequest::new(id, name, None, b"1"))
+            .await
+            .unwrap(),
         Cas::Gone
     );
 }
@@ -79,7 +82,7 @@ async fn compare_and_set(store: &dyn SessionStore) {
     store.create("s", &Attributes::new()).await.unwrap();
     assert_eq!(store.read("s", "n").await.unwrap(), Lookup::Absent);
     let cas = |expected: Option<&'static [u8]>, new: &'static [u8]| {
-        store.compare_and_set("s", "n", expected, new)
+        store.compare_and_set(CasRequest::new("s", "n", expected, new))
     };
     assert_eq!(cas(None, b"1").await.unwrap(), Cas::Done);
     assert_eq!(cas(None, b"2").await.unwrap(), Cas::Conflict);
@@ -124,7 +127,10 @@ async fn remove(store: &dyn SessionStore) {
     let change = BTreeMap::from([("x".to_owned(), Some(b"2".to_vec()))]);
     assert!(!store.save("r", &change).await.unwrap());
     assert_eq!(
-        store.compare_and_set("r", "x", None, b"1").await.unwrap(),
+        store
+            .compare_and_set(CasRequest::new("r", "x", None, b"1"))
+            .await
+            .unwrap(),
         Cas::Gone
     );
     assert!(!store.rename("r", "r2").await.unwrap());
