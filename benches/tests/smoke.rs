@@ -1,8 +1,8 @@
 //! Short runs of the benchmark programs (debug builds, a few seconds) so they keep working:
 //! `swapbench` must complete every swap without failing a request, `sessionbench` must keep one
-//! session per connection and see every count, `tlsbench` must fail no request over TLS,
-//! `hostbench` must upgrade the host without failing a request and fail at most one request per
-//! connection when the serving process is killed.
+//! session per connection and see every count on plain, TLS and Cluster Redis, `tlsbench` must
+//! fail no request over TLS, `hostbench` must upgrade the host without failing a request and
+//! fail at most one request per connection when the serving process is killed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,7 +110,13 @@ fn a_short_sessionbench_run_keeps_every_session() {
     let kinds: Vec<&str> = round.iter().map(|m| m["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["hello", "counter_redis", "counter_memory"],
+        [
+            "hello",
+            "counter_redis",
+            "counter_tls",
+            "counter_cluster",
+            "counter_memory"
+        ],
         "{table}"
     );
     for measure in round {
@@ -127,6 +133,15 @@ fn a_short_sessionbench_run_keeps_every_session() {
         result["summary"][1]["rps_ratio_to_hello"].as_f64().unwrap() > 0.0,
         "{table}"
     );
+    for (i, kind) in [(2, "counter_tls"), (3, "counter_cluster")] {
+        let summary = &result["summary"][i];
+        assert_eq!(summary["kind"], kind, "{table}");
+        assert!(
+            summary["rps_ratio_to_redis"].as_f64().unwrap() > 0.0,
+            "{table}"
+        );
+    }
+    assert!(table.contains("ratios to counter (redis)"), "{table}");
     assert!(table.contains("checks"), "{table}");
 }
 

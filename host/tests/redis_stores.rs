@@ -1,6 +1,6 @@
 //! Production Redis as the session store, end to end: real `baton` hosts sharing sessions
 //! through a TLS Redis, a Sentinel set and a Cluster, each started by the test on loopback
-//! ([`support::redis_topology`]). The Sentinel master and a Cluster master are killed under
+//! (the test kit's `redis` launchers). The Sentinel master and a Cluster master are killed under
 //! load: only session requests fail, for a bounded time, and counts go on where they were.
 //! The failover figures are printed (`--nocapture`) for the README.
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::jar::Jar;
 use support::load::{Load, assert_no_failures};
-use support::redis_topology::{Cluster, RedisProc, SentinelSet, TlsRedis};
+use support::redis::{ClientCerts, Cluster, RedisProc, SentinelSet, TlsRedis};
 use support::{HostOptions, HostProc, counter, hello};
 
 const COOKIE: &str = "BATON_SESSION";
@@ -177,7 +177,7 @@ async fn failover_under_load(what: &str, hosts: [&HostProc; 2], jar: &Jar, kill:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hosts_share_sessions_through_tls_redis_and_refuse_a_wrong_ca() {
-    let redis = TlsRedis::start();
+    let redis = TlsRedis::start(ClientCerts::Required);
     let (a, b, jar) =
         two_hosts_share_one_session(&redis.url(), &redis.sessions_config("ca.pem")).await;
 
@@ -302,7 +302,7 @@ async fn passwords_stay_hidden_in_errors_and_a_bad_store_url_exits_64() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_store_rotates_expires_counts_exactly_and_survives_a_takeover() {
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::start(1);
     let (a, b, jar) = two_hosts_share_one_session(&cluster.url(), FAST_FAIL).await;
 
     // One hash per session, its id the hash tag; the rotation left nothing behind.

@@ -6,7 +6,8 @@
 //! - [`host`]: a `baton serve` child process on port 0 with directories of its own, its JSON log
 //!   in a file the harness reads ([`log`]), stopped when dropped.
 //! - [`redis`]: a private `redis-server` from PATH on a free port, which a test may also kill,
-//!   freeze or restart on purpose.
+//!   freeze or restart on purpose; and production-shaped ones: TLS only, a Sentinel set, a
+//!   Cluster, whose masters a test may kill to watch a failover.
 //! - [`balancer`]: `nginx` or `haproxy` in front of hosts, running the configurations the README
 //!   documents.
 //! - [`tls`]: a certificate authority made for the run and server certificates for `localhost`.

@@ -6,7 +6,6 @@
 pub mod http;
 pub mod jar;
 pub mod load;
-pub mod redis_topology;
 pub mod tls;
 
 use std::path::PathBuf;

@@ -1,13 +1,17 @@
-//! `sessionbench`: what a session costs, against a request that uses none, in the same run.
+//! `sessionbench`: what a session costs, against a request that uses none, in the same run; and
+//! what production-shaped Redis costs against plain Redis.
 //!
-//! 1. Starts its own `redis-server` (from PATH, free port, no persistence) and the `baton` host
-//!    with `--sessions redis://127.0.0.1:PORT/0`, serving `hello` and `counter`; and, for
-//!    reference, a second host with the in-memory store serving the same modules.
+//! 1. Starts its own Redis from the test kit (from PATH, free ports, no persistence): a plain
+//!    `redis-server`, one that speaks only TLS (its certificate from a CA made for the run) and
+//!    a cluster of three masters; and a `baton` host on each (`--sessions redis://…`,
+//!    `rediss://…` trusting the CA through `sessions.tls_ca_file`, `redis+cluster://…`), all
+//!    serving `hello` and `counter`; for reference, a host with the in-memory store.
 //! 2. Rounds: the same keep-alive load (N connections, each keeping its own cookie, so one
-//!    session per connection) on `/hello/`, then `/counter/` (Redis), then `/counter/` (memory),
-//!    `--rounds` times. Every `counter` body must be `count N`, N one more than the
-//!    connection's previous one; anything else is a failed request.
-//! 3. Prints a table and, with `--json FILE`, writes every figure as JSON.
+//!    session per connection) on `/hello/` (the plain Redis host), then `/counter/` on each
+//!    host in turn, `--rounds` times. Every `counter` body must be `count N`, N one more than
+//!    the connection's previous one; anything else is a failed request.
+//! 3. Prints a table with ratios to `hello` and to plain Redis, each taken within a round, and,
+//!    with `--json FILE`, writes every figure as JSON.
 
 mod report;
 
@@ -18,10 +22,12 @@ use baton_benches::cli::{Common, HelloCounter, Rounds};
 use baton_benches::load::{self, Recorded, Target, run_for};
 use baton_benches::procfs;
 use baton_benches::servers::{self, start_baton};
-use baton_testkit::{HostProc, RedisServer};
+use baton_testkit::HostProc;
+use baton_testkit::redis::{ClientCerts, Cluster, RedisServer, TlsRedis};
 use clap::Parser;
 
-/// Sessions under keep-alive load: counter (Redis) against hello, one session per connection.
+/// Sessions under keep-alive load: counter on plain, TLS and Cluster Redis and in memory, against
+/// hello, one session per connection.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sessionbench")]
 struct Options {
@@ -33,6 +39,12 @@ struct Options {
     /// Skip the reference host with in-memory sessions.
     #[arg(long)]
     no_memory: bool,
+    /// Skip the host on a TLS Redis.
+    #[arg(long)]
+    no_tls: bool,
+    /// Skip the host on a Redis Cluster.
+    #[arg(long)]
+    no_cluster: bool,
     #[command(flatten)]
     common: Common,
     #[command(flatten)]
@@ -46,6 +58,8 @@ pub(crate) struct Settings {
     #[serde(flatten)]
     rounds: Rounds,
     memory_reference: bool,
+    tls: bool,
+    cluster: bool,
     #[serde(flatten)]
     common: Common,
 }
@@ -58,15 +72,30 @@ pub(crate) enum Kind {
     Hello,
     /// `/counter/` on the Redis host.
     CounterRedis,
+    /// `/counter/` on the host whose Redis speaks only TLS.
+    CounterTls,
+    /// `/counter/` on the host on a Redis Cluster.
+    CounterCluster,
     /// `/counter/` on the in-memory host.
     CounterMemory,
 }
 
 impl Kind {
+    /// Every kind, in the order a round measures them.
+    const ALL: [Kind; 5] = [
+        Kind::Hello,
+        Kind::CounterRedis,
+        Kind::CounterTls,
+        Kind::CounterCluster,
+        Kind::CounterMemory,
+    ];
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Kind::Hello => "hello",
             Kind::CounterRedis => "counter (redis)",
+            Kind::CounterTls => "counter (tls)",
+            Kind::CounterCluster => "counter (cluster)",
             Kind::CounterMemory => "counter (memory)",
         }
     }
@@ -86,31 +115,69 @@ pub(crate) struct Measure {
     /// Session cookies the connections were given: one per connection when none is lost.
     pub(crate) sessions: usize,
     pub(crate) latency: baton_benches::stats::Latency,
-    /// CPU the host and `redis-server` used during the round, µs per successful request.
+    /// CPU the host and its `redis-server`s used during the round, µs per successful request.
     pub(crate) host_cpu_us_per_request: f64,
     pub(crate) redis_cpu_us_per_request: f64,
     pub(crate) errors: Vec<String>,
 }
 
-/// The processes a round runs against.
+/// A host and the Redis its sessions are in (none: in memory).
+struct Backend {
+    host: HostProc,
+    /// Its `--sessions` URL, or `memory`.
+    store: String,
+    redis_pids: Vec<u32>,
+    /// The Redis processes, killed when this is dropped.
+    _redis: Option<Box<dyn std::any::Any>>,
+}
+
+impl Backend {
+    /// A host with `--sessions url` (none: in memory) and `config`, serving `apps`.
+    fn start(
+        baton: &std::path::Path,
+        apps: &[&std::path::Path],
+        url: Option<String>,
+        config: &str,
+        redis: Option<(Vec<u32>, Box<dyn std::any::Any>)>,
+    ) -> anyhow::Result<Backend> {
+        let args: Vec<&str> = url.iter().flat_map(|u| ["--sessions", u]).collect();
+        let store = url.clone().unwrap_or_else(|| "memory".to_owned());
+        let host = start_baton(baton, apps, config, &args, false)
+            .with_context(|| format!("starting baton with sessions in {store}"))?;
+        let (redis_pids, redis) = redis.map_or((Vec::new(), None), |(p, r)| (p, Some(r)));
+        Ok(Backend {
+            host,
+            store,
+            redis_pids,
+            _redis: redis,
+        })
+    }
+}
+
+/// The hosts a round runs against.
 struct Bench {
-    redis: RedisServer,
-    redis_host: HostProc,
-    memory_host: Option<HostProc>,
+    /// Redis's, then TLS's, then Cluster's, then memory's, the skipped ones left out.
+    backends: Vec<(Kind, Backend)>,
     timeout: Duration,
     connections: usize,
 }
 
 impl Bench {
-    fn host(&self, kind: Kind) -> Option<&HostProc> {
-        match kind {
-            Kind::Hello | Kind::CounterRedis => Some(&self.redis_host),
-            Kind::CounterMemory => self.memory_host.as_ref(),
-        }
+    fn backend(&self, kind: Kind) -> Option<&Backend> {
+        // `hello` runs on the plain Redis host.
+        let kind = if kind == Kind::Hello {
+            Kind::CounterRedis
+        } else {
+            kind
+        };
+        self.backends
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, b)| b)
     }
 
     fn target(&self, kind: Kind) -> Option<Target> {
-        let host = self.host(kind)?;
+        let host = &self.backend(kind)?.host;
         let path = if kind == Kind::Hello {
             "/hello/"
         } else {
@@ -124,21 +191,22 @@ impl Bench {
     }
 
     fn kinds(&self) -> Vec<Kind> {
-        let mut kinds = vec![Kind::Hello, Kind::CounterRedis];
-        if self.memory_host.is_some() {
-            kinds.push(Kind::CounterMemory);
-        }
-        kinds
+        Kind::ALL
+            .into_iter()
+            .filter(|&k| self.backend(k).is_some())
+            .collect()
     }
 
     async fn measure(&self, kind: Kind, secs: f64) -> Option<Measure> {
         let target = self.target(kind)?;
-        let host = self.host(kind)?;
+        let backend = self.backend(kind)?;
         let cpu = || {
-            (
-                procfs::cpu_secs(host.pid()).unwrap_or(0.0),
-                procfs::cpu_secs(self.redis.pid()).unwrap_or(0.0),
-            )
+            let redis: f64 = backend
+                .redis_pids
+                .iter()
+                .map(|&pid| procfs::cpu_secs(pid).unwrap_or(0.0))
+                .sum();
+            (procfs::cpu_secs(backend.host.pid()).unwrap_or(0.0), redis)
         };
         let before = cpu();
         let recorded = run_for(&target, self.connections, secs).await;
@@ -172,24 +240,58 @@ impl Measure {
 async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report::Result> {
     let (baton, modules) = options.apps.build(&options.common)?;
     let apps = [modules[0].as_path(), modules[1].as_path()];
+    let mut backends = Vec::new();
     let redis = RedisServer::try_start()?;
-    let url = redis.url();
-    let redis_host = start_baton(&baton, &apps, "", &["--sessions", &url], false)
-        .context("starting baton with Redis sessions")?;
-    let memory_host = if options.no_memory {
-        None
-    } else {
-        Some(start_baton(&baton, &apps, "", &[], false).context("starting baton (memory)")?)
-    };
+    backends.push((
+        Kind::CounterRedis,
+        Backend::start(
+            &baton,
+            &apps,
+            Some(redis.url()),
+            "",
+            Some((vec![redis.pid()], Box::new(redis))),
+        )?,
+    ));
+    if !options.no_tls {
+        let tls = TlsRedis::try_start(ClientCerts::NotAsked).context("a TLS redis-server")?;
+        let config = format!("[sessions]\n{}", tls.sessions_config("ca.pem"));
+        backends.push((
+            Kind::CounterTls,
+            Backend::start(
+                &baton,
+                &apps,
+                Some(tls.url()),
+                &config,
+                Some((vec![tls.pid()], Box::new(tls))),
+            )?,
+        ));
+    }
+    if !options.no_cluster {
+        let cluster = Cluster::try_start(0).context("a Redis Cluster")?;
+        backends.push((
+            Kind::CounterCluster,
+            Backend::start(
+                &baton,
+                &apps,
+                Some(cluster.url()),
+                "",
+                Some((cluster.pids(), Box::new(cluster))),
+            )?,
+        ));
+    }
+    if !options.no_memory {
+        backends.push((
+            Kind::CounterMemory,
+            Backend::start(&baton, &apps, None, "", None)?,
+        ));
+    }
     let mut bench = Bench {
-        redis,
-        redis_host,
-        memory_host,
+        backends,
         timeout: options.common.timeout(),
         connections: options.connections,
     };
     for kind in bench.kinds() {
-        let host = bench.host(kind).context("host")?;
+        let host = &bench.backend(kind).context("host")?.host;
         servers::wait_ready(host, &bench.target(kind).context("target")?.path).await?;
     }
     for kind in bench.kinds() {
@@ -215,17 +317,17 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
         }
         rounds.push(round);
     }
-    let mut warnings = bench.redis_host.warnings();
-    if let Some(host) = &bench.memory_host {
-        warnings.extend(host.warnings());
-    }
-    let mut alive = bench.redis_host.alive();
-    if let Some(host) = &mut bench.memory_host {
-        alive &= host.alive();
+    let mut warnings = Vec::new();
+    let mut alive = true;
+    let mut stores = Vec::new();
+    for (kind, backend) in &mut bench.backends {
+        warnings.extend(backend.host.warnings());
+        alive &= backend.host.alive();
+        stores.push((*kind, backend.store.clone()));
     }
     Ok(report::Result::new(
         settings.clone(),
-        url,
+        stores,
         rounds,
         alive,
         warnings,
@@ -238,6 +340,8 @@ fn main() -> anyhow::Result<()> {
         connections: options.connections,
         rounds: options.rounds.clone(),
         memory_reference: !options.no_memory,
+        tls: !options.no_tls,
+        cluster: !options.no_cluster,
         common: options.common.clone(),
     };
     let result = options

@@ -18,6 +18,11 @@ pub(crate) struct Summary {
     rps_ratio_to_hello: f64,
     /// Median of each round's ratio to hello's p99 in the same round.
     p99_ratio_to_hello: f64,
+    /// Median of each round's ratio to counter (redis)'s req/s in the same round (other
+    /// counters only).
+    rps_ratio_to_redis: Option<f64>,
+    /// Median of each round's ratio to counter (redis)'s p99 in the same round.
+    p99_ratio_to_redis: Option<f64>,
     /// Requests over all rounds; each percentile the median of the rounds'; max over all.
     latency: Latency,
     host_cpu_us_per_request: f64,
@@ -26,6 +31,14 @@ pub(crate) struct Summary {
     failed: usize,
     count_mismatches: usize,
     counts_ok: usize,
+}
+
+/// Where a kind's host keeps its sessions.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Store {
+    kind: Kind,
+    /// `--sessions`, or `memory`.
+    url: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,7 +53,7 @@ pub(crate) struct Check {
 pub(crate) struct Result {
     machine: Machine,
     settings: Settings,
-    redis_url: String,
+    stores: Vec<Store>,
     summary: Vec<Summary>,
     rounds: Vec<Vec<Measure>>,
     checks: Vec<Check>,
@@ -48,26 +61,33 @@ pub(crate) struct Result {
     warnings: Vec<String>,
 }
 
+/// The median over the rounds of `f(kind) / f(base)` within each round; `None` when no round
+/// has both.
+fn ratio(rounds: &[Vec<Measure>], kind: Kind, base: Kind, f: fn(&Measure) -> f64) -> Option<f64> {
+    let find = |round: &[Measure], k: Kind| round.iter().find(|m| m.kind == k).map(f);
+    let r: Vec<f64> = rounds
+        .iter()
+        .filter_map(|round| Some(find(round, kind)? / find(round, base)?))
+        .collect();
+    (!r.is_empty()).then(|| median(&r))
+}
+
 fn summarise(kind: Kind, rounds: &[Vec<Measure>]) -> Summary {
     let mine: Vec<&Measure> = rounds.iter().flatten().filter(|m| m.kind == kind).collect();
-    let hello = |round: &[Measure]| round.iter().find(|m| m.kind == Kind::Hello).cloned();
-    let ratios = |f: fn(&Measure) -> f64| -> f64 {
-        let r: Vec<f64> = rounds
-            .iter()
-            .filter_map(|round| {
-                let base = hello(round)?;
-                let m = round.iter().find(|m| m.kind == kind)?;
-                Some(f(m) / f(&base))
-            })
-            .collect();
-        median(&r)
+    let to_redis = |f| {
+        (![Kind::Hello, Kind::CounterRedis].contains(&kind))
+            .then(|| ratio(rounds, kind, Kind::CounterRedis, f))
+            .flatten()
     };
     let med = |f: fn(&Measure) -> f64| median(&mine.iter().map(|m| f(m)).collect::<Vec<_>>());
     Summary {
         kind,
         rps: med(|m| m.rps),
-        rps_ratio_to_hello: ratios(|m| m.rps),
-        p99_ratio_to_hello: ratios(|m| m.latency.p99_ms),
+        rps_ratio_to_hello: ratio(rounds, kind, Kind::Hello, |m| m.rps).unwrap_or(f64::NAN),
+        p99_ratio_to_hello: ratio(rounds, kind, Kind::Hello, |m| m.latency.p99_ms)
+            .unwrap_or(f64::NAN),
+        rps_ratio_to_redis: to_redis(|m| m.rps),
+        p99_ratio_to_redis: to_redis(|m| m.latency.p99_ms),
         latency: Latency {
             count: mine.iter().map(|m| m.latency.count).sum(),
             p50_ms: med(|m| m.latency.p50_ms),
@@ -87,7 +107,7 @@ fn summarise(kind: Kind, rounds: &[Vec<Measure>]) -> Summary {
 impl Result {
     pub(crate) fn new(
         settings: Settings,
-        redis_url: String,
+        stores: Vec<(Kind, String)>,
         rounds: Vec<Vec<Measure>>,
         hosts_alive: bool,
         warnings: Vec<String>,
@@ -134,7 +154,10 @@ impl Result {
         Result {
             machine: Machine::current(),
             settings,
-            redis_url,
+            stores: stores
+                .into_iter()
+                .map(|(kind, url)| Store { kind, url })
+                .collect(),
             summary,
             rounds,
             checks,
@@ -167,18 +190,24 @@ pub(crate) fn table(r: &Result) -> String {
     let _ = writeln!(
         out,
         "\nsessionbench: {} cores ({}), {} connections (one session each), {} client threads, \
-         {} build\n  hello and counter (redis): baton --sessions {}{}",
+         {} build",
         r.machine.cores,
         r.machine.cpu,
         s.connections,
         s.common.client_threads,
         s.common.profile(),
-        r.redis_url,
-        if s.memory_reference {
-            "; counter (memory): a second baton, in-memory sessions"
-        } else {
-            ""
-        }
+    );
+    for store in &r.stores {
+        let store_is = match store.kind {
+            Kind::CounterMemory => "baton, in-memory sessions".to_owned(),
+            _ => format!("baton --sessions {}", store.url),
+        };
+        let _ = writeln!(out, "  {:<18} {store_is}", store.kind.label());
+    }
+    let _ = writeln!(
+        out,
+        "  {:<18} on the counter (redis) host",
+        Kind::Hello.label()
     );
     let _ = writeln!(
         out,
@@ -221,6 +250,23 @@ pub(crate) fn table(r: &Result) -> String {
             m.rps_ratio_to_hello,
             m.p99_ratio_to_hello
         );
+    }
+    if r.summary.iter().any(|m| m.rps_ratio_to_redis.is_some()) {
+        let _ = writeln!(
+            out,
+            "\nratios to counter (redis) (medians of the per-round ratios)"
+        );
+        for m in &r.summary {
+            if let (Some(rps), Some(p99)) = (m.rps_ratio_to_redis, m.p99_ratio_to_redis) {
+                let _ = writeln!(
+                    out,
+                    "  {:<18} req/s {:.3}   p99 {:.2}",
+                    m.kind.label(),
+                    rps,
+                    p99
+                );
+            }
+        }
     }
     let _ = writeln!(out, "\nCPU per request (median of the rounds)");
     for m in &r.summary {
