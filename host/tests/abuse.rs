@@ -677,6 +677,17 @@ async fn concurrent_uploads_are_bounded_stalled_ones_time_out_and_leftovers_go_a
         )
         .await
         .unwrap();
+    // It holds the one slot once its file exists (the slot is taken before the file is made):
+    // only then may a second upload be sent, or that one could take the slot first.
+    let uploads = host.dir.path().join("state").join("uploads");
+    eventually(WAIT, "the stalled upload receiving", async || {
+        let entries = std::fs::read_dir(&uploads).ok()?;
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            .then_some(())
+    })
+    .await;
     let busy = eventually(WAIT, "a second upload refused", async || {
         let r = post(&host, "/apps?name=x.so", "not a module").await;
         (r.status == 503).then_some(r)
@@ -715,7 +726,6 @@ async fn concurrent_uploads_are_bounded_stalled_ones_time_out_and_leftovers_go_a
     );
 
     // An upload cut short by a crash leaves a file; the next start removes it.
-    let uploads = host.dir.path().join("state").join("uploads");
     std::fs::create_dir_all(&uploads).unwrap();
     std::fs::write(uploads.join("4242-0.part"), b"half a module").unwrap();
     let host = host.restart();
