@@ -2,6 +2,7 @@
 
 use serde::de::DeserializeOwned;
 
+use crate::assets::Assets;
 use crate::error::{Error, Result};
 use crate::router::Router;
 
@@ -50,6 +51,26 @@ pub trait App: Sized + Send + Sync + 'static {
     /// An error or panic here aborts the deploy; the previous version keeps serving.
     fn warmup(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// The static files the host serves for the app without calling it (see [`Assets`]); none
+    /// by default. Called once per loaded version, after [`init`](App::init).
+    ///
+    /// ```
+    /// use baton_sdk::{App, Assets, InitContext, Result, Router};
+    ///
+    /// struct Site;
+    /// impl App for Site {
+    ///     fn init(_: &InitContext) -> Result<Self> { Ok(Site) }
+    ///     fn router() -> Router<Self> { Router::new() }
+    ///     fn assets() -> Assets {
+    ///         Assets::new().dir("/static", baton_sdk::embed_dir!("$CARGO_MANIFEST_DIR/src"))
+    ///     }
+    /// }
+    /// assert!(Site::assets().contains("/static/lib.rs"));
+    /// ```
+    fn assets() -> Assets {
+        Assets::new()
     }
 
     /// Releases what the app holds. Runs once, after the version's last request has finished and

@@ -106,8 +106,15 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
 
 /// The status an sdk error type maps to when it is converted with `?`.
 fn status_of(e: &(dyn std::error::Error + 'static)) -> StatusCode {
-    if e.is::<crate::request::RequestError>() {
-        return StatusCode::BAD_REQUEST;
+    if let Some(e) = e.downcast_ref::<crate::request::RequestError>() {
+        return e.status();
+    }
+    if let Some(e) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<crate::request::RequestError>())
+    {
+        return e.status();
     }
     match e.downcast_ref::<crate::session::SessionError>() {
         Some(crate::session::SessionError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,

@@ -51,17 +51,26 @@
 
 pub mod abi;
 mod app;
+mod assets;
 mod error;
 mod request;
 mod response;
 mod router;
 mod session;
+mod stream;
 
 pub use app::{App, InitContext};
+pub use assets::{Assets, EmbeddedDir};
 pub use error::{Error, Result};
 pub use http::{Method, StatusCode};
-pub use request::{Request, RequestBuilder, RequestError};
+pub use request::{BodyReader, Request, RequestBuilder, RequestError};
 pub use response::{IntoResponse, Json, Response};
+pub use stream::{BodyWriter, Event};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use include_dir;
+}
 pub use router::Router;
 #[cfg(feature = "test-util")]
 pub use session::TestSession;

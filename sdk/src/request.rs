@@ -2,12 +2,17 @@
 //! and the parameters the router captured.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::fmt;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 
 use http::Method;
 use serde::de::DeserializeOwned;
 
-use crate::abi::{HostSession, RawHeaders};
+use crate::abi::{HostIo, HostSession, RawHeaders};
+use crate::assets::Assets;
 #[cfg(feature = "test-util")]
 use crate::session::TestSession;
 use crate::session::{Backend, Session};
@@ -24,6 +29,12 @@ pub enum RequestError {
     NotUtf8,
     /// The method is not a valid HTTP token.
     Method,
+    /// The body is larger than the app's limit (a 413).
+    BodyTooLarge,
+    /// The client stopped sending the body (a 408).
+    BodyTimedOut,
+    /// The body could not be read: the client went away or sent a malformed body.
+    BodyUnreadable(String),
 }
 
 impl fmt::Display for RequestError {
@@ -33,11 +44,58 @@ impl fmt::Display for RequestError {
             RequestError::Query(e) => write!(f, "invalid query string: {e}"),
             RequestError::NotUtf8 => f.write_str("body is not valid UTF-8"),
             RequestError::Method => f.write_str("invalid method"),
+            RequestError::BodyTooLarge => f.write_str("request body too large"),
+            RequestError::BodyTimedOut => f.write_str("the client stopped sending the body"),
+            RequestError::BodyUnreadable(why) => write!(f, "cannot read the request body: {why}"),
         }
     }
 }
 
 impl std::error::Error for RequestError {}
+
+impl RequestError {
+    /// The status this error answers with.
+    pub(crate) fn status(&self) -> http::StatusCode {
+        match self {
+            RequestError::BodyTooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::BodyTimedOut => http::StatusCode::REQUEST_TIMEOUT,
+            _ => http::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Where the request came from and where the app is mounted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    pub(crate) mount: &'a str,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) https: bool,
+}
+
+impl Default for Origin<'_> {
+    fn default() -> Self {
+        Origin {
+            mount: "",
+            peer: None,
+            client: None,
+            https: false,
+        }
+    }
+}
+
+/// The request body: what the host passed, and the rest it streams on demand.
+pub(crate) struct Body<'a> {
+    first: &'a [u8],
+    complete: bool,
+    host: Option<HostIo<'a>>,
+    /// The whole body, once [`Request::body`] read it.
+    whole: OnceCell<Vec<u8>>,
+    /// Why the whole body could not be read.
+    failure: OnceCell<RequestError>,
+    /// A reader has taken the body.
+    taken: std::cell::Cell<bool>,
+}
 
 /// One HTTP request, borrowed from the host for the duration of the handler call.
 ///
@@ -53,9 +111,11 @@ pub struct Request<'a> {
     path: &'a str,
     query: &'a str,
     headers: Headers<'a>,
-    body: &'a [u8],
+    body: Rc<Body<'a>>,
     params: Vec<(&'a str, &'a str)>,
     session: Backend<'a>,
+    origin: Origin<'a>,
+    assets: Option<&'a Assets>,
 }
 
 enum Headers<'a> {
@@ -69,7 +129,7 @@ impl fmt::Debug for Request<'_> {
             .field("method", &self.method)
             .field("path", &self.path)
             .field("query", &self.query)
-            .field("body_len", &self.body.len())
+            .field("body_complete", &self.body.complete)
             .field("params", &self.params)
             .finish_non_exhaustive()
     }
@@ -82,23 +142,40 @@ fn utf8(bytes: &[u8]) -> &str {
 
 impl<'a> Request<'a> {
     /// A request from parts the boundary glue has already made safe to borrow.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_host(
         method: &[u8],
         path: &'a [u8],
         query: &'a [u8],
         headers: RawHeaders<'a>,
-        body: &'a [u8],
+        body: (&'a [u8], bool),
         session: Option<HostSession<'a>>,
+        io: Option<HostIo<'a>>,
+        origin: Origin<'a>,
+        assets: &'a Assets,
     ) -> Self {
         Request {
             method: Method::from_bytes(method).unwrap_or(Method::GET),
             path: utf8(path),
             query: utf8(query),
             headers: Headers::Raw(headers),
-            body,
+            body: Rc::new(Body::new(body.0, body.1, io)),
             params: Vec::new(),
             session: session.map_or(Backend::None, Backend::Host),
+            origin,
+            assets: Some(assets),
         }
+    }
+
+    /// The body's state, which outlives the request's dispatch: the glue asks it afterwards
+    /// whether the handler could have the whole body ([`Body::failure`]).
+    pub(crate) fn body_state(&self) -> Rc<Body<'a>> {
+        Rc::clone(&self.body)
+    }
+
+    /// The host's streaming callbacks of this request, if any.
+    pub(crate) fn host_io(&self) -> Option<HostIo<'a>> {
+        self.body.host
     }
 
     /// Starts a request for unit tests of handlers and routers.
@@ -109,6 +186,8 @@ impl<'a> Request<'a> {
             query: "",
             headers: &[],
             body: &[],
+            mount: "",
+            peer: None,
             #[cfg(feature = "test-util")]
             session: None,
         }
@@ -169,25 +248,121 @@ impl<'a> Request<'a> {
         raw.chain(owned.iter().map(|(n, v)| (n.as_str(), v.as_str())))
     }
 
-    /// The body bytes.
-    pub fn body(&self) -> &'a [u8] {
-        self.body
+    /// The whole body, read into memory (up to the app's `max_body_bytes`).
+    ///
+    /// A small body comes with the request; a large one is read from the client on the first
+    /// call. If it cannot be read whole (larger than the limit, the client stalled or went
+    /// away), this returns the part that was read and the response becomes that error's (413,
+    /// 408 or 400) in place of the handler's; [`Request::try_body`] returns the error instead.
+    /// For a body larger than memory use [`Request::body_reader`].
+    pub fn body(&self) -> &[u8] {
+        match self.try_body() {
+            Ok(body) => body,
+            Err(_) => self.body.whole.get().map_or(self.body.first, Vec::as_slice),
+        }
+    }
+
+    /// The whole body, or why it could not be read.
+    ///
+    /// # Errors
+    /// [`RequestError::BodyTooLarge`] (413), [`RequestError::BodyTimedOut`] (408) or
+    /// [`RequestError::BodyUnreadable`] (400), all of which answer themselves with `?`.
+    pub fn try_body(&self) -> Result<&[u8], RequestError> {
+        self.body.whole()
+    }
+
+    /// Reads the body as it arrives, without holding it in memory: for uploads of any size
+    /// within the app's `max_body_bytes`.
+    ///
+    /// Read errors are [`std::io::Error`]s; past the limit the error's kind is `FileTooLarge`,
+    /// and `?` on it in a handler answers 413 (408 for a client that stalls). A body already read
+    /// with [`Request::body`] is read again from memory; a second reader gets nothing.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use baton_sdk::Request;
+    ///
+    /// let req = Request::builder("POST", "/upload").body(b"0123456789").build();
+    /// let mut reader = req.body_reader();
+    /// let mut first = [0u8; 4];
+    /// reader.read_exact(&mut first).unwrap();
+    /// let mut rest = Vec::new();
+    /// reader.read_to_end(&mut rest).unwrap();
+    /// assert_eq!((&first[..], &rest[..]), (&b"0123"[..], &b"456789"[..]));
+    /// ```
+    pub fn body_reader(&self) -> BodyReader<'_> {
+        let source = if let Some(whole) = self.body.whole.get() {
+            Source::Memory(whole)
+        } else if self.body.taken.replace(true) {
+            Source::Memory(&[])
+        } else if self.body.complete {
+            Source::Memory(self.body.first)
+        } else {
+            Source::Host {
+                first: self.body.first,
+                io: self.body.host,
+            }
+        };
+        BodyReader { source }
     }
 
     /// The body as UTF-8 text.
     ///
     /// # Errors
-    /// [`RequestError::NotUtf8`] (a 400 with `?`).
-    pub fn text(&self) -> Result<&'a str, RequestError> {
-        std::str::from_utf8(self.body).map_err(|_| RequestError::NotUtf8)
+    /// [`RequestError::NotUtf8`] (a 400 with `?`), or why the body could not be read.
+    pub fn text(&self) -> Result<&str, RequestError> {
+        std::str::from_utf8(self.try_body()?).map_err(|_| RequestError::NotUtf8)
     }
 
     /// The body deserialized from JSON.
     ///
     /// # Errors
-    /// [`RequestError::Json`] (a 400 with `?`).
+    /// [`RequestError::Json`] (a 400 with `?`), or why the body could not be read.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, RequestError> {
-        serde_json::from_slice(self.body).map_err(RequestError::Json)
+        serde_json::from_slice(self.try_body()?).map_err(RequestError::Json)
+    }
+
+    /// Where the app is mounted, e.g. `/notes` (empty for an app at the root): prefix it to
+    /// build links, as a servlet's context path.
+    pub fn mount(&self) -> &'a str {
+        self.origin.mount
+    }
+
+    /// The TCP peer: the client, or the proxy in front of the host.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.origin.peer
+    }
+
+    /// The client's address: the peer's, or, when the peer is one of the host's
+    /// `http.trusted_proxies`, the address it forwarded (`Forwarded` or `X-Forwarded-For`).
+    pub fn client_addr(&self) -> Option<IpAddr> {
+        self.origin.client.or(self.origin.peer.map(|p| p.ip()))
+    }
+
+    /// `https` or `http`, as the client used it (a trusted proxy's `X-Forwarded-Proto` or
+    /// `Forwarded: proto=` included).
+    pub fn scheme(&self) -> &'static str {
+        if self.origin.https { "https" } else { "http" }
+    }
+
+    /// Whether the client used HTTPS.
+    pub fn is_secure(&self) -> bool {
+        self.origin.https
+    }
+
+    /// Whether the version handling this request stopped taking new requests (a newer version
+    /// took over, or the host is stopping). Always `false` outside a host.
+    pub fn is_draining(&self) -> bool {
+        self.body.host.is_some_and(|io| io.draining())
+    }
+
+    /// The versioned URL of one of the app's [assets](crate::Assets), with the mount:
+    /// `/notes/static/app.css?v=HASH`. The host answers it from the version whose file has that
+    /// hash, so a page keeps its own version's files during a swap. `None` if there is no such
+    /// file.
+    pub fn asset_url(&self, path: &str) -> Option<String> {
+        let url = self.assets?.url(path)?;
+        Some(format!("{}{url}", self.origin.mount))
     }
 
     /// A path parameter captured by the router, e.g. `id` for `/users/{id}`.
@@ -233,6 +408,8 @@ pub struct RequestBuilder<'a> {
     query: &'a str,
     headers: &'a [(String, String)],
     body: &'a [u8],
+    mount: &'a str,
+    peer: Option<SocketAddr>,
     #[cfg(feature = "test-util")]
     session: Option<&'a TestSession>,
 }
@@ -256,6 +433,18 @@ impl<'a> RequestBuilder<'a> {
         self
     }
 
+    /// Sets the app's mount (e.g. `/notes`).
+    pub fn mount(mut self, mount: &'a str) -> Self {
+        self.mount = mount;
+        self
+    }
+
+    /// Sets the TCP peer's address.
+    pub fn peer_addr(mut self, peer: SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
     /// Gives the request a session kept in `session` (without one, session calls fail with
     /// [`SessionError::Unsupported`](crate::SessionError::Unsupported)). Needs the sdk's
     /// `test-util` feature.
@@ -272,12 +461,137 @@ impl<'a> RequestBuilder<'a> {
             path: self.path,
             query: self.query,
             headers: Headers::Owned(self.headers),
-            body: self.body,
+            body: Rc::new(Body::new(self.body, true, None)),
             params: Vec::new(),
+            origin: Origin {
+                mount: self.mount,
+                peer: self.peer,
+                client: None,
+                https: false,
+            },
+            assets: None,
             #[cfg(feature = "test-util")]
             session: self.session.map_or(Backend::None, Backend::Test),
             #[cfg(not(feature = "test-util"))]
             session: Backend::None,
+        }
+    }
+}
+
+impl<'a> Body<'a> {
+    /// Why the handler could not have the whole body, if it asked for it with [`Request::body`].
+    pub(crate) fn failure(&self) -> Option<&RequestError> {
+        self.failure.get()
+    }
+
+    fn new(first: &'a [u8], complete: bool, host: Option<HostIo<'a>>) -> Self {
+        Body {
+            first,
+            complete: complete || host.is_none(),
+            host,
+            whole: OnceCell::new(),
+            failure: OnceCell::new(),
+            taken: std::cell::Cell::new(false),
+        }
+    }
+
+    fn whole(&self) -> Result<&[u8], RequestError> {
+        if self.complete {
+            return Ok(self.first);
+        }
+        if let Some(e) = self.failure.get() {
+            return Err(e.clone());
+        }
+        if let Some(whole) = self.whole.get() {
+            return Ok(whole);
+        }
+        if self.taken.replace(true) {
+            // A reader consumed it.
+            return Ok(&[]);
+        }
+        let mut whole = self.first.to_vec();
+        let mut reader = BodyReader {
+            source: Source::Host {
+                first: &[],
+                io: self.host,
+            },
+        };
+        let outcome = reader.read_to_end(&mut whole);
+        let whole = self.whole.get_or_init(|| whole);
+        match outcome {
+            Ok(_) => Ok(whole),
+            Err(e) => Err(self
+                .failure
+                .get_or_init(|| RequestError::from_io(&e))
+                .clone()),
+        }
+    }
+}
+
+impl RequestError {
+    /// The sdk's error inside an I/O error from the body, or a generic unreadable body.
+    pub(crate) fn from_io(e: &std::io::Error) -> RequestError {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<RequestError>())
+        {
+            Some(inner) => inner.clone(),
+            None => RequestError::BodyUnreadable(e.to_string()),
+        }
+    }
+}
+
+impl Clone for RequestError {
+    fn clone(&self) -> Self {
+        match self {
+            // serde's errors are not Clone: keep their text.
+            RequestError::Json(e) => {
+                RequestError::BodyUnreadable(format!("invalid JSON body: {e}"))
+            }
+            RequestError::Query(e) => {
+                RequestError::BodyUnreadable(format!("invalid query string: {e}"))
+            }
+            RequestError::NotUtf8 => RequestError::NotUtf8,
+            RequestError::Method => RequestError::Method,
+            RequestError::BodyTooLarge => RequestError::BodyTooLarge,
+            RequestError::BodyTimedOut => RequestError::BodyTimedOut,
+            RequestError::BodyUnreadable(why) => RequestError::BodyUnreadable(why.clone()),
+        }
+    }
+}
+
+enum Source<'r> {
+    Memory(&'r [u8]),
+    Host {
+        first: &'r [u8],
+        io: Option<HostIo<'r>>,
+    },
+}
+
+/// The request body as it arrives, from [`Request::body_reader`].
+pub struct BodyReader<'r> {
+    source: Source<'r>,
+}
+
+impl fmt::Debug for BodyReader<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyReader").finish_non_exhaustive()
+    }
+}
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match &mut self.source {
+            Source::Memory(rest) => rest.read(buf),
+            Source::Host { first, io } => {
+                if !first.is_empty() {
+                    return first.read(buf);
+                }
+                match io {
+                    Some(io) => io.read(buf),
+                    None => Ok(0),
+                }
+            }
         }
     }
 }

@@ -3,6 +3,26 @@
 use http::StatusCode;
 use serde::Serialize;
 
+use crate::stream::BodyWriter;
+
+/// What writes a streamed body: runs after the status and headers went out.
+pub(crate) type StreamFn = Box<dyn FnOnce(&mut BodyWriter<'_>) -> std::io::Result<()> + Send>;
+
+/// A response body: bytes, or a function that streams it.
+pub(crate) enum Body {
+    Bytes(Vec<u8>),
+    Stream(StreamFn),
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Bytes(b) => write!(f, "{} bytes", b.len()),
+            Body::Stream(_) => f.write_str("stream"),
+        }
+    }
+}
+
 /// An HTTP response built by a handler.
 ///
 /// ```
@@ -15,11 +35,11 @@ use serde::Serialize;
 /// assert_eq!(r.body(), b"created\n");
 /// assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Response {
     status: StatusCode,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    body: Body,
     /// A failure to report in the host's log; not sent to the client.
     error: Option<String>,
 }
@@ -36,7 +56,7 @@ impl Response {
         Response {
             status,
             headers: Vec::new(),
-            body: Vec::new(),
+            body: Body::Bytes(Vec::new()),
             error: None,
         }
     }
@@ -89,8 +109,81 @@ impl Response {
 
     /// Replaces the body.
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
+        self.body = Body::Bytes(body.into());
         self
+    }
+
+    /// 200 with a body that `write` streams: the status and headers go out first, then each
+    /// piece as `write` produces it, with backpressure (see [`BodyWriter`]). For downloads and
+    /// exports larger than memory, and live streams. `write` runs on the handler's thread after
+    /// the handler returned; an error it returns after the first bytes went out aborts the
+    /// response (the client sees it cut), before that it becomes a 500.
+    ///
+    /// The session must be changed before the stream starts: changes are stored, and the
+    /// session cookie sent, with the headers.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use baton_sdk::Response;
+    ///
+    /// let r = Response::stream(|out| out.write_all(b"id,text\n1,hello\n"))
+    ///     .with_header("content-type", "text/csv");
+    /// assert!(r.is_stream());
+    /// assert_eq!(r.into_bytes().unwrap(), b"id,text\n1,hello\n");
+    /// ```
+    pub fn stream<F>(write: F) -> Self
+    where
+        F: FnOnce(&mut BodyWriter<'_>) -> std::io::Result<()> + Send + 'static,
+    {
+        Response {
+            body: Body::Stream(Box::new(write)),
+            ..Self::new(StatusCode::OK)
+        }
+    }
+
+    /// A stream of server-sent events: [`Response::stream`] with `content-type:
+    /// text/event-stream`, `cache-control: no-cache` and `x-accel-buffering: no` (so a proxy such
+    /// as nginx passes each event on at once).
+    ///
+    /// ```
+    /// use baton_sdk::{Event, Response};
+    ///
+    /// let r = Response::event_stream(|out| out.send_event(&Event::new("hi")));
+    /// assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    /// assert_eq!(r.into_bytes().unwrap(), b"data: hi\n\n");
+    /// ```
+    pub fn event_stream<F>(write: F) -> Self
+    where
+        F: FnOnce(&mut BodyWriter<'_>) -> std::io::Result<()> + Send + 'static,
+    {
+        Self::stream(write)
+            .with_header("content-type", "text/event-stream")
+            .with_header("cache-control", "no-cache")
+            .with_header("x-accel-buffering", "no")
+    }
+
+    /// Whether the body is streamed.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.body, Body::Stream(_))
+    }
+
+    /// The whole body in memory, running a stream to its end: for tests.
+    ///
+    /// # Errors
+    /// The stream function's error.
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        match self.body {
+            Body::Bytes(bytes) => Ok(bytes),
+            Body::Stream(write) => {
+                let mut buf = Vec::new();
+                {
+                    let mut out = BodyWriter::to_memory(&mut buf);
+                    write(&mut out)?;
+                    std::io::Write::flush(&mut out)?;
+                }
+                Ok(buf)
+            }
+        }
     }
 
     /// Attaches a message for the host's log (the client does not see it).
@@ -117,14 +210,16 @@ impl Response {
         &self.headers
     }
 
-    /// The body.
+    /// The body; empty for a streamed body (see [`Response::into_bytes`]).
     pub fn body(&self) -> &[u8] {
-        &self.body
+        match &self.body {
+            Body::Bytes(bytes) => bytes,
+            Body::Stream(_) => &[],
+        }
     }
 
-    /// The message for the host's log, if the response reports a failure.
-    pub(crate) fn error(&self) -> Option<&str> {
-        self.error.as_deref()
+    pub(crate) fn into_parts(self) -> (StatusCode, Vec<(String, String)>, Body, Option<String>) {
+        (self.status, self.headers, self.body, self.error)
     }
 }
 

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
-use http_body_util::Full;
 use serde::Serialize;
 
 use super::upload::UploadError;
@@ -31,7 +30,7 @@ pub(super) fn respond(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -27,6 +27,9 @@ pub struct Limits {
     /// Handlers past `request_timeout_ms` whose threads are replaced so the version keeps its
     /// capacity; with more stuck than this, the version answers 503 until some return.
     pub max_stuck_threads: usize,
+    /// How long a streamed response waits for a slow client to take more data before it gives
+    /// up (the handler's write fails and the response is cut).
+    pub stream_send_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -39,6 +42,7 @@ impl Default for Limits {
             worker_threads: 16,
             worker_stack_mib: 8,
             max_stuck_threads: 16,
+            stream_send_timeout_ms: 60_000,
         }
     }
 }
@@ -47,6 +51,7 @@ impl Limits {
     millis_getters! {
         queue_timeout => queue_timeout_ms;
         request_timeout => request_timeout_ms;
+        stream_send_timeout => stream_send_timeout_ms;
     }
 
     /// `worker_stack_mib` in bytes.
@@ -63,6 +68,7 @@ impl Limits {
             ("worker_threads", self.worker_threads as u64),
             ("request_timeout_ms", self.request_timeout_ms),
             ("worker_stack_mib", self.worker_stack_mib as u64),
+            ("stream_send_timeout_ms", self.stream_send_timeout_ms),
         ]);
         if let Some(what) = zero {
             return Err(Error::Config(format!("{scope}: {what} must be at least 1")));
@@ -94,4 +100,6 @@ pub struct LimitOverrides {
     pub worker_stack_mib: Option<usize>,
     /// See [`Limits::max_stuck_threads`].
     pub max_stuck_threads: Option<usize>,
+    /// See [`Limits::stream_send_timeout_ms`].
+    pub stream_send_timeout_ms: Option<u64>,
 }

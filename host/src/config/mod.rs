@@ -237,6 +237,9 @@ impl Config {
             worker_threads: o.worker_threads.unwrap_or(base.worker_threads),
             worker_stack_mib: o.worker_stack_mib.unwrap_or(base.worker_stack_mib),
             max_stuck_threads: o.max_stuck_threads.unwrap_or(base.max_stuck_threads),
+            stream_send_timeout_ms: o
+                .stream_send_timeout_ms
+                .unwrap_or(base.stream_send_timeout_ms),
         }
     }
 

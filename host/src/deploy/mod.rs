@@ -31,5 +31,7 @@ pub(crate) use registry::is_module_file;
 pub(crate) use registry::{
     AppSlot, CanaryStatus, DeployMode, Deployed, GuardState, Registry, Rejection, SwapTimings,
 };
-pub(crate) use version::{InFlight, OwnedRequest};
+pub(crate) use version::{
+    BodyRest, InFlight, Origin, OwnedRequest, Reply, StreamAbort, StreamBody,
+};
 pub(crate) use version::{Running, State, Version};

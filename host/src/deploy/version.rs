@@ -2,6 +2,7 @@
 //! loading through init and warm-up to its unload. The requests running on it live in
 //! [`requests`].
 
+mod io;
 mod requests;
 
 use std::collections::HashMap;
@@ -21,9 +22,10 @@ use crate::loader::{CallError, Instance, Module, ModuleInfo};
 use crate::metrics::VersionMetrics;
 use crate::sync::lock;
 
+pub(crate) use io::{BodyRest, Reply, StreamAbort, StreamBody};
 pub(crate) use requests::Running;
 use requests::Tracked;
-pub(crate) use requests::{InFlight, OwnedRequest};
+pub(crate) use requests::{InFlight, Origin, OwnedRequest};
 
 /// Where a version is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -122,6 +124,10 @@ pub struct Version {
     metrics: VersionMetrics,
     outcomes: Outcomes,
     header: Option<http::HeaderValue>,
+    /// Cancelled when the drain deadline passed: streamed responses still running are cut.
+    cut: tokio_util::sync::CancellationToken,
+    /// Whether the instance reads bodies and writes responses as streams (ABI 1.1).
+    streams: AtomicBool,
 }
 
 impl Version {
@@ -206,6 +212,8 @@ impl Version {
             metrics,
             outcomes: Outcomes::default(),
             header,
+            cut: tokio_util::sync::CancellationToken::new(),
+            streams: AtomicBool::new(false),
         }))
     }
 
@@ -220,6 +228,7 @@ impl Version {
         let instance = self
             .bounded_call(timeout, move || module.instantiate(&config))
             .await?;
+        self.streams.store(instance.streams(), SeqCst);
         self.instance.store(Some(Arc::new(instance)));
         self.set_state(State::Warming);
         Ok(())
@@ -284,6 +293,37 @@ impl Version {
             // Wake a drain that waits for in-flight requests.
             self.idle.notify_waiters();
         }
+    }
+
+    /// Whether the version stopped taking new requests: what a long-running response asks to
+    /// know when to end itself.
+    pub(crate) fn draining(&self) -> bool {
+        !matches!(self.state(), State::Active | State::Warming) || self.cut.is_cancelled()
+    }
+
+    /// Cuts the streamed responses still running: their writes fail and their clients see
+    /// them end. For a drain whose deadline passed.
+    pub(crate) fn cut_streams(&self) {
+        self.cut.cancel();
+    }
+
+    /// Whether the version's module takes request bodies and sends responses as streams.
+    pub(crate) fn streams(&self) -> bool {
+        self.streams.load(SeqCst)
+    }
+
+    /// Copies the instance's embedded assets (on a worker thread: it is module code).
+    ///
+    /// # Errors
+    /// The module's listing failed.
+    pub(crate) async fn assets(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<crate::loader::ModuleAsset>, CallError> {
+        let Some(instance) = self.instance.load_full() else {
+            return Err(CallError::Failed("no instance".into()));
+        };
+        self.bounded_call(timeout, move || instance.assets()).await
     }
 
     /// Requests running on this version now.
@@ -383,9 +423,11 @@ impl Version {
                 query: query.to_owned(),
                 headers: http::HeaderMap::new(),
                 body: bytes::Bytes::new(),
+                rest: None,
                 // Warm-up requests have no client and so no session.
                 session: None,
                 span,
+                origin: Origin::default(),
             },
         );
         let outcome = tokio::time::timeout(timeout, &mut call.reply).await;
@@ -393,11 +435,15 @@ impl Version {
             self.overran(&call);
         }
         let path = path.to_owned();
+        let status = |reply: &Reply| match reply {
+            Reply::Full(response) | Reply::Stream { head: response, .. } => response.status,
+            Reply::SessionFailed(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+        };
         match outcome {
-            Ok(Ok(Ok(response))) if response.status.is_success() => Ok(()),
-            Ok(Ok(Ok(response))) => Err(WarmError::Status {
+            Ok(Ok(Ok(reply))) if status(&reply).is_success() => Ok(()),
+            Ok(Ok(Ok(reply))) => Err(WarmError::Status {
                 path,
-                status: response.status,
+                status: status(&reply),
             }),
             Ok(Ok(Err(source))) => Err(WarmError::Failed { path, source }),
             Ok(Err(_)) => Err(WarmError::PoolStopped),

@@ -3,9 +3,11 @@
 
 use std::ffi::c_void;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use baton_sdk::abi::{
-    self, ByteSink, HostApi, RawHeader, RawRequest, RawStr, ResponseSink, STATUS_ERROR, STATUS_OK,
-    STATUS_PANIC, Status,
+    self, ByteSink, HostApi, RawHeader, RawRequest, RawStr, ResponseSink, STATUS_CLOSED,
+    STATUS_ERROR, STATUS_OK, STATUS_PANIC, STATUS_TIMED_OUT, STATUS_TOO_LARGE, Status,
 };
 
 use super::session::SessionAccess;
@@ -40,6 +42,10 @@ impl HostServices {
                 session_id: super::session::session_id,
                 session_invalidate: super::session::session_invalidate,
                 session_rotate: super::session::session_rotate,
+                body_read,
+                response_stream,
+                response_write,
+                draining,
             },
             log: LogContext {
                 app: info.app.clone(),
@@ -133,6 +139,197 @@ pub struct ModuleRequest<'a> {
     pub body: &'a [u8],
     /// The request's session, offered to the module through the request context.
     pub session: Option<&'a dyn SessionAccess>,
+    /// Where the app is mounted (`/notes`).
+    pub mount: &'a str,
+    /// The TCP peer, if known.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The client's address (the peer's, or what a trusted proxy forwarded).
+    pub client: Option<std::net::IpAddr>,
+    /// Whether the client used HTTPS.
+    pub https: bool,
+    /// Whether `body` is the whole body; if not, the rest comes from [`RequestIo::read_body`].
+    pub body_complete: bool,
+}
+
+/// Why reading the rest of a request body failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyReadError {
+    /// Past the app's `max_body_bytes`.
+    #[error("request body larger than the app's limit")]
+    TooLarge,
+    /// The client sent nothing for the body read timeout.
+    #[error("the client stopped sending the body")]
+    TimedOut,
+    /// The client went away or sent a malformed body.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Why a streamed response cannot go on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StreamClosed(pub String);
+
+/// What a request's handler uses of the host while it runs, beyond its session: the rest of a
+/// body that did not come whole, a response sent as a stream, and whether the version drains.
+/// The request path implements it; the loader's callbacks call it on the handler's thread.
+pub trait RequestIo {
+    /// Reads the next bytes of the body after [`ModuleRequest::body`]; 0 at its end.
+    ///
+    /// # Errors
+    /// Why the body cannot be read.
+    fn read_body(&mut self, buf: &mut [u8]) -> Result<usize, BodyReadError>;
+
+    /// Sends `head` (status and headers; its body is empty) and turns the response into a
+    /// stream.
+    ///
+    /// # Errors
+    /// The response cannot be sent (the client is gone, the session could not be stored).
+    fn start_stream(&mut self, head: ModuleResponse) -> Result<(), StreamClosed>;
+
+    /// Sends one part of a streamed response, blocking while the client is slow.
+    ///
+    /// # Errors
+    /// The client is gone, took nothing for the send timeout, or the stream was cut.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StreamClosed>;
+
+    /// Whether the version stopped taking new requests.
+    fn draining(&self) -> bool;
+}
+
+/// The context of one `handle` call, behind `RawRequest::ctx`: the session, the request's I/O
+/// and the response being built. Alive for the whole call.
+pub(super) struct RequestContext<'a> {
+    pub(super) session: Option<&'a dyn SessionAccess>,
+    io: *mut (dyn RequestIo + 'a),
+    response: *mut ResponseBuilder,
+}
+
+impl<'a> RequestContext<'a> {
+    pub(super) fn new(
+        session: Option<&'a dyn SessionAccess>,
+        io: &'a mut (dyn RequestIo + 'a),
+        response: *mut ResponseBuilder,
+    ) -> Self {
+        RequestContext {
+            session,
+            io,
+            response,
+        }
+    }
+}
+
+/// Runs a streaming callback against the request context, catching panics, and reports a
+/// failure's message into the module's sink.
+///
+/// # Safety
+/// `req` must be null or this call's `RequestContext`, `err` null or the module's live sink.
+unsafe fn with_io(
+    req: *mut c_void,
+    err: *const ByteSink,
+    body: impl FnOnce(&mut RequestContext<'_>) -> Result<(), (Status, String)>,
+) -> Status {
+    let outcome = if req.is_null() {
+        Err((STATUS_ERROR, "this request has no context".to_owned()))
+    } else {
+        // SAFETY: the caller guarantees `req` is this call's live context, used by nothing else
+        // while the callback runs (the module is blocked in it).
+        let ctx = unsafe { &mut *req.cast::<RequestContext<'_>>() };
+        catch_unwind(AssertUnwindSafe(|| body(ctx)))
+            .unwrap_or_else(|_| Err((STATUS_PANIC, "the host's request code panicked".into())))
+    };
+    match outcome {
+        Ok(()) => STATUS_OK,
+        Err((status, message)) => {
+            if !err.is_null() {
+                // SAFETY: the module's sink, live for this call.
+                unsafe { (*err).put(message.as_bytes()) };
+            }
+            status
+        }
+    }
+}
+
+unsafe extern "C" fn body_read(
+    req: *mut c_void,
+    buf: *mut u8,
+    cap: usize,
+    read: *mut usize,
+    err: *const ByteSink,
+) -> Status {
+    if buf.is_null() || read.is_null() {
+        return STATUS_ERROR;
+    }
+    // SAFETY: `req` and `err` come from the module for this request's call.
+    unsafe {
+        with_io(req, err, |ctx| {
+            // SAFETY: the module passes `cap` writable bytes at `buf` and a writable `read`.
+            let (buf, read) = (std::slice::from_raw_parts_mut(buf, cap), &mut *read);
+            // SAFETY: `io` points to the request's I/O, alive for the call.
+            let io = &mut *ctx.io;
+            match io.read_body(buf) {
+                Ok(n) => {
+                    *read = n.min(cap);
+                    Ok(())
+                }
+                Err(e) => {
+                    let status = match e {
+                        BodyReadError::TooLarge => STATUS_TOO_LARGE,
+                        BodyReadError::TimedOut => STATUS_TIMED_OUT,
+                        BodyReadError::Failed(_) => STATUS_CLOSED,
+                    };
+                    Err((status, e.to_string()))
+                }
+            }
+        })
+    }
+}
+
+unsafe extern "C" fn response_stream(req: *mut c_void, err: *const ByteSink) -> Status {
+    // SAFETY: `req` and `err` come from the module for this request's call.
+    unsafe {
+        with_io(req, err, |ctx| {
+            // SAFETY: the builder and the I/O are alive for the call; the module is not using
+            // its response sink while it is in this callback.
+            let (builder, io) = (&mut *ctx.response, &mut *ctx.io);
+            if builder.streamed {
+                return Err((STATUS_ERROR, "the response is already a stream".into()));
+            }
+            let head = std::mem::take(builder).finish(None);
+            builder.streamed = true;
+            io.start_stream(head)
+                .map_err(|e| (STATUS_CLOSED, e.to_string()))
+        })
+    }
+}
+
+unsafe extern "C" fn response_write(
+    req: *mut c_void,
+    bytes: RawStr,
+    err: *const ByteSink,
+) -> Status {
+    // SAFETY: `req` and `err` come from the module for this request's call.
+    unsafe {
+        with_io(req, err, |ctx| {
+            // SAFETY: as in `response_stream`; `bytes` is valid for this call.
+            let (builder, io, bytes) = (&*ctx.response, &mut *ctx.io, bytes.as_bytes());
+            if !builder.streamed {
+                return Err((STATUS_ERROR, "the response is not a stream".into()));
+            }
+            io.write(bytes).map_err(|e| (STATUS_CLOSED, e.to_string()))
+        })
+    }
+}
+
+unsafe extern "C" fn draining(req: *mut c_void) -> bool {
+    if req.is_null() {
+        return false;
+    }
+    // SAFETY: `req` is this call's context.
+    let ctx = unsafe { &*req.cast::<RequestContext<'_>>() };
+    // SAFETY: the I/O is alive for the call.
+    catch_unwind(AssertUnwindSafe(|| unsafe { (*ctx.io).draining() })).unwrap_or(false)
 }
 
 impl ModuleRequest<'_> {
@@ -146,7 +343,14 @@ impl ModuleRequest<'_> {
             .collect()
     }
 
-    pub(super) fn raw(&self, headers: &[RawHeader]) -> RawRequest {
+    /// The request as the module reads it; `texts` holds the peer and client addresses as text
+    /// and `ctx` the call's context, both alive for the whole call.
+    pub(super) fn raw(
+        &self,
+        headers: &[RawHeader],
+        texts: &(String, String),
+        ctx: *mut RequestContext<'_>,
+    ) -> RawRequest {
         RawRequest {
             method: RawStr::from_str(self.method),
             path: RawStr::from_str(self.path),
@@ -154,14 +358,24 @@ impl ModuleRequest<'_> {
             headers: headers.as_ptr(),
             headers_len: headers.len(),
             body: RawStr::new(self.body),
-            // A pointer to the (wide) reference, which lives in `self` for the whole call.
-            ctx: self
-                .session
-                .as_ref()
-                .map_or(std::ptr::null_mut(), |session| {
-                    std::ptr::from_ref(session).cast_mut().cast()
-                }),
+            ctx: ctx.cast(),
+            mount: RawStr::from_str(self.mount),
+            peer_addr: RawStr::from_str(&texts.0),
+            client_addr: RawStr::from_str(&texts.1),
+            scheme: RawStr::from_str(if self.https { "https" } else { "http" }),
+            body_complete: self.body_complete,
         }
+    }
+
+    /// The peer and client addresses as the module reads them.
+    pub(super) fn address_texts(&self) -> (String, String) {
+        let peer = self.peer.map(|p| p.to_string()).unwrap_or_default();
+        let client = self
+            .client
+            .or(self.peer.map(|p| p.ip()))
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        (peer, client)
     }
 }
 
@@ -176,6 +390,9 @@ pub struct ModuleResponse {
     pub body: Vec<u8>,
     /// The handler's error message for the log, if it failed.
     pub error: Option<String>,
+    /// The response went out as a stream through [`RequestIo`]; status, headers and body here
+    /// are empty.
+    pub streamed: bool,
 }
 
 #[derive(Default)]
@@ -184,6 +401,8 @@ pub(super) struct ResponseBuilder {
     headers: http::HeaderMap,
     body: Vec<u8>,
     invalid: Vec<String>,
+    /// The head went out through `response_stream`; the sink's body calls are ignored.
+    streamed: bool,
 }
 
 unsafe extern "C" fn set_status(ctx: *mut c_void, status: u16) {
@@ -215,17 +434,17 @@ unsafe extern "C" fn add_header(ctx: *mut c_void, name: RawStr, value: RawStr) {
 
 unsafe extern "C" fn write_body(ctx: *mut c_void, bytes: RawStr) {
     // SAFETY: `ctx` is a live `ResponseBuilder`; `bytes` valid for this call.
-    unsafe {
-        (*ctx.cast::<ResponseBuilder>())
-            .body
-            .extend_from_slice(bytes.as_bytes())
+    let (builder, bytes) = unsafe { (&mut *ctx.cast::<ResponseBuilder>(), bytes.as_bytes()) };
+    if !builder.streamed {
+        builder.body.extend_from_slice(bytes);
     }
 }
 
 impl ResponseBuilder {
-    pub(super) fn sink(&mut self) -> ResponseSink {
+    /// The sink the module writes through; `this` must stay valid while the sink is used.
+    pub(super) fn sink(this: *mut Self) -> ResponseSink {
         ResponseSink {
-            ctx: (self as *mut Self).cast(),
+            ctx: this.cast(),
             status: set_status,
             header: add_header,
             body: write_body,
@@ -233,6 +452,16 @@ impl ResponseBuilder {
     }
 
     pub(super) fn finish(self, mut error: Option<String>) -> ModuleResponse {
+        if self.streamed {
+            // Status and headers went out with the stream's head.
+            return ModuleResponse {
+                status: http::StatusCode::OK,
+                headers: http::HeaderMap::new(),
+                body: Vec::new(),
+                error,
+                streamed: true,
+            };
+        }
         let status = http::StatusCode::from_u16(self.status).unwrap_or_else(|_| {
             error.get_or_insert_with(|| format!("invalid status code {}", self.status));
             http::StatusCode::INTERNAL_SERVER_ERROR
@@ -252,6 +481,7 @@ impl ResponseBuilder {
             headers: self.headers,
             body: self.body,
             error,
+            streamed: self.streamed,
         }
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use baton_sdk::abi::{self, DescriptorHeader, ModuleDescriptor, RawStr};
 
-pub use callbacks::{ModuleRequest, ModuleResponse};
+pub use callbacks::{BodyReadError, ModuleRequest, ModuleResponse, RequestIo, StreamClosed};
 pub use elf::{Checked, NoDelete, check, check_file};
 pub use error::LoadError;
 pub use maps::mapped_regions;
@@ -77,6 +77,24 @@ struct FnTable {
     handle: abi::HandleFn,
     shutdown: abi::HookFn,
     destroy: abi::DestroyFn,
+    /// Since 1.1.
+    assets: Option<abi::AssetsFn>,
+}
+
+/// The size of a 1.0 descriptor: every field before `assets`.
+const DESCRIPTOR_1_0: usize = std::mem::offset_of!(ModuleDescriptor, assets);
+
+/// One file a module embeds, copied into host memory.
+#[derive(Debug, Clone)]
+pub struct ModuleAsset {
+    /// Path relative to the app's mount, starting with `/`.
+    pub path: String,
+    /// Contents.
+    pub bytes: bytes::Bytes,
+    /// The module's content hash (hex).
+    pub hash: String,
+    /// Modification time in seconds since the Unix epoch; 0 when unknown.
+    pub modified_unix_secs: u64,
 }
 
 impl fmt::Debug for Module {
@@ -190,17 +208,20 @@ impl Module {
                 host: host_abi,
             });
         }
-        if header.size < std::mem::size_of::<ModuleDescriptor>() {
+        if header.size < DESCRIPTOR_1_0 {
             return Err(LoadError::ShortDescriptor {
                 module: module_abi,
                 host: host_abi,
                 size: header.size,
-                expected: std::mem::size_of::<ModuleDescriptor>(),
+                expected: DESCRIPTOR_1_0,
             });
         }
-        // SAFETY: magic, major and size checked out: the descriptor has this layout (a newer minor
-        // only appends fields, which we do not read).
+        // SAFETY: magic, major and size checked out: the descriptor has at least the 1.0 layout
+        // (a newer minor only appends fields); fields after it are read only when its size and
+        // minor say they exist.
         let desc = unsafe { &*descriptor };
+        let has_assets =
+            header.abi_minor >= 1 && header.size >= std::mem::size_of::<ModuleDescriptor>();
         // SAFETY: the header checked out.
         let (app, version, rustc_version) = unsafe {
             (
@@ -231,6 +252,7 @@ impl Module {
                 handle: desc.handle,
                 shutdown: desc.shutdown,
                 destroy: desc.destroy,
+                assets: has_assets.then_some(desc.assets),
             },
             info,
             path: path.to_owned(),
@@ -348,25 +370,87 @@ impl Instance {
         self.hook(self.module.table.shutdown)
     }
 
+    /// Copies the module's embedded assets into host memory (none for a 1.0 module).
+    ///
+    /// # Errors
+    /// The module's listing failed or panicked.
+    pub fn assets(&self) -> Result<Vec<ModuleAsset>, CallError> {
+        let Some(list) = self.module.table.assets else {
+            return Ok(Vec::new());
+        };
+        let mut found: Vec<ModuleAsset> = Vec::new();
+        let visitor = abi::AssetVisitor {
+            ctx: std::ptr::from_mut(&mut found).cast(),
+            visit: collect_asset,
+        };
+        let mut err = callbacks::ErrorText::default();
+        // SAFETY: `raw` is a live instance; the visitor and `err` outlive the call.
+        let status = unsafe { list(self.raw, &visitor, &err.sink()) };
+        err.into_result(status)?;
+        Ok(found)
+    }
+
+    /// Whether the module reads bodies and writes responses as streams (ABI 1.1 and later):
+    /// an older module gets every body whole.
+    pub fn streams(&self) -> bool {
+        self.module.info.abi.1 >= 1
+    }
+
     /// Handles one request. A handler error still yields its response (with the error for the
     /// log); a panic yields none.
     ///
     /// # Errors
     /// [`CallError::Panicked`] when the handler panicked.
-    pub fn handle(&self, request: &ModuleRequest<'_>) -> Result<ModuleResponse, CallError> {
+    pub fn handle(
+        &self,
+        request: &ModuleRequest<'_>,
+        io: &mut dyn RequestIo,
+    ) -> Result<ModuleResponse, CallError> {
         let headers = request.raw_headers();
-        let raw = request.raw(&headers);
+        let texts = request.address_texts();
         let mut response = callbacks::ResponseBuilder::default();
+        let builder: *mut callbacks::ResponseBuilder = &mut response;
+        let mut ctx = callbacks::RequestContext::new(request.session, io, builder);
+        let raw = request.raw(&headers, &texts, &mut ctx);
+        let sink = callbacks::ResponseBuilder::sink(builder);
         let mut err = callbacks::ErrorText::default();
-        // SAFETY: `raw` borrows `request` and `headers`, which outlive the call, as do the sinks.
-        let status =
-            unsafe { (self.module.table.handle)(self.raw, &raw, &response.sink(), &err.sink()) };
+        // SAFETY: `raw` borrows `request`, `headers`, `texts` and `ctx`, which outlive the call,
+        // as do the sinks; the builder is reached only through the sink and the context, one
+        // callback at a time on this thread.
+        let status = unsafe { (self.module.table.handle)(self.raw, &raw, &sink, &err.sink()) };
+        drop(ctx);
         match err.into_result(status) {
             Ok(()) => Ok(response.finish(None)),
             Err(CallError::Failed(message)) => Ok(response.finish(Some(message))),
             Err(panic) => Err(panic),
         }
     }
+}
+
+unsafe extern "C" fn collect_asset(ctx: *mut c_void, asset: *const abi::RawAsset) {
+    if ctx.is_null() || asset.is_null() {
+        return;
+    }
+    // SAFETY: `ctx` is the `Vec` of `Instance::assets`, alive for the listing call; the asset and
+    // its slices are valid for this call.
+    let (found, asset) = unsafe { (&mut *ctx.cast::<Vec<ModuleAsset>>(), &*asset) };
+    // A panic must not unwind into module frames.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: as above.
+        let (path, bytes, hash) = unsafe {
+            (
+                String::from_utf8_lossy(asset.path.as_bytes()).into_owned(),
+                bytes::Bytes::copy_from_slice(asset.bytes.as_bytes()),
+                String::from_utf8_lossy(asset.hash.as_bytes()).into_owned(),
+            )
+        };
+        found.push(ModuleAsset {
+            path,
+            bytes,
+            hash,
+            modified_unix_secs: asset.modified_unix_secs,
+        });
+    }));
 }
 
 impl Drop for Instance {

@@ -3,8 +3,9 @@
 //!
 //! The loader does not know how sessions are kept: it defines what its callbacks need of one
 //! request's session ([`SessionAccess`], failing with an [`AccessError`]) and the session module
-//! implements it. Each callback takes the request context the host put in `RawRequest::ctx`: a
-//! pointer to the request's `&dyn SessionAccess`, alive for the whole `handle` call. Every
+//! implements it. Each callback takes the request context the host put in `RawRequest::ctx`
+//! (the call's `RequestContext`, holding the request's `&dyn SessionAccess`), alive for the
+//! whole `handle` call. Every
 //! callback catches panics (one must never unwind into module frames) and reports failures as a
 //! status plus a message written into the module's error sink.
 
@@ -12,6 +13,7 @@ use std::error::Error as StdError;
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use super::callbacks::RequestContext;
 use baton_sdk::abi::{
     ByteSink, RawStr, STATUS_ERROR, STATUS_NOT_FOUND, STATUS_OK, STATUS_PANIC, STATUS_UNAVAILABLE,
     SessionUpdateFn, Status,
@@ -110,7 +112,7 @@ enum Answer {
 /// Runs one callback body against the request's session and maps its outcome to a status.
 ///
 /// # Safety
-/// `req` must be null or point to the `&dyn SessionAccess` the host passed as this request's
+/// `req` must be null or point to the `RequestContext` the host passed as this request's
 /// context, and `err` must be the module's live error sink.
 unsafe fn serve(
     req: *mut c_void,
@@ -123,14 +125,23 @@ unsafe fn serve(
             "this request has no session context".to_owned(),
         )
     } else {
-        // SAFETY: the caller guarantees `req` points to this request's live session reference.
-        let session = unsafe { *req.cast_const().cast::<&dyn SessionAccess>() };
-        match catch_unwind(AssertUnwindSafe(|| body(session))) {
-            Ok(Ok(Answer::Found)) => return STATUS_OK,
-            Ok(Ok(Answer::NotFound)) => return STATUS_NOT_FOUND,
-            Ok(Err(e)) if e.is_unavailable() => (STATUS_UNAVAILABLE, e.to_string()),
-            Ok(Err(e)) => (STATUS_ERROR, e.to_string()),
-            Err(_) => (STATUS_PANIC, "the host's session code panicked".to_owned()),
+        // SAFETY: the caller guarantees `req` points to this request's live context.
+        let ctx = unsafe { &*req.cast_const().cast::<RequestContext<'_>>() };
+        match ctx
+            .session
+            .map(|session| catch_unwind(AssertUnwindSafe(|| body(session))))
+        {
+            None => (
+                STATUS_ERROR,
+                "this request has no session context".to_owned(),
+            ),
+            Some(outcome) => match outcome {
+                Ok(Ok(Answer::Found)) => return STATUS_OK,
+                Ok(Ok(Answer::NotFound)) => return STATUS_NOT_FOUND,
+                Ok(Err(e)) if e.is_unavailable() => (STATUS_UNAVAILABLE, e.to_string()),
+                Ok(Err(e)) => (STATUS_ERROR, e.to_string()),
+                Err(_) => (STATUS_PANIC, "the host's session code panicked".to_owned()),
+            },
         }
     };
     if !err.is_null() {

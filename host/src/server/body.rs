@@ -1,5 +1,6 @@
 //! Bodies on the way in and out: a request body whose reader gives up when the client stops
-//! sending, and a response body that marks the end of its request on its connection.
+//! sending, the body of every response (bytes in one piece, or a handler's stream), and a
+//! response body that marks the end of its request on its connection.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,6 +11,60 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
 use super::conn::RequestGuard;
+use crate::deploy::{StreamAbort, StreamBody};
+
+/// The body of every response the host sends: bytes in one piece, or what a handler streams.
+#[derive(Debug)]
+pub(crate) struct Body(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    Full(Option<Bytes>),
+    Stream(StreamBody),
+}
+
+impl Body {
+    /// A body of these bytes.
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+        let bytes = bytes.into();
+        Body(Inner::Full((!bytes.is_empty()).then_some(bytes)))
+    }
+
+    /// A handler's streamed body.
+    pub(crate) fn stream(stream: StreamBody) -> Body {
+        Body(Inner::Stream(stream))
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = StreamAbort;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamAbort>>> {
+        match &mut self.get_mut().0 {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Stream(stream) => stream
+                .poll_chunk(cx)
+                .map(|chunk| chunk.map(|c| c.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.0, Inner::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Inner::Stream(_) => SizeHint::default(),
+        }
+    }
+}
 
 /// Why reading a request body failed.
 #[derive(Debug, thiserror::Error)]

@@ -34,10 +34,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::HttpConfig;
 use crate::deploy::Registry;
 use crate::session::Sessions;
-pub(crate) use body::{BodyError, RequestBody};
+pub(crate) use body::{Body, BodyError, RequestBody};
 use conn::{ConnIo, Connections, IdleTimeouts, TrackedIo};
 use rejection::Rejection;
-pub(crate) use service::Body;
 
 /// Marks a request that arrived over TLS (a request extension): its scheme is `https`, so its
 /// session cookie is `Secure`.

@@ -5,8 +5,8 @@ use http::header::{HOST, HeaderValue, LOCATION};
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 
+use super::body::Body;
 use super::rejection::{Rejection, plain};
-use super::service::Body;
 
 /// The `308 Permanent Redirect` of a plain-HTTP request to the same host and path on the
 /// HTTPS listener's `port` (the method and body are kept by a 308).

@@ -5,13 +5,12 @@
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
-use http_body_util::Full;
 
 use crate::loader::CallError;
 use crate::session::StoreError;
 
 use super::BodyError;
-use super::service::Body;
+use super::body::Body;
 
 /// Any error a request body read can end with (`http_body_util::Limited`'s error type).
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,7 +61,7 @@ pub(crate) enum Rejection {
 
 /// A `text/plain` response.
 pub(crate) fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(text.into()));
+    let mut response = Response::new(Body::full(text.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -151,7 +150,7 @@ impl Rejection {
             }
             Rejection::MissingHost => {
                 // Plain text without a content type, like hyper's own answers to bad requests.
-                let mut response = Response::new(Body::from(
+                let mut response = Response::new(Body::full(
                     "400 Bad Request: an HTTP/1.1 request needs a Host header\n",
                 ));
                 *response.status_mut() = StatusCode::BAD_REQUEST;

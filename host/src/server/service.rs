@@ -9,24 +9,31 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderValue, SET_COOKIE};
 use http::request::Parts;
 use http::{HeaderMap, Request, Response};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Body as _;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::config::Limits;
-use crate::deploy::{AppSlot, InFlight, OwnedRequest, Registry, Version};
+use crate::deploy::{AppSlot, BodyRest, InFlight, Origin, OwnedRequest, Registry, Reply, Version};
+use crate::loader::BodyReadError;
 use crate::session::{RequestSession, Sessions};
 
 use super::rejection::Rejection;
-use super::{BodyError, OverTls, RequestBody};
+use super::{Body, BodyError, OverTls, RequestBody};
 
-/// The response body type of every response the host sends.
-pub(crate) type Body = Full<Bytes>;
+/// A body up to this size is read whole before the handler runs; of a larger one the handler
+/// gets this much with the request and reads the rest as it arrives (a module of ABI 1.0, which
+/// cannot, gets it whole).
+const FIRST_PART_BYTES: usize = 64 * 1024;
+
+/// Body chunks read ahead of a handler that reads the rest of a body.
+const READ_AHEAD_CHUNKS: usize = 4;
 
 /// Where a request went: for its metrics, its access log line and its version header.
 #[derive(Default)]
@@ -79,7 +86,11 @@ async fn serve(
     req: Request<RequestBody>,
     served: &mut Served,
 ) -> Result<Response<Body>, Rejection> {
-    let (slot, path) = registry.route(req.uri().path()).ok_or(Rejection::NoApp)?;
+    let full_path = req.uri().path();
+    let (slot, path) = registry.route(full_path).ok_or(Rejection::NoApp)?;
+    let mount = full_path[..full_path.len() - path.len()]
+        .trim_end_matches('/')
+        .to_owned();
     let path = path.to_owned();
     tracing::Span::current()
         .record("app", slot.name())
@@ -87,21 +98,42 @@ async fn serve(
     served.app = Some(Arc::clone(&slot));
     let limits = *slot.limits();
     let (parts, body) = req.into_parts();
-    let body = read_body(&parts.headers, body, &limits).await?;
+    let mut body = read_first(&parts.headers, body, &limits).await?;
     let admitted = admit(&slot, &parts.headers, &limits, served).await?;
     if registry.config().version_header {
         served.version_header = admitted.version.header().cloned();
     }
-    dispatch(sessions, admitted, parts, path, body, &limits).await
+    if !admitted.version.streams() {
+        body.read_rest(&limits).await?;
+    }
+    let origin = origin(&parts, mount);
+    dispatch(sessions, admitted, parts, path, body, origin, &limits).await
 }
 
-/// Reads the whole body, refusing one larger than the app's `max_body_bytes` as soon as it is
-/// declared or received.
-async fn read_body(
+/// Where a request came from, for the handler.
+fn origin(parts: &Parts, mount: String) -> Origin {
+    Origin {
+        mount,
+        peer: None,
+        client: None,
+        https: parts.extensions.get::<OverTls>().is_some(),
+    }
+}
+
+/// A request body as the handler gets it: its first part (all of it when `rest` is `None`) and
+/// the client's body still to be read.
+struct FirstPart {
+    first: Bytes,
+    rest: Option<(RequestBody, u64)>,
+}
+
+/// Reads a body up to [`FIRST_PART_BYTES`], refusing one larger than the app's `max_body_bytes`
+/// as soon as it is declared or received.
+async fn read_first(
     headers: &HeaderMap,
-    body: RequestBody,
+    mut body: RequestBody,
     limits: &Limits,
-) -> Result<Bytes, Rejection> {
+) -> Result<FirstPart, Rejection> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -109,15 +141,108 @@ async fn read_body(
     if declared.is_some_and(|len| len > limits.max_body_bytes) {
         return Err(Rejection::BodyTooLarge);
     }
-    let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    match Limited::new(body, max_body).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(Rejection::BodyTooLarge),
-        Err(e) => Err(match e.downcast::<BodyError>() {
-            Ok(e) if e.is_timeout() => Rejection::BodyStalled(*e),
-            Ok(e) => Rejection::BodyUnreadable(e),
-            Err(e) => Rejection::BodyUnreadable(e),
-        }),
+    let mut first = BytesMut::new();
+    while first.len() < FIRST_PART_BYTES {
+        if body.is_end_stream() {
+            return Ok(FirstPart {
+                first: first.freeze(),
+                rest: None,
+            });
+        }
+        match body.frame().await {
+            None => {
+                return Ok(FirstPart {
+                    first: first.freeze(),
+                    rest: None,
+                });
+            }
+            Some(Err(e)) => return Err(body_rejection(e)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    first.extend_from_slice(&data);
+                    if first.len() as u64 > limits.max_body_bytes {
+                        return Err(Rejection::BodyTooLarge);
+                    }
+                }
+            }
+        }
+    }
+    let taken = first.len() as u64;
+    Ok(FirstPart {
+        first: first.freeze(),
+        rest: (!body.is_end_stream()).then_some((body, taken)),
+    })
+}
+
+impl FirstPart {
+    /// Reads the rest of the body into memory, within the app's limit: for a module that
+    /// cannot read a body as it arrives.
+    async fn read_rest(&mut self, limits: &Limits) -> Result<(), Rejection> {
+        let Some((rest, taken)) = self.rest.take() else {
+            return Ok(());
+        };
+        let allowed =
+            usize::try_from(limits.max_body_bytes.saturating_sub(taken)).unwrap_or(usize::MAX);
+        let rest = match Limited::new(rest, allowed).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return Err(Rejection::BodyTooLarge),
+            Err(e) => {
+                return Err(match e.downcast::<BodyError>() {
+                    Ok(e) => body_rejection(*e),
+                    Err(e) => Rejection::BodyUnreadable(e),
+                });
+            }
+        };
+        let mut whole = BytesMut::from(std::mem::take(&mut self.first));
+        whole.extend_from_slice(&rest);
+        self.first = whole.freeze();
+        Ok(())
+    }
+
+    /// The rest of the body, read ahead by a task as the handler takes it.
+    fn pump(&mut self, limits: &Limits) -> Option<BodyRest> {
+        let (mut body, taken) = self.rest.take()?;
+        let allowed = limits.max_body_bytes.saturating_sub(taken);
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
+        tokio::spawn(
+            async move {
+                let mut read = 0u64;
+                loop {
+                    let item = match body.frame().await {
+                        None => return,
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => {
+                                read += data.len() as u64;
+                                if read > allowed {
+                                    Err(BodyReadError::TooLarge)
+                                } else {
+                                    Ok(data)
+                                }
+                            }
+                            Err(_) => continue,
+                        },
+                        Some(Err(e)) if e.is_timeout() => Err(BodyReadError::TimedOut),
+                        Some(Err(e)) => Err(BodyReadError::Failed(e.to_string())),
+                    };
+                    let last = item.is_err();
+                    // The handler stopped reading (it answered already): stop too.
+                    if tx.send(item).await.is_err() || last {
+                        return;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Some(rx)
+    }
+}
+
+/// The rejection for a body that failed while being read.
+fn body_rejection(e: BodyError) -> Rejection {
+    if e.is_timeout() {
+        Rejection::BodyStalled(e)
+    } else {
+        Rejection::BodyUnreadable(Box::new(e))
     }
 }
 
@@ -167,13 +292,15 @@ async fn admit(
 }
 
 /// Runs the handler on one of the version's worker threads and waits for it within the
-/// request timeout; then stores the session changes it made.
+/// request timeout (for a streamed response: for its head); then stores the session changes it
+/// made.
 async fn dispatch(
     sessions: &Arc<Sessions>,
     admitted: Admitted,
     parts: Parts,
     path: String,
-    body: Bytes,
+    mut body: FirstPart,
+    origin: Origin,
     limits: &Limits,
 ) -> Result<Response<Body>, Rejection> {
     let Admitted {
@@ -182,6 +309,7 @@ async fn dispatch(
         guard,
     } = admitted;
     let session = sessions.begin(&parts.headers, parts.extensions.get::<OverTls>().is_some());
+    let rest = body.pump(limits);
     let mut call = version.dispatch(
         guard,
         Some(permit),
@@ -190,9 +318,11 @@ async fn dispatch(
             path,
             query: parts.uri.query().unwrap_or("").to_owned(),
             headers: parts.headers,
-            body,
+            body: body.first,
+            rest,
             session: Some(Arc::clone(&session)),
             span: tracing::Span::current(),
+            origin,
         },
     );
     let Ok(outcome) = tokio::time::timeout(limits.request_timeout(), &mut call.reply).await else {
@@ -201,9 +331,17 @@ async fn dispatch(
             timeout_ms: limits.request_timeout_ms,
         });
     };
-    let out = outcome
+    let reply = outcome
         .map_err(|_| Rejection::WorkersStopped)?
         .map_err(Rejection::Handler)?;
+    let (out, body, cookie, streamed) = match reply {
+        Reply::Full(mut out) => {
+            let body = Body::full(std::mem::take(&mut out.body));
+            (out, body, None, false)
+        }
+        Reply::Stream { head, cookie, body } => (head, Body::stream(body), cookie, true),
+        Reply::SessionFailed(e) => return Err(Rejection::SessionStore(e)),
+    };
     if let Some(error) = &out.error {
         if out.status == http::StatusCode::SERVICE_UNAVAILABLE && sessions.is_down() {
             // The app passed on the store's outage, which `Sessions` logs once.
@@ -212,10 +350,23 @@ async fn dispatch(
             tracing::warn!(status = out.status.as_u16(), %error, "handler error");
         }
     }
-    let mut response = Response::new(Full::new(Bytes::from(out.body)));
+    let mut response = Response::new(body);
     *response.status_mut() = out.status;
     *response.headers_mut() = out.headers;
+    if let Some(cookie) = cookie {
+        set_cookie(&mut response, &cookie);
+    }
+    if streamed {
+        // The worker stored the session before the head went out.
+        return Ok(response);
+    }
     finish_session(&session, response).await
+}
+
+fn set_cookie(response: &mut Response<Body>, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
 }
 
 /// Stores what the handler changed in its session and adds the session cookie. If the store
@@ -224,10 +375,8 @@ async fn finish_session(
     session: &RequestSession,
     mut response: Response<Body>,
 ) -> Result<Response<Body>, Rejection> {
-    if let Some(cookie) = session.finish().await.map_err(Rejection::SessionStore)?
-        && let Ok(value) = HeaderValue::from_str(&cookie)
-    {
-        response.headers_mut().append(SET_COOKIE, value);
+    if let Some(cookie) = session.finish().await.map_err(Rejection::SessionStore)? {
+        set_cookie(&mut response, &cookie);
     }
     Ok(response)
 }

@@ -11,13 +11,16 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
 use super::{
-    ByteSink, HostApi, HostSession, RawHeaders, RawRequest, RawStr, ResponseSink, STATUS_ERROR,
-    STATUS_OK, STATUS_PANIC, Status,
+    AssetVisitor, ByteSink, HostApi, HostIo, HostSession, RawHeaders, RawRequest, RawStr,
+    ResponseSink, STATUS_ERROR, STATUS_OK, STATUS_PANIC, Status,
 };
 use crate::app::{App, InitContext};
+use crate::assets::Assets;
 use crate::error::Error;
-use crate::request::Request;
+use crate::request::{Origin, Request};
+use crate::response::{Body, IntoResponse};
 use crate::router::Router;
+use crate::stream::BodyWriter;
 
 /// What [`export!`](crate::export) knows about a module: its app type, name and version.
 #[doc(hidden)]
@@ -34,8 +37,11 @@ pub trait ModuleDef: 'static {
 struct Instance<A: App> {
     app: A,
     router: Router<A>,
+    assets: Assets,
     /// The host's services, alive until `destroy` returns.
     host: *const HostApi,
+    /// The host's ABI minor: fields and callbacks of later minors are used only when it has them.
+    host_minor: u32,
 }
 
 thread_local! {
@@ -96,10 +102,14 @@ pub unsafe extern "C" fn create<M: ModuleDef>(
     guarded(err, || {
         let ctx = InitContext::new(M::NAME, M::VERSION, config)?;
         let app = M::App::init(&ctx)?;
+        // SAFETY: the host's table lives until `destroy`.
+        let host_minor = unsafe { host.as_ref() }.map_or(0, |api| api.abi_minor);
         let instance = Box::new(Instance {
             app,
             router: M::App::router(),
+            assets: M::App::assets(),
             host,
+            host_minor,
         });
         // SAFETY: the host passes a writable slot for the instance pointer.
         unsafe { *out = Box::into_raw(instance).cast() };
@@ -150,37 +160,118 @@ pub unsafe extern "C" fn handle<M: ModuleDef>(
         unsafe { (&*instance.cast::<Instance<M::App>>(), &*req, &*resp, &*err) };
     guarded(err, || {
         // SAFETY: every slice in `raw` and its session context are valid for this call, which
-        // outlives `request`; the host table lives until `destroy`.
+        // outlives `request`; the host table lives until `destroy`; the fields of minor 1 are
+        // read only from a host of that minor or later.
         let request = unsafe {
             let headers = if raw.headers_len == 0 {
                 &[][..]
             } else {
                 std::slice::from_raw_parts(raw.headers, raw.headers_len)
             };
+            let (origin, complete, io) = if instance.host_minor >= 1 {
+                let text = |s: RawStr| std::str::from_utf8(s.as_bytes()).unwrap_or("");
+                let origin = Origin {
+                    mount: text(raw.mount).trim_end_matches('/'),
+                    peer: text(raw.peer_addr).parse().ok(),
+                    client: text(raw.client_addr).parse().ok(),
+                    https: raw.scheme.as_bytes() == b"https",
+                };
+                (
+                    origin,
+                    raw.body_complete,
+                    HostIo::new(instance.host, raw.ctx),
+                )
+            } else {
+                (Origin::default(), true, None)
+            };
             Request::from_host(
                 raw.method.as_bytes(),
                 raw.path.as_bytes(),
                 raw.query.as_bytes(),
                 RawHeaders { raw: headers },
-                raw.body.as_bytes(),
+                (raw.body.as_bytes(), complete),
                 HostSession::new(instance.host, raw.ctx),
+                io,
+                origin,
+                &instance.assets,
             )
         };
-        let response = instance.router.dispatch(&instance.app, request);
-
+        let (body, io) = (request.body_state(), request.host_io());
+        let mut response = instance.router.dispatch(&instance.app, request);
+        if let Some(failure) = body.failure() {
+            // The handler asked for a body it could not have: answer why, not what it made of it.
+            response = Error::from(failure.clone()).into_response();
+        }
+        let (status, headers, body, error) = response.into_parts();
         // SAFETY: the sink is live for this call; every slice outlives its call.
         unsafe {
-            (resp.status)(resp.ctx, response.status().as_u16());
-            for (name, value) in response.headers() {
+            (resp.status)(resp.ctx, status.as_u16());
+            for (name, value) in &headers {
                 (resp.header)(
                     resp.ctx,
                     RawStr::from_str(name),
                     RawStr::new(value.as_bytes()),
                 );
             }
-            (resp.body)(resp.ctx, RawStr::new(response.body()));
         }
-        response.error().map_or(Ok(()), |e| Err(Error::internal(e)))
+        let streamed = match body {
+            // SAFETY: as above.
+            Body::Bytes(bytes) => unsafe {
+                (resp.body)(resp.ctx, RawStr::new(&bytes));
+                Ok(())
+            },
+            Body::Stream(write) => stream(io, resp, write),
+        };
+        match (error, streamed) {
+            (Some(e), _) => Err(Error::internal(e)),
+            (None, Err(e)) => Err(Error::internal(format!("streamed response failed: {e}"))),
+            (None, Ok(())) => Ok(()),
+        }
+    })
+}
+
+/// Runs a stream function: through the host's streaming callbacks when it has them, else into
+/// memory and then the sink's body (a host older than streaming).
+fn stream(
+    io: Option<HostIo<'_>>,
+    resp: &ResponseSink,
+    write: crate::response::StreamFn,
+) -> std::io::Result<()> {
+    match io {
+        Some(io) => {
+            io.start_stream()?;
+            let mut out = BodyWriter::to_host(io);
+            write(&mut out)?;
+            std::io::Write::flush(&mut out)
+        }
+        None => {
+            let mut buf = Vec::new();
+            let outcome = {
+                let mut out = BodyWriter::to_memory(&mut buf);
+                write(&mut out).and_then(|()| std::io::Write::flush(&mut out))
+            };
+            // SAFETY: the sink is live for this call; `buf` outlives the call.
+            unsafe { (resp.body)(resp.ctx, RawStr::new(&buf)) };
+            outcome
+        }
+    }
+}
+
+/// # Safety
+/// `instance` comes from `create` and is not destroyed; `visitor` and `err` are live.
+#[doc(hidden)]
+pub unsafe extern "C" fn assets<M: ModuleDef>(
+    instance: *mut c_void,
+    visitor: *const AssetVisitor,
+    err: *const ByteSink,
+) -> Status {
+    // SAFETY: the host passes back the pointer `create` made, still alive, and live sinks.
+    let (instance, visitor, err) =
+        unsafe { (&*instance.cast::<Instance<M::App>>(), &*visitor, &*err) };
+    guarded(err, || {
+        // SAFETY: the visitor is live for this call.
+        unsafe { instance.assets.list().visit(visitor) };
+        Ok(())
     })
 }
 

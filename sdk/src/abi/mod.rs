@@ -18,12 +18,18 @@
 
 use std::ffi::c_void;
 
+pub(crate) mod assets;
 mod glue;
+mod io;
 mod log;
 mod session;
 
 #[doc(hidden)]
-pub use glue::{ModuleDef, create, destroy, handle, shutdown, warmup};
+pub(crate) use assets::AssetList;
+pub use assets::asset_hash;
+#[doc(hidden)]
+pub use glue::{ModuleDef, assets, create, destroy, handle, shutdown, warmup};
+pub(crate) use io::HostIo;
 pub(crate) use session::{HostSession, SessionFailure, UpdateStep};
 pub use session::{InvalidAttributeName, MAX_ATTRIBUTE_NAME_LEN, check_attribute_name};
 
@@ -32,7 +38,12 @@ pub const MAGIC: u64 = u64::from_be_bytes(*b"BATONMOD");
 /// ABI major version: a module with another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: fields appended in a newer minor are ignored by an older peer.
-pub const ABI_MINOR: u32 = 0;
+///
+/// - 1.0: the first boundary.
+/// - 1.1: streaming (request body reads and response writes through [`HostApi`], whether the
+///   version is draining), the request's mount, addresses and scheme appended to [`RawRequest`],
+///   and embedded static assets listed through [`ModuleDescriptor::assets`].
+pub const ABI_MINOR: u32 = 1;
 /// Name of the symbol every module exports.
 pub const ENTRY_SYMBOL: &str = "baton_module";
 /// Version of this sdk crate, recorded in every module built with it.
@@ -52,6 +63,12 @@ pub const STATUS_PANIC: Status = 2;
 pub const STATUS_NOT_FOUND: Status = 3;
 /// A host service (such as the session store) is unavailable right now.
 pub const STATUS_UNAVAILABLE: Status = 4;
+/// The request body is larger than the app's limit (since 1.1).
+pub const STATUS_TOO_LARGE: Status = 5;
+/// The client is gone, or the response may no longer be written (since 1.1).
+pub const STATUS_CLOSED: Status = 6;
+/// The client sent no body data for the host's body read timeout (since 1.1).
+pub const STATUS_TIMED_OUT: Status = 7;
 
 /// Log levels as numbers, most severe first.
 pub const LEVEL_ERROR: u32 = 1;
@@ -197,10 +214,22 @@ pub struct RawRequest {
     pub headers: *const RawHeader,
     /// Number of headers.
     pub headers_len: usize,
-    /// The whole request body.
+    /// The request body: all of it, or (since 1.1, when `body_complete` is false) its first
+    /// part, the rest to be read with [`HostApi::body_read`].
     pub body: RawStr,
     /// Host context for request-scoped services in [`HostApi`].
     pub ctx: *mut c_void,
+    // Since 1.1: read only when the host's `HostApi::abi_minor` is at least 1.
+    /// Where the app is mounted, e.g. `/notes` (`/` for an app mounted at the root).
+    pub mount: RawStr,
+    /// The TCP peer, as `ip:port` text (IPv6 in brackets); empty if unknown.
+    pub peer_addr: RawStr,
+    /// The client's IP address as text: the peer, or the address a trusted proxy forwarded.
+    pub client_addr: RawStr,
+    /// `http` or `https`, as the client used it (a trusted proxy's forwarded scheme included).
+    pub scheme: RawStr,
+    /// Whether `body` holds the whole body.
+    pub body_complete: bool,
 }
 
 /// Services the host offers a module, passed to `create` and valid until `destroy` returns.
@@ -267,6 +296,35 @@ pub struct HostApi {
     /// Moves the session to a new id now (attributes kept, old id gone) and sends the new cookie.
     /// Does nothing when the request has no session.
     pub session_rotate: unsafe extern "C" fn(req: *mut c_void, err: *const ByteSink) -> Status,
+
+    // Since 1.1: present only when `size` covers them. Each takes the request context and is
+    // valid only during that request's `handle` call, on the thread that runs it.
+    /// Reads the next part of the request body (after the part in `RawRequest::body`) into
+    /// `buf` (`cap` bytes, module-owned), blocking until some arrives; the count goes to `read`,
+    /// 0 at the end of the body. Fails with [`STATUS_TOO_LARGE`] past the app's body limit,
+    /// [`STATUS_TIMED_OUT`] when the client stalls, [`STATUS_CLOSED`] or [`STATUS_ERROR`] when
+    /// the body cannot be read; a message goes to `err`.
+    pub body_read: unsafe extern "C" fn(
+        req: *mut c_void,
+        buf: *mut u8,
+        cap: usize,
+        read: *mut usize,
+        err: *const ByteSink,
+    ) -> Status,
+    /// Sends the status and headers set so far on the response sink and turns the response into
+    /// a stream: its body is what `response_write` sends from now on; the sink's `body` must not
+    /// be used afterwards. Session changes are stored first (the session cookie goes with the
+    /// headers).
+    pub response_stream: unsafe extern "C" fn(req: *mut c_void, err: *const ByteSink) -> Status,
+    /// Sends a part of a streamed response, blocking while the client is slow to take it.
+    /// [`STATUS_CLOSED`] when the client is gone, the client took nothing for the host's send
+    /// timeout, or the version's drain deadline passed: the handler should return.
+    pub response_write:
+        unsafe extern "C" fn(req: *mut c_void, bytes: RawStr, err: *const ByteSink) -> Status,
+    /// Whether the version handling the request stopped taking new requests (a newer version
+    /// took over, or the host is stopping): a long response should end soon, and a client that
+    /// reconnects reaches the new version.
+    pub draining: unsafe extern "C" fn(req: *mut c_void) -> bool,
 }
 
 /// A module's pure function from an attribute's current JSON value to its new one, for
@@ -303,6 +361,37 @@ pub type HandleFn = unsafe extern "C" fn(
 ) -> Status;
 /// Frees an instance made by `create`.
 pub type DestroyFn = unsafe extern "C" fn(instance: *mut c_void);
+/// Lists the instance's embedded static assets to `visitor`, one call per file (since 1.1).
+pub type AssetsFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    visitor: *const AssetVisitor,
+    err: *const ByteSink,
+) -> Status;
+
+/// One embedded file, borrowed for the duration of an [`AssetVisitor`] call; its bytes live in
+/// the module's static data.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawAsset {
+    /// Path relative to the app's mount, e.g. `/static/app.css`.
+    pub path: RawStr,
+    /// The file's contents.
+    pub bytes: RawStr,
+    /// The module's content hash of `bytes` as hex text ([`asset_hash`]).
+    pub hash: RawStr,
+    /// Modification time as embedded, in seconds since the Unix epoch; 0 when unknown.
+    pub modified_unix_secs: u64,
+}
+
+/// Where a module lists its assets; the host copies what it needs during the call.
+#[repr(C)]
+#[derive(Debug)]
+pub struct AssetVisitor {
+    /// Opaque host context.
+    pub ctx: *mut c_void,
+    /// Receives one file.
+    pub visit: unsafe extern "C" fn(ctx: *mut c_void, asset: *const RawAsset),
+}
 
 /// The fields every ABI version starts with, in every major version; the host reads only these
 /// until they check out.
@@ -344,6 +433,8 @@ pub struct ModuleDescriptor {
     pub shutdown: HookFn,
     /// Frees an instance.
     pub destroy: DestroyFn,
+    /// Lists the embedded static assets (since 1.1).
+    pub assets: AssetsFn,
 }
 
 // SAFETY: a descriptor only holds pointers to immutable 'static data and functions.
@@ -369,6 +460,7 @@ impl ModuleDescriptor {
             handle: handle::<M>,
             shutdown: shutdown::<M>,
             destroy: destroy::<M>,
+            assets: assets::<M>,
         }
     }
 }

@@ -43,6 +43,8 @@ async fn drain_then_unload(
 ) -> Option<Unloaded> {
     let info = version.info();
     if !version.wait_idle(timeout).await {
+        // Streams still running end now; their handlers return at their next write.
+        version.cut_streams();
         let running = version.running();
         if overdue == Overdue::GiveUp {
             tracing::warn!(app = %info.app, version = %info.version, ?running,

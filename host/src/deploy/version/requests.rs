@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::io::{BodyRest, Reply, WorkerIo};
 use super::{State, Version};
 use crate::deploy::pool::Pool;
-use crate::loader::{CallError, ModuleRequest, ModuleResponse};
+use crate::loader::{CallError, ModuleRequest};
 use crate::sync::lock;
 
 /// A request running on a version, as shown while it drains.
@@ -59,7 +60,7 @@ pub(super) struct Tracked {
 /// A request handed to a worker: its reply, and its ticket for [`Version::overran`].
 #[derive(Debug)]
 pub(crate) struct Call {
-    pub(crate) reply: tokio::sync::oneshot::Receiver<Result<ModuleResponse, CallError>>,
+    pub(crate) reply: tokio::sync::oneshot::Receiver<Result<Reply, CallError>>,
     ticket: Arc<Ticket>,
     id: u64,
     /// The request's span, around the events about the call.
@@ -86,6 +87,17 @@ impl Drop for InFlight {
     }
 }
 
+/// Where a request came from and where its app is mounted.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Origin {
+    /// The app's mount, e.g. `/notes`.
+    pub(crate) mount: String,
+    pub(crate) peer: Option<std::net::SocketAddr>,
+    /// The client's address: the peer's, or what a trusted proxy forwarded.
+    pub(crate) client: Option<std::net::IpAddr>,
+    pub(crate) https: bool,
+}
+
 /// An owned request, ready to cross to a worker thread.
 #[derive(Debug)]
 pub(crate) struct OwnedRequest {
@@ -93,8 +105,11 @@ pub(crate) struct OwnedRequest {
     pub(crate) path: String,
     pub(crate) query: String,
     pub(crate) headers: http::HeaderMap,
+    /// The body, or its first part when `rest` brings the remainder.
     pub(crate) body: bytes::Bytes,
+    pub(crate) rest: Option<BodyRest>,
     pub(crate) session: Option<Arc<crate::session::RequestSession>>,
+    pub(crate) origin: Origin,
     /// The request's span (app, version, method, path): entered on the worker thread around
     /// the handler, so its logs and the stuck-handler events carry the fields.
     pub(crate) span: tracing::Span,
@@ -157,22 +172,41 @@ impl Version {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job_ticket = Arc::clone(&ticket);
         let span = request.span.clone();
+        let runtime = tokio::runtime::Handle::current();
         self.pool.submit(Box::new(move || {
             let _request = request.span.enter();
-            let instance = guard.version.instance.load();
+            let version = &guard.version;
+            let instance = version.instance.load();
+            let body_complete = request.rest.is_none();
+            let mut io = WorkerIo::new(
+                Arc::clone(version),
+                request.rest,
+                request.session.clone(),
+                tx,
+                runtime,
+                version.limits.stream_send_timeout(),
+            );
             let result = match instance.as_ref() {
-                Some(instance) => instance.handle(&ModuleRequest {
-                    method: request.method.as_str(),
-                    path: &request.path,
-                    query: &request.query,
-                    headers: &request.headers,
-                    body: &request.body,
-                    session: request.session.as_deref().map(|s| s as _),
-                }),
+                Some(instance) => instance.handle(
+                    &ModuleRequest {
+                        method: request.method.as_str(),
+                        path: &request.path,
+                        query: &request.query,
+                        headers: &request.headers,
+                        body: &request.body,
+                        session: request.session.as_deref().map(|s| s as _),
+                        mount: &request.origin.mount,
+                        peer: request.origin.peer,
+                        client: request.origin.client,
+                        https: request.origin.https,
+                        body_complete,
+                    },
+                    &mut io,
+                ),
                 None => Err(CallError::Failed("version already retired".into())),
             };
             drop(instance);
-            let _ = tx.send(result);
+            io.finish(result);
             drop(permit);
             if let Err(overran) =
                 job_ticket

@@ -1,0 +1,247 @@
+//! A request's I/O on its worker thread: the rest of a body that did not come whole, and a
+//! response the handler streams.
+//!
+//! The handler runs on a version's worker thread, the connection on the runtime. Between them
+//! are two bounded channels: body chunks in (read ahead by a pump task, at most a few chunks),
+//! response chunks out (at most a few, so a client that reads slowly blocks the handler's
+//! writes instead of growing the host's memory). A write waits at most the send timeout for the
+//! client to take data, and fails at once when the client is gone or the version's drain
+//! deadline passed ([`Version::cut_streams`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Version;
+use crate::loader::{BodyReadError, CallError, ModuleResponse, RequestIo, StreamClosed};
+use crate::session::{RequestSession, StoreError};
+
+/// Response chunks in flight between a streaming handler and its connection.
+const STREAM_CHUNKS: usize = 4;
+
+/// What a dispatched request came to, as its connection sees it.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// The whole response; its session changes are still to be stored.
+    Full(ModuleResponse),
+    /// A streamed response: its head (session stored, `cookie` to send) and its body.
+    Stream {
+        head: ModuleResponse,
+        cookie: Option<String>,
+        body: StreamBody,
+    },
+    /// The handler began a stream but its session changes could not be stored.
+    SessionFailed(StoreError),
+}
+
+/// How a streamed body ended, as its worker reports it.
+#[derive(Debug, Default)]
+struct StreamEnd(AtomicU8);
+
+impl StreamEnd {
+    const RUNNING: u8 = 0;
+    const FINISHED: u8 = 1;
+    const FAILED: u8 = 2;
+}
+
+/// The body of a streamed response, on the connection's side.
+#[derive(Debug)]
+pub(crate) struct StreamBody {
+    rx: mpsc::Receiver<Bytes>,
+    end: Arc<StreamEnd>,
+    cut: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+/// Why a streamed body did not end cleanly; the client sees the response cut.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StreamAbort {
+    /// The handler failed or panicked after the response had started.
+    #[error("the handler failed after its response started")]
+    Handler,
+    /// The version's drain deadline passed while the response was still streaming.
+    #[error("the version's drain deadline passed")]
+    Cut,
+}
+
+impl StreamBody {
+    /// The next chunk; `None` at a clean end.
+    ///
+    /// # Errors
+    /// The stream was aborted ([`StreamAbort`]).
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, StreamAbort>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if let Poll::Ready(chunk) = self.rx.poll_recv(cx) {
+            return Poll::Ready(match chunk {
+                Some(chunk) => Some(Ok(chunk)),
+                None if self.end.0.load(SeqCst) == StreamEnd::FINISHED => None,
+                None => Some(Err(StreamAbort::Handler)),
+            });
+        }
+        match self.cut.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(StreamAbort::Cut))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The rest of a request body, read ahead by the connection's pump.
+pub(crate) type BodyRest = mpsc::Receiver<Result<Bytes, BodyReadError>>;
+
+/// A request's I/O as its handler uses it on the worker thread.
+pub(crate) struct WorkerIo {
+    rest: Option<BodyRest>,
+    current: Bytes,
+    reply: Option<oneshot::Sender<Result<Reply, CallError>>>,
+    stream: Option<(mpsc::Sender<Bytes>, Arc<StreamEnd>)>,
+    session: Option<Arc<RequestSession>>,
+    version: Arc<Version>,
+    runtime: tokio::runtime::Handle,
+    send_timeout: Duration,
+}
+
+impl WorkerIo {
+    pub(crate) fn new(
+        version: Arc<Version>,
+        rest: Option<BodyRest>,
+        session: Option<Arc<RequestSession>>,
+        reply: oneshot::Sender<Result<Reply, CallError>>,
+        runtime: tokio::runtime::Handle,
+        send_timeout: Duration,
+    ) -> WorkerIo {
+        WorkerIo {
+            rest,
+            current: Bytes::new(),
+            reply: Some(reply),
+            stream: None,
+            session,
+            version,
+            runtime,
+            send_timeout,
+        }
+    }
+
+    /// Reports what the handler's call came to: the whole response, or how its stream ended.
+    pub(crate) fn finish(mut self, result: Result<ModuleResponse, CallError>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result.map(Reply::Full));
+            return;
+        }
+        let Some((tx, end)) = self.stream.take() else {
+            // The stream's head failed; its answer went out already.
+            return;
+        };
+        let failure = match &result {
+            Ok(response) => response.error.clone(),
+            Err(e) => Some(e.to_string()),
+        };
+        match failure {
+            None => end.0.store(StreamEnd::FINISHED, SeqCst),
+            Some(error) => {
+                end.0.store(StreamEnd::FAILED, SeqCst);
+                tracing::warn!(%error, "streamed response failed after it started; cut");
+            }
+        }
+        drop(tx);
+        // Changes made while streaming are stored too; a session created then has no cookie.
+        if let Some(session) = self.session.take() {
+            match self.runtime.block_on(session.finish()) {
+                Ok(None) => {}
+                Ok(Some(_)) => tracing::warn!(
+                    "session created after the response started streaming: its cookie could not be sent"
+                ),
+                Err(e) => tracing::warn!(error = %e,
+                    "session changes made while streaming could not be stored"),
+            }
+        }
+    }
+}
+
+impl RequestIo for WorkerIo {
+    fn read_body(&mut self, buf: &mut [u8]) -> Result<usize, BodyReadError> {
+        while self.current.is_empty() {
+            let Some(rest) = self.rest.as_mut() else {
+                return Ok(0);
+            };
+            match rest.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => {
+                    self.rest = None;
+                    return Err(e);
+                }
+                None => {
+                    self.rest = None;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+
+    fn start_stream(&mut self, head: ModuleResponse) -> Result<(), StreamClosed> {
+        let Some(reply) = self.reply.take() else {
+            return Err(StreamClosed("the response has already been sent".into()));
+        };
+        let cookie = match &self.session {
+            Some(session) => match self.runtime.block_on(session.finish()) {
+                Ok(cookie) => cookie,
+                Err(e) => {
+                    let message = e.to_string();
+                    let _ = reply.send(Ok(Reply::SessionFailed(e)));
+                    return Err(StreamClosed(message));
+                }
+            },
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
+        let end = Arc::new(StreamEnd::default());
+        let body = StreamBody {
+            rx,
+            end: Arc::clone(&end),
+            cut: Box::pin(self.version.cut.clone().cancelled_owned()),
+        };
+        if reply
+            .send(Ok(Reply::Stream { head, cookie, body }))
+            .is_err()
+        {
+            return Err(StreamClosed("the client is gone".into()));
+        }
+        self.stream = Some((tx, end));
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StreamClosed> {
+        let Some((tx, _)) = &self.stream else {
+            return Err(StreamClosed("the response is not a stream".into()));
+        };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let cut = self.version.cut.clone();
+        let chunk = Bytes::copy_from_slice(bytes);
+        let timeout = self.send_timeout;
+        self.runtime.block_on(async move {
+            tokio::select! {
+                sent = tokio::time::timeout(timeout, tx.send(chunk)) => match sent {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(StreamClosed("the client is gone".into())),
+                    Err(_) => Err(StreamClosed(format!(
+                        "the client took no data for {} ms", timeout.as_millis()))),
+                },
+                () = cut.cancelled() => Err(StreamClosed("the version's drain deadline passed".into())),
+            }
+        })
+    }
+
+    fn draining(&self) -> bool {
+        self.version.draining()
+    }
+}

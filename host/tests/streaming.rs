@@ -1,0 +1,386 @@
+//! Streaming through a real host: a request body read as it arrives and a response written as
+//! it goes, with the host's memory flat whatever their size; a client that reads slowly; the
+//! body limit on a body without a declared length; server-sent events across a swap.
+
+mod support;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use support::{GUARD_OFF, HostProc, eventually, hello};
+
+const MIB: u64 = 1024 * 1024;
+/// The size of the large transfers.
+const LARGE: u64 = 200 * MIB;
+/// How much the host's resident memory may grow while it moves a large body: a few buffers of
+/// 64 KiB per transfer, far below the body's size.
+const RSS_SLACK: u64 = 24 * MIB;
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// A host serving `hello` with `config` added.
+fn host(config: &str) -> HostProc {
+    HostProc::start_with_config(&[hello("1.0.0")], &format!("{GUARD_OFF}{config}"))
+}
+
+/// A body of `len` bytes made as it is sent, in 64 KiB frames; `declared` says whether its
+/// length is announced (`Content-Length`) or not (chunked).
+struct Generated {
+    left: u64,
+    declared: bool,
+    chunk: Bytes,
+}
+
+impl Generated {
+    fn new(len: u64, declared: bool) -> Generated {
+        Generated {
+            left: len,
+            declared,
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        }
+    }
+}
+
+impl Body for Generated {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let take = this.left.min(this.chunk.len() as u64);
+        this.left -= take;
+        Poll::Ready(Some(Ok(Frame::data(this.chunk.slice(..take as usize)))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.declared {
+            SizeHint::with_exact(self.left)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+/// An HTTP/1.1 connection to the host's app listener.
+async fn connect(host: &HostProc) -> SendRequest<Generated> {
+    let url: http::Uri = host.url("/").parse().unwrap();
+    let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap());
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+fn request(method: &str, path: &str, body: Generated) -> http::Request<Generated> {
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .body(body)
+        .unwrap()
+}
+
+/// Reads `body` to its end, counting bytes and sampling the host's memory; returns the count
+/// and the highest resident size seen.
+async fn drain(mut body: Incoming, pid: u32) -> (u64, u64) {
+    let (mut total, mut peak, mut frames) = (0u64, rss(pid), 0u64);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("the body arrives whole");
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            frames += 1;
+            if frames % 64 == 0 {
+                peak = peak.max(rss(pid));
+            }
+        }
+    }
+    (total, peak)
+}
+
+/// Warms the host up (a few requests of each kind) and returns its resident size then.
+async fn idle_rss(host: &HostProc) -> u64 {
+    for _ in 0..3 {
+        let mut send = connect(host).await;
+        let r = send
+            .send_request(request(
+                "POST",
+                "/hello/upload",
+                Generated::new(4 * MIB, false),
+            ))
+            .await
+            .unwrap();
+        drain(r.into_body(), host.pid()).await;
+        let r = send
+            .send_request(request(
+                "GET",
+                &format!("/hello/bytes?n={}", 4 * MIB),
+                Generated::new(0, true),
+            ))
+            .await
+            .unwrap();
+        drain(r.into_body(), host.pid()).await;
+    }
+    rss(host.pid())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mb_upload_and_download_stream_through_flat_memory() {
+    let host = host(&format!("[limits]\nmax_body_bytes = {}\n", LARGE + MIB));
+    let idle = idle_rss(&host).await;
+
+    // Upload: the handler counts the bytes as they arrive.
+    let mut send = connect(&host).await;
+    let sampler = {
+        let pid = host.pid();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            loop {
+                peak = rss(pid).max(peak);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if peak == u64::MAX {
+                    break peak;
+                }
+            }
+        })
+    };
+    let response = send
+        .send_request(request(
+            "POST",
+            "/hello/upload",
+            Generated::new(LARGE, true),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, format!("{LARGE}\n"));
+    let upload_peak = rss(host.pid());
+    sampler.abort();
+
+    // Download: 200 MB streamed by the handler in 64 KiB writes.
+    let response = send
+        .send_request(request(
+            "GET",
+            &format!("/hello/bytes?n={LARGE}"),
+            Generated::new(0, true),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "streamed, not buffered"
+    );
+    let (received, download_peak) = drain(response.into_body(), host.pid()).await;
+    assert_eq!(received, LARGE);
+
+    let peak = upload_peak.max(download_peak);
+    assert!(
+        peak < idle + RSS_SLACK,
+        "host RSS grew from {} MiB idle to {} MiB moving {} MiB",
+        idle / MIB,
+        peak / MIB,
+        LARGE / MIB
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_slowly_does_not_grow_host_memory() {
+    let host = host("");
+    let idle = idle_rss(&host).await;
+    let mut send = connect(&host).await;
+    let response = send
+        .send_request(request(
+            "GET",
+            &format!("/hello/bytes?n={LARGE}"),
+            Generated::new(0, true),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    // Take a little, then stall while the handler keeps writing: its writes must block.
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    let mut stalled_peak = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stalled_peak = stalled_peak.max(rss(host.pid()));
+    }
+    assert!(
+        stalled_peak < idle + RSS_SLACK,
+        "host RSS grew from {} MiB to {} MiB behind a stalled client",
+        idle / MIB,
+        stalled_peak / MIB
+    );
+    // The rest still arrives whole once the client reads again.
+    let (rest, _) = drain(body, host.pid()).await;
+    assert_eq!(rest + first.into_data().unwrap().len() as u64, LARGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_limit_holds_for_a_streamed_body() {
+    let host = host("[limits]\nmax_body_bytes = 1048576\n");
+    // Declared too large: refused before the handler runs.
+    let mut send = connect(&host).await;
+    let r = send
+        .send_request(request(
+            "POST",
+            "/hello/upload",
+            Generated::new(2 * MIB, true),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    // Not declared (chunked): the handler's reader fails past the limit, and `?` answers 413.
+    let mut send = connect(&host).await;
+    let r = send
+        .send_request(request(
+            "POST",
+            "/hello/upload",
+            Generated::new(2 * MIB, false),
+        ))
+        .await;
+    match r {
+        Ok(r) => assert_eq!(r.status(), 413),
+        // The host may close the connection before the client finished sending.
+        Err(e) => assert!(
+            e.is_incomplete_message() || e.is_canceled() || e.is_closed(),
+            "{e}"
+        ),
+    }
+
+    // Within the limit, chunked: counted whole.
+    let mut send = connect(&host).await;
+    let r = send
+        .send_request(request(
+            "POST",
+            "/hello/upload",
+            Generated::new(MIB - 1, false),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, format!("{}\n", MIB - 1));
+
+    // The host keeps serving.
+    let r = support::http::Http::new().get(&host.url("/hello/")).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_end_on_a_swap_and_reconnect_to_the_new_version() {
+    let host = host("");
+    let mut send = connect(&host).await;
+    let response = send
+        .send_request(request(
+            "GET",
+            "/hello/ticks?ms=50",
+            Generated::new(0, true),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let mut text = String::new();
+    while !text.contains("hello@1.0.0") {
+        let frame = body.frame().await.unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap()));
+    }
+
+    // Swap while the stream is open: the old version's stream ends itself with a retry hint.
+    host.drop_module(&hello("2.0.0"), "hello.so");
+    let rest = tokio::time::timeout(Duration::from_secs(30), body.collect())
+        .await
+        .expect("the stream ends after the swap")
+        .expect("it ends cleanly")
+        .to_bytes();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("event: draining\nretry: 200"), "{rest}");
+
+    // Reconnecting reaches the new version; the old one retires once its stream ended.
+    let mut send = connect(&host).await;
+    let response = send
+        .send_request(request(
+            "GET",
+            "/hello/ticks?ms=50",
+            Generated::new(0, true),
+        ))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let mut text = String::new();
+    while !text.contains("hello@2.0.0") {
+        let frame = body.frame().await.unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap()));
+    }
+    eventually(Duration::from_secs(30), "1.0.0 retired", async || {
+        let status = support::status(&host).await;
+        let app = support::app(&status, "hello");
+        (support::version(app, "1.0.0")["state"] == "retired").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_still_running_at_the_drain_deadline_is_cut() {
+    // A stream that never looks at `is_draining`: the bytes endpoint with a slow reader keeps
+    // its handler writing; the drain deadline (1 s) cuts it and the old version unloads.
+    let host = host("drain_timeout_secs = 1\n");
+    let mut send = connect(&host).await;
+    let response = send
+        .send_request(request(
+            "GET",
+            &format!("/hello/bytes?n={LARGE}"),
+            Generated::new(0, true),
+        ))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+    host.drop_module(&hello("2.0.0"), "hello.so");
+    // The client reads nothing more: the handler blocks in a write until the cut.
+    eventually(Duration::from_secs(30), "1.0.0 retired", async || {
+        let status = support::status(&host).await;
+        let app = support::app(&status, "hello");
+        (support::version(app, "1.0.0")["state"] == "retired").then_some(())
+    })
+    .await;
+    // The client sees the response cut, not a complete body.
+    let mut outcome = Ok(());
+    while let Some(frame) = body.frame().await {
+        if let Err(e) = frame {
+            outcome = Err(e);
+            break;
+        }
+    }
+    assert!(outcome.is_err(), "a cut stream must not look complete");
+}
