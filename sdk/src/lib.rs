@@ -51,6 +51,7 @@
 
 pub mod abi;
 mod app;
+mod cookies;
 mod error;
 mod request;
 mod response;
@@ -58,6 +59,7 @@ mod router;
 mod session;
 
 pub use app::{App, InitContext};
+pub use cookie;
 pub use error::{Error, Result};
 pub use http::{Method, StatusCode};
 pub use request::{Request, RequestBuilder, RequestError};
