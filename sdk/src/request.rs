@@ -56,6 +56,7 @@ pub struct Request<'a> {
     body: &'a [u8],
     params: Vec<(&'a str, &'a str)>,
     session: Backend<'a>,
+    extensions: std::cell::RefCell<http::Extensions>,
 }
 
 enum Headers<'a> {
@@ -98,6 +99,7 @@ impl<'a> Request<'a> {
             body,
             params: Vec::new(),
             session: session.map_or(Backend::None, Backend::Host),
+            extensions: Default::default(),
         }
     }
 
@@ -220,6 +222,28 @@ impl<'a> Request<'a> {
         Session::new(self.session)
     }
 
+    /// Stores a value for later layers and the handler (one per type: it replaces an earlier one).
+    ///
+    /// ```
+    /// # #[derive(Clone)] struct User(String);
+    /// let req = baton_sdk::Request::builder("GET", "/").build();
+    /// req.insert_extension(User("ada".to_owned()));
+    /// assert_eq!(req.extension::<User>().unwrap().0, "ada");
+    /// ```
+    pub fn insert_extension<T: Clone + Send + Sync + 'static>(&self, value: T) {
+        self.extensions.borrow_mut().insert(value);
+    }
+
+    /// A copy of the value of type `T` a layer stored with [`Request::insert_extension`].
+    ///
+    /// ```
+    /// let req = baton_sdk::Request::builder("GET", "/").build();
+    /// assert_eq!(req.extension::<u32>(), None);
+    /// ```
+    pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.extensions.borrow().get::<T>().cloned()
+    }
+
     pub(crate) fn set_params(&mut self, params: Vec<(&'a str, &'a str)>) {
         self.params = params;
     }
@@ -278,6 +302,7 @@ impl<'a> RequestBuilder<'a> {
             session: self.session.map_or(Backend::None, Backend::Test),
             #[cfg(not(feature = "test-util"))]
             session: Backend::None,
+            extensions: Default::default(),
         }
     }
 }
