@@ -133,6 +133,18 @@ impl<A: 'static> Router<A> {
     /// 405; a 405 keeps its `Allow` header.
     ///
     /// Layers added before this call do not wrap the fallback; add them after it.
+    ///
+    /// ```
+    /// use baton_sdk::{Request, Router, StatusCode};
+    ///
+    /// struct App;
+    /// let router = Router::<App>::new()
+    ///     .post("/form", |_, _| "sent")
+    ///     .fallback(|_, req| (StatusCode::NOT_FOUND, format!("no page at {}", req.path())));
+    ///
+    /// let r = router.dispatch(&App, Request::builder("GET", "/old").build());
+    /// assert_eq!(r.body(), b"no page at /old");
+    /// ```
     pub fn fallback<F, R>(mut self, handler: F) -> Self
     where
         F: Fn(&A, &Request<'_>) -> R + Send + Sync + 'static,
