@@ -622,7 +622,7 @@ mod tests {
         let api = Router::new()
             .get("/", |_: &App, _: &Request<'_>| "api root")
             .get("/notes/{id}", |_: &App, req: &Request<'_>| {
-                format!("note {}", req.param("id").unwrap())
+                format!("note {} at {}", req.param("id").unwrap(), req.path())
             })
             .get("/files/{*rest}", |_: &App, req: &Request<'_>| {
                 format!("file {}", req.param("rest").unwrap())
@@ -634,7 +634,11 @@ mod tests {
         assert_eq!(body(&send(&router, &app, "GET", "/")), "home");
         assert_eq!(body(&send(&router, &app, "GET", "/api")), "api root");
         assert_eq!(body(&send(&router, &app, "GET", "/api/")), "api root");
-        assert_eq!(body(&send(&router, &app, "GET", "/api/notes/7")), "note 7");
+        assert_eq!(
+            body(&send(&router, &app, "GET", "/api/notes/7")),
+            "note 7 at /api/notes/7",
+            "handlers see the whole path"
+        );
         assert_eq!(
             body(&send(&router, &app, "GET", "/api/files/a/b.txt")),
             "file a/b.txt"
