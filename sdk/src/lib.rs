@@ -52,7 +52,9 @@
 pub mod abi;
 mod app;
 mod assets;
+mod cookies;
 mod error;
+mod middleware;
 mod request;
 mod response;
 mod router;
@@ -61,8 +63,10 @@ mod stream;
 
 pub use app::{App, InitContext};
 pub use assets::{Assets, EmbeddedDir};
+pub use cookie;
 pub use error::{Error, Result};
 pub use http::{Method, StatusCode};
+pub use middleware::Next;
 pub use request::{BodyReader, Request, RequestBuilder, RequestError};
 pub use response::{IntoResponse, Json, Response};
 pub use stream::{BodyWriter, Event};

@@ -116,6 +116,7 @@ pub struct Request<'a> {
     session: Backend<'a>,
     origin: Origin<'a>,
     assets: Option<&'a Assets>,
+    extensions: std::cell::RefCell<http::Extensions>,
 }
 
 enum Headers<'a> {
@@ -164,6 +165,7 @@ impl<'a> Request<'a> {
             session: session.map_or(Backend::None, Backend::Host),
             origin,
             assets: Some(assets),
+            extensions: Default::default(),
         }
     }
 
@@ -395,6 +397,28 @@ impl<'a> Request<'a> {
         Session::new(self.session)
     }
 
+    /// Stores a value for later layers and the handler (one per type: it replaces an earlier one).
+    ///
+    /// ```
+    /// # #[derive(Clone)] struct User(String);
+    /// let req = baton_sdk::Request::builder("GET", "/").build();
+    /// req.insert_extension(User("ada".to_owned()));
+    /// assert_eq!(req.extension::<User>().unwrap().0, "ada");
+    /// ```
+    pub fn insert_extension<T: Clone + Send + Sync + 'static>(&self, value: T) {
+        self.extensions.borrow_mut().insert(value);
+    }
+
+    /// A copy of the value of type `T` a layer stored with [`Request::insert_extension`].
+    ///
+    /// ```
+    /// let req = baton_sdk::Request::builder("GET", "/").build();
+    /// assert_eq!(req.extension::<u32>(), None);
+    /// ```
+    pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.extensions.borrow().get::<T>().cloned()
+    }
+
     pub(crate) fn set_params(&mut self, params: Vec<(&'a str, &'a str)>) {
         self.params = params;
     }
@@ -474,6 +498,7 @@ impl<'a> RequestBuilder<'a> {
             session: self.session.map_or(Backend::None, Backend::Test),
             #[cfg(not(feature = "test-util"))]
             session: Backend::None,
+            extensions: Default::default(),
         }
     }
 }
