@@ -2,8 +2,10 @@
 //! memory without calling the module, with what browsers and CDNs expect.
 //!
 //! At load time the host copies each embedded file out of the module into an [`AssetTable`],
-//! one per loaded version. A request whose path (relative to the mount) names an asset is
-//! answered by [`AssetTable::serve`]; any other request goes to the app.
+//! one per loaded version, built with the app's effective config (`Config::assets_for`). For a
+//! request, [`find_version`] picks the table among the app's loaded versions (the active one,
+//! or an older one that a `?v=<hash>` URL names) and [`AssetTable::serve`] answers it; when
+//! either says `None` the request goes to the app as usual.
 //!
 //! - `path`: which paths a table holds and how a request path becomes a key (decoded once;
 //!   encoded separators and unclean paths never match).

@@ -946,6 +946,13 @@ fn random_requests_never_panic_and_ranges_match_their_bodies() {
         };
         let status = response.status();
         let context = format!("round {round}: {method} {path} {headers:?} -> {status}");
+        if *path == "/static/app.css" {
+            assert_eq!(
+                header(&response, header::VARY),
+                Some("Accept-Encoding"),
+                "{context}"
+            );
+        }
         match status {
             StatusCode::PARTIAL_CONTENT => {
                 partial += 1;
