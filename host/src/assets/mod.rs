@@ -34,7 +34,7 @@ use http_body_util::Full;
 
 use crate::config::AssetsConfig;
 
-use range::RangeRequest;
+use range::{ByteRange, RangeRequest};
 use request::{Coding, Precondition, Validators};
 
 /// `Cache-Control` of a content-addressed URL (`?v=<hash>`): its bytes never change.
@@ -170,6 +170,30 @@ fn response(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Ful
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// The `206` (or `416`) answer to one byte range of `bytes`, with the representation's
+/// headers `out`.
+fn partial(mut out: HeaderMap, bytes: &Bytes, range: ByteRange) -> Response<Full<Bytes>> {
+    let len = bytes.len() as u64;
+    let Some((first, last)) = range.resolve(len) else {
+        out.remove(header::CONTENT_TYPE);
+        out.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+        out.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes */{len}")).expect("a number is a header value"),
+        );
+        return response(StatusCode::RANGE_NOT_SATISFIABLE, out, Bytes::new());
+    };
+    // resolve keeps first <= last < len, which is a usize.
+    let body = bytes.slice(first as usize..=last as usize);
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    out.insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&format!("bytes {first}-{last}/{len}"))
+            .expect("numbers are a header value"),
+    );
+    response(StatusCode::PARTIAL_CONTENT, out, body)
 }
 
 impl AssetTable {
@@ -323,7 +347,6 @@ impl AssetTable {
                 HeaderValue::from_static(coding.token()),
             );
         }
-        let len = chosen.bytes.len() as u64;
         let single = match range {
             Some(RangeRequest::Single(range)) if request::if_range_holds(headers, validators) => {
                 Some(range)
@@ -331,7 +354,10 @@ impl AssetTable {
             _ => None,
         };
         let Some(range) = single else {
-            out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            out.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(chosen.bytes.len()),
+            );
             let body = if method == Method::HEAD {
                 Bytes::new()
             } else {
@@ -339,25 +365,7 @@ impl AssetTable {
             };
             return response(StatusCode::OK, out, body);
         };
-        let Some((first, last)) = range.resolve(len) else {
-            out.remove(header::CONTENT_TYPE);
-            out.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
-            out.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{len}"))
-                    .expect("a number is a header value"),
-            );
-            return response(StatusCode::RANGE_NOT_SATISFIABLE, out, Bytes::new());
-        };
-        // resolve keeps first <= last < len, which is a usize.
-        let body = chosen.bytes.slice(first as usize..=last as usize);
-        out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        out.insert(
-            header::CONTENT_RANGE,
-            HeaderValue::from_str(&format!("bytes {first}-{last}/{len}"))
-                .expect("numbers are a header value"),
-        );
-        response(StatusCode::PARTIAL_CONTENT, out, body)
+        partial(out, &chosen.bytes, range)
     }
 
     /// Number of files, precompressed variants included.
