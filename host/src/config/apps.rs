@@ -1,5 +1,5 @@
 //! Settings of one app, under `[apps.NAME]`: its mount, limits and guard overrides, its own
-//! config table, its warm-up and start-up time limits.
+//! config table, its warm-up and start-up time limits, its assets' `Cache-Control`.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,8 @@ pub struct AppConfig {
     pub start_timeout_ms: u64,
     /// Guard settings that differ from the global `[guard]` ones.
     pub guard: GuardOverrides,
+    /// `Cache-Control` of this app's static assets, instead of `[assets] cache_control`.
+    pub assets_cache_control: Option<String>,
 }
 
 impl Default for AppConfig {
@@ -36,6 +38,7 @@ impl Default for AppConfig {
             warmup_timeout_ms: 10_000,
             start_timeout_ms: 60_000,
             guard: GuardOverrides::default(),
+            assets_cache_control: None,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - `guard`: `[guard]` and `[apps.NAME.guard]`, the window after a switch and its rollback rules.
 //! - `tls`: `[tls]`, the HTTPS listener's certificate.
 //! - `quarantine`: `[quarantine]`, when a version that crashes the process is kept out.
+//! - `assets`: `[assets]` and an app's `assets_cache_control`, how embedded static files are
+//!   cached.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +42,7 @@ fn first_zero<'a>(fields: &[(&'a str, u64)]) -> Option<&'a str> {
 }
 
 mod apps;
+mod assets;
 mod guard;
 mod http;
 mod limits;
@@ -49,6 +52,7 @@ mod tls;
 mod uploads;
 
 pub(crate) use apps::AppConfig;
+pub(crate) use assets::AssetsConfig;
 pub(crate) use guard::{GuardConfig, GuardOverrides};
 pub(crate) use http::HttpConfig;
 pub(crate) use limits::{LimitOverrides, Limits};
@@ -113,6 +117,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// When versions that keep crashing the serving process are quarantined.
     pub quarantine: QuarantineConfig,
+    /// How apps' embedded static assets are cached, under `[assets]`.
+    pub assets: AssetsConfig,
 }
 
 impl Default for Config {
@@ -141,6 +147,7 @@ impl Default for Config {
             uploads: UploadConfig::default(),
             tls: TlsConfig::default(),
             quarantine: QuarantineConfig::default(),
+            assets: AssetsConfig::default(),
         }
     }
 }
@@ -168,6 +175,7 @@ impl Config {
         self.uploads.validate()?;
         self.tls.validate(self.listen_tls.is_some())?;
         self.quarantine.validate()?;
+        self.assets.validate("assets.cache_control")?;
         match self.admin_token.as_deref() {
             Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
                 return Err(Error::Config(
@@ -189,6 +197,8 @@ impl Config {
                 .validate(&format!("apps.{name}.limits"))?;
             self.guard_for(name)
                 .validate(&format!("apps.{name}.guard"))?;
+            self.assets_for(name)
+                .validate(&format!("apps.{name}.assets_cache_control"))?;
             let mount = self.mount_for(name);
             if !mount.starts_with('/') || (mount.len() > 1 && mount.ends_with('/')) {
                 return Err(Error::Config(format!(
@@ -289,6 +299,15 @@ impl Config {
     /// How long drains and shutdown wait.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// The effective asset settings of an app: `[assets]` with its `assets_cache_control`.
+    pub fn assets_for(&self, app: &str) -> AssetsConfig {
+        self.assets.merged(
+            self.apps
+                .get(app)
+                .and_then(|a| a.assets_cache_control.as_deref()),
+        )
     }
 
     /// The effective guard settings of an app.
