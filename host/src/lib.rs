@@ -27,7 +27,6 @@
 //! `baton` binary is a thin command line over it.
 
 pub mod admin;
-#[allow(dead_code, reason = "wired into the request path separately")]
 mod assets;
 mod clock;
 mod config;

@@ -257,6 +257,7 @@ impl AssetTable {
 
     /// Whether `path` (relative to the mount, as received: it is percent-decoded once before
     /// the lookup) names an asset of this table.
+    #[cfg(test)]
     pub(crate) fn contains(&self, path: &str) -> bool {
         self.get(path).is_some()
     }

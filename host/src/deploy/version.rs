@@ -128,6 +128,8 @@ pub struct Version {
     cut: tokio_util::sync::CancellationToken,
     /// Whether the instance reads bodies and writes responses as streams (ABI 1.1).
     streams: AtomicBool,
+    /// The static files the version serves without calling its module, copied at start.
+    assets: std::sync::OnceLock<crate::assets::AssetTable>,
 }
 
 impl Version {
@@ -214,6 +216,7 @@ impl Version {
             header,
             cut: tokio_util::sync::CancellationToken::new(),
             streams: AtomicBool::new(false),
+            assets: std::sync::OnceLock::new(),
         }))
     }
 
@@ -312,18 +315,44 @@ impl Version {
         self.streams.load(SeqCst)
     }
 
-    /// Copies the instance's embedded assets (on a worker thread: it is module code).
+    /// Copies the instance's embedded assets out of the module (on a worker thread: the
+    /// listing is module code) into the version's asset table.
     ///
     /// # Errors
     /// The module's listing failed.
-    pub(crate) async fn assets(
+    pub(crate) async fn load_assets(
         &self,
+        config: &crate::config::AssetsConfig,
         timeout: Duration,
-    ) -> Result<Vec<crate::loader::ModuleAsset>, CallError> {
+    ) -> Result<(), CallError> {
         let Some(instance) = self.instance.load_full() else {
             return Err(CallError::Failed("no instance".into()));
         };
-        self.bounded_call(timeout, move || instance.assets()).await
+        let listed = self
+            .bounded_call(timeout, move || instance.assets())
+            .await?;
+        let entries = listed
+            .into_iter()
+            .map(|a| crate::assets::AssetEntry {
+                path: a.path,
+                bytes: a.bytes,
+                hash: a.hash,
+                modified: (a.modified_unix_secs > 0)
+                    .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(a.modified_unix_secs)),
+            })
+            .collect();
+        let table = crate::assets::AssetTable::new(entries, config);
+        if !table.is_empty() {
+            tracing::info!(app = %self.info.app, version = %self.info.version,
+                files = table.len(), bytes = table.bytes(), "static assets loaded");
+        }
+        let _ = self.assets.set(table);
+        Ok(())
+    }
+
+    /// The version's static files, if it has any.
+    pub(crate) fn assets(&self) -> Option<&crate::assets::AssetTable> {
+        self.assets.get().filter(|table| !table.is_empty())
     }
 
     /// Requests running on this version now.

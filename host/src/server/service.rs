@@ -20,7 +20,9 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::config::Limits;
-use crate::deploy::{AppSlot, BodyRest, InFlight, Origin, OwnedRequest, Registry, Reply, Version};
+use crate::deploy::{
+    AppSlot, BodyRest, InFlight, Origin, OwnedRequest, Registry, Reply, State, Version,
+};
 use crate::loader::BodyReadError;
 use crate::session::{RequestSession, Sessions};
 
@@ -96,6 +98,9 @@ async fn serve(
         .record("app", slot.name())
         .record("path", path.as_str());
     served.app = Some(Arc::clone(&slot));
+    if let Some(response) = serve_asset(&slot, &path, &req, served).await {
+        return Ok(response);
+    }
     let limits = *slot.limits();
     let (parts, body) = req.into_parts();
     let mut body = read_first(&parts.headers, body, &limits).await?;
@@ -108,6 +113,40 @@ async fn serve(
     }
     let origin = origin(&parts, mount);
     dispatch(sessions, admitted, parts, path, body, origin, &limits).await
+}
+
+/// Answers a request for one of the app's static files from the version that has it (the
+/// active version's, or an older loaded version's for a versioned URL of its file), without
+/// calling the module.
+async fn serve_asset(
+    slot: &AppSlot,
+    path: &str,
+    req: &Request<RequestBody>,
+    served: &mut Served,
+) -> Option<Response<Body>> {
+    let active = slot.active()?;
+    let own = active.assets()?;
+    let others = slot.versions();
+    let others: Vec<&crate::assets::AssetTable> = others
+        .iter()
+        .filter(|v| v.id() != active.id() && matches!(v.state(), State::Standby | State::Draining))
+        .filter_map(|v| v.assets())
+        .collect();
+    let query = req.uri().query();
+    let table = crate::assets::find_version(std::iter::once(own).chain(others), path, query)?;
+    let response = table.serve(req.method(), path, query, req.headers())?;
+    if std::ptr::eq(table, own) {
+        served.version_header = active.header().cloned();
+        served.version = Some(active);
+    }
+    let (parts, body) = response.into_parts();
+    // A body already in memory: collecting it cannot wait or fail.
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Some(Response::from_parts(parts, Body::full(bytes)))
 }
 
 /// Where a request came from, for the handler.

@@ -408,6 +408,10 @@ impl Registry {
             .await
             .map_err(|e| (StartStage::Init, format!("init {e}")))?;
         version
+            .load_assets(&self.config.assets_for(&app), start_timeout)
+            .await
+            .map_err(|e| (StartStage::Init, format!("listing assets {e}")))?;
+        version
             .warmup(start_timeout)
             .await
             .map_err(|e| (StartStage::Warmup, format!("warmup {e}")))?;

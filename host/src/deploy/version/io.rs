@@ -38,13 +38,19 @@ pub(crate) enum Reply {
 }
 
 /// How a streamed body ended, as its worker reports it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct StreamEnd(AtomicU8);
 
 impl StreamEnd {
     const RUNNING: u8 = 0;
     const FINISHED: u8 = 1;
     const FAILED: u8 = 2;
+}
+
+impl Default for StreamEnd {
+    fn default() -> Self {
+        StreamEnd(AtomicU8::new(Self::RUNNING))
+    }
 }
 
 /// The body of a streamed response, on the connection's side.
