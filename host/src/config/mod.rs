@@ -6,7 +6,8 @@
 //! - `limits`: `[limits]` and an app's `[apps.NAME.limits]` overrides.
 //! - `apps`: `[apps.NAME]`, one app's mount, config table, warm-up and start-up limits.
 //! - `sessions`: `[sessions]`, the store and the cookie.
-//! - `http`: `[http]`, the listeners' connection timeouts and caps.
+//! - `http`: `[http]`, the listeners' connection timeouts and caps, the trusted proxies.
+//! - `compression`: `[compression]`, gzip and brotli for apps' responses.
 //! - `uploads`: `[uploads]`, module uploads through the admin API.
 //! - `guard`: `[guard]` and `[apps.NAME.guard]`, the window after a switch and its rollback rules.
 //! - `tls`: `[tls]`, the HTTPS listener's certificate.
@@ -40,6 +41,7 @@ fn first_zero<'a>(fields: &[(&'a str, u64)]) -> Option<&'a str> {
 }
 
 mod apps;
+mod compression;
 mod guard;
 mod http;
 mod limits;
@@ -49,6 +51,7 @@ mod tls;
 mod uploads;
 
 pub(crate) use apps::AppConfig;
+pub(crate) use compression::CompressionConfig;
 pub(crate) use guard::{GuardConfig, GuardOverrides};
 pub(crate) use http::HttpConfig;
 pub(crate) use limits::{LimitOverrides, Limits};
@@ -113,6 +116,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// When versions that keep crashing the serving process are quarantined.
     pub quarantine: QuarantineConfig,
+    /// gzip and brotli for apps' responses, under `[compression]`.
+    pub compression: CompressionConfig,
 }
 
 impl Default for Config {
@@ -141,6 +146,7 @@ impl Default for Config {
             uploads: UploadConfig::default(),
             tls: TlsConfig::default(),
             quarantine: QuarantineConfig::default(),
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -168,6 +174,7 @@ impl Config {
         self.uploads.validate()?;
         self.tls.validate(self.listen_tls.is_some())?;
         self.quarantine.validate()?;
+        self.compression.validate()?;
         match self.admin_token.as_deref() {
             Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
                 return Err(Error::Config(

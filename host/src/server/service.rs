@@ -22,8 +22,9 @@ use crate::config::Limits;
 use crate::deploy::{AppSlot, InFlight, OwnedRequest, Registry, Version};
 use crate::session::{RequestSession, Sessions};
 
+use super::compress::{self, Accepts, ResponseBody};
 use super::rejection::Rejection;
-use super::{BodyError, OverTls, RequestBody};
+use super::{BodyError, OverTls, RequestBody, client_info};
 
 /// The response body type of every response the host sends.
 pub(crate) type Body = Full<Bytes>;
@@ -37,17 +38,19 @@ struct Served {
     version_header: Option<HeaderValue>,
 }
 
-/// Serves one request: counts it on its version's metrics and writes its access log line.
+/// Serves one request: counts it on its version's metrics, writes its access log line and
+/// compresses the response as `[compression]` and the request allow.
 pub(crate) async fn handle(
     registry: &Registry,
     sessions: &Arc<Sessions>,
     req: Request<RequestBody>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let started = Instant::now();
-    let access = registry
-        .config()
-        .access_log
-        .then(|| (req.method().clone(), req.uri().clone()));
+    let accepts = Accepts::of(&req);
+    let access = registry.config().access_log.then(|| {
+        let client = client_info(req.extensions()).copied();
+        (req.method().clone(), req.uri().clone(), client)
+    });
     // App, version and path (relative to the mount) are known once routed.
     let span = tracing::info_span!("request", app = Empty, version = Empty,
         method = %req.method(), path = Empty);
@@ -63,13 +66,18 @@ pub(crate) async fn handle(
     if let Some(version) = &served.version {
         version.observe(response.status(), took);
     }
-    if let Some((method, uri)) = access {
+    if let Some((method, uri, client)) = access {
         let version = served.version.as_ref().map(|v| v.info().version.as_str());
+        // The peer is logged when it is a proxy that forwarded for the client.
+        let proxy = client.filter(|c| c.peer.ip() != c.addr);
         tracing::info!(target: "baton::access", app = served.app.as_ref().map(|a| a.name()),
             version, %method, path = uri.path(), status = response.status().as_u16(),
-            duration_ms = took.as_secs_f64() * 1000.0, "request");
+            duration_ms = took.as_secs_f64() * 1000.0,
+            client = client.map(|c| tracing::field::display(c.addr)),
+            scheme = client.map(|c| c.scheme.as_str()),
+            proxy = proxy.map(|c| tracing::field::display(c.peer.ip())), "request");
     }
-    response
+    compress::compress(&registry.config().compression, accepts, response)
 }
 
 /// The stages of a request, inside its span.
