@@ -226,6 +226,10 @@ where
 
 /// Adds `Accept-Encoding` to `Vary`, unless it (or `*`) is there already.
 fn vary_on_accept_encoding(headers: &mut HeaderMap) {
+    if !headers.contains_key(VARY) {
+        headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        return;
+    }
     let mut existing = Vec::new();
     for value in headers.get_all(VARY) {
         let Ok(value) = value.to_str() else {
@@ -253,22 +257,39 @@ enum Encoder {
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
 }
 
-/// brotli's window (log2 of its size): the format's default.
-const BROTLI_WINDOW: u32 = 22;
+/// brotli's window (log2 of its size) for a body of `size` bytes: no larger than the body
+/// (an encoder's memory grows with it), 512 KiB for a stream of unknown size (as nginx's brotli
+/// module), at most the format's default of 4 MiB.
+fn brotli_window(size: Option<u64>) -> i32 {
+    match size {
+        Some(size) => (u64::BITS - size.saturating_sub(1).leading_zeros()).clamp(10, 22) as i32,
+        None => 19,
+    }
+}
 
 impl Encoder {
-    fn new(coding: Coding, config: &CompressionConfig) -> Encoder {
+    /// An encoder for a body of `size` bytes, if known.
+    fn new(coding: Coding, config: &CompressionConfig, size: Option<u64>) -> Encoder {
         match coding {
             Coding::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
                 Vec::new(),
                 flate2::Compression::new(config.gzip_level),
             )),
-            Coding::Brotli => Encoder::Brotli(Box::new(brotli::CompressorWriter::new(
-                Vec::new(),
-                4096,
-                config.brotli_quality,
-                BROTLI_WINDOW,
-            ))),
+            Coding::Brotli => {
+                let mut params = brotli::enc::BrotliEncoderParams {
+                    quality: i32::try_from(config.brotli_quality).unwrap_or(11),
+                    lgwin: brotli_window(size),
+                    ..Default::default()
+                };
+                if let Some(size) = size {
+                    params.size_hint = usize::try_from(size).unwrap_or(usize::MAX);
+                }
+                Encoder::Brotli(Box::new(brotli::CompressorWriter::with_params(
+                    Vec::new(),
+                    4096,
+                    &params,
+                )))
+            }
         }
     }
 
@@ -326,12 +347,13 @@ impl<B> std::fmt::Debug for CompressedBody<B> {
     }
 }
 
-impl<B> CompressedBody<B> {
+impl<B: HttpBody> CompressedBody<B> {
     /// `inner`, compressed with `coding` at `config`'s level.
     pub(crate) fn new(inner: B, coding: Coding, config: &CompressionConfig) -> CompressedBody<B> {
+        let size = inner.size_hint().exact();
         CompressedBody {
             inner,
-            encoder: Some(Encoder::new(coding, config)),
+            encoder: Some(Encoder::new(coding, config, size)),
             trailers: None,
         }
     }
@@ -568,10 +590,14 @@ mod tests {
     }
 
     fn text(len: usize) -> String {
-        (0..len)
-            .map(|i| format!("line {i}: the quick brown fox\n"))
-            .collect::<String>()[..len]
-            .to_owned()
+        let mut text = String::new();
+        let mut i = 0;
+        while text.len() < len {
+            text.push_str(&format!("line {i}: the quick brown fox\n"));
+            i += 1;
+        }
+        text.truncate(len);
+        text
     }
 
     fn decode(coding: Coding, bytes: &[u8]) -> Vec<u8> {
@@ -587,10 +613,23 @@ mod tests {
         out
     }
 
+    #[test]
+    fn brotlis_window_fits_the_body() {
+        assert_eq!(brotli_window(Some(0)), 10);
+        assert_eq!(brotli_window(Some(1024)), 10);
+        assert_eq!(brotli_window(Some(1025)), 11);
+        assert_eq!(brotli_window(Some(65_536)), 16);
+        assert_eq!(brotli_window(Some(u64::MAX)), 22);
+        assert_eq!(brotli_window(None), 19);
+    }
+
     #[tokio::test]
     async fn a_compressed_response_decodes_to_the_original_and_says_so() {
-        let body = text(20_000);
-        for coding in [Coding::Gzip, Coding::Brotli] {
+        for (body, coding) in [
+            (text(20_000), Coding::Gzip),
+            (text(20_000), Coding::Brotli),
+            (text(600_000), Coding::Brotli),
+        ] {
             let response = Response::builder()
                 .header(CONTENT_TYPE, "text/html; charset=utf-8")
                 .header(CONTENT_LENGTH, body.len())
