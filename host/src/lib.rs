@@ -274,7 +274,7 @@ impl Host {
     pub async fn run(self, stop: impl Future<Output = Stop>) {
         let registry = self.registry;
         let sessions = self.sessions;
-        let http = registry.config().http;
+        let http = registry.config().http.clone();
         let app_settings = server::ConnectionSettings::new(&http, self.max_connections)
             .with_tls_handshake_timeout(registry.config().tls.handshake_timeout());
         let admin_settings = server::ConnectionSettings::new(&http, http.admin_max_connections);

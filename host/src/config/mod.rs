@@ -6,7 +6,8 @@
 //! - `limits`: `[limits]` and an app's `[apps.NAME.limits]` overrides.
 //! - `apps`: `[apps.NAME]`, one app's mount, config table, warm-up and start-up limits.
 //! - `sessions`: `[sessions]`, the store and the cookie.
-//! - `http`: `[http]`, the listeners' connection timeouts and caps.
+//! - `http`: `[http]`, the listeners' connection timeouts and caps, the trusted proxies.
+//! - `compression`: `[compression]`, gzip and brotli for apps' responses.
 //! - `uploads`: `[uploads]`, module uploads through the admin API.
 //! - `guard`: `[guard]` and `[apps.NAME.guard]`, the window after a switch and its rollback rules.
 //! - `tls`: `[tls]`, the HTTPS listener's certificate.
@@ -43,6 +44,7 @@ fn first_zero<'a>(fields: &[(&'a str, u64)]) -> Option<&'a str> {
 
 mod apps;
 mod assets;
+mod compression;
 mod guard;
 mod http;
 mod limits;
@@ -53,6 +55,7 @@ mod uploads;
 
 pub(crate) use apps::AppConfig;
 pub(crate) use assets::AssetsConfig;
+pub(crate) use compression::CompressionConfig;
 pub(crate) use guard::{GuardConfig, GuardOverrides};
 pub(crate) use http::HttpConfig;
 pub(crate) use limits::{LimitOverrides, Limits};
@@ -119,6 +122,8 @@ pub struct Config {
     pub quarantine: QuarantineConfig,
     /// How apps' embedded static assets are cached, under `[assets]`.
     pub assets: AssetsConfig,
+    /// gzip and brotli for apps' responses, under `[compression]`.
+    pub compression: CompressionConfig,
 }
 
 impl Default for Config {
@@ -148,6 +153,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             quarantine: QuarantineConfig::default(),
             assets: AssetsConfig::default(),
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -176,6 +182,7 @@ impl Config {
         self.tls.validate(self.listen_tls.is_some())?;
         self.quarantine.validate()?;
         self.assets.validate("assets.cache_control")?;
+        self.compression.validate()?;
         match self.admin_token.as_deref() {
             Some(token) if token.trim().is_empty() || token.chars().any(char::is_control) => {
                 return Err(Error::Config(

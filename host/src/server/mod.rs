@@ -11,8 +11,12 @@
 //! - `service`: one app request in stages (route, read body, admit, dispatch), inside its span.
 //! - `rejection`: the one error type of the request path; each knows its response.
 //! - `redirect`: the answer of a plain listener when the host serves HTTPS only.
+//! - `client`: who a request comes from, behind trusted proxies (a request extension).
+//! - `compress`: gzip and brotli for apps' responses.
 
 mod body;
+mod client;
+mod compress;
 mod conn;
 mod redirect;
 mod rejection;
@@ -24,8 +28,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
+use http_body_util::Either;
+use hyper::body::{Body as HttpBody, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -35,8 +41,10 @@ use crate::config::HttpConfig;
 use crate::deploy::Registry;
 use crate::session::Sessions;
 pub(crate) use body::{Body, BodyError, RequestBody};
+pub(crate) use client::client_info;
+use client::{ClientInfo, TrustedProxies};
 use conn::{ConnIo, Connections, IdleTimeouts, TrackedIo};
-use rejection::Rejection;
+use rejection::{BoxError, Rejection};
 
 /// Marks a request that arrived over TLS (a request extension): its scheme is `https`, so its
 /// session cookie is `Secure`.
@@ -92,8 +100,9 @@ async fn accept_any(
     .await
 }
 
-/// How a listener treats its connections: timeouts and the most it keeps open.
-#[derive(Debug, Clone, Copy)]
+/// How a listener treats its connections: timeouts, the most it keeps open, and the proxies
+/// whose forwarding headers it believes.
+#[derive(Debug, Clone)]
 pub(crate) struct ConnectionSettings {
     idle: IdleTimeouts,
     body_read_timeout: Duration,
@@ -101,6 +110,7 @@ pub(crate) struct ConnectionSettings {
     http2_keep_alive_timeout: Duration,
     max_connections: usize,
     tls_handshake_timeout: Duration,
+    trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl ConnectionSettings {
@@ -116,6 +126,7 @@ impl ConnectionSettings {
             http2_keep_alive_timeout: http.http2_keep_alive_timeout(),
             max_connections: max_connections.max(1),
             tls_handshake_timeout: http.header_read_timeout(),
+            trusted_proxies: Arc::new(TrustedProxies::new(http.trusted_proxy_nets())),
         }
     }
 
@@ -163,7 +174,9 @@ pub(crate) async fn serve_apps(
         async move {
             match redirect_to_tls {
                 Some(port) if req.extensions().get::<OverTls>().is_none() => {
-                    redirect::to_https(&req, port).unwrap_or_else(Rejection::into_response)
+                    redirect::to_https(&req, port)
+                        .unwrap_or_else(Rejection::into_response)
+                        .map(compress::boxed)
                 }
                 _ => service::handle(&registry, &sessions, req).await,
             }
@@ -187,7 +200,7 @@ fn accept_backoff(failures: u32) -> Duration {
 /// connection closes after it; a client that sends on a kept-alive connection just as it is
 /// closed would see its request fail, and one that gets `Connection: close` simply reconnects.
 /// A TLS handshake in progress at a hand-over is finished and the connection treated the same.
-pub(crate) async fn serve<H, F>(
+pub(crate) async fn serve<H, F, B>(
     listeners: Vec<Listener>,
     handler: H,
     shutdown: impl Future<Output = Duration>,
@@ -195,7 +208,9 @@ pub(crate) async fn serve<H, F>(
     settings: ConnectionSettings,
 ) where
     H: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -262,6 +277,7 @@ pub(crate) async fn serve<H, F>(
         let handler = handler.clone();
         let body_timeout = settings.body_read_timeout;
         let over_tls = tls.is_some();
+        let trusted = Arc::clone(&settings.trusted_proxies);
         let service = {
             let state = Arc::clone(&state);
             let conns = Arc::clone(&conns);
@@ -272,6 +288,8 @@ pub(crate) async fn serve<H, F>(
                 if over_tls {
                     req.extensions_mut().insert(OverTls);
                 }
+                let client = ClientInfo::new(peer, over_tls, req.headers(), &trusted);
+                req.extensions_mut().insert(client);
                 let h2 = req.version() == Version::HTTP_2;
                 if h2 {
                     state.saw_h2();
@@ -280,9 +298,11 @@ pub(crate) async fn serve<H, F>(
                     let mut response = if req.version() == Version::HTTP_11
                         && !req.headers().contains_key(http::header::HOST)
                     {
-                        Rejection::MissingHost.into_response()
+                        Rejection::MissingHost.into_response().map(Either::Right)
                     } else {
-                        handler(req.map(|b| RequestBody::new(b, body_timeout))).await
+                        handler(req.map(|b| RequestBody::new(b, body_timeout)))
+                            .await
+                            .map(Either::Left)
                     };
                     if !h2 && conns.shutting_down() {
                         // The client reconnects for its next request, to whoever serves then.

@@ -26,8 +26,9 @@ use crate::deploy::{
 use crate::loader::BodyReadError;
 use crate::session::{RequestSession, Sessions};
 
+use super::compress::{self, Accepts, ResponseBody};
 use super::rejection::Rejection;
-use super::{Body, BodyError, OverTls, RequestBody};
+use super::{Body, BodyError, OverTls, RequestBody, client_info};
 
 /// A body up to this size is read whole before the handler runs; of a larger one the handler
 /// gets this much with the request and reads the rest as it arrives (a module of ABI 1.0, which
@@ -46,17 +47,19 @@ struct Served {
     version_header: Option<HeaderValue>,
 }
 
-/// Serves one request: counts it on its version's metrics and writes its access log line.
+/// Serves one request: counts it on its version's metrics, writes its access log line and
+/// compresses the response as `[compression]` and the request allow.
 pub(crate) async fn handle(
     registry: &Registry,
     sessions: &Arc<Sessions>,
     req: Request<RequestBody>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let started = Instant::now();
-    let access = registry
-        .config()
-        .access_log
-        .then(|| (req.method().clone(), req.uri().clone()));
+    let accepts = Accepts::of(&req);
+    let access = registry.config().access_log.then(|| {
+        let client = client_info(req.extensions()).copied();
+        (req.method().clone(), req.uri().clone(), client)
+    });
     // App, version and path (relative to the mount) are known once routed.
     let span = tracing::info_span!("request", app = Empty, version = Empty,
         method = %req.method(), path = Empty);
@@ -72,13 +75,19 @@ pub(crate) async fn handle(
     if let Some(version) = &served.version {
         version.observe(response.status(), took);
     }
-    if let Some((method, uri)) = access {
+    if let Some((method, uri, client)) = access {
         let version = served.version.as_ref().map(|v| v.info().version.as_str());
+        // The peer is logged when it is a proxy that forwarded for the client.
+        let proxy = client.filter(|c| c.peer.ip().to_canonical() != c.addr);
         tracing::info!(target: "baton::access", app = served.app.as_ref().map(|a| a.name()),
             version, %method, path = uri.path(), status = response.status().as_u16(),
-            duration_ms = took.as_secs_f64() * 1000.0, "request");
+            duration_ms = took.as_secs_f64() * 1000.0,
+            client = client.map(|c| tracing::field::display(c.addr)),
+            scheme = client.map(|c| c.scheme.as_str()),
+            proxy = proxy.map(|c| tracing::field::display(c.peer.ip().to_canonical())),
+            "request");
     }
-    response
+    compress::compress(&registry.config().compression, accepts, response)
 }
 
 /// The stages of a request, inside its span.
@@ -149,13 +158,22 @@ async fn serve_asset(
     Some(Response::from_parts(parts, Body::full(bytes)))
 }
 
-/// Where a request came from, for the handler.
+/// Where a request came from, for the handler: the peer, and the client's address and scheme
+/// as the trusted proxies in front of the host forwarded them.
 fn origin(parts: &Parts, mount: String) -> Origin {
-    Origin {
-        mount,
-        peer: None,
-        client: None,
-        https: parts.extensions.get::<OverTls>().is_some(),
+    let over_tls = parts.extensions.get::<OverTls>().is_some();
+    match client_info(&parts.extensions) {
+        Some(client) => Origin {
+            mount,
+            peer: Some(client.peer),
+            client: Some(client.addr),
+            https: over_tls || client.scheme == super::client::Scheme::Https,
+        },
+        None => Origin {
+            mount,
+            https: over_tls,
+            ..Origin::default()
+        },
     }
 }
 
@@ -347,7 +365,8 @@ async fn dispatch(
         version,
         guard,
     } = admitted;
-    let session = sessions.begin(&parts.headers, parts.extensions.get::<OverTls>().is_some());
+    // A client that reached a trusted proxy over HTTPS gets a `Secure` cookie too.
+    let session = sessions.begin(&parts.headers, origin.https);
     let rest = body.pump(limits);
     let mut call = version.dispatch(
         guard,
