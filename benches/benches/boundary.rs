@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use baton_host::loader::{Module, ModuleRequest};
+use baton_host::loader::{MemoryIo, Module, ModuleRequest};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn boundary(c: &mut Criterion) {
@@ -47,14 +47,13 @@ fn boundary(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let response = instance
-                    .handle(black_box(&ModuleRequest {
-                        method: "GET",
-                        path: "/",
-                        query: "",
-                        headers,
-                        body: b"",
-                        session: None,
-                    }))
+                    .handle(
+                        black_box(&ModuleRequest {
+                            headers,
+                            ..ModuleRequest::default()
+                        }),
+                        &mut MemoryIo::default(),
+                    )
                     .expect("hello answers");
                 black_box(response)
             });

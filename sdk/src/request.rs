@@ -65,23 +65,12 @@ impl RequestError {
 }
 
 /// Where the request came from and where the app is mounted.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Origin<'a> {
     pub(crate) mount: &'a str,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) client: Option<IpAddr>,
     pub(crate) https: bool,
-}
-
-impl Default for Origin<'_> {
-    fn default() -> Self {
-        Origin {
-            mount: "",
-            peer: None,
-            client: None,
-            https: false,
-        }
-    }
 }
 
 /// The request body: what the host passed, and the rest it streams on demand.

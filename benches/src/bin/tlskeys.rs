@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use baton_host::loader::{
-    Module, ModuleRequest, PTHREAD_KEYS_MAX, mapped_regions, pthread_keys_in_use,
+    MemoryIo, Module, ModuleRequest, PTHREAD_KEYS_MAX, mapped_regions, pthread_keys_in_use,
 };
 
 fn free_keys() -> String {
@@ -39,15 +39,14 @@ fn main() -> anyhow::Result<()> {
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let (path, query) = (path.as_str(), query.as_str());
                 let instance = module.instantiate(b"{}").map_err(anyhow::Error::msg)?;
-                let headers = http::HeaderMap::new();
-                let response = instance.handle(&ModuleRequest {
-                    method: "GET",
-                    path,
-                    query,
-                    headers: &headers,
-                    body: b"",
-                    session: None,
-                });
+                let response = instance.handle(
+                    &ModuleRequest {
+                        path,
+                        query,
+                        ..ModuleRequest::default()
+                    },
+                    &mut MemoryIo::default(),
+                );
                 let _ = response;
                 Ok(())
             })

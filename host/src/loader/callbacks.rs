@@ -198,6 +198,55 @@ pub trait RequestIo {
     fn draining(&self) -> bool;
 }
 
+/// The I/O of a request handled in memory, outside the request path (benchmarks, tools): the
+/// body is whole in [`ModuleRequest::body`], and a streamed response is gathered into `streamed`.
+#[derive(Debug, Default)]
+pub struct MemoryIo {
+    /// The head of a streamed response, once the handler started one.
+    pub head: Option<ModuleResponse>,
+    /// The bytes a handler streamed.
+    pub streamed: Vec<u8>,
+}
+
+impl RequestIo for MemoryIo {
+    fn read_body(&mut self, _: &mut [u8]) -> Result<usize, BodyReadError> {
+        Ok(0)
+    }
+
+    fn start_stream(&mut self, head: ModuleResponse) -> Result<(), StreamClosed> {
+        self.head = Some(head);
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StreamClosed> {
+        self.streamed.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn draining(&self) -> bool {
+        false
+    }
+}
+
+impl Default for ModuleRequest<'_> {
+    fn default() -> Self {
+        static EMPTY: std::sync::OnceLock<http::HeaderMap> = std::sync::OnceLock::new();
+        ModuleRequest {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: EMPTY.get_or_init(http::HeaderMap::new),
+            body: b"",
+            session: None,
+            mount: "",
+            peer: None,
+            client: None,
+            https: false,
+            body_complete: true,
+        }
+    }
+}
+
 /// The context of one `handle` call, behind `RawRequest::ctx`: the session, the request's I/O
 /// and the response being built. Alive for the whole call.
 pub(super) struct RequestContext<'a> {

@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use baton_sdk::abi::{self, DescriptorHeader, ModuleDescriptor, RawStr};
 
-pub use callbacks::{BodyReadError, ModuleRequest, ModuleResponse, RequestIo, StreamClosed};
+pub use callbacks::{
+    BodyReadError, MemoryIo, ModuleRequest, ModuleResponse, RequestIo, StreamClosed,
+};
 pub use elf::{Checked, NoDelete, check, check_file};
 pub use error::LoadError;
 pub use maps::mapped_regions;
@@ -418,7 +420,6 @@ impl Instance {
         // as do the sinks; the builder is reached only through the sink and the context, one
         // callback at a time on this thread.
         let status = unsafe { (self.module.table.handle)(self.raw, &raw, &sink, &err.sink()) };
-        drop(ctx);
         match err.into_result(status) {
             Ok(()) => Ok(response.finish(None)),
             Err(CallError::Failed(message)) => Ok(response.finish(Some(message))),
