@@ -378,3 +378,29 @@ async fn a_stream_still_running_at_the_drain_deadline_is_cut() {
     }
     assert!(outcome.is_err(), "a cut stream must not look complete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_of_abi_1_0_gets_every_body_whole_and_lists_no_assets() {
+    let host = HostProc::start_with_config(&[support::module("fixture-oldabi", &[])], GUARD_OFF);
+    let status = support::status(&host).await;
+    let app = support::app(&status, "oldabi");
+    assert_eq!(support::version(app, "1.0.0")["state"], "active", "{app}");
+    // 300 KiB, more than the first part a 1.1 module gets with the request.
+    for declared in [true, false] {
+        let mut send = connect(&host).await;
+        let r = send_on(
+            &mut send,
+            request("POST", "/oldabi/len", Generated::new(300 * 1024, declared)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "307200\n", "declared: {declared}");
+    }
+    // Its assets are not asked for: the path goes to its router, which has no such route.
+    let r = support::http::Http::new()
+        .get(&host.url("/oldabi/robots.txt"))
+        .await;
+    assert_eq!(r.status, 404);
+}
