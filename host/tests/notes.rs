@@ -47,6 +47,22 @@ fn start(modules: &[PathBuf], config: &str) -> HostProc {
     )
 }
 
+/// The file name the host's first module was copied to: dropping a module under it replaces
+/// that version.
+fn module_name(host: &HostProc) -> String {
+    let file = host.module_file(0);
+    file.file_name().unwrap().to_str().unwrap().to_owned()
+}
+
+/// Waits until `version` of `notes` is active.
+async fn active(host: &HostProc, version: &str) {
+    eventually(WAIT, &format!("notes@{version} active"), async || {
+        let s = status(host).await;
+        (support::app(&s, "notes")["active"] == version).then_some(())
+    })
+    .await;
+}
+
 /// The app config for a SQLite store in `dir`, with live updates polled every 100 ms.
 fn sqlite_config(dir: &Path) -> String {
     format!(
@@ -471,14 +487,18 @@ async fn api_flow(host: &HostProc, data_dir: &Path) {
     );
 
     // A 5 MiB upload, streamed without a declared length, lands on disk whole.
-    let chunked = || {
+    let chunked = |left| {
         Chunked {
-            left: UPLOAD,
+            left,
             chunk: Bytes::from(vec![b'n'; 64 * 1024]),
         }
         .boxed()
     };
-    let refused = alice.open("POST", "/notes/upload", &[], chunked()).await;
+    // (A small body: the refusal comes before the body is read, and the host does not wait
+    // for a large one before it answers.)
+    let refused = alice
+        .open("POST", "/notes/upload", &[], chunked(1024))
+        .await;
     assert_eq!(
         refused.status(),
         403,
@@ -489,7 +509,7 @@ async fn api_flow(host: &HostProc, data_dir: &Path) {
             "POST",
             "/notes/upload",
             &[("x-csrf-token", &token)],
-            chunked(),
+            chunked(UPLOAD),
         )
         .await;
     let uploaded = Reply::read(response).await.unwrap();
@@ -552,29 +572,43 @@ impl PgDatabase {
         format!("{server}/{}", self.name)
     }
 
-    fn psql(&self, sql: &str) {
-        let out = std::process::Command::new("psql")
-            .args([&self.admin_url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("psql (PostgreSQL's client) does not run: {e}; install postgresql-client")
-            });
-        assert!(
-            out.status.success(),
-            "PostgreSQL at {} refused {sql:?} (is the server running, with trust auth for \
-             user postgres? set BATON_TEST_POSTGRES to use another): {}",
-            self.admin_url,
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// Runs `sql` on the test database; returns its output (unaligned, tuples only).
+    fn query(&self, sql: &str) -> String {
+        psql(&self.url(), sql)
     }
+
+    fn psql(&self, sql: &str) {
+        psql(&self.admin_url, sql);
+    }
+}
+
+/// Runs `sql` with psql on the database at `url`; returns its output.
+fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-A", "-t", "-c", sql])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("psql (PostgreSQL's client) does not run: {e}; install postgresql-client")
+        });
+    assert!(
+        out.status.success(),
+        "PostgreSQL at {url} refused {sql:?} (is the server running, with trust auth for \
+         user postgres? set BATON_TEST_POSTGRES to use another): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        self.psql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
+        // Not `psql`: a panic here, while a failed test unwinds, would abort the whole run.
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let dropped = std::process::Command::new("psql")
+            .args([&self.admin_url, "-q", "-c", &sql])
+            .status();
+        if !dropped.is_ok_and(|s| s.success()) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
     }
 }
 
@@ -590,6 +624,34 @@ async fn the_app_works_end_to_end_on_postgres() {
     {
         let host = start(&[notes("1.0.0")], &config);
         api_flow(&host, data.path()).await;
+
+        // v2 adds its column on PostgreSQL too, once, and keeps the notes v1 wrote.
+        host.drop_module(&notes("2.0.0"), &module_name(&host));
+        active(&host, "2.0.0").await;
+        let bob = Browser::new(&host);
+        let token = bob.log_in("demo", "demo").await;
+        let tagged = bob
+            .post_json(
+                "/notes/api/notes",
+                Some(&token),
+                &json!({ "text": "tagged", "tags": "pg v2" }),
+            )
+            .await;
+        assert_eq!(
+            (tagged.status, tagged.version()),
+            (201, "notes@2.0.0"),
+            "{}",
+            tagged.body
+        );
+        let list = bob.get("/notes/api/notes").await.json();
+        assert_eq!(list[0]["tags"], json!(["pg", "v2"]));
+        assert_eq!(list[1]["tags"], json!([]), "v1's notes have no tags");
+        assert_eq!(
+            pg.query(
+                "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
+            ),
+            "1,2"
+        );
     }
     assert!(
         !data.path().join("notes.db").exists(),
@@ -625,13 +687,8 @@ async fn v1_to_v2_migrates_under_load_and_live_clients_follow() {
 
     // Swap while clients list notes and a live stream is open.
     let load = Load::start(host.url("/notes/api/notes?limit=5"), 4);
-    let file = host.module_file(0);
-    host.drop_module(&v2, file.file_name().unwrap().to_str().unwrap());
-    eventually(WAIT, "notes@2.0.0 active", async || {
-        let s = status(&host).await;
-        (support::app(&s, "notes")["active"] == "2.0.0").then_some(())
-    })
-    .await;
+    host.drop_module(&v2, &module_name(&host));
+    active(&host, "2.0.0").await;
     let after = Browser::new(&host).get("/notes/api/notes").await;
     assert_eq!(after.version(), "notes@2.0.0");
 
