@@ -18,6 +18,7 @@
 //! | `pool_size` | `4` | idle database connections kept per version |
 //! | `poll_ms` | `300` | how often an event stream looks for notes posted elsewhere |
 //! | `keepalive_secs` | `15` | idle time after which an event stream sends a comment |
+//! | `max_streams` | `8` | event streams open at once per version (each holds a worker thread); past it a 503 |
 
 mod api;
 mod auth;
@@ -37,7 +38,7 @@ use serde::Deserialize;
 
 use crate::auth::Users;
 use crate::db::{Db, LATEST_SCHEMA, Location};
-use crate::live::Wake;
+use crate::live::{Streams, Wake};
 use crate::note::{Note, Tags};
 
 /// The app's config table.
@@ -50,6 +51,7 @@ struct Config {
     pool_size: Option<usize>,
     poll_ms: Option<u64>,
     keepalive_secs: Option<u64>,
+    max_streams: Option<usize>,
 }
 
 /// One loaded version of the app.
@@ -63,6 +65,7 @@ pub(crate) struct Notes {
     pub(crate) wake: Arc<Wake>,
     pub(crate) poll: Duration,
     pub(crate) keepalive: Duration,
+    pub(crate) streams: Arc<Streams>,
 }
 
 /// The schema a version uses: its major version, up to the newest known.
@@ -102,6 +105,7 @@ impl App for Notes {
             wake: Arc::default(),
             poll: Duration::from_millis(config.poll_ms.unwrap_or(300).clamp(20, 10_000)),
             keepalive: Duration::from_secs(config.keepalive_secs.unwrap_or(15).clamp(1, 3600)),
+            streams: Arc::new(Streams::new(config.max_streams.unwrap_or(8))),
         })
     }
 

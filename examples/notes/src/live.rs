@@ -6,6 +6,7 @@
 //! browser reconnects with `Last-Event-ID` and the new version sends what it missed.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,45 @@ impl Wake {
     }
 }
 
+/// Counts the open event streams of this version. Each holds one of the version's worker
+/// threads for as long as it is open, so their number is capped below the pool's size: the
+/// rest of the app keeps threads to answer with.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    open: AtomicUsize,
+    max: usize,
+}
+
+/// One open stream; closing it (dropping this) frees its place.
+#[derive(Debug)]
+struct StreamSlot(Arc<Streams>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Streams {
+    /// Room for `max` streams at once.
+    pub(crate) fn new(max: usize) -> Streams {
+        Streams {
+            open: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A place for one more stream, if there is room.
+    fn enter(self: &Arc<Self>) -> Option<StreamSlot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot(Arc::clone(self)))
+    }
+}
+
 /// A note as an event's data: the note and the version that sent it.
 fn note_event(note: &Note, version: &str) -> Event {
     let mut data = serde_json::to_value(note).unwrap_or_default();
@@ -58,8 +98,13 @@ fn note_event(note: &Note, version: &str) -> Event {
 
 /// `GET /events`: server-sent events, one `note` event per new note (`id:` the note's id),
 /// after a `hello` event naming the serving version. With `Last-Event-ID` the stream starts
-/// with the notes after that id; without it, with the next new note.
+/// with the notes after that id; without it, with the next new note. Past `max_streams` open
+/// streams, a 503 with `Retry-After`.
 pub(crate) fn events(app: &Notes, req: &Request) -> Result<Response, Error> {
+    let slot = app
+        .streams
+        .enter()
+        .ok_or_else(|| Error::unavailable("too many live streams open, try again later", 5))?;
     let resume = req
         .header("last-event-id")
         .and_then(|id| id.trim().parse::<i64>().ok());
@@ -73,6 +118,7 @@ pub(crate) fn events(app: &Notes, req: &Request) -> Result<Response, Error> {
     let version = app.version.clone();
     let (poll, keepalive) = (app.poll, app.keepalive);
     Ok(Response::event_stream(move |out| {
+        let _slot = slot;
         out.send_event(&Event::new(json!({ "version": version }).to_string()).event("hello"))?;
         let mut written = Instant::now();
         loop {
@@ -156,6 +202,17 @@ mod tests {
                 .unwrap();
         assert_eq!(data["text"], "two\nlines");
         assert_eq!(data["version"], "notes@1.0.0");
+    }
+
+    #[test]
+    fn streams_are_capped_and_closing_one_frees_its_place() {
+        let streams = Arc::new(Streams::new(2));
+        let (a, b) = (streams.enter().unwrap(), streams.enter().unwrap());
+        assert!(streams.enter().is_none());
+        drop(a);
+        let c = streams.enter().expect("a place again");
+        drop((b, c));
+        assert_eq!(streams.open.load(Ordering::Acquire), 0);
     }
 
     #[test]
