@@ -388,20 +388,31 @@ impl Db {
             }
             Backend::Postgres(pool) => {
                 let mut client = pool.get()?;
+                // Ids must become visible in increasing order, or a live stream that has seen
+                // id 8 would never send a 7 committed after it: one insert at a time (the
+                // lock is taken before the id is drawn, and released at commit).
+                let mut tx = client.transaction().map_err(pg("storing a note"))?;
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('baton-notes.insert'))",
+                    &[],
+                )
+                .map_err(pg("storing a note"))?;
                 let row = if self.schema >= 2 {
-                    client.query_one(
+                    tx.query_one(
                         "INSERT INTO notes (author, text, created, tags) VALUES ($1, $2, $3, $4) \
                          RETURNING id",
                         &[&author, &text, &created, &tags_column],
                     )
                 } else {
-                    client.query_one(
+                    tx.query_one(
                         "INSERT INTO notes (author, text, created) VALUES ($1, $2, $3) \
                          RETURNING id",
                         &[&author, &text, &created],
                     )
                 };
-                row.map_err(pg("storing a note"))?.get(0)
+                let id = row.map_err(pg("storing a note"))?.get(0);
+                tx.commit().map_err(pg("storing a note"))?;
+                id
             }
         };
         Ok(self.note(
