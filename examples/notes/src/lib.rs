@@ -1,8 +1,8 @@
 //! `notes`: a small real web app, the kind a servlet developer ports. A public board of notes
-//! with form login ([`auth`]: session id rotated at login, CSRF tokens on every form and API
-//! post), an HTML page with embedded CSS and JS ([`pages`]), a JSON API whose write routes sit
-//! behind a login layer ([`api`]), live updates as server-sent events and a streamed CSV export
-//! ([`live`]), streamed uploads to disk, and storage in SQLite or PostgreSQL ([`db`]).
+//! with form login (`auth`: session id rotated at login, CSRF tokens on every form and API
+//! post), an HTML page with embedded CSS and JS (`pages`), a JSON API whose write routes sit
+//! behind a login layer (`api`), live updates as server-sent events and a streamed CSV export
+//! (`live`), streamed uploads to disk, and storage in SQLite or PostgreSQL (`db`).
 //!
 //! The version number decides the schema: a `1.x` build uses `notes(id, author, text,
 //! created)`; a `2.x` build (`BATON_APP_VERSION=2.0.0`) adds a `tags` column while it warms up,
