@@ -582,7 +582,7 @@ impl Db {
     }
 
     /// Passes every note to `emit`, oldest first, as the rows arrive from the database (never
-    /// all in memory at once).
+    /// all in memory at once; from SQLite, in batches of 100).
     ///
     /// # Errors
     /// The query failed, or `emit` did ([`DbError::Emit`]).
@@ -593,13 +593,19 @@ impl Db {
         let sql = format!("SELECT {} FROM notes ORDER BY id", self.columns());
         let emit_err = |source| DbError::Emit { source };
         match &self.backend {
-            Backend::Sqlite(pool) => {
-                let conn = pool.get()?;
-                let mut stmt = conn.prepare(&sql).map_err(lite("exporting notes"))?;
-                let mut rows = stmt.query([]).map_err(lite("exporting notes"))?;
-                while let Some(row) = rows.next().map_err(lite("exporting notes"))? {
-                    let note = self.lite_row(row).map_err(lite("exporting notes"))?;
-                    emit(&note).map_err(emit_err)?;
+            Backend::Sqlite(_) => {
+                // In batches: the lock a SQLite use holds is not held while a slow client
+                // takes the rows. Ids only grow, so the batches go on where the last one ended.
+                let mut last = 0;
+                loop {
+                    let batch = self.after(last)?;
+                    let Some(end) = batch.last().map(|note| note.id) else {
+                        break;
+                    };
+                    for note in &batch {
+                        emit(note).map_err(emit_err)?;
+                    }
+                    last = end;
                 }
             }
             Backend::Postgres(pool) => {
