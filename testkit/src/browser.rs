@@ -473,13 +473,12 @@ fn request(
     stream.set_read_timeout(Some(COMMAND_TIMEOUT))?;
     stream.set_write_timeout(Some(COMMAND_TIMEOUT))?;
     let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        stream,
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
          content-type: application/json; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .with_context(what)?;
+    );
+    stream.write_all(request.as_bytes()).with_context(what)?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).with_context(what)?;
@@ -532,4 +531,61 @@ fn request(
             .with_context(|| format!("{}: not JSON: {}", what(), String::from_utf8_lossy(&raw)))?
     };
     Ok((status, answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-request server answering `response`; returns its address and the request it got.
+    fn serve_once(response: &'static str) -> (SocketAddr, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0; 4096];
+            // The client sends a whole request (a JSON object last), then waits for the answer.
+            while !request.ends_with(b"}") {
+                let n = stream.read(&mut buf).unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            stream.write_all(response.as_bytes()).unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn commands_send_json_and_read_the_value() {
+        let (addr, server) = serve_once(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 25\r\n\r\n\
+             {\"value\":{\"ready\":true}}\n",
+        );
+        let value = command(addr, "POST", "/session/1/url", Some(&json!({"url": "x"}))).unwrap();
+        assert_eq!(value, json!({"ready": true}));
+        let request = server.join().unwrap();
+        assert!(
+            request.starts_with("POST /session/1/url HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request.ends_with("\r\n\r\n{\"url\":\"x\"}"), "{request}");
+    }
+
+    #[test]
+    fn chunked_answers_and_webdriver_errors_are_read() {
+        let (addr, server) = serve_once(
+            "HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n\
+             f\r\n{\"value\":{\"erro\r\n\
+             2b\r\nr\":\"no such element\",\"message\":\"none: #x\"}}\r\n\
+             0\r\n\r\n",
+        );
+        let err = command(addr, "POST", "/session/1/element", Some(&json!({}))).unwrap_err();
+        let err = err.downcast::<WebDriverError>().unwrap();
+        assert_eq!(
+            (err.status, err.error.as_str(), err.message.as_str()),
+            (404, "no such element", "none: #x")
+        );
+        server.join().unwrap();
+    }
 }
