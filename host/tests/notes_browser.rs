@@ -1,7 +1,11 @@
 //! The `notes` example app end to end in a real headless Chromium, driven over WebDriver as a
 //! user would use it: log in through the page's form, post notes from one window and watch them
 //! arrive live in another, then swap the app from 1.0.0 to 2.0.0 under load while both windows
-//! stay open, and check that they keep working on the new version.
+//! stay open, and check that they keep working on the new version: the live stream follows to
+//! 2.0.0, the session and the page's form still post, concurrent posts find a sound database
+//! once 1.0.0 is retired, the assets the pages were built with still load, and a reload is
+//! rendered by 2.0.0. Ends with a screenshot of the second window in
+//! `target/tmp/notes_browser_window_b.png`.
 
 mod support;
 
