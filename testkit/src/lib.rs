@@ -10,6 +10,8 @@
 //!   Cluster, whose masters a test may kill to watch a failover.
 //! - [`balancer`]: `nginx` or `haproxy` in front of hosts, running the configurations the README
 //!   documents.
+//! - [`browser`]: `chromedriver` and headless Chromium sessions driven over WebDriver: open a
+//!   page, fill in and submit its forms, read what it shows, run a script, take a screenshot.
 //! - [`tls`]: a certificate authority made for the run and server certificates for `localhost`.
 //! - [`build`]: the workspace, `cargo` without the variables that change what it builds, and app
 //!   modules built with compile-time settings (`BATON_APP_VERSION`, a fixture's fault).
@@ -20,6 +22,7 @@
 //! not (`start`), as a test wants; the benchmarks use the `try_` forms, which return the error.
 
 pub mod balancer;
+pub mod browser;
 pub mod build;
 pub mod host;
 pub mod log;

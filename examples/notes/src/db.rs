@@ -8,7 +8,18 @@
 //! at once, during a swap or on hosts of a fleet deployed one by one. Applied steps are listed
 //! in `schema_migrations(version)`; each step is idempotent and runs under a lock (SQLite's
 //! write lock, a PostgreSQL advisory lock), so hosts warming up together apply it once.
+//!
+//! SQLite and hot swaps: each build of the app links its own copy of SQLite, and during a swap
+//! two of them use one file in one process. SQLite's file locks are POSIX record locks, which
+//! never conflict within a process, and closing any descriptor of a file drops them all: two
+//! copies cannot see each other's locks, and in WAL mode the old version closing its last
+//! connection deletes the write-ahead log the new one is still writing (a corrupt database).
+//! So the SQLite store uses a rollback journal (no shared WAL files) and every use of a
+//! connection holds an exclusive `flock` on `notes.db.lock`, opened for that use: `flock` locks
+//! belong to the open file, so they exclude each other across copies, versions and threads.
 
+use std::fs::File;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +27,7 @@ use baton_sdk::tracing;
 use postgres::fallible_iterator::FallibleIterator;
 
 use crate::note::{Note, join_tags, now_ms, rfc3339, split_tags};
-use crate::pool::Pool;
+use crate::pool::{Pool, Pooled};
 
 /// The newest schema this code knows.
 pub(crate) const LATEST_SCHEMA: u32 = 2;
@@ -40,6 +51,13 @@ pub(crate) enum DbError {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
+    },
+    /// The lock file beside the SQLite file could not be opened or locked.
+    #[error("cannot lock the SQLite database with {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     /// PostgreSQL did not accept a connection (the URL's password is not shown).
     #[error("cannot connect to PostgreSQL")]
@@ -79,8 +97,64 @@ pub(crate) enum Location {
 }
 
 enum Backend {
-    Sqlite(Pool<rusqlite::Connection>),
+    Sqlite(Sqlite),
     Postgres(Pool<postgres::Client>),
+}
+
+/// SQLite connections, each used under the lock that keeps the versions in one process apart.
+struct Sqlite {
+    pool: Pool<rusqlite::Connection>,
+    /// `notes.db.lock` beside the database.
+    lock: PathBuf,
+}
+
+impl Sqlite {
+    /// A connection, used alone: waits for the exclusive lock, then borrows (or opens) one.
+    fn get(&self) -> Result<Locked<'_>, DbError> {
+        let fail = |source| DbError::Lock {
+            path: self.lock.clone(),
+            source,
+        };
+        // A file opened for this use: a lock held through another descriptor (another
+        // thread's, another version's) excludes this one.
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)
+            .map_err(fail)?;
+        lock.lock().map_err(fail)?;
+        Ok(Locked {
+            conn: self.pool.get()?,
+            _lock: lock,
+        })
+    }
+
+    /// Closes the idle connections.
+    fn clear(&self) {
+        self.pool.clear();
+    }
+}
+
+/// A borrowed SQLite connection and the lock held while it is used (released after the
+/// connection went back: fields drop in order).
+struct Locked<'p> {
+    conn: Pooled<'p, rusqlite::Connection>,
+    _lock: File,
+}
+
+impl Deref for Locked<'_> {
+    type Target = rusqlite::Connection;
+
+    fn deref(&self) -> &rusqlite::Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut rusqlite::Connection {
+        &mut self.conn
+    }
 }
 
 /// The notes store, as one version of the app uses it.
@@ -119,12 +193,10 @@ fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, DbError> {
         source,
     };
     let conn = rusqlite::Connection::open(path).map_err(fail)?;
-    // WAL: readers never wait for the writer, so one version's export does not stall another's
-    // posts; the busy timeout covers two writers (two versions during a swap).
+    // A rollback journal, not WAL: see the module's overview. Uses are one at a time anyway
+    // (the lock file); the busy timeout covers another process on the file.
     conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(fail)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    conn.pragma_update(None, "journal_mode", "DELETE")
         .map_err(fail)?;
     Ok(conn)
 }
@@ -150,8 +222,13 @@ impl Db {
                         source,
                     })?;
                 }
+                let mut lock = path.clone().into_os_string();
+                lock.push(".lock");
                 let path = path.clone();
-                Backend::Sqlite(Pool::new(pool_size, move || open_sqlite(&path)))
+                Backend::Sqlite(Sqlite {
+                    pool: Pool::new(pool_size, move || open_sqlite(&path)),
+                    lock: lock.into(),
+                })
             }
             Location::Postgres(url) => {
                 let mut config: postgres::Config =
@@ -505,7 +582,7 @@ impl Db {
     }
 
     /// Passes every note to `emit`, oldest first, as the rows arrive from the database (never
-    /// all in memory at once).
+    /// all in memory at once; from SQLite, in batches of 100).
     ///
     /// # Errors
     /// The query failed, or `emit` did ([`DbError::Emit`]).
@@ -516,13 +593,19 @@ impl Db {
         let sql = format!("SELECT {} FROM notes ORDER BY id", self.columns());
         let emit_err = |source| DbError::Emit { source };
         match &self.backend {
-            Backend::Sqlite(pool) => {
-                let conn = pool.get()?;
-                let mut stmt = conn.prepare(&sql).map_err(lite("exporting notes"))?;
-                let mut rows = stmt.query([]).map_err(lite("exporting notes"))?;
-                while let Some(row) = rows.next().map_err(lite("exporting notes"))? {
-                    let note = self.lite_row(row).map_err(lite("exporting notes"))?;
-                    emit(&note).map_err(emit_err)?;
+            Backend::Sqlite(_) => {
+                // In batches: the lock a SQLite use holds is not held while a slow client
+                // takes the rows. Ids only grow, so the batches go on where the last one ended.
+                let mut last = 0;
+                loop {
+                    let batch = self.after(last)?;
+                    let Some(end) = batch.last().map(|note| note.id) else {
+                        break;
+                    };
+                    for note in &batch {
+                        emit(note).map_err(emit_err)?;
+                    }
+                    last = end;
                 }
             }
             Backend::Postgres(pool) => {
@@ -557,6 +640,32 @@ mod tests {
         let db = Db::open(&Location::Sqlite(dir.join("notes.db")), schema, 2).unwrap();
         db.migrate().unwrap();
         db
+    }
+
+    #[test]
+    fn a_sqlite_connection_is_used_under_an_exclusive_file_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite(dir.path(), 1);
+        let Backend::Sqlite(store) = &db.backend else {
+            unreachable!("a SQLite store")
+        };
+        let mode: String = store
+            .get()
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete", "no write-ahead log shared between versions");
+        // Another open file (as another version has) cannot lock while a connection is in use.
+        let other = File::open(dir.path().join("notes.db.lock")).unwrap();
+        let held = store.get().unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        drop(held);
+        other.try_lock().unwrap();
+        other.unlock().unwrap();
+        assert_eq!(db.latest_id().unwrap(), 0);
     }
 
     #[test]
