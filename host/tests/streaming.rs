@@ -404,3 +404,33 @@ async fn a_module_of_abi_1_0_gets_every_body_whole_and_lists_no_assets() {
         .await;
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_server_sent_events_arrive_one_by_one() {
+    use std::io::Write;
+    let host = host("");
+    let mut send = connect(&host).await;
+    let mut req = request("GET", "/hello/ticks?ms=50", Generated::new(0, true));
+    req.headers_mut()
+        .insert("accept-encoding", http::HeaderValue::from_static("gzip"));
+    let response = send_on(&mut send, req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let mut body = response.into_body();
+    // Each event is flushed through the encoder: the first ones decode while the stream is
+    // still open.
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    let mut events = 0;
+    while events < 3 {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("an event arrives without waiting for more")
+            .unwrap()
+            .unwrap();
+        decoder.write_all(&frame.into_data().unwrap()).unwrap();
+        decoder.flush().unwrap();
+        events = String::from_utf8_lossy(decoder.get_ref())
+            .matches("data: hello@1.0.0")
+            .count();
+    }
+}
