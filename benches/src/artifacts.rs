@@ -136,6 +136,36 @@ pub fn prepare(
     Ok(artifacts)
 }
 
+/// The `hyper-hello` baseline: `given`, or built with cargo (`release` or `debug` profile).
+///
+/// # Errors
+/// A failed build or a missing file.
+pub fn hyper_hello(release: bool, given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        must_exist([&path])?;
+        return Ok(path);
+    }
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "baton-benches",
+        "--bin",
+        "hyper-hello",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(cmd)?;
+    let path = workspace()
+        .join("target")
+        .join(profile(release))
+        .join("hyper-hello");
+    must_exist([&path])?;
+    Ok(path)
+}
+
 /// Builds `hello` with `BATON_APP_VERSION=version` (see the module docs); returns its path.
 ///
 /// # Errors

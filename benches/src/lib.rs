@@ -13,6 +13,9 @@
 //!   for reference.
 //! - `tlsbench`: `baton` over HTTPS against `hyper-hello` with rustls: full handshakes per
 //!   second and keep-alive throughput, with plain-HTTP `baton` for reference.
+//! - `streambench`: 1 MiB streamed responses from `baton` (`hello`'s `/bytes`) against
+//!   `hyper-hello`'s `/bytes`, and the `notes` example's JSON API (SQLite) against `/hello/` on
+//!   the same host.
 //! - `tlskeys`: loads and unloads a module many times in one process and counts pthread keys.
 //!
 //! The library holds what they share: [`cli`] (the options every program takes, and how a run

@@ -13,6 +13,10 @@
 //! sets and send them back ([`Target::cookies`]), so one connection is one session; and to check
 //! the `counter` example's answers ([`Target::counter`]), so a session lost or a count skipped is
 //! a failed request, never a silently faster one.
+//!
+//! Bodies are read with or without a declared length (`Transfer-Encoding: chunked`, as streamed
+//! responses are sent) and counted ([`Recorded::bytes`]); [`Target::body_bytes`] makes a body of
+//! any other length a failed request, so a cut download never counts as a fast one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,7 +40,8 @@ pub const FAIL_STATUS: u8 = 250;
 pub const FAIL_IO: u8 = 251;
 /// No complete response within the request timeout.
 pub const FAIL_TIMEOUT: u8 = 252;
-/// A 2xx response whose body is not the one expected ([`Target::counter`]).
+/// A 2xx response whose body is not the one expected ([`Target::counter`],
+/// [`Target::body_bytes`]).
 pub const FAIL_BODY: u8 = 253;
 
 /// One request: when it started (µs after the load started), how long it took, and its
@@ -110,6 +115,8 @@ pub struct Target {
     pub tls: Option<TlsClient>,
     /// A new connection for every request (`Connection: close`).
     pub reconnect: bool,
+    /// The length every 2xx body must have; another is [`FAIL_BODY`].
+    pub body_bytes: Option<u64>,
 }
 
 impl Target {
@@ -125,6 +132,7 @@ impl Target {
             tolerate_5xx_from: None,
             tls: None,
             reconnect: false,
+            body_bytes: None,
         }
     }
 }
@@ -143,6 +151,8 @@ pub struct Recorded {
     pub cookies_set: usize,
     /// Counts checked and found right (with [`Target::counter`]).
     pub counts_ok: usize,
+    /// Body bytes of the 2xx responses (after chunked decoding).
+    pub bytes: u64,
 }
 
 impl Recorded {
@@ -159,6 +169,11 @@ impl Recorded {
     /// Successful requests per second.
     pub fn rps(&self) -> f64 {
         (self.samples.len() - self.failed()) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Body bytes of the 2xx responses per second, in MiB (2^20 bytes).
+    pub fn mib_per_sec(&self) -> f64 {
+        self.bytes as f64 / f64::from(1 << 20) / self.elapsed.as_secs_f64()
     }
 
     /// `cpu_secs` of a process's CPU time per successful request, in µs.
@@ -233,6 +248,7 @@ impl Load {
                 }
                 recorded.cookies_set += conn.client.cookies_set;
                 recorded.counts_ok += conn.client.counts_ok;
+                recorded.bytes += conn.bytes;
             }
         }
         recorded
@@ -249,6 +265,8 @@ struct Connection {
     samples: Vec<Sample>,
     errors: Vec<String>,
     client: Client,
+    /// Body bytes of the 2xx responses.
+    bytes: u64,
 }
 
 /// What a connection remembers between requests, as a browser would.
@@ -332,6 +350,7 @@ async fn connection(target: &Target, stop: &AtomicBool, origin: Instant) -> Conn
     let mut errors = Vec::new();
     let mut conn: Option<Box<dyn Io>> = None;
     let mut buf = Vec::with_capacity(4096);
+    let mut bytes = 0;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let outcome = tokio::time::timeout(
@@ -341,11 +360,12 @@ async fn connection(target: &Target, stop: &AtomicBool, origin: Instant) -> Conn
         .await;
         let latency = started.elapsed();
         let outcome = match outcome {
-            Ok(Ok((outcome, cookies_changed))) => {
-                if cookies_changed {
+            Ok(Ok(answer)) => {
+                if answer.cookies_changed {
                     request = client.request(target);
                 }
-                outcome
+                bytes += answer.body_bytes;
+                answer.outcome
             }
             Ok(Err((code, error))) => {
                 // A failed response may still have set cookies (a lost session's
@@ -383,20 +403,136 @@ async fn connection(target: &Target, stop: &AtomicBool, origin: Instant) -> Conn
         samples,
         errors,
         client,
+        bytes,
     }
 }
 
 type Failure = (u8, String);
 
+/// A response read to its end.
+struct Answer {
+    outcome: u8,
+    /// Whether the client's cookies changed.
+    cookies_changed: bool,
+    /// Body bytes of a 2xx response, 0 otherwise.
+    body_bytes: u64,
+}
+
+/// Reads more of the response into `buf`, with room for a large read.
+async fn fill(stream: &mut Box<dyn Io>, buf: &mut Vec<u8>, what: &str) -> Result<(), Failure> {
+    if buf.capacity() - buf.len() < 16 * 1024 {
+        buf.reserve(64 * 1024);
+    }
+    match stream.read_buf(buf).await {
+        Ok(0) => Err((FAIL_IO, format!("connection closed {what}"))),
+        Ok(_) => Ok(()),
+        Err(e) => Err((FAIL_IO, format!("connection error: {e}"))),
+    }
+}
+
+/// Where the line starting at `pos` ends (its CR), or `None` while it is incomplete.
+fn line_end(buf: &[u8], pos: usize) -> Result<Option<usize>, String> {
+    let rest = buf.get(pos..).unwrap_or_default();
+    match rest.windows(2).position(|w| w == b"\r\n") {
+        Some(i) => Ok(Some(pos + i)),
+        None if rest.len() > 4096 => Err("a chunk line longer than 4 KiB".into()),
+        None => Ok(None),
+    }
+}
+
+/// The size of the chunk whose size line is `line` (extensions ignored).
+fn chunk_size(line: &[u8]) -> Result<usize, String> {
+    let text = String::from_utf8_lossy(line);
+    let hex = text.split(';').next().unwrap_or_default().trim();
+    usize::from_str_radix(hex, 16).map_err(|_| format!("bad chunk size line {text:?}"))
+}
+
+/// One step of a chunked body whose next size line starts at `pos`.
+#[derive(Debug, PartialEq, Eq)]
+enum Chunk {
+    /// More bytes are needed.
+    Incomplete,
+    /// Data at `start..start + len`; the next size line starts at `start + len + 2`.
+    Data { start: usize, len: usize },
+    /// The last chunk and the trailers: the body ends before `end`.
+    End { end: usize },
+}
+
+/// Parses the chunk whose size line starts at `pos`.
+fn chunk_at(buf: &[u8], pos: usize) -> Result<Chunk, String> {
+    let Some(eol) = line_end(buf, pos)? else {
+        return Ok(Chunk::Incomplete);
+    };
+    let len = chunk_size(&buf[pos..eol])?;
+    let start = eol + 2;
+    if len == 0 {
+        // Trailer lines until an empty one.
+        let mut at = start;
+        loop {
+            match line_end(buf, at)? {
+                None => return Ok(Chunk::Incomplete),
+                Some(e) if e == at => return Ok(Chunk::End { end: at + 2 }),
+                Some(e) => at = e + 2,
+            }
+        }
+    }
+    let Some(after) = buf.get(start + len..start + len + 2) else {
+        return Ok(Chunk::Incomplete);
+    };
+    if after != b"\r\n" {
+        return Err("chunk data not followed by CRLF".into());
+    }
+    Ok(Chunk::Data { start, len })
+}
+
+/// Reads a chunked body whose first size line starts at `head`; returns where it ends in `buf`,
+/// and its data when `keep` (otherwise empty).
+async fn read_chunked(
+    stream: &mut Box<dyn Io>,
+    buf: &mut Vec<u8>,
+    head: usize,
+    keep: bool,
+) -> Result<(usize, u64, Vec<u8>), Failure> {
+    let (mut pos, mut total, mut data) = (head, 0u64, Vec::new());
+    loop {
+        match chunk_at(buf, pos).map_err(|e| (FAIL_IO, format!("malformed chunked body: {e}")))? {
+            Chunk::Incomplete => fill(stream, buf, "mid-body").await?,
+            Chunk::Data { start, len } => {
+                if keep {
+                    data.extend_from_slice(&buf[start..start + len]);
+                }
+                total += len as u64;
+                pos = start + len + 2;
+            }
+            Chunk::End { end } => return Ok((end, total, data)),
+        }
+    }
+}
+
+/// Decodes a whole chunked body.
+fn decode_chunked(body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let (mut pos, mut data) = (0, Vec::new());
+    loop {
+        match chunk_at(body, pos).map_err(anyhow::Error::msg)? {
+            Chunk::Incomplete => anyhow::bail!("incomplete chunked body"),
+            Chunk::Data { start, len } => {
+                data.extend_from_slice(&body[start..start + len]);
+                pos = start + len + 2;
+            }
+            Chunk::End { .. } => return Ok(data),
+        }
+    }
+}
+
 /// Sends one request and reads its response; leaves `conn` open for the next one unless the
-/// server asked to close. Returns the outcome and whether the client's cookies changed.
+/// server asked to close.
 async fn exchange(
     conn: &mut Option<Box<dyn Io>>,
     target: &Target,
     request: &[u8],
     buf: &mut Vec<u8>,
     client: &mut Client,
-) -> Result<(u8, bool), Failure> {
+) -> Result<Answer, Failure> {
     let io = |e: std::io::Error| (FAIL_IO, format!("connection error: {e}"));
     if conn.is_none() {
         let stream = TcpStream::connect(target.addr).await.map_err(io)?;
@@ -423,6 +559,7 @@ async fn exchange(
             Ok(httparse::Status::Complete(head)) => {
                 let status = response.code.unwrap_or(0);
                 let mut length = None;
+                let mut chunked = false;
                 let mut tag = OK_UNTAGGED;
                 let mut close = false;
                 let mut tolerated = false;
@@ -432,6 +569,10 @@ async fn exchange(
                         length = std::str::from_utf8(header.value)
                             .ok()
                             .and_then(|v| v.trim().parse::<usize>().ok());
+                    } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                        chunked = String::from_utf8_lossy(header.value)
+                            .to_ascii_lowercase()
+                            .contains("chunked");
                     } else if header.name.eq_ignore_ascii_case("x-baton-version") {
                         tolerated = target
                             .tolerate_5xx_from
@@ -450,21 +591,36 @@ async fn exchange(
                         set_cookies.push(String::from_utf8_lossy(header.value).into_owned());
                     }
                 }
-                let Some(length) = length else {
+                let ok = (200..300).contains(&status);
+                // The body: its end in `buf`, its length, and its bytes when they are checked.
+                let (end, body_bytes, body) = if chunked {
+                    read_chunked(stream, buf, head, ok && target.counter).await?
+                } else if let Some(length) = length {
+                    while buf.len() < head + length {
+                        fill(stream, buf, "mid-body").await?;
+                    }
+                    let body = if ok && target.counter {
+                        buf[head..head + length].to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    (head + length, length as u64, body)
+                } else {
                     return Err((FAIL_IO, format!("status {status} without content-length")));
                 };
-                while buf.len() < head + length {
-                    if stream.read_buf(buf).await.map_err(io)? == 0 {
-                        return Err((FAIL_IO, "connection closed mid-body".into()));
-                    }
-                }
-                let ok = (200..300).contains(&status);
-                let checked = if ok && target.counter {
-                    client.check_count(&buf[head..head + length])
-                } else {
+                let checked = if !ok {
                     Ok(())
+                } else if target.counter {
+                    client.check_count(&body)
+                } else {
+                    match target.body_bytes {
+                        Some(want) if want != body_bytes => {
+                            Err(format!("a body of {body_bytes} bytes, expected {want}"))
+                        }
+                        _ => Ok(()),
+                    }
                 };
-                buf.drain(..head + length);
+                buf.drain(..end);
                 if close {
                     if target.reconnect {
                         // Let the server close first, so the TIME_WAIT state (and a local
@@ -477,22 +633,56 @@ async fn exchange(
                 for cookie in &set_cookies {
                     client.set_cookie(cookie);
                 }
+                let cookies_changed = !set_cookies.is_empty();
                 if tolerated && (500..600).contains(&status) {
-                    return Ok((TOLERATED_5XX, !set_cookies.is_empty()));
+                    return Ok(Answer {
+                        outcome: TOLERATED_5XX,
+                        cookies_changed,
+                        body_bytes: 0,
+                    });
                 }
                 if !ok {
                     return Err((FAIL_STATUS, format!("status {status}")));
                 }
                 checked.map_err(|e| (FAIL_BODY, e))?;
-                return Ok((tag, !set_cookies.is_empty()));
+                return Ok(Answer {
+                    outcome: tag,
+                    cookies_changed,
+                    body_bytes,
+                });
             }
-            Ok(httparse::Status::Partial) => {
-                if stream.read_buf(buf).await.map_err(io)? == 0 {
-                    return Err((FAIL_IO, "connection closed before a response".into()));
-                }
-            }
+            Ok(httparse::Status::Partial) => fill(stream, buf, "before a response").await?,
             Err(e) => return Err((FAIL_IO, format!("malformed response: {e}"))),
         }
+    }
+}
+
+/// A response read to its end by [`request`].
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lower case) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, chunked encoding decoded.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The first value of header `name` (lower case), or `""`.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (lower case).
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -501,7 +691,8 @@ async fn exchange(
 /// # Errors
 /// Connection errors and malformed responses.
 pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    send(addr, "GET", path, &[]).await
+    let reply = request(addr, "GET", path, &[], &[]).await?;
+    Ok((reply.status, reply.body))
 }
 
 /// `POST path` with `body` on a fresh connection (`Connection: close`); returns status and body.
@@ -509,30 +700,63 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)>
 /// # Errors
 /// Connection errors and malformed responses.
 pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-    send(addr, "POST", path, body).await
+    let reply = request(addr, "POST", path, &[], body).await?;
+    Ok((reply.status, reply.body))
 }
 
-async fn send(
+/// `method path` with `headers` and `body` on a fresh connection (`Connection: close`), read
+/// to its end.
+///
+/// # Errors
+/// Connection errors and malformed responses.
+pub async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
-) -> anyhow::Result<(u16, Vec<u8>)> {
+) -> anyhow::Result<Reply> {
     let mut stream = TcpStream::connect(addr).await?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await?;
     stream.write_all(body).await?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await?;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    match response.parse(&buf)? {
-        httparse::Status::Complete(head) => Ok((response.code.unwrap_or(0), buf[head..].to_vec())),
-        httparse::Status::Partial => anyhow::bail!("incomplete response from {addr}{path}"),
-    }
+    let mut parsed = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut parsed);
+    let httparse::Status::Complete(head) = response.parse(&buf)? else {
+        anyhow::bail!("incomplete response from {addr}{path}");
+    };
+    let headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        decode_chunked(&buf[head..])?
+    } else {
+        buf[head..].to_vec()
+    };
+    Ok(Reply {
+        status: response.code.unwrap_or(0),
+        headers,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -571,5 +795,27 @@ mod tests {
         assert!(client.check_count(b"count 4\n").is_ok());
         assert!(client.check_count(b"count 6\n").is_err());
         assert_eq!(client.counts_ok, 4);
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded_across_reads() {
+        let body = b"4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        assert_eq!(decode_chunked(body).unwrap(), b"abcdefg");
+        assert_eq!(chunk_at(body, 0), Ok(Chunk::Data { start: 3, len: 4 }));
+        assert_eq!(chunk_at(body, 9), Ok(Chunk::Data { start: 18, len: 3 }));
+        assert_eq!(chunk_at(body, 23), Ok(Chunk::End { end: 42 }));
+        assert_eq!(&body[42..], b"NEXT");
+        // Any prefix is incomplete, never an error or a short body.
+        for cut in 0..42 {
+            let parsed = (0..)
+                .try_fold(0, |pos, _| match chunk_at(&body[..cut], pos) {
+                    Ok(Chunk::Data { start, len }) => Ok(start + len + 2),
+                    other => Err(other),
+                })
+                .unwrap_err();
+            assert_eq!(parsed, Ok(Chunk::Incomplete), "cut at {cut}");
+        }
+        assert!(decode_chunked(b"zz\r\n").is_err());
+        assert!(decode_chunked(b"2\r\nabcd\r\n").is_err());
     }
 }

@@ -2,7 +2,8 @@
 //! `swapbench` must complete every swap without failing a request, `sessionbench` must keep one
 //! session per connection and see every count on plain, TLS and Cluster Redis, `tlsbench` must
 //! fail no request over TLS, `hostbench` must upgrade the host without failing a request and
-//! fail at most one request per connection when the serving process is killed.
+//! fail at most one request per connection when the serving process is killed, `streambench`
+//! must deliver every large body whole from both servers and list the notes it posted.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -233,4 +234,45 @@ fn a_short_hostbench_run_upgrades_without_failures_and_bounds_a_crash() {
             > 0.0
     );
     assert!(table.contains("targets"), "{table}");
+}
+
+#[test]
+fn a_short_streambench_run_delivers_every_body_whole() {
+    let modules = build_apart(&["-p", "hello", "-p", "notes", "--lib"]);
+    // 200 KiB: three full 64 KiB frames and a short one.
+    let (result, table) = run_bench(
+        env!("CARGO_BIN_EXE_streambench"),
+        "--debug --rounds 1 --connections 4 --round-secs 0.5 --warmup-secs 0.2 \
+         --body-bytes 204800 --notes 3",
+        &[
+            ("--baton", baton()),
+            ("--hyper", PathBuf::from(env!("CARGO_BIN_EXE_hyper-hello"))),
+            ("--hello", modules.join("libhello.so")),
+            ("--notes-module", modules.join("libnotes.so")),
+        ],
+    );
+    let round = result["rounds"][0].as_array().unwrap();
+    let kinds: Vec<&str> = round.iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["hyper_bytes", "baton_bytes", "hello", "notes"],
+        "{table}"
+    );
+    for measure in round {
+        // A body shorter or longer than asked is a failed request.
+        assert_eq!(measure["failed"], 0, "{table}");
+        assert!(measure["requests"].as_u64().unwrap() > 4, "{table}");
+    }
+    for large in &round[..2] {
+        assert!(large["mib_per_sec"].as_f64().unwrap() > 0.0, "{table}");
+    }
+    assert_eq!(result["failed_requests"], 0, "{table}");
+    assert_eq!(result["notes_listed"], 3, "{table}");
+    for ratio in ["streaming_ratio_median", "notes_ratio_median"] {
+        assert!(result[ratio].as_f64().unwrap() > 0.0, "{ratio}: {table}");
+    }
+    assert!(
+        table.contains("streaming (200 KiB bodies) / bare hyper: target >= 0.9: "),
+        "{table}"
+    );
 }

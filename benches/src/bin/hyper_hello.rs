@@ -1,8 +1,13 @@
-//! `hyper-hello`: the bare hyper baseline for `swapbench` and `tlsbench`. It answers every
-//! request with a short greeting on the same runtime shape as the `baton` host (tokio
-//! multi-thread, default worker count, `TCP_NODELAY`), and prints `listening addr=IP:PORT` on
-//! stderr once bound. With `--tls-cert` and `--tls-key` it serves HTTPS (rustls with the `ring`
-//! provider, as the host; ALPN `http/1.1`).
+//! `hyper-hello`: the bare hyper baseline for `swapbench`, `tlsbench` and `streambench`. It
+//! answers every request with a short greeting on the same runtime shape as the `baton` host
+//! (tokio multi-thread, default worker count, `TCP_NODELAY`), and prints `listening
+//! addr=IP:PORT` on stderr once bound. With `--tls-cert` and `--tls-key` it serves HTTPS (rustls
+//! with the `ring` provider, as the host; ALPN `http/1.1`).
+//!
+//! `GET /bytes?n=N` answers N bytes (`a`…`z` repeating, as the `hello` example's `/bytes`) in
+//! 64 KiB frames without a declared length, so hyper sends them chunked as the host sends a
+//! streamed response. The frames are slices of one shared block: no copy, the least a server
+//! can do.
 //!
 //! ```text
 //! hyper-hello [--listen 127.0.0.1:0] [--tls-cert CHAIN.pem --tls-key KEY.pem]
@@ -16,7 +21,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -24,10 +30,73 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+/// The size of a `/bytes` frame, as the host's streamed writes.
+const FRAME: usize = 64 * 1024;
+
+/// A `/bytes` body: `left` bytes in [`FRAME`]-sized slices of `block`, with no declared length.
+struct Download {
+    block: Bytes,
+    left: u64,
+}
+
+impl Body for Download {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let take = usize::try_from(self.left).map_or(FRAME, |left| left.min(FRAME));
+        self.left -= take as u64;
+        std::task::Poll::Ready(Some(Ok(Frame::data(self.block.slice(..take)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Unknown, like a streamed response from the host: sent chunked.
+        SizeHint::default()
+    }
+}
+
+/// `n` of `/bytes?n=N`.
+fn bytes_wanted(request: &http::Request<hyper::body::Incoming>) -> Option<u64> {
+    request
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("n="))?
+        .parse()
+        .ok()
+}
+
 async fn hello(
-    _: http::Request<hyper::body::Incoming>,
-) -> Result<http::Response<Full<Bytes>>, Infallible> {
-    let mut response = http::Response::new(Full::new(Bytes::from_static(b"hello from hyper\n")));
+    request: http::Request<hyper::body::Incoming>,
+    block: Bytes,
+) -> Result<http::Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    if request.uri().path() == "/bytes" {
+        let mut response = match bytes_wanted(&request) {
+            Some(left) => http::Response::new(Download { block, left }.boxed()),
+            None => {
+                let mut r = http::Response::new(Full::from("?n=N expected\n").boxed());
+                *r.status_mut() = http::StatusCode::BAD_REQUEST;
+                r
+            }
+        };
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return Ok(response);
+    }
+    let mut response =
+        http::Response::new(Full::new(Bytes::from_static(b"hello from hyper\n")).boxed());
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -70,6 +139,7 @@ fn main() -> anyhow::Result<()> {
         (None, None) => None,
         _ => anyhow::bail!(usage),
     };
+    let block: Bytes = (0..FRAME).map(|i| b'a' + (i % 26) as u8).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -86,19 +156,17 @@ fn main() -> anyhow::Result<()> {
             };
             let _ = stream.set_nodelay(true);
             let tls = tls.clone();
+            let block = block.clone();
             tokio::spawn(async move {
+                let service = service_fn(move |request| hello(request, block.clone()));
                 let http = http1::Builder::new();
                 match tls {
                     None => {
-                        let _ = http
-                            .serve_connection(TokioIo::new(stream), service_fn(hello))
-                            .await;
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
                     }
                     Some(tls) => {
                         if let Ok(stream) = tls.accept(stream).await {
-                            let _ = http
-                                .serve_connection(TokioIo::new(stream), service_fn(hello))
-                                .await;
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
                         }
                     }
                 }
