@@ -14,9 +14,13 @@ struct Script(std::process::Child);
 
 impl Drop for Script {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.0.id())])
-            .status();
+        // The script runs in a process group of its own whose id is its pid (see below).
+        let group = i32::try_from(self.0.id()).expect("a pid fits an i32");
+        assert!(group > 1, "not a process group to kill: {group}");
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(group),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.0.wait();
     }
 }
@@ -46,9 +50,10 @@ async fn run_examples_serves_every_example_app_on_embedded_defaults() {
     let workdir = tempfile::tempdir().unwrap();
     let log = workdir.path().join("baton.log");
     let root = baton_testkit::build::workspace();
-    let mut script = Command::new("setsid");
+    let mut script = Command::new(root.join("scripts/run-examples"));
+    // A process group of its own (the host and its serving process), killed as one.
+    std::os::unix::process::CommandExt::process_group(&mut script, 0);
     script
-        .arg(root.join("scripts/run-examples"))
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .env("BATON_PROFILE", "debug")
         .env("BATON_WORKDIR", workdir.path())
