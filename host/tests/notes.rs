@@ -7,15 +7,13 @@ mod support;
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use support::http::Reply;
@@ -69,34 +67,6 @@ fn sqlite_config(dir: &Path) -> String {
         "{{ data_dir = {:?}, poll_ms = 100 }}",
         dir.to_str().unwrap()
     )
-}
-
-/// A request body sent in 64 KiB chunks without a declared length (chunked encoding).
-struct Chunked {
-    left: u64,
-    chunk: Bytes,
-}
-
-impl Body for Chunked {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        if this.left == 0 {
-            return Poll::Ready(None);
-        }
-        let take = this.left.min(this.chunk.len() as u64);
-        this.left -= take;
-        Poll::Ready(Some(Ok(Frame::data(this.chunk.slice(..take as usize)))))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
 }
 
 /// A browser tab on the app: the session cookie it was last given, each request on a new
@@ -487,13 +457,7 @@ async fn api_flow(host: &HostProc, data_dir: &Path) {
     );
 
     // A 5 MiB upload, streamed without a declared length, lands on disk whole.
-    let chunked = |left| {
-        Chunked {
-            left,
-            chunk: Bytes::from(vec![b'n'; 64 * 1024]),
-        }
-        .boxed()
-    };
+    let chunked = |left| support::body::Generated::new(left, false).boxed();
     // (A small body: the refusal comes before the body is read, and the host does not wait
     // for a large one before it answers.)
     let refused = alice

@@ -4,16 +4,13 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use support::body::Generated;
 use support::{GUARD_OFF, HostProc, eventually, hello};
 
 const MIB: u64 = 1024 * 1024;
@@ -40,48 +37,18 @@ fn host(config: &str) -> HostProc {
     HostProc::start_with_config(&[hello("1.0.0")], &format!("{GUARD_OFF}{config}"))
 }
 
-/// A body of `len` bytes made as it is sent, in 64 KiB frames; `declared` says whether its
-/// length is announced (`Content-Length`) or not (chunked).
-struct Generated {
-    left: u64,
-    declared: bool,
-    chunk: Bytes,
-}
-
-impl Generated {
-    fn new(len: u64, declared: bool) -> Generated {
-        Generated {
-            left: len,
-            declared,
-            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
-        }
-    }
-}
-
-impl Body for Generated {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        if this.left == 0 {
-            return Poll::Ready(None);
-        }
-        let take = this.left.min(this.chunk.len() as u64);
-        this.left -= take;
-        Poll::Ready(Some(Ok(Frame::data(this.chunk.slice(..take as usize)))))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.declared {
-            SizeHint::with_exact(self.left)
-        } else {
-            SizeHint::default()
-        }
-    }
+/// Waits until `version` of `hello` is retired (drained and unloaded).
+async fn retired(host: &HostProc, version: &str) {
+    eventually(
+        Duration::from_secs(30),
+        "the old version retired",
+        async || {
+            let status = support::status(host).await;
+            let app = support::app(&status, "hello");
+            (support::version(app, version)["state"] == "retired").then_some(())
+        },
+    )
+    .await;
 }
 
 /// Sends `req` on `send` once the connection is ready for it.
@@ -334,12 +301,7 @@ async fn server_sent_events_end_on_a_swap_and_reconnect_to_the_new_version() {
         let frame = body.frame().await.unwrap().unwrap();
         text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap()));
     }
-    eventually(Duration::from_secs(30), "1.0.0 retired", async || {
-        let status = support::status(&host).await;
-        let app = support::app(&status, "hello");
-        (support::version(app, "1.0.0")["state"] == "retired").then_some(())
-    })
-    .await;
+    retired(&host, "1.0.0").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,12 +324,7 @@ async fn a_stream_still_running_at_the_drain_deadline_is_cut() {
     body.frame().await.unwrap().unwrap();
     host.drop_module(&hello("2.0.0"), "hello.so");
     // The client reads nothing more: the handler blocks in a write until the cut.
-    eventually(Duration::from_secs(30), "1.0.0 retired", async || {
-        let status = support::status(&host).await;
-        let app = support::app(&status, "hello");
-        (support::version(app, "1.0.0")["state"] == "retired").then_some(())
-    })
-    .await;
+    retired(&host, "1.0.0").await;
     // The client sees the response cut, not a complete body.
     let mut outcome = Ok(());
     while let Some(frame) = body.frame().await {

@@ -404,6 +404,9 @@ async fn dispatch(
         if out.status == http::StatusCode::SERVICE_UNAVAILABLE && sessions.is_down() {
             // The app passed on the store's outage, which `Sessions` logs once.
             tracing::debug!(%error, "handler error during a session store outage");
+        } else if out.status.is_client_error() {
+            // The client's mistake (a body too large, a bad form): not the app's failure.
+            tracing::debug!(status = out.status.as_u16(), %error, "handler refused the request");
         } else {
             tracing::warn!(status = out.status.as_u16(), %error, "handler error");
         }

@@ -3,6 +3,7 @@
 //! for a test, its JSON log, and real HTTP to it.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod body;
 pub mod http;
 pub mod jar;
 pub mod load;
