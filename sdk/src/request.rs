@@ -255,6 +255,11 @@ impl<'a> Request<'a> {
 
     /// The whole body, or why it could not be read.
     ///
+    /// ```
+    /// let req = baton_sdk::Request::builder("POST", "/").body(b"{}").build();
+    /// assert_eq!(req.try_body().unwrap(), b"{}");
+    /// ```
+    ///
     /// # Errors
     /// [`RequestError::BodyTooLarge`] (413), [`RequestError::BodyTimedOut`] (408) or
     /// [`RequestError::BodyUnreadable`] (400), all of which answer themselves with `?`.
@@ -315,23 +320,46 @@ impl<'a> Request<'a> {
 
     /// Where the app is mounted, e.g. `/notes` (empty for an app at the root): prefix it to
     /// build links, as a servlet's context path.
+    ///
+    /// ```
+    /// let req = baton_sdk::Request::builder("GET", "/").mount("/notes").build();
+    /// assert_eq!(format!("{}/login", req.mount()), "/notes/login");
+    /// ```
     pub fn mount(&self) -> &'a str {
         self.origin.mount
     }
 
     /// The TCP peer: the client, or the proxy in front of the host.
+    ///
+    /// ```
+    /// let peer = "192.0.2.7:50123".parse().unwrap();
+    /// let req = baton_sdk::Request::builder("GET", "/").peer_addr(peer).build();
+    /// assert_eq!(req.peer_addr(), Some(peer));
+    /// ```
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.origin.peer
     }
 
     /// The client's address: the peer's, or, when the peer is one of the host's
     /// `http.trusted_proxies`, the address it forwarded (`Forwarded` or `X-Forwarded-For`).
+    ///
+    /// ```
+    /// let req = baton_sdk::Request::builder("GET", "/")
+    ///     .peer_addr("192.0.2.7:50123".parse().unwrap())
+    ///     .build();
+    /// assert_eq!(req.client_addr(), Some("192.0.2.7".parse().unwrap()));
+    /// ```
     pub fn client_addr(&self) -> Option<IpAddr> {
         self.origin.client.or(self.origin.peer.map(|p| p.ip()))
     }
 
     /// `https` or `http`, as the client used it (a trusted proxy's `X-Forwarded-Proto` or
     /// `Forwarded: proto=` included).
+    ///
+    /// ```
+    /// let req = baton_sdk::Request::builder("GET", "/").build();
+    /// assert_eq!((req.scheme(), req.is_secure()), ("http", false));
+    /// ```
     pub fn scheme(&self) -> &'static str {
         if self.origin.https { "https" } else { "http" }
     }
@@ -343,6 +371,10 @@ impl<'a> Request<'a> {
 
     /// Whether the version handling this request stopped taking new requests (a newer version
     /// took over, or the host is stopping). Always `false` outside a host.
+    ///
+    /// ```
+    /// assert!(!baton_sdk::Request::builder("GET", "/").build().is_draining());
+    /// ```
     pub fn is_draining(&self) -> bool {
         self.body.host.is_some_and(|io| io.draining())
     }
@@ -350,7 +382,11 @@ impl<'a> Request<'a> {
     /// The versioned URL of one of the app's [assets](crate::Assets), with the mount:
     /// `/notes/static/app.css?v=HASH`. The host answers it from the version whose file has that
     /// hash, so a page keeps its own version's files during a swap. `None` if there is no such
-    /// file.
+    /// file (and outside a host, which lists the app's assets).
+    ///
+    /// ```
+    /// assert_eq!(baton_sdk::Request::builder("GET", "/").build().asset_url("/app.css"), None);
+    /// ```
     pub fn asset_url(&self, path: &str) -> Option<String> {
         let url = self.assets?.url(path)?;
         Some(format!("{}{url}", self.origin.mount))
