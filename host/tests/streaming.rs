@@ -131,16 +131,14 @@ async fn a_200_mb_upload_and_download_stream_through_flat_memory() {
 
     // Upload: the handler counts the bytes as they arrive.
     let mut send = connect(&host).await;
+    // The host's memory is sampled every 20 ms while the upload runs.
+    let sampled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
-        let pid = host.pid();
+        let (pid, sampled) = (host.pid(), std::sync::Arc::clone(&sampled));
         tokio::spawn(async move {
-            let mut peak = 0;
             loop {
-                peak = rss(pid).max(peak);
+                sampled.fetch_max(rss(pid), std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                if peak == u64::MAX {
-                    break peak;
-                }
             }
         })
     };
@@ -153,8 +151,10 @@ async fn a_200_mb_upload_and_download_stream_through_flat_memory() {
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, format!("{LARGE}\n"));
-    let upload_peak = rss(host.pid());
     sampler.abort();
+    let upload_peak = sampled
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .max(rss(host.pid()));
 
     // Download: 200 MB streamed by the handler in 64 KiB writes.
     let response = send_on(
@@ -176,6 +176,12 @@ async fn a_200_mb_upload_and_download_stream_through_flat_memory() {
     assert_eq!(received, LARGE);
 
     let peak = upload_peak.max(download_peak);
+    eprintln!(
+        "host RSS: idle {} KiB, peak {} KiB while moving {} MiB each way",
+        idle / 1024,
+        peak / 1024,
+        LARGE / MIB
+    );
     assert!(
         peak < idle + RSS_SLACK,
         "host RSS grew from {} MiB idle to {} MiB moving {} MiB",
