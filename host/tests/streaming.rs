@@ -397,3 +397,40 @@ async fn compressed_server_sent_events_arrive_one_by_one() {
             .count();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_a_body_holds_a_worker_no_longer_than_the_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The client stalls for less than the body read and idle timeouts, so only the request
+    // timeout can end it.
+    let host = host(
+        "[limits]\nrequest_timeout_ms = 1000\n\
+         [http]\nbody_read_timeout_ms = 120000\nidle_timeout_ms = 120000\n",
+    );
+    let url: http::Uri = host.url("/").parse().unwrap();
+    let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap());
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = "POST /hello/upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1048576\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // More than the first part, so the handler is reading the rest when the client stops.
+    stream.write_all(&vec![b'x'; 200 * 1024]).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut answer))
+        .await
+        .expect("the request timeout answers")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    // The handler's read failed when the request timed out: it returned and its thread is free,
+    // while the client still holds its connection open.
+    eventually(Duration::from_secs(15), "no handler stuck", async || {
+        let status = support::status(&host).await;
+        let app = support::app(&status, "hello");
+        let version = support::version(app, "1.0.0");
+        (version["stuck"] == 0).then_some(())
+    })
+    .await;
+    let r = support::http::Http::new().get(&host.url("/hello/")).await;
+    assert_eq!(r.status, 200);
+    drop(stream);
+}

@@ -7,7 +7,7 @@
 //! its worker thread.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderValue, SET_COOKIE};
@@ -16,6 +16,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body as _;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -256,8 +257,10 @@ impl FirstPart {
         Ok(())
     }
 
-    /// The rest of the body, read ahead by a task as the handler takes it.
-    fn pump(&mut self, limits: &Limits) -> Option<BodyRest> {
+    /// The rest of the body, read ahead by a task as the handler takes it. Once `give_up` is
+    /// cancelled (the request timed out) the handler's next read fails instead of waiting for a
+    /// client that sends slowly, so its thread is not held past the request's time.
+    fn pump(&mut self, limits: &Limits, give_up: CancellationToken) -> Option<BodyRest> {
         let (mut body, taken) = self.rest.take()?;
         let allowed = limits.max_body_bytes.saturating_sub(taken);
         let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
@@ -265,7 +268,11 @@ impl FirstPart {
             async move {
                 let mut read = 0u64;
                 loop {
-                    let item = match body.frame().await {
+                    let frame = tokio::select! {
+                        frame = body.frame() => frame,
+                        () = give_up.cancelled() => Some(Err(BodyError::Stalled(Duration::ZERO))),
+                    };
+                    let item = match frame {
                         None => return,
                         Some(Ok(frame)) => match frame.into_data() {
                             Ok(data) => {
@@ -367,7 +374,8 @@ async fn dispatch(
     } = admitted;
     // A client that reached a trusted proxy over HTTPS gets a `Secure` cookie too.
     let session = sessions.begin(&parts.headers, origin.https);
-    let rest = body.pump(limits);
+    let give_up = CancellationToken::new();
+    let rest = body.pump(limits, give_up.clone());
     let mut call = version.dispatch(
         guard,
         Some(permit),
@@ -384,6 +392,9 @@ async fn dispatch(
         },
     );
     let Ok(outcome) = tokio::time::timeout(limits.request_timeout(), &mut call.reply).await else {
+        // A handler waiting for a slow client's body fails its read now instead of holding its
+        // thread for as long as the client keeps trickling.
+        give_up.cancel();
         version.overran(&call);
         return Err(Rejection::Timeout {
             timeout_ms: limits.request_timeout_ms,
