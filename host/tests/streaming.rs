@@ -434,3 +434,36 @@ async fn a_client_trickling_a_body_holds_a_worker_no_longer_than_the_request_tim
     assert_eq!(r.status, 200);
     drop(stream);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_max_streams_are_refused_and_other_requests_keep_their_workers() {
+    let host = host("[limits]\nmax_streams = 2\nworker_threads = 4\n");
+    let ticks = || request("GET", "/hello/ticks?ms=50", Generated::new(0, true));
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut send = connect(&host).await;
+        let r = send_on(&mut send, ticks()).await.unwrap();
+        assert_eq!(r.status(), 200);
+        open.push((send, r.into_body()));
+    }
+    // A third stream would take a worker the version keeps for other requests.
+    let mut send = connect(&host).await;
+    let refused = send_on(&mut send, ticks()).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let r = support::http::Http::new().get(&host.url("/hello/")).await;
+    assert_eq!(r.status, 200);
+
+    // A stream that ends gives its place back.
+    drop(open.pop());
+    eventually(
+        Duration::from_secs(20),
+        "a stream's place back",
+        async || {
+            let mut send = connect(&host).await;
+            let r = send_on(&mut send, ticks()).await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+}

@@ -30,6 +30,9 @@ pub struct Limits {
     /// How long a streamed response waits for a slow client to take more data before it gives
     /// up (the handler's write fails and the response is cut).
     pub stream_send_timeout_ms: u64,
+    /// Streamed responses one version sends at once (each holds a worker thread while it
+    /// runs); one more is a 503 with `Retry-After`, so streams cannot take every worker.
+    pub max_streams: usize,
 }
 
 impl Default for Limits {
@@ -43,6 +46,7 @@ impl Default for Limits {
             worker_stack_mib: 8,
             max_stuck_threads: 16,
             stream_send_timeout_ms: 60_000,
+            max_streams: 8,
         }
     }
 }
@@ -69,6 +73,7 @@ impl Limits {
             ("request_timeout_ms", self.request_timeout_ms),
             ("worker_stack_mib", self.worker_stack_mib as u64),
             ("stream_send_timeout_ms", self.stream_send_timeout_ms),
+            ("max_streams", self.max_streams as u64),
         ]);
         if let Some(what) = zero {
             return Err(Error::Config(format!("{scope}: {what} must be at least 1")));
@@ -102,4 +107,6 @@ pub struct LimitOverrides {
     pub max_stuck_threads: Option<usize>,
     /// See [`Limits::stream_send_timeout_ms`].
     pub stream_send_timeout_ms: Option<u64>,
+    /// See [`Limits::max_streams`].
+    pub max_streams: Option<usize>,
 }

@@ -257,6 +257,7 @@ impl Config {
             stream_send_timeout_ms: o
                 .stream_send_timeout_ms
                 .unwrap_or(base.stream_send_timeout_ms),
+            max_streams: o.max_streams.unwrap_or(base.max_streams),
         }
     }
 

@@ -128,6 +128,8 @@ pub struct Version {
     cut: tokio_util::sync::CancellationToken,
     /// Whether the instance reads bodies and writes responses as streams (ABI 1.1).
     streams: AtomicBool,
+    /// Streamed responses running now.
+    open_streams: AtomicUsize,
     /// The static files the version serves without calling its module, copied at start.
     assets: std::sync::OnceLock<crate::assets::AssetTable>,
 }
@@ -216,6 +218,7 @@ impl Version {
             header,
             cut: tokio_util::sync::CancellationToken::new(),
             streams: AtomicBool::new(false),
+            open_streams: AtomicUsize::new(0),
             assets: std::sync::OnceLock::new(),
         }))
     }
@@ -308,6 +311,16 @@ impl Version {
     /// them end. For a drain whose deadline passed.
     pub(crate) fn cut_streams(&self) {
         self.cut.cancel();
+    }
+
+    /// Takes a place for one more streamed response, unless `max_streams` run already.
+    pub(crate) fn open_stream(self: &Arc<Self>) -> Option<io::StreamSlot> {
+        let open = self.open_streams.fetch_add(1, SeqCst);
+        if open >= self.limits.max_streams {
+            self.open_streams.fetch_sub(1, SeqCst);
+            return None;
+        }
+        Some(io::StreamSlot(Arc::clone(self)))
     }
 
     /// Whether the version's module takes request bodies and sends responses as streams.
@@ -466,7 +479,9 @@ impl Version {
         let path = path.to_owned();
         let status = |reply: &Reply| match reply {
             Reply::Full(response) | Reply::Stream { head: response, .. } => response.status,
-            Reply::SessionFailed(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+            Reply::SessionFailed(_) | Reply::TooManyStreams { .. } => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         match outcome {
             Ok(Ok(Ok(reply))) if status(&reply).is_success() => Ok(()),

@@ -35,6 +35,11 @@ pub(crate) enum Rejection {
         /// The app's queue timeout.
         queue_timeout_ms: u64,
     },
+    /// The handler began a streamed response while its version ran `max_streams` already.
+    TooManyStreams {
+        /// The limit.
+        max: usize,
+    },
     /// Too many of the version's handlers are stuck past the request timeout.
     Stuck {
         /// How many are.
@@ -115,6 +120,13 @@ impl Rejection {
                     "request refused: app at its concurrency limit"
                 );
                 unavailable("503 Service Unavailable: the app is at capacity\n")
+            }
+            Rejection::TooManyStreams { max } => {
+                tracing::warn!(
+                    max,
+                    "streamed response refused: the version's streams are all taken"
+                );
+                unavailable("503 Service Unavailable: too many streamed responses\n")
             }
             Rejection::Stuck { stuck } => {
                 tracing::warn!(stuck, "request refused: too many handlers stuck");
@@ -229,6 +241,13 @@ mod tests {
                 retry.clone(),
                 None,
                 "503 Service Unavailable: the app is at capacity\n",
+            ),
+            (
+                Rejection::TooManyStreams { max: 8 },
+                503,
+                retry.clone(),
+                None,
+                "503 Service Unavailable: too many streamed responses\n",
             ),
             (
                 Rejection::Stuck { stuck: 3 },

@@ -410,6 +410,7 @@ async fn dispatch(
         }
         Reply::Stream { head, cookie, body } => (head, Body::stream(body), cookie, true),
         Reply::SessionFailed(e) => return Err(Rejection::SessionStore(e)),
+        Reply::TooManyStreams { max } => return Err(Rejection::TooManyStreams { max }),
     };
     if let Some(error) = &out.error {
         if out.status == http::StatusCode::SERVICE_UNAVAILABLE && sessions.is_down() {

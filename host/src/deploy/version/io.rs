@@ -35,6 +35,21 @@ pub(crate) enum Reply {
     },
     /// The handler began a stream but its session changes could not be stored.
     SessionFailed(StoreError),
+    /// The handler began a stream while the version ran `max_streams` already.
+    TooManyStreams {
+        /// The version's limit.
+        max: usize,
+    },
+}
+
+/// A streamed response's place among its version's `max_streams`, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct StreamSlot(pub(super) Arc<Version>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, SeqCst);
+    }
 }
 
 /// How a streamed body ended, as its worker reports it.
@@ -105,7 +120,7 @@ pub(crate) struct WorkerIo {
     rest: Option<BodyRest>,
     current: Bytes,
     reply: Option<oneshot::Sender<Result<Reply, CallError>>>,
-    stream: Option<(mpsc::Sender<Bytes>, Arc<StreamEnd>)>,
+    stream: Option<(mpsc::Sender<Bytes>, Arc<StreamEnd>, StreamSlot)>,
     session: Option<Arc<RequestSession>>,
     version: Arc<Version>,
     runtime: tokio::runtime::Handle,
@@ -139,7 +154,7 @@ impl WorkerIo {
             let _ = reply.send(result.map(Reply::Full));
             return;
         }
-        let Some((tx, end)) = self.stream.take() else {
+        let Some((tx, end, _slot)) = self.stream.take() else {
             // The stream's head failed; its answer went out already.
             return;
         };
@@ -196,6 +211,13 @@ impl RequestIo for WorkerIo {
         let Some(reply) = self.reply.take() else {
             return Err(StreamClosed("the response has already been sent".into()));
         };
+        let Some(slot) = self.version.open_stream() else {
+            let max = self.version.limits.max_streams;
+            let _ = reply.send(Ok(Reply::TooManyStreams { max }));
+            return Err(StreamClosed(format!(
+                "the version sends {max} streamed responses already (limits.max_streams)"
+            )));
+        };
         let cookie = match &self.session {
             Some(session) => match self.runtime.block_on(session.finish()) {
                 Ok(cookie) => cookie,
@@ -220,12 +242,12 @@ impl RequestIo for WorkerIo {
         {
             return Err(StreamClosed("the client is gone".into()));
         }
-        self.stream = Some((tx, end));
+        self.stream = Some((tx, end, slot));
         Ok(())
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), StreamClosed> {
-        let Some((tx, _)) = &self.stream else {
+        let Some((tx, _, _)) = &self.stream else {
             return Err(StreamClosed("the response is not a stream".into()));
         };
         if bytes.is_empty() {
