@@ -307,6 +307,7 @@ impl Host {
                 // still ready, no grace.
                 handing_over.store(true, std::sync::atomic::Ordering::SeqCst);
                 tracing::info!("handing over to the new serving process");
+                registry.begin_stop();
                 return HANDOVER_LINGER;
             }
             // Not ready from the first moment, so balancers stop sending before the drain.
@@ -318,6 +319,7 @@ impl Host {
                 );
                 tokio::time::sleep(grace).await;
             }
+            registry.begin_stop();
             std::time::Duration::ZERO
         };
         let mut listeners = vec![server::Listener::plain(self.listener)];

@@ -467,3 +467,33 @@ async fn streams_past_max_streams_are_refused_and_other_requests_keep_their_work
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_host_ends_its_event_streams_instead_of_waiting_out_the_drain() {
+    // A long drain timeout: only the streams ending by themselves lets the host stop soon.
+    let mut host = host("drain_timeout_secs = 120\n");
+    let mut send = connect(&host).await;
+    let response = send_on(
+        &mut send,
+        request("GET", "/hello/ticks?ms=50", Generated::new(0, true)),
+    )
+    .await
+    .unwrap();
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+    host.signal(support::Signal::TERM);
+    let rest = tokio::time::timeout(Duration::from_secs(20), body.collect())
+        .await
+        .expect("the stream ends once the host stops")
+        .expect("it ends cleanly")
+        .to_bytes();
+    assert!(
+        String::from_utf8_lossy(&rest).contains("event: draining"),
+        "{rest:?}"
+    );
+    drop(send);
+    let status = tokio::task::spawn_blocking(move || host.wait_exit(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -130,6 +130,8 @@ pub struct Version {
     streams: AtomicBool,
     /// Streamed responses running now.
     open_streams: AtomicUsize,
+    /// The host is stopping: long responses should end, as on a drain.
+    stopping: AtomicBool,
     /// The static files the version serves without calling its module, copied at start.
     assets: std::sync::OnceLock<crate::assets::AssetTable>,
 }
@@ -219,6 +221,7 @@ impl Version {
             cut: tokio_util::sync::CancellationToken::new(),
             streams: AtomicBool::new(false),
             open_streams: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
             assets: std::sync::OnceLock::new(),
         }))
     }
@@ -304,7 +307,15 @@ impl Version {
     /// Whether the version stopped taking new requests: what a long-running response asks to
     /// know when to end itself.
     pub(crate) fn draining(&self) -> bool {
-        !matches!(self.state(), State::Active | State::Warming) || self.cut.is_cancelled()
+        !matches!(self.state(), State::Active | State::Warming)
+            || self.stopping.load(SeqCst)
+            || self.cut.is_cancelled()
+    }
+
+    /// The host is stopping (or handing over to a new serving process): from now on
+    /// [`Version::draining`] says so, while the version still serves.
+    pub(crate) fn begin_stop(&self) {
+        self.stopping.store(true, SeqCst);
     }
 
     /// Cuts the streamed responses still running: their writes fail and their clients see

@@ -147,6 +147,17 @@ impl Registry {
         }
     }
 
+    /// The host stops taking connections: every loaded version tells its long responses it
+    /// drains (server-sent events end with their retry hint and their clients reconnect to
+    /// whoever serves next), so they do not hold the connections' drain until its timeout.
+    pub fn begin_stop(&self) {
+        for slot in self.apps() {
+            for version in slot.versions() {
+                version.begin_stop();
+            }
+        }
+    }
+
     /// Stops every app: no new requests, drain (bounded by `timeout`), shutdown hooks, unload.
     ///
     /// The private copies of the versions that were active (and canaries) stay in the store,
