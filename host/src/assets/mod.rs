@@ -30,7 +30,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
-use http_body_util::Full;
 
 use crate::config::AssetsConfig;
 
@@ -165,8 +164,8 @@ fn version_param(query: Option<&str>) -> Option<String> {
 }
 
 /// A response with `status`, `headers` and `body`.
-fn response(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+fn response(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
@@ -174,7 +173,7 @@ fn response(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Ful
 
 /// The `206` (or `416`) answer to one byte range of `bytes`, with the representation's
 /// headers `out`.
-fn partial(mut out: HeaderMap, bytes: &Bytes, range: ByteRange) -> Response<Full<Bytes>> {
+fn partial(mut out: HeaderMap, bytes: &Bytes, range: ByteRange) -> Response<Bytes> {
     let len = bytes.len() as u64;
     let Some((first, last)) = range.resolve(len) else {
         out.remove(header::CONTENT_TYPE);
@@ -277,7 +276,7 @@ impl AssetTable {
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
-    ) -> Option<Response<Full<Bytes>>> {
+    ) -> Option<Response<Bytes>> {
         let asset = self.get(path)?;
         Some(self.answer(asset, method, query, headers))
     }
@@ -288,7 +287,7 @@ impl AssetTable {
         method: &Method,
         query: Option<&str>,
         headers: &HeaderMap,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<Bytes> {
         let mut out = HeaderMap::new();
         if asset.has_variants() {
             out.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));

@@ -7,7 +7,7 @@
 //! its worker thread.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderValue, SET_COOKIE};
@@ -108,7 +108,7 @@ async fn serve(
         .record("app", slot.name())
         .record("path", path.as_str());
     served.app = Some(Arc::clone(&slot));
-    if let Some(response) = serve_asset(&slot, &path, &req, served).await {
+    if let Some(response) = serve_asset(&slot, &path, &req, served) {
         return Ok(response);
     }
     let limits = *slot.limits();
@@ -128,7 +128,7 @@ async fn serve(
 /// Answers a request for one of the app's static files from the version that has it (the
 /// active version's, or an older loaded version's for a versioned URL of its file), without
 /// calling the module.
-async fn serve_asset(
+fn serve_asset(
     slot: &AppSlot,
     path: &str,
     req: &Request<RequestBody>,
@@ -136,27 +136,24 @@ async fn serve_asset(
 ) -> Option<Response<Body>> {
     let active = slot.active()?;
     let own = active.assets()?;
-    let others = slot.versions();
-    let others: Vec<&crate::assets::AssetTable> = others
+    let query = req.uri().query();
+    // Older versions' files answer only versioned URLs (`?v=HASH`).
+    let others = if query.is_some() {
+        slot.versions()
+    } else {
+        Vec::new()
+    };
+    let others = others
         .iter()
         .filter(|v| v.id() != active.id() && matches!(v.state(), State::Standby | State::Draining))
-        .filter_map(|v| v.assets())
-        .collect();
-    let query = req.uri().query();
+        .filter_map(|v| v.assets());
     let table = crate::assets::find_version(std::iter::once(own).chain(others), path, query)?;
     let response = table.serve(req.method(), path, query, req.headers())?;
     if std::ptr::eq(table, own) {
         served.version_header = active.header().cloned();
         served.version = Some(active);
     }
-    let (parts, body) = response.into_parts();
-    // A body already in memory: collecting it cannot wait or fail.
-    let bytes = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    Some(Response::from_parts(parts, Body::full(bytes)))
+    Some(response.map(Body::full))
 }
 
 /// Where a request came from, for the handler: the peer, and the client's address and scheme
@@ -270,7 +267,10 @@ impl FirstPart {
                 loop {
                     let frame = tokio::select! {
                         frame = body.frame() => frame,
-                        () = give_up.cancelled() => Some(Err(BodyError::Stalled(Duration::ZERO))),
+                        () = give_up.cancelled() => {
+                            let _ = tx.send(Err(BodyReadError::TimedOut)).await;
+                            return;
+                        }
                     };
                     let item = match frame {
                         None => return,
