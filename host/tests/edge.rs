@@ -262,3 +262,23 @@ async fn nothing_is_compressed_when_compression_is_off() {
         assert_eq!(r.body, "hello from hello@1.0.0\n");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reached_a_trusted_proxy_over_https_gets_a_secure_session_cookie() {
+    let host = HostProc::start_with_config(
+        &[support::counter("1.0.0")],
+        "[http]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    let over_https = get_from(
+        None,
+        &host.url("/counter/"),
+        &[("x-forwarded-proto", "https")],
+    )
+    .await;
+    assert_eq!(over_https.status, 200);
+    let cookie = over_https.header("set-cookie");
+    assert!(cookie.contains("Secure"), "{cookie}");
+    let plain = get_from(None, &host.url("/counter/"), &[]).await;
+    let cookie = plain.header("set-cookie");
+    assert!(!cookie.is_empty() && !cookie.contains("Secure"), "{cookie}");
+}

@@ -497,3 +497,84 @@ async fn a_stopping_host_ends_its_event_streams_instead_of_waiting_out_the_drain
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_body_read_past_the_limit_answers_413_whatever_the_handler_made_of_it() {
+    let host = host("[limits]\nmax_body_bytes = 1048576\n");
+    // Within the limit, larger than what comes with the request: read whole on `req.body()`.
+    let mut send = connect(&host).await;
+    let r = send_on(
+        &mut send,
+        request("POST", "/hello/length", Generated::new(300 * 1024, false)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "307200\n");
+    // Past it, undeclared: the handler answered 200 with a partial length; the host's answer
+    // is the 413 (or the connection closes while the client still sends).
+    let mut send = connect(&host).await;
+    match send_on(
+        &mut send,
+        request(
+            "POST",
+            "/hello/length",
+            Generated::new(2 * 1024 * 1024, false),
+        ),
+    )
+    .await
+    {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => assert!(!e.is_parse(), "{e:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_takes_nothing_for_the_send_timeout_has_its_stream_cut() {
+    let host = host("[limits]\nstream_send_timeout_ms = 300\n");
+    let mut send = connect(&host).await;
+    let response = send_on(
+        &mut send,
+        request(
+            "GET",
+            &format!("/hello/bytes?n={LARGE}"),
+            Generated::new(0, true),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+    // Read nothing for much longer than the send timeout: the handler's write fails, its
+    // stream is cut and its request leaves the version.
+    eventually(
+        Duration::from_secs(20),
+        "the stalled stream gone",
+        async || {
+            let status = support::status(&host).await;
+            let app = support::app(&status, "hello");
+            let version = support::version(app, "1.0.0");
+            (version["in_flight"] == 0).then_some(())
+        },
+    )
+    .await;
+    let mut outcome = Ok(0u64);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let (Ok(data), Ok(n)) = (frame.into_data(), outcome.as_mut()) {
+                    *n += data.len() as u64;
+                }
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    assert!(
+        outcome.is_err(),
+        "a cut stream must not look complete: {outcome:?}"
+    );
+}

@@ -150,6 +150,8 @@ impl Response {
     ///
     /// let r = Response::event_stream(|out| out.send_event(&Event::new("hi")));
     /// assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    /// assert_eq!(r.header("cache-control"), Some("no-cache"));
+    /// assert_eq!(r.header("x-accel-buffering"), Some("no"));
     /// assert_eq!(r.into_bytes().unwrap(), b"data: hi\n\n");
     /// ```
     pub fn event_stream<F>(write: F) -> Self

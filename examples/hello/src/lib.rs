@@ -1,7 +1,8 @@
 //! `hello`: the smallest useful Baton app, plus endpoints for testing drains and panics,
 //! `/thread` (names the worker thread, as apps that log thread names do), and streams: a
-//! download of any size (`/bytes?n=N`), an upload counted as it arrives (`POST /upload`) and
-//! server-sent events that end when the version drains (`/ticks`).
+//! download of any size (`/bytes?n=N`), an upload counted as it arrives (`POST /upload`), the
+//! length of a body read whole (`POST /length`) and server-sent events that end when the
+//! version drains (`/ticks`).
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -38,6 +39,10 @@ impl App for Hello {
             })
             .get("/bytes", Self::bytes)
             .post("/upload", Self::upload)
+            // The whole body in memory (`req.body()`), answered with its length.
+            .post("/length", |_: &Self, req: &Request| {
+                format!("{}\n", req.body().len())
+            })
             .get("/ticks", Self::ticks)
             .get("/whoami", |_: &Self, req: &Request| {
                 let client = req.client_addr().map(|a| a.to_string());
