@@ -23,6 +23,24 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The median over rounds of `f(kind) / f(base)`, each ratio taken within one round (where the
+/// machine's load was the same for both); `None` when no round measured both. `kind_of` says
+/// what a round's measurement is of.
+pub fn median_round_ratio<M, K: PartialEq + Copy>(
+    rounds: &[Vec<M>],
+    kind_of: impl Fn(&M) -> K,
+    kind: K,
+    base: K,
+    f: impl Fn(&M) -> f64,
+) -> Option<f64> {
+    let find = |round: &[M], k: K| round.iter().find(|m| kind_of(m) == k).map(&f);
+    let r: Vec<f64> = rounds
+        .iter()
+        .filter_map(|round| Some(find(round, kind)? / find(round, base)?))
+        .collect();
+    (!r.is_empty()).then(|| median(&r))
+}
+
 /// Latency percentiles of a set of requests, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Latency {
@@ -83,6 +101,23 @@ impl Spread {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratio_is_taken_within_each_round_then_the_median() {
+        // (kind, value): rounds where the base moved with the load.
+        let rounds = vec![
+            vec![("a", 50.0), ("b", 100.0)],
+            vec![("a", 30.0), ("b", 40.0)],
+            vec![("a", 10.0), ("b", 100.0)],
+            vec![("a", 1.0)],
+        ];
+        let r = median_round_ratio(&rounds, |m| m.0, "a", "b", |m| m.1).unwrap();
+        assert!((r - 0.5).abs() < 1e-9, "{r}");
+        assert_eq!(
+            median_round_ratio(&rounds, |m| m.0, "a", "c", |m| m.1),
+            None
+        );
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

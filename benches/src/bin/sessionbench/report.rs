@@ -64,12 +64,7 @@ pub(crate) struct Result {
 /// The median over the rounds of `f(kind) / f(base)` within each round; `None` when no round
 /// has both.
 fn ratio(rounds: &[Vec<Measure>], kind: Kind, base: Kind, f: fn(&Measure) -> f64) -> Option<f64> {
-    let find = |round: &[Measure], k: Kind| round.iter().find(|m| m.kind == k).map(f);
-    let r: Vec<f64> = rounds
-        .iter()
-        .filter_map(|round| Some(find(round, kind)? / find(round, base)?))
-        .collect();
-    (!r.is_empty()).then(|| median(&r))
+    baton_benches::stats::median_round_ratio(rounds, |m| m.kind, kind, base, f)
 }
 
 fn summarise(kind: Kind, rounds: &[Vec<Measure>]) -> Summary {
