@@ -85,6 +85,16 @@ async fn embedded_files_are_served_with_validators_ranges_and_variants() {
             .contains("accept-encoding")
     );
 
+    // Brotli, which the app did not ship: made once at load, with its own strong ETag.
+    let br = http
+        .get_with(
+            &host.url("/site/static/app.css"),
+            &[("accept-encoding", "br")],
+        )
+        .await;
+    assert_eq!(br.header("content-encoding"), "br");
+    assert!(br.header("etag").starts_with('"'), "{}", br.header("etag"));
+
     // Files in subfolders and single files; other methods; paths that are not files.
     let js = http.get(&host.url("/site/static/js/app.js")).await;
     assert_eq!(js.status, 200);

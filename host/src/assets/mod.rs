@@ -31,7 +31,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use crate::config::AssetsConfig;
+use crate::config::{AssetsConfig, CompressionConfig};
 
 use range::{ByteRange, RangeRequest};
 use request::{Coding, Precondition, Validators};
@@ -252,6 +252,36 @@ impl AssetTable {
             total_bytes,
             cache_control: config.cache_control_header(),
         }
+    }
+
+    /// Gives every file of a compressible type (at least `min_bytes`) the `.br` and `.gz`
+    /// variants the app did not ship, compressed once now, as `[compression]` says: answers
+    /// then never compress a file again per request, keep their strong ETags, and a `HEAD`
+    /// says what a `GET` sends. Nothing when compression is off.
+    pub(crate) fn precompressed(mut self, compression: &CompressionConfig) -> AssetTable {
+        if !compression.enabled {
+            return self;
+        }
+        for asset in self.files.values_mut() {
+            let identity = &asset.identity;
+            let content_type = asset.content_type.to_str().unwrap_or("");
+            if (identity.bytes.len() as u64) < compression.min_bytes
+                || !compression.compresses(content_type)
+            {
+                continue;
+            }
+            for (slot, coding) in asset.variants.iter_mut().zip(Coding::ALL) {
+                if slot.is_some() {
+                    continue;
+                }
+                let encoded =
+                    crate::server::encode_whole(coding.token(), compression, &identity.bytes);
+                *slot = encoded
+                    .filter(|e| e.len() < identity.bytes.len())
+                    .map(|e| Representation::new(e, format!("{}-{}", asset.hash, coding.token())));
+            }
+        }
+        self
     }
 
     /// Whether `path` (relative to the mount, as received: it is percent-decoded once before

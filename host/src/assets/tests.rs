@@ -985,3 +985,61 @@ fn random_requests_never_panic_and_ranges_match_their_bodies() {
     }
     assert!(partial > 100, "the loop reaches ranges: {partial}");
 }
+
+#[test]
+fn compressible_files_without_shipped_variants_are_compressed_once_at_load() {
+    let css = "body { color: red }\n".repeat(100);
+    let compression = CompressionConfig::default();
+    let table = table(vec![
+        entry("/big.css", css.clone(), "aa11"),
+        entry("/small.css", "a{}", "bb22"),
+        entry("/logo.png", vec![7u8; 4096], "cc33"),
+    ])
+    .precompressed(&compression);
+
+    let br = get(&table, "/big.css", &[(http::header::ACCEPT_ENCODING, "br")]);
+    assert_eq!(br.status(), StatusCode::OK);
+    assert_eq!(header(&br, http::header::CONTENT_ENCODING), Some("br"));
+    assert_eq!(
+        header(&br, http::header::ETAG),
+        Some("\"aa11-br\""),
+        "strong"
+    );
+    let mut decoded = Vec::new();
+    brotli::BrotliDecompress(&mut &body(br)[..], &mut decoded).unwrap();
+    assert_eq!(decoded, css.as_bytes());
+    let gz = get(
+        &table,
+        "/big.css",
+        &[(http::header::ACCEPT_ENCODING, "gzip")],
+    );
+    assert_eq!(header(&gz, http::header::CONTENT_ENCODING), Some("gzip"));
+    // A HEAD says what a GET would send.
+    let head = request(
+        &table,
+        Method::HEAD,
+        "/big.css",
+        None,
+        &[(http::header::ACCEPT_ENCODING, "br")],
+    )
+    .unwrap();
+    assert_eq!(header(&head, http::header::CONTENT_ENCODING), Some("br"));
+
+    // Small files and types that are compressed already stay as they are.
+    for path in ["/small.css", "/logo.png"] {
+        let r = get(&table, path, &[(http::header::ACCEPT_ENCODING, "br, gzip")]);
+        assert_eq!(header(&r, http::header::CONTENT_ENCODING), None, "{path}");
+    }
+    // With compression off nothing is made.
+    let off = CompressionConfig {
+        enabled: false,
+        ..CompressionConfig::default()
+    };
+    let plain = super::AssetTable::new(
+        vec![entry("/big.css", css, "aa11")],
+        &AssetsConfig::default(),
+    )
+    .precompressed(&off);
+    let r = get(&plain, "/big.css", &[(http::header::ACCEPT_ENCODING, "br")]);
+    assert_eq!(header(&r, http::header::CONTENT_ENCODING), None);
+}

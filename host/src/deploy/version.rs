@@ -346,7 +346,8 @@ impl Version {
     /// The module's listing failed.
     pub(crate) async fn load_assets(
         &self,
-        config: &crate::config::AssetsConfig,
+        config: crate::config::AssetsConfig,
+        compression: crate::config::CompressionConfig,
         timeout: Duration,
     ) -> Result<(), CallError> {
         let Some(instance) = self.instance.load_full() else {
@@ -355,7 +356,7 @@ impl Version {
         let listed = self
             .bounded_call(timeout, move || instance.assets())
             .await?;
-        let entries = listed
+        let entries: Vec<crate::assets::AssetEntry> = listed
             .into_iter()
             .map(|a| crate::assets::AssetEntry {
                 path: a.path,
@@ -365,7 +366,12 @@ impl Version {
                     .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(a.modified_unix_secs)),
             })
             .collect();
-        let table = crate::assets::AssetTable::new(entries, config);
+        // Compressing every file once is CPU work: off the runtime's threads.
+        let table = tokio::task::spawn_blocking(move || {
+            crate::assets::AssetTable::new(entries, &config).precompressed(&compression)
+        })
+        .await
+        .map_err(|e| CallError::Failed(format!("building the asset table failed: {e}")))?;
         if !table.is_empty() {
             tracing::info!(app = %self.info.app, version = %self.info.version,
                 files = table.len(), bytes = table.bytes(), "static assets loaded");

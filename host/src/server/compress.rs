@@ -250,6 +250,18 @@ fn vary_on_accept_encoding(headers: &mut HeaderMap) {
     }
 }
 
+/// `bytes` compressed whole with the coding whose `Content-Encoding` token is `token` (`br` or
+/// `gzip`), as `config` sets its level: for files compressed once, when they are loaded.
+/// `None` for another token or a failed encoder.
+pub(crate) fn encode_whole(token: &str, config: &CompressionConfig, bytes: &[u8]) -> Option<Bytes> {
+    let coding = [Coding::Brotli, Coding::Gzip]
+        .into_iter()
+        .find(|c| c.as_str() == token)?;
+    let mut encoder = Encoder::new(coding, config, Some(bytes.len() as u64));
+    encoder.write(bytes).ok()?;
+    encoder.finish().ok()
+}
+
 /// A compressor writing into memory, from which each flush takes what it wrote.
 enum Encoder {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),

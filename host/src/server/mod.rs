@@ -17,6 +17,7 @@
 mod body;
 mod client;
 mod compress;
+pub(crate) use compress::encode_whole;
 mod conn;
 mod redirect;
 mod rejection;

@@ -408,7 +408,11 @@ impl Registry {
             .await
             .map_err(|e| (StartStage::Init, format!("init {e}")))?;
         version
-            .load_assets(&self.config.assets_for(&app), start_timeout)
+            .load_assets(
+                self.config.assets_for(&app),
+                self.config.compression.clone(),
+                start_timeout,
+            )
             .await
             .map_err(|e| (StartStage::Init, format!("listing assets {e}")))?;
         version
