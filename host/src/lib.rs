@@ -34,6 +34,7 @@ mod crash;
 mod deploy;
 mod error;
 pub mod loader;
+pub mod logging;
 mod metrics;
 mod server;
 pub mod session;

@@ -75,22 +75,27 @@ struct ServeArgs {
 /// The exit code for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
-/// The log writer's guard: dropping it flushes the lines still queued. Kept here so a forced
-/// exit (a second signal) can flush before it leaves.
-static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+/// The log writer's guard: the lines still gathering are written when it is flushed, or
+/// dropped at the end. Kept here so a forced exit (a second signal) can flush before it leaves.
+static LOG_GUARD: std::sync::Mutex<Option<baton_host::logging::LogGuard>> =
     std::sync::Mutex::new(None);
 
+/// Writes every log line so far and waits until they are written.
 fn flush_log() {
-    let guard = LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()).take();
-    drop(guard);
+    if let Some(guard) = LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        guard.flush();
+    }
 }
 
-/// Installs the log subscriber. Lines are written to stderr by a background thread, so a
-/// request never waits for a write system call (the access log writes one line per request);
-/// [`flush_log`] flushes what is left. Colours only on a terminal (and not with `NO_COLOR`).
+/// Installs the log subscriber. Lines are gathered in a buffer that a background thread writes
+/// to stderr in batches, so a request never waits for a write system call or wakes a thread
+/// (the access log writes one line per request); [`flush_log`] writes what is gathered. Colours
+/// only on a terminal (and not with `NO_COLOR`).
 fn init_tracing(format: LogFormat) {
+    use baton_host::logging::{self, LineFormat};
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = std::env::var("BATON_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
@@ -99,21 +104,29 @@ fn init_tracing(format: LogFormat) {
         eprintln!("baton: ignoring invalid log filter {filter:?}: {e}");
         EnvFilter::new("info")
     });
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        // Under a flood of lines, wait for the writer rather than drop log lines.
-        .lossy(false)
-        // The writer thread drains every queued line into the buffer, then flushes: one write
-        // system call per batch, not per line.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
     let colours = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let line_format = match format {
+        LogFormat::Plain => LineFormat::Plain,
+        LogFormat::Json => LineFormat::Json,
+    };
+    // Coloured lines are the log formatter's to write, the access log's too.
+    let started = if colours {
+        logging::LogSink::start(Box::new(std::io::stderr()), line_format)
+    } else {
+        logging::install(Box::new(std::io::stderr()), line_format)
+    };
+    let (sink, guard) = match started {
+        Ok((sink, guard)) => (BoxMakeWriter::new(sink), Some(guard)),
+        Err(e) => {
+            eprintln!("baton: cannot start the log writer thread ({e}); logging unbuffered");
+            (BoxMakeWriter::new(std::io::stderr), None)
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colours)
-        .with_writer(writer);
+        .with_writer(sink);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder
@@ -122,7 +135,7 @@ fn init_tracing(format: LogFormat) {
             .with_span_list(false)
             .init(),
     }
-    *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = guard;
 }
 
 /// Raises the soft limit on open files to the hard limit, so a busy host does not run out of
@@ -329,7 +342,7 @@ fn main() -> ExitCode {
     };
     init_tracing(cli.log_format);
     let code = serve(&args);
-    flush_log();
+    drop(LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()).take());
     code
 }
 

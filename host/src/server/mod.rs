@@ -14,6 +14,7 @@
 //! - `client`: who a request comes from, behind trusted proxies (a request extension).
 //! - `compress`: gzip and brotli for apps' responses.
 
+mod access;
 mod body;
 mod client;
 mod compress;

@@ -77,16 +77,21 @@ pub(crate) async fn handle(
         version.observe(response.status(), took);
     }
     if let Some((method, uri, client)) = access {
-        let version = served.version.as_ref().map(|v| v.info().version.as_str());
         // The peer is logged when it is a proxy that forwarded for the client.
-        let proxy = client.filter(|c| c.peer.ip().to_canonical() != c.addr);
-        tracing::info!(target: "baton::access", app = served.app.as_ref().map(|a| a.name()),
-            version, %method, path = uri.path(), status = response.status().as_u16(),
-            duration_ms = took.as_secs_f64() * 1000.0,
-            client = client.map(|c| tracing::field::display(c.addr)),
-            scheme = client.map(|c| c.scheme.as_str()),
-            proxy = proxy.map(|c| tracing::field::display(c.peer.ip().to_canonical())),
-            "request");
+        let proxy = client
+            .map(|c| c.peer.ip().to_canonical())
+            .filter(|peer| client.is_some_and(|c| *peer != c.addr));
+        super::access::log(&super::access::AccessLine {
+            app: served.app.as_ref().map(|a| a.name()),
+            version: served.version.as_ref().map(|v| v.info().version.as_str()),
+            method: method.as_str(),
+            path: uri.path(),
+            status: response.status().as_u16(),
+            duration_ms: took.as_secs_f64() * 1000.0,
+            client: client.map(|c| c.addr),
+            scheme: client.map(|c| c.scheme.as_str()),
+            proxy,
+        });
     }
     compress::compress(&registry.config().compression, accepts, response)
 }

@@ -110,6 +110,7 @@ pub(super) fn reexec(
     let _ = control_signals().thread_unblock();
     // The descriptors the runtime used may be gone by now: nothing safe is left to do.
     tracing::error!(error = %e, "cannot re-execute the supervisor");
+    flush_log();
     std::process::exit(1);
 }
 

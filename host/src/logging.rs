@@ -1,0 +1,398 @@
+//! The host's log output: every line — the `tracing` events and the access log — is appended
+//! to one shared buffer, and a background thread (`baton-log`) writes the buffer out in
+//! batches, as nginx's `access_log … buffer=` and Tomcat's `AccessLogValve` do. A request pays
+//! for formatting its line and copying it into the buffer, never for a system call or for
+//! waking a thread.
+//!
+//! The writer writes what has gathered when it reaches [`HIGH_WATER`] bytes, when a warning or
+//! an error is logged, and otherwise at most [`FLUSH_INTERVAL`] after the first line of a
+//! batch. Nothing is dropped: past [`MAX_BUFFERED`] bytes (stderr blocked by a reader that
+//! does not read) a logging thread waits for the writer. [`LogGuard`] writes what is left when
+//! it is dropped, or when [`LogGuard::flush`] is called.
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::{Level, Metadata};
+use tracing_subscriber::fmt::MakeWriter;
+
+/// At most this long between a line and its write, unless the buffer fills first.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The writer is woken once this many bytes gathered.
+pub const HIGH_WATER: usize = 64 * 1024;
+
+/// Past this many bytes waiting, a logging thread waits for the writer instead of growing the
+/// buffer.
+pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+
+/// How the log lines are formatted; the access log writes its lines in the same format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFormat {
+    /// `tracing-subscriber`'s full text format, without colours.
+    Plain,
+    /// One JSON object per line, event fields flattened.
+    Json,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    lines: Vec<u8>,
+    /// Write now: a warning or error was logged, or a flush was asked for.
+    urgent: bool,
+    stop: bool,
+    /// The writer is writing a batch it took.
+    writing: bool,
+    /// Batches written so far; a flush waits for the one holding its lines.
+    written: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer.
+    wake: Condvar,
+    /// Wakes threads waiting for a batch to be written.
+    drained: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        crate::sync::lock(&self.pending)
+    }
+
+    fn append(&self, bytes: &[u8], urgent: bool) {
+        let mut pending = self.lock();
+        while pending.lines.len() >= MAX_BUFFERED && !pending.stop {
+            pending.urgent = true;
+            self.wake.notify_one();
+            pending = self
+                .drained
+                .wait(pending)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        let was_empty = pending.lines.is_empty();
+        pending.lines.extend_from_slice(bytes);
+        // The writer sleeps until a first line arrives; after that it wakes by itself at the
+        // end of the interval, so only a first line, a full buffer or an urgent line wakes it.
+        if urgent {
+            pending.urgent = true;
+        }
+        if was_empty || urgent || pending.lines.len() >= HIGH_WATER {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Where the host's log lines go: a [`MakeWriter`] for `tracing-subscriber`, and the access
+/// log's fast path.
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    shared: Arc<Shared>,
+    format: LineFormat,
+}
+
+/// Writes what is left and stops the writer thread when dropped.
+#[derive(Debug)]
+pub struct LogGuard {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The sink the access log writes to, once [`install`]ed.
+static ACCESS_SINK: OnceLock<LogSink> = OnceLock::new();
+
+/// Starts the writer thread writing to `out` and makes the returned sink the access log's.
+///
+/// # Errors
+/// If the writer thread cannot be started.
+pub fn install(
+    out: Box<dyn Write + Send>,
+    format: LineFormat,
+) -> std::io::Result<(LogSink, LogGuard)> {
+    let (sink, guard) = LogSink::start(out, format)?;
+    let _ = ACCESS_SINK.set(sink.clone());
+    Ok((sink, guard))
+}
+
+/// The installed sink, if any: without one (the host embedded in another program), the access
+/// log goes through `tracing` like any other event.
+pub(crate) fn access_sink() -> Option<&'static LogSink> {
+    ACCESS_SINK.get()
+}
+
+impl LogSink {
+    /// A sink writing to `out` from its own thread.
+    ///
+    /// # Errors
+    /// If the writer thread cannot be started.
+    pub fn start(
+        mut out: Box<dyn Write + Send>,
+        format: LineFormat,
+    ) -> std::io::Result<(LogSink, LogGuard)> {
+        let shared = Arc::new(Shared::default());
+        let writer = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("baton-log".into())
+            .spawn(move || write_batches(&writer, &mut *out))?;
+        Ok((
+            LogSink {
+                shared: Arc::clone(&shared),
+                format,
+            },
+            LogGuard {
+                shared,
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// The format of the lines.
+    pub fn format(&self) -> LineFormat {
+        self.format
+    }
+
+    /// Appends whole lines (each ending with `\n`).
+    pub fn append(&self, lines: &[u8]) {
+        self.shared.append(lines, false);
+    }
+}
+
+fn write_batches(shared: &Shared, out: &mut dyn Write) {
+    let mut batch = Vec::new();
+    loop {
+        let mut pending = shared.lock();
+        while pending.lines.is_empty() && !pending.stop {
+            pending = shared.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+        }
+        // Gather for a while, unless told to hurry.
+        if !pending.urgent && !pending.stop && pending.lines.len() < HIGH_WATER {
+            pending = shared
+                .wake
+                .wait_timeout_while(pending, FLUSH_INTERVAL, |p| {
+                    !p.urgent && !p.stop && p.lines.len() < HIGH_WATER
+                })
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if pending.lines.is_empty() && pending.stop {
+            return;
+        }
+        std::mem::swap(&mut batch, &mut pending.lines);
+        pending.urgent = false;
+        pending.writing = true;
+        drop(pending);
+        // A log that cannot be written has nowhere to report it.
+        let _ = out.write_all(&batch);
+        let _ = out.flush();
+        batch.clear();
+        if batch.capacity() > 4 * HIGH_WATER {
+            batch.shrink_to(HIGH_WATER);
+        }
+        let mut pending = shared.lock();
+        pending.writing = false;
+        pending.written += 1;
+        shared.drained.notify_all();
+    }
+}
+
+impl LogGuard {
+    /// Writes every line appended so far, and waits until it is written.
+    pub fn flush(&self) {
+        let mut pending = self.shared.lock();
+        // Lines still gathering go out in the batch after the one being written, if any.
+        let target = match (pending.lines.is_empty(), pending.writing) {
+            (true, false) => return,
+            (true, true) => pending.written + 1,
+            (false, writing) => pending.written + 1 + u64::from(writing),
+        };
+        pending.urgent = true;
+        self.shared.wake.notify_one();
+        while pending.written < target {
+            pending = self
+                .shared
+                .drained
+                .wait(pending)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One event's bytes, appended to the buffer as a whole when the formatter is done with it.
+#[derive(Debug)]
+pub struct EventWriter<'a> {
+    sink: &'a LogSink,
+    line: Vec<u8>,
+    urgent: bool,
+}
+
+impl Write for EventWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter<'_> {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.sink.shared.append(&self.line, self.urgent);
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogSink {
+    type Writer = EventWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EventWriter {
+            sink: self,
+            line: Vec::new(),
+            urgent: false,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        EventWriter {
+            sink: self,
+            line: Vec::new(),
+            // A warning or an error is written at once, so it is not lost in a crash that
+            // follows it.
+            urgent: *meta.level() <= Level::WARN,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            crate::sync::lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(crate::sync::lock(&self.0).clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn lines_arrive_whole_in_order_from_many_threads_and_nothing_is_lost() {
+        let out = Captured::default();
+        let (sink, guard) = LogSink::start(Box::new(out.clone()), LineFormat::Plain).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        sink.append(
+                            format!("thread {t} line {i} {}\n", "x".repeat(i % 300)).as_bytes(),
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(guard);
+        let text = out.text();
+        let mut next = [0usize; 4];
+        for line in text.lines() {
+            let mut words = line.split(' ');
+            assert_eq!(words.next(), Some("thread"), "{line:?}");
+            let t: usize = words.next().unwrap().parse().unwrap();
+            assert_eq!(words.next(), Some("line"));
+            let i: usize = words.next().unwrap().parse().unwrap();
+            assert_eq!(words.next().unwrap().len(), i % 300, "line cut: {line:?}");
+            assert_eq!(i, next[t], "thread {t}'s lines out of order or lost");
+            next[t] += 1;
+        }
+        assert_eq!(next, [20_000; 4]);
+    }
+
+    #[test]
+    fn a_line_is_written_within_the_interval_without_a_flush() {
+        let out = Captured::default();
+        let (sink, _guard) = LogSink::start(Box::new(out.clone()), LineFormat::Plain).unwrap();
+        sink.append(b"one\n");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while out.text() != "one\n" {
+            assert!(Instant::now() < deadline, "the line was never written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn flush_returns_once_every_line_so_far_is_written() {
+        let out = Captured::default();
+        let (sink, guard) = LogSink::start(Box::new(out.clone()), LineFormat::Plain).unwrap();
+        for round in 0..200 {
+            sink.append(format!("{round}\n").as_bytes());
+            guard.flush();
+            assert!(out.text().ends_with(&format!("{round}\n")), "round {round}");
+        }
+    }
+
+    /// A reader that stops reading: logging threads wait once the buffer is full, and every
+    /// line arrives once it reads again.
+    #[test]
+    fn a_blocked_output_holds_loggers_back_without_losing_lines() {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let (sink, guard) = LogSink::start(Box::new(writer), LineFormat::Plain).unwrap();
+        let line = format!("{}\n", "y".repeat(1023));
+        let lines = 3 * MAX_BUFFERED / line.len();
+        let logger = std::thread::spawn({
+            let sink = sink.clone();
+            let line = line.clone();
+            move || {
+                for _ in 0..lines {
+                    sink.append(line.as_bytes());
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !logger.is_finished(),
+            "the logger never waited for the blocked output"
+        );
+        let reading = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut all).unwrap();
+            all
+        });
+        logger.join().unwrap();
+        drop(sink);
+        drop(guard);
+        let all = reading.join().unwrap();
+        assert_eq!(all.len(), lines * line.len());
+    }
+}

@@ -1,0 +1,268 @@
+//! The access log: one line per app request, target `baton::access`.
+//!
+//! With the host's log sink installed (the `baton` binary installs it) the line is formatted
+//! here, in the log's own format, into a buffer per thread and appended to the sink: no
+//! `tracing` event, no field visitors, no allocation per request. Without a sink it is an
+//! ordinary `tracing` event with the same fields. `BATON_LOG=…,baton::access=off` turns either
+//! off.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use crate::logging::{self, LineFormat};
+
+/// What one access log line says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AccessLine<'a> {
+    pub(crate) app: Option<&'a str>,
+    pub(crate) version: Option<&'a str>,
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) status: u16,
+    pub(crate) duration_ms: f64,
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) scheme: Option<&'a str>,
+    /// The peer, when it is a proxy that forwarded for the client.
+    pub(crate) proxy: Option<IpAddr>,
+}
+
+thread_local! {
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Logs the line, if the access log's target is enabled.
+pub(crate) fn log(line: &AccessLine<'_>) {
+    if !tracing::enabled!(target: "baton::access", tracing::Level::INFO) {
+        return;
+    }
+    match logging::access_sink() {
+        Some(sink) => LINE.with_borrow_mut(|text| {
+            text.clear();
+            match sink.format() {
+                LineFormat::Plain => line.plain(text),
+                LineFormat::Json => line.json(text),
+            }
+            sink.append(text.as_bytes());
+        }),
+        None => line.event(),
+    }
+}
+
+impl AccessLine<'_> {
+    /// As an ordinary `tracing` event.
+    fn event(&self) {
+        tracing::info!(target: "baton::access", app = self.app, version = self.version,
+            method = %self.method, path = self.path, status = self.status,
+            duration_ms = self.duration_ms,
+            client = self.client.map(tracing::field::display),
+            scheme = self.scheme,
+            proxy = self.proxy.map(tracing::field::display),
+            "request");
+    }
+
+    /// `tracing-subscriber`'s full format without colours, as the rest of the log.
+    fn plain(&self, out: &mut String) {
+        timestamp(out);
+        out.push_str("  INFO baton::access: request");
+        if let Some(app) = self.app {
+            let _ = write!(out, " app={app:?}");
+        }
+        if let Some(version) = self.version {
+            let _ = write!(out, " version={version:?}");
+        }
+        let _ = write!(
+            out,
+            " method={} path={:?} status={} duration_ms={:?}",
+            self.method, self.path, self.status, self.duration_ms
+        );
+        if let Some(client) = self.client {
+            let _ = write!(out, " client={client}");
+        }
+        if let Some(scheme) = self.scheme {
+            let _ = write!(out, " scheme={scheme:?}");
+        }
+        if let Some(proxy) = self.proxy {
+            let _ = write!(out, " proxy={proxy}");
+        }
+        out.push('\n');
+    }
+
+    /// `tracing-subscriber`'s JSON format with flattened fields, as the rest of the log.
+    fn json(&self, out: &mut String) {
+        out.push_str(r#"{"timestamp":""#);
+        timestamp(out);
+        out.push_str(r#"","level":"INFO","message":"request""#);
+        if let Some(app) = self.app {
+            json_field(out, "app", app);
+        }
+        if let Some(version) = self.version {
+            json_field(out, "version", version);
+        }
+        json_field(out, "method", self.method);
+        json_field(out, "path", self.path);
+        let _ = write!(out, r#","status":{}"#, self.status);
+        // serde_json writes numbers as the log's JSON formatter does.
+        let duration = serde_json::Value::from(self.duration_ms);
+        let _ = write!(out, r#","duration_ms":{duration}"#);
+        if let Some(client) = self.client {
+            let _ = write!(out, r#","client":"{client}""#);
+        }
+        if let Some(scheme) = self.scheme {
+            json_field(out, "scheme", scheme);
+        }
+        if let Some(proxy) = self.proxy {
+            let _ = write!(out, r#","proxy":"{proxy}""#);
+        }
+        out.push_str(r#","target":"baton::access"}"#);
+        out.push('\n');
+    }
+}
+
+/// `,"name":"value"`, the value escaped as JSON.
+fn json_field(out: &mut String, name: &str, value: &str) {
+    let _ = write!(out, r#","{name}":"#);
+    // Writing a string into a `String` cannot fail.
+    let _ = serde_json::to_writer(StringWriter(out), value);
+}
+
+/// `io::Write` into a `String`, for serde_json (which only writes UTF-8).
+struct StringWriter<'a>(&'a mut String);
+
+impl std::io::Write for StringWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+        self.0.push_str(text);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Now, as the log's timer writes it (`2026-12-07T05:49:21.051602Z`).
+fn timestamp(out: &mut String) {
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    let _ = SystemTime.format_time(&mut Writer::new(out));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            crate::sync::lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// What `tracing-subscriber` writes for the line as an event, in either format.
+    fn as_event(line: &AccessLine<'_>, format: LineFormat) -> String {
+        let out = Captured::default();
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(out.clone());
+        match format {
+            LineFormat::Plain => {
+                tracing::subscriber::with_default(builder.finish(), || line.event());
+            }
+            LineFormat::Json => tracing::subscriber::with_default(
+                builder
+                    .json()
+                    .flatten_event(true)
+                    .with_span_list(false)
+                    .finish(),
+                || line.event(),
+            ),
+        }
+        String::from_utf8(crate::sync::lock(&out.0).clone()).unwrap()
+    }
+
+    fn formatted(line: &AccessLine<'_>, format: LineFormat) -> String {
+        let mut text = String::new();
+        match format {
+            LineFormat::Plain => line.plain(&mut text),
+            LineFormat::Json => line.json(&mut text),
+        }
+        text
+    }
+
+    /// The 27 characters of `2026-12-07T05:49:21.051602Z`, masked.
+    fn without_timestamp(text: &str, at: usize) -> String {
+        let stamp = &text[at..at + 27];
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "{text:?}"
+        );
+        format!("{}{}", &text[..at], &text[at + 27..])
+    }
+
+    #[test]
+    fn lines_are_what_the_log_formatter_writes_for_the_same_event() {
+        let paths = [
+            "/hello/",
+            "/notes/api/notes",
+            "/a b/\"quoted\"/back\\slash",
+            "/\u{e9}t\u{e9}/\u{1F600}",
+            "/ctl/\u{1}\u{7f}\t\n",
+            "",
+        ];
+        let addrs: [Option<IpAddr>; 3] = [
+            None,
+            Some("127.0.0.1".parse().unwrap()),
+            Some("2001:db8::1".parse().unwrap()),
+        ];
+        let durations = [0.0, 0.23956, 1.0, 12_345.678_901, 1e-7, 3.0e9];
+        let mut checked = 0;
+        for (i, path) in paths.iter().enumerate() {
+            for (j, client) in addrs.iter().enumerate() {
+                for (k, duration_ms) in durations.iter().enumerate() {
+                    let line = AccessLine {
+                        app: (i % 2 == 0).then_some("hello"),
+                        version: (j != 1).then_some("1.0.0-rc.1+\"x\""),
+                        method: ["GET", "POST", "PROPFIND"][k % 3],
+                        path,
+                        status: [200, 404, 503][(i + k) % 3],
+                        duration_ms: *duration_ms,
+                        client: *client,
+                        scheme: client.map(|_| if k % 2 == 0 { "http" } else { "https" }),
+                        proxy: addrs[(j + k) % 3],
+                    };
+                    let plain = formatted(&line, LineFormat::Plain);
+                    assert_eq!(
+                        without_timestamp(&plain, 0),
+                        without_timestamp(&as_event(&line, LineFormat::Plain), 0),
+                        "{line:?}"
+                    );
+                    let json = formatted(&line, LineFormat::Json);
+                    let at = r#"{"timestamp":""#.len();
+                    assert_eq!(
+                        without_timestamp(&json, at),
+                        without_timestamp(&as_event(&line, LineFormat::Json), at),
+                        "{line:?}"
+                    );
+                    serde_json::from_str::<serde_json::Value>(&json).unwrap();
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 6 * 3 * 6);
+    }
+}
