@@ -40,6 +40,7 @@ mod server;
 pub mod session;
 pub mod supervisor;
 mod sync;
+mod text;
 mod tls;
 mod watch;
 

@@ -418,12 +418,14 @@ impl ModuleRequest<'_> {
 
     /// The peer and client addresses as the module reads them.
     pub(super) fn address_texts(&self) -> (String, String) {
-        let peer = self.peer.map(|p| p.to_string()).unwrap_or_default();
-        let client = self
-            .client
-            .or(self.peer.map(|p| p.ip()))
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
+        let mut peer = String::new();
+        if let Some(addr) = self.peer {
+            crate::text::push_socket_addr(&mut peer, addr);
+        }
+        let mut client = String::new();
+        if let Some(ip) = self.client.or(self.peer.map(|p| p.ip())) {
+            crate::text::push_ip(&mut client, ip);
+        }
         (peer, client)
     }
 }

@@ -3,8 +3,9 @@
 //! to the version's workers and wait for the handler within the request timeout.
 //!
 //! Each stage ends with the next stage's input or a [`Rejection`], which [`handle`] turns into
-//! the response; all of it runs inside the request's span, which also follows the handler onto
-//! its worker thread.
+//! the response. The request's span (app, version, method, path) is made once all four are
+//! known, when the request is admitted, and follows the handler onto its worker thread; a
+//! rejection before that is logged in a span made for it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +19,6 @@ use hyper::body::Body as _;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use tracing::field::Empty;
 
 use crate::config::Limits;
 use crate::deploy::{
@@ -43,7 +43,11 @@ const READ_AHEAD_CHUNKS: usize = 4;
 #[derive(Default)]
 struct Served {
     app: Option<Arc<AppSlot>>,
+    /// The path relative to the app's mount, once routed.
+    path: Option<String>,
     version: Option<Arc<Version>>,
+    /// The request's span, once admitted.
+    span: Option<tracing::Span>,
     /// `x-baton-version`, once the request was dispatched to a version that has one.
     version_header: Option<HeaderValue>,
 }
@@ -57,18 +61,16 @@ pub(crate) async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let accepts = Accepts::of(&req);
+    let method = req.method().clone();
     let access = registry.config().access_log.then(|| {
         let client = client_info(req.extensions()).copied();
-        (req.method().clone(), req.uri().clone(), client)
+        (req.uri().clone(), client)
     });
-    // App, version and path (relative to the mount) are known once routed.
-    let span = tracing::info_span!("request", app = Empty, version = Empty,
-        method = %req.method(), path = Empty);
     let mut served = Served::default();
-    let mut response = serve(registry, sessions, req, &mut served)
-        .instrument(span.clone())
-        .await
-        .unwrap_or_else(|rejection| span.in_scope(|| rejection.into_response()));
+    let mut response = match serve(registry, sessions, req, &mut served).await {
+        Ok(response) => response,
+        Err(rejection) => served.span(&method).in_scope(|| rejection.into_response()),
+    };
     if let Some(value) = served.version_header {
         response.headers_mut().insert("x-baton-version", value);
     }
@@ -76,7 +78,7 @@ pub(crate) async fn handle(
     if let Some(version) = &served.version {
         version.observe(response.status(), took);
     }
-    if let Some((method, uri, client)) = access {
+    if let Some((uri, client)) = access {
         // The peer is logged when it is a proxy that forwarded for the client.
         let proxy = client
             .map(|c| c.peer.ip().to_canonical())
@@ -96,7 +98,20 @@ pub(crate) async fn handle(
     compress::compress(&registry.config().compression, accepts, response)
 }
 
-/// The stages of a request, inside its span.
+impl Served {
+    /// The request's span, or one with what is known of it for a rejection before it was
+    /// admitted.
+    fn span(&self, method: &http::Method) -> tracing::Span {
+        if let Some(span) = &self.span {
+            return span.clone();
+        }
+        let version = self.version.as_ref().map(|v| v.info().version.as_str());
+        tracing::info_span!("request", app = self.app.as_ref().map(|a| a.name()), version,
+            method = %method, path = self.path.as_deref())
+    }
+}
+
+/// The stages of a request; from its admission on, inside its span.
 async fn serve(
     registry: &Registry,
     sessions: &Arc<Sessions>,
@@ -109,25 +124,31 @@ async fn serve(
         .trim_end_matches('/')
         .to_owned();
     let path = path.to_owned();
-    tracing::Span::current()
-        .record("app", slot.name())
-        .record("path", path.as_str());
     served.app = Some(Arc::clone(&slot));
     if let Some(response) = serve_asset(&slot, &path, &req, served) {
         return Ok(response);
     }
+    served.path = Some(path.clone());
     let limits = *slot.limits();
     let (parts, body) = req.into_parts();
     let mut body = read_first(&parts.headers, body, &limits).await?;
     let admitted = admit(&slot, &parts.headers, &limits, served).await?;
+    let span = tracing::info_span!("request", app = slot.name(),
+        version = admitted.version.info().version.as_str(), method = %parts.method,
+        path = path.as_str());
+    served.span = Some(span.clone());
     if registry.config().version_header {
         served.version_header = admitted.version.header().cloned();
     }
-    if !admitted.version.streams() {
-        body.read_rest(&limits).await?;
+    async move {
+        if !admitted.version.streams() {
+            body.read_rest(&limits).await?;
+        }
+        let origin = origin(&parts, mount);
+        dispatch(sessions, admitted, parts, path, body, origin, &limits).await
     }
-    let origin = origin(&parts, mount);
-    dispatch(sessions, admitted, parts, path, body, origin, &limits).await
+    .instrument(span)
+    .await
 }
 
 /// Answers a request for one of the app's static files from the version that has it (the
@@ -346,7 +367,6 @@ async fn admit(
         queue_timeout_ms: limits.queue_timeout_ms,
     })?;
     let (version, guard) = slot.enter(headers).ok_or(Rejection::NoApp)?;
-    tracing::Span::current().record("version", version.info().version.as_str());
     served.version = Some(Arc::clone(&version));
     if version.unhealthy() {
         return Err(Rejection::Stuck {
