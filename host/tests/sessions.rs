@@ -350,6 +350,58 @@ async fn concurrent_requests_lose_nothing(store: Store) {
     assert_eq!(jar.get(&host.url("/counter/")).await.body, "count 101\n");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_on_two_hosts_lose_nothing_with_redis() {
+    let store = Store::redis();
+    let hosts = [
+        store.host(&[counter("1.0.0")], ""),
+        store.host(&[counter("1.0.0")], ""),
+    ];
+    // Each host counts once first, so each starts the load with a value it expects (soon
+    // stale) rather than with a load.
+    let jar = Jar::new(COOKIE);
+    assert_eq!(jar.get(&hosts[0].url("/counter/")).await.body, "count 1\n");
+    assert_eq!(jar.get(&hosts[1].url("/counter/")).await.body, "count 2\n");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (jar, url) = (jar.clone(), hosts[i % 2].url("/counter/"));
+        tasks.spawn(async move { jar.get(&url).await });
+    }
+    let mut counts = Vec::new();
+    while let Some(reply) = tasks.join_next().await {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let n: u64 = reply
+            .body
+            .trim()
+            .strip_prefix("count ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        counts.push(n);
+    }
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (3..=102).collect::<Vec<u64>>(),
+        "every increment counted once, whichever host ran it"
+    );
+    // And afterwards each host builds on the other's last count.
+    assert_eq!(
+        jar.get(&hosts[0].url("/counter/")).await.body,
+        "count 103\n"
+    );
+    assert_eq!(
+        jar.get(&hosts[1].url("/counter/")).await.body,
+        "count 104\n"
+    );
+    assert_eq!(
+        jar.get(&hosts[0].url("/counter/")).await.body,
+        "count 105\n"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Version tolerance: an attribute that no longer decodes is an error for it alone.
 
