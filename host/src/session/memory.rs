@@ -248,6 +248,10 @@ impl SessionStore for MemoryStore {
         "memory"
     }
 
+    fn answers_at_once(&self) -> bool {
+        true
+    }
+
     fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Attributes>> {
         let mut sessions = self.lock();
         let found = self

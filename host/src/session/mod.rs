@@ -297,6 +297,12 @@ impl Sessions {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(crate::clock::millis(self.op_timeout))),
         };
+        self.record(op, &result);
+        result
+    }
+
+    /// Counts a store call and notes the store's health from its result.
+    fn record<T>(&self, op: StoreOp, result: &Result<T, StoreError>) {
         self.metrics.record(op.index(), result.is_err());
         match &result {
             Ok(_) => {
@@ -314,7 +320,6 @@ impl Sessions {
             }
             Err(_) => {}
         }
-        result
     }
 
     /// Runs one store call from a worker thread, blocking it until the answer.
@@ -324,6 +329,15 @@ impl Sessions {
             return Err(StoreError::Unavailable(
                 "session access from a runtime thread".into(),
             ));
+        }
+        let mut call = call;
+        if self.store.answers_at_once() {
+            // Nothing to wait for: no trip through the runtime (entering it, a timer).
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(result) = call.as_mut().poll(&mut cx) {
+                self.record(op, &result);
+                return result;
+            }
         }
         self.runtime.block_on(self.call(op, call))
     }

@@ -201,6 +201,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// A short name for logs: `memory`, `redis`.
     fn kind(&self) -> &'static str;
 
+    /// Whether every call's future is ready when it is made (the store does no I/O), so that a
+    /// worker thread can take the answer without waiting on the runtime.
+    fn answers_at_once(&self) -> bool {
+        false
+    }
+
     /// The session's attributes, or `None` if `id` is unknown or expired. Counts as a use: the
     /// expiry is refreshed when a meaningful part of the timeout has passed since the last
     /// refresh.
