@@ -176,8 +176,10 @@ async fn list_count_and_invalidate(redis: Option<&RedisServer>) {
     // Every store call is counted by operation.
     let m = admin(&host, "GET", "/metrics").await.body;
     let op = |name: &str| store_metric(&m, "operations", name);
-    assert!(op("load") >= 6.0, "{m}");
-    assert!(op("compare_and_set") >= 9.0, "{m}");
+    // In Redis a count that starts a request is one compare-and-set, which loads the session
+    // too; in memory a load comes first. Either way: the ids invalidated above are looked up.
+    assert!(op("load") >= 2.0, "{m}");
+    assert!(op("compare_and_set") >= 4.0, "{m}");
     assert!(op("create") >= 5.0, "{m}");
     assert!(op("remove") >= 2.0, "{m}");
     assert!(op("count") >= 3.0, "{m}");
@@ -214,7 +216,8 @@ async fn with_redis_down_the_admin_api_says_so_and_the_metrics_count_the_errors(
 
     let m = admin(&host, "GET", "/metrics").await.body;
     let errors = |name: &str| store_metric(&m, "errors", name);
-    assert!(errors("load") >= 1.0, "{m}");
+    // The count's compare-and-set, which would have loaded the session too, failed.
+    assert!(errors("compare_and_set") >= 1.0, "{m}");
     assert!(errors("count") >= 1.0, "{m}");
     assert!(errors("list") >= 1.0, "{m}");
     assert_eq!(errors("create"), 0.0, "{m}");

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use super::store::{
-    Attributes, Cas, CasRequest, Lookup, SessionInfo, SessionPage, SessionStore, StoreError,
-    StoreFuture, now_ms,
+    Attributes, Cas, CasRequest, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
+    now_ms,
 };
 
 #[derive(Debug)]
@@ -248,6 +248,10 @@ impl SessionStore for MemoryStore {
         "memory"
     }
 
+    fn answers_at_once(&self) -> bool {
+        true
+    }
+
     fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Attributes>> {
         let mut sessions = self.lock();
         let found = self
@@ -278,30 +282,21 @@ impl SessionStore for MemoryStore {
         ready(Ok(true))
     }
 
-    fn read<'a>(&'a self, id: &'a str, name: &'a str) -> StoreFuture<'a, Lookup> {
-        let mut sessions = self.lock();
-        let lookup = match self.live(&mut sessions, id) {
-            None => Lookup::Gone,
-            Some(entry) => entry
-                .attributes
-                .get(name)
-                .map_or(Lookup::Absent, |v| Lookup::Present(v.clone())),
-        };
-        ready(Ok(lookup))
-    }
-
     fn compare_and_set<'a>(&'a self, request: CasRequest<'a>) -> StoreFuture<'a, Cas> {
         let mut sessions = self.lock();
         let Some(entry) = self.live(&mut sessions, request.id) else {
             return ready(Ok(Cas::Gone));
         };
-        if entry.attributes.get(request.name).map(Vec::as_slice) != request.expected {
-            return ready(Ok(Cas::Conflict));
+        let session = request.load.then(|| entry.attributes.clone());
+        let current = entry.attributes.get(request.name);
+        if current.map(Vec::as_slice) != request.expected {
+            let current = current.cloned();
+            return ready(Ok(Cas::Conflict { current, session }));
         }
         entry
             .attributes
             .insert(request.name.to_owned(), request.new.to_vec());
-        ready(Ok(Cas::Done))
+        ready(Ok(Cas::Done { session }))
     }
 
     fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> StoreFuture<'a, bool> {

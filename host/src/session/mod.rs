@@ -19,7 +19,11 @@
 //!   the app first uses the session, creates a session only when the app first writes, buffers
 //!   plain writes and stores only the changed attributes when the request ends
 //!   ([`RequestSession::finish`]), in one round trip. Atomic updates, rotation and invalidation
-//!   go to the store at once.
+//!   go to the store at once. An atomic update that is the request's first use of its session
+//!   costs one round trip when this host's guess of the attribute (`guess`: the value it last
+//!   stored there) is right: the compare-and-set loads the session in the same step, and the
+//!   store checks the guess atomically, so a wrong one costs a round trip, never a stale
+//!   value.
 //! - `id` makes session ids and reads them from cookies, for the session layer and for sticky
 //!   canary routing alike.
 //!
@@ -28,6 +32,7 @@
 //! threads, never on the runtime; the session callbacks it calls block that worker thread on the
 //! host runtime for the store's answer.
 
+mod guess;
 mod id;
 mod memory;
 mod redis;
@@ -46,8 +51,8 @@ pub use redis::RedisStore;
 pub(crate) use redis::RedisTls;
 pub use scope::RequestSession;
 pub use store::{
-    Attributes, Cas, CasRequest, Lookup, SessionInfo, SessionPage, SessionStore, StoreError,
-    StoreFuture, StoreOp,
+    Attributes, Cas, CasRequest, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
+    StoreOp,
 };
 
 use crate::config::SessionConfig;
@@ -74,6 +79,8 @@ pub struct Sessions {
     metrics: StoreMetrics,
     /// The in-memory store, when sessions live in this process (they move on an upgrade).
     memory: Option<Arc<MemoryStore>>,
+    /// Guesses of attribute values for atomic updates, for a store a round trip away.
+    guesses: Option<guess::Guesses>,
 }
 
 impl Sessions {
@@ -123,6 +130,10 @@ impl Sessions {
             config.op_timeout(),
         );
         sessions.metrics = metrics.session_store(StoreOp::ALL.map(StoreOp::name));
+        if memory.is_some() {
+            // A load costs no round trip here: updates start from the session itself.
+            sessions.guesses = None;
+        }
         sessions.memory = memory;
         Ok(Arc::new(sessions))
     }
@@ -212,6 +223,7 @@ impl Sessions {
             down: AtomicBool::new(false),
             metrics: StoreMetrics::default(),
             memory: None,
+            guesses: Some(guess::Guesses::default()),
         }
     }
 
@@ -257,6 +269,9 @@ impl Sessions {
     /// # Errors
     /// As [`Sessions::list`].
     pub async fn invalidate(&self, id: &str) -> Result<bool, StoreError> {
+        if let Some(guesses) = &self.guesses {
+            guesses.forget(id);
+        }
         self.call(StoreOp::Remove, self.store.remove(id)).await
     }
 
@@ -282,6 +297,12 @@ impl Sessions {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(crate::clock::millis(self.op_timeout))),
         };
+        self.record(op, &result);
+        result
+    }
+
+    /// Counts a store call and notes the store's health from its result.
+    fn record<T>(&self, op: StoreOp, result: &Result<T, StoreError>) {
         self.metrics.record(op.index(), result.is_err());
         match &result {
             Ok(_) => {
@@ -299,7 +320,6 @@ impl Sessions {
             }
             Err(_) => {}
         }
-        result
     }
 
     /// Runs one store call from a worker thread, blocking it until the answer.
@@ -309,6 +329,15 @@ impl Sessions {
             return Err(StoreError::Unavailable(
                 "session access from a runtime thread".into(),
             ));
+        }
+        let mut call = call;
+        if self.store.answers_at_once() {
+            // Nothing to wait for: no trip through the runtime (entering it, a timer).
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(result) = call.as_mut().poll(&mut cx) {
+                self.record(op, &result);
+                return result;
+            }
         }
         self.runtime.block_on(self.call(op, call))
     }

@@ -9,8 +9,11 @@
 //! checks that the session still exists before writing: a write never recreates a session that
 //! expired or was invalidated meanwhile. Loading refreshes the TTL (and `#accessed_ms`) only once
 //! a tenth of the timeout has passed since the last refresh, so a busy session costs no write on
-//! most requests; every write refreshes it anyway. Atomic updates read the attribute and store
-//! the new value with a compare-and-set script, retried by the caller on conflict.
+//! most requests; every write refreshes it anyway. Atomic updates store the new value with a
+//! compare-and-set script, which answers the attribute's current value on a conflict (for the
+//! caller's next attempt) and, when asked, the whole session too, so that an update that is a
+//! request's first use of its session is also its load: one round trip when the expected value
+//! was right.
 //!
 //! Operators' listing and counting use `SCAN` with `MATCH PREFIX*` (never `KEYS`), on every
 //! master of a cluster, so Redis stays responsive; a listing stops once it has its page, but a
@@ -34,8 +37,8 @@ use std::time::Duration;
 use redis::RedisError;
 
 use super::store::{
-    Attributes, Cas, CasRequest, Lookup, SessionInfo, SessionPage, SessionStore, StoreError,
-    StoreFuture, now_ms,
+    Attributes, Cas, CasRequest, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
+    now_ms,
 };
 use crate::config::{StoreKind, StoreUrl};
 use conn::Conn;
@@ -207,6 +210,36 @@ impl RedisStore {
     }
 }
 
+/// The outcome in the compare-and-set script's reply; the session's attributes in it if they
+/// were asked for.
+fn cas_outcome(reply: Vec<redis::Value>, load: bool) -> Result<Cas, StoreError> {
+    use redis::Value;
+    let malformed = |e: redis::ParsingError| {
+        StoreError::Unavailable(format!("unexpected reply to a compare-and-set: {e}"))
+    };
+    let session = |hash: Value| -> Result<Option<Attributes>, StoreError> {
+        if !load {
+            return Ok(None);
+        }
+        let flat: Vec<Vec<u8>> = redis::from_redis_value(hash).map_err(malformed)?;
+        Ok(Some(attributes(flat)))
+    };
+    let mut parts = reply.into_iter();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Value::Int(-1)), None, None) => Ok(Cas::Gone),
+        (Some(Value::Int(1)), Some(hash), None) => Ok(Cas::Done {
+            session: session(hash)?,
+        }),
+        (Some(Value::Int(0)), Some(current), Some(hash)) => Ok(Cas::Conflict {
+            current: redis::from_redis_value(current).map_err(malformed)?,
+            session: session(hash)?,
+        }),
+        other => Err(StoreError::Unavailable(format!(
+            "unexpected reply to a compare-and-set: {other:?}"
+        ))),
+    }
+}
+
 /// The attributes of a flat `HGETALL` reply, metadata left out.
 fn attributes(flat: Vec<Vec<u8>>) -> Attributes {
     let mut attributes = Attributes::new();
@@ -283,34 +316,10 @@ impl SessionStore for RedisStore {
         })
     }
 
-    fn read<'a>(&'a self, id: &'a str, name: &'a str) -> StoreFuture<'a, Lookup> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let reply: Vec<redis::Value> = self
-                .scripts
-                .read
-                .key(self.key(id))
-                .arg(name)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            match reply.as_slice() {
-                [redis::Value::Int(1), redis::Value::BulkString(value)] => {
-                    Ok(Lookup::Present(value.clone()))
-                }
-                [redis::Value::Int(0)] => Ok(Lookup::Absent),
-                [redis::Value::Int(-1)] => Ok(Lookup::Gone),
-                other => Err(StoreError::Unavailable(format!(
-                    "unexpected reply to an attribute read: {other:?}"
-                ))),
-            }
-        })
-    }
-
     fn compare_and_set<'a>(&'a self, request: CasRequest<'a>) -> StoreFuture<'a, Cas> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let outcome: i64 = self
+            let reply: Vec<redis::Value> = self
                 .scripts
                 .cas
                 .key(self.key(request.id))
@@ -319,14 +328,11 @@ impl SessionStore for RedisStore {
                 .arg(if request.expected.is_some() { "1" } else { "0" })
                 .arg(request.expected.unwrap_or_default())
                 .arg(request.new)
+                .arg(if request.load { "1" } else { "0" })
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            Ok(match outcome {
-                1 => Cas::Done,
-                0 => Cas::Conflict,
-                _ => Cas::Gone,
-            })
+            cas_outcome(reply, request.load)
         })
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::id::{self, CookieChange};
-use super::store::{Attributes, Cas, CasRequest, Lookup, StoreError};
+use super::store::{Attributes, Cas, CasRequest, StoreError};
 use super::{Sessions, StoreOp};
 use crate::loader::{AccessError, SessionAccess, UpdateFn};
 
@@ -45,6 +45,20 @@ struct State {
     changes: BTreeMap<String, Option<Vec<u8>>>,
     had_cookie: bool,
     cookie: Option<CookieChange>,
+}
+
+/// Where an atomic update stands.
+#[derive(Debug)]
+enum Plan {
+    /// Compare-and-set session `id`'s attribute, expected to hold `expected`; a `guessed` value
+    /// is this host's guess, and the session is not loaded yet.
+    Cas {
+        id: String,
+        expected: Option<Vec<u8>>,
+        guessed: bool,
+    },
+    /// Create the session with the attribute, whose value this request sees as `old`.
+    Create { old: Option<Vec<u8>> },
 }
 
 /// One request's session, shared by the request's service task and the worker thread running
@@ -129,9 +143,63 @@ impl RequestSession {
         state.cookie = state.had_cookie.then_some(CookieChange::Clear);
     }
 
-    /// Makes sure the session exists in the store with `name`'s buffered change applied, for
-    /// an atomic update; returns its id.
-    fn persist(&self, state: &mut State, name: &str) -> Result<String, AccessError> {
+    /// How an update of `name` starts: from a guess if the session is not loaded yet and this
+    /// host kept one (and `guess` allows it), else from the loaded session, whose buffered
+    /// change of `name`, if any, is stored first so that the update applies on top of it.
+    fn plan(&self, name: &str, guess: bool) -> Result<Plan, AccessError> {
+        let mut state = self.lock();
+        if let (Current::Unloaded(Some(id)), Some(guesses)) =
+            (&state.current, &self.sessions.guesses)
+            && guess
+            && let Some(expected) = guesses.get(id, name)
+        {
+            return Ok(Plan::Cas {
+                id: id.clone(),
+                expected: Some(expected),
+                guessed: true,
+            });
+        }
+        self.load(&mut state)?;
+        let State {
+            current, changes, ..
+        } = &mut *state;
+        let mut ended = false;
+        if let Current::Stored { id, attributes } = current
+            && let Some(change) = changes.get(name).cloned()
+        {
+            let one = BTreeMap::from([(name.to_owned(), change.clone())]);
+            let store = &self.sessions.store;
+            if self.sessions.run(StoreOp::Save, store.save(id, &one))? {
+                changes.remove(name);
+                match change {
+                    Some(value) => attributes.insert(name.to_owned(), value),
+                    None => attributes.remove(name),
+                };
+            } else {
+                ended = true;
+            }
+        }
+        if ended {
+            // It ended meanwhile: the update goes on in a new one.
+            Self::forget(&mut state);
+        }
+        Ok(match &state.current {
+            Current::Stored { id, attributes } => Plan::Cas {
+                id: id.clone(),
+                expected: attributes.get(name).cloned(),
+                guessed: false,
+            },
+            _ => Plan::Create {
+                old: state.changes.get(name).cloned().flatten(),
+            },
+        })
+    }
+
+    /// Creates the session that this request started or is about to start, with its buffered
+    /// changes and `name` set to `new`: nobody else knows its id, so this is atomic. `false`
+    /// if the request has a stored session meanwhile (the update starts over).
+    fn create_with(&self, name: &str, new: Vec<u8>) -> Result<bool, AccessError> {
+        let mut state = self.lock();
         let store = &self.sessions.store;
         for _ in 0..3 {
             if matches!(state.current, Current::Absent) {
@@ -142,57 +210,89 @@ impl RequestSession {
             let State {
                 current, changes, ..
             } = &mut *state;
-            match current {
-                Current::New { id } => {
-                    let attributes = initial_attributes(changes);
-                    if self
-                        .sessions
-                        .run(StoreOp::Create, store.create(id, &attributes))?
-                    {
-                        changes.clear();
-                        *current = Current::Stored {
-                            id: id.clone(),
-                            attributes,
-                        };
-                    } else {
-                        // Another session has this id: pick another.
-                        state.current = Current::Absent;
-                    }
+            let Current::New { id } = current else {
+                return Ok(false);
+            };
+            let mut attributes = initial_attributes(changes);
+            attributes.insert(name.to_owned(), new.clone());
+            if self
+                .sessions
+                .run(StoreOp::Create, store.create(id, &attributes))?
+            {
+                if let Some(guesses) = &self.sessions.guesses {
+                    guesses.stored(id, name, Some(&new));
                 }
-                Current::Stored { id, attributes } => {
-                    let Some(change) = changes.get(name).cloned() else {
-                        return Ok(id.clone());
-                    };
-                    let one = BTreeMap::from([(name.to_owned(), change.clone())]);
-                    if self.sessions.run(StoreOp::Save, store.save(id, &one))? {
-                        changes.remove(name);
-                        match change {
-                            Some(value) => attributes.insert(name.to_owned(), value),
-                            None => attributes.remove(name),
-                        };
-                        return Ok(id.clone());
-                    }
-                    Self::forget(state);
-                }
-                Current::Unloaded(_) | Current::Absent => {
-                    unreachable!("loaded and created above")
-                }
+                changes.clear();
+                *current = Current::Stored {
+                    id: id.clone(),
+                    attributes,
+                };
+                return Ok(true);
             }
+            // Another session has this id: pick another.
+            state.current = Current::Absent;
         }
         Err(StoreError::Unavailable("could not create a session".into()).into())
     }
 
-    /// The session ended during an update: continue in a new one, once.
-    fn restart(&self, restarted: &mut bool, name: &str) -> Result<String, AccessError> {
-        if std::mem::replace(restarted, true) {
+    /// A compare-and-set of `name` to `new` stored: the request's view follows, with the
+    /// session it loaded, if it asked for it.
+    fn stored(&self, id: &str, name: &str, new: Vec<u8>, session: Option<Attributes>) {
+        if let Some(guesses) = &self.sessions.guesses {
+            guesses.stored(id, name, Some(&new));
+        }
+        let mut state = self.lock();
+        if let Some(mut attributes) = session {
+            attributes.insert(name.to_owned(), new);
+            if matches!(state.current, Current::Unloaded(_)) {
+                state.current = Current::Stored {
+                    id: id.to_owned(),
+                    attributes,
+                };
+            }
+        } else if let Current::Stored {
+            id: current,
+            attributes,
+        } = &mut state.current
+            && current == id
+        {
+            attributes.insert(name.to_owned(), new);
+        }
+    }
+
+    /// A guessed compare-and-set that loaded the session found it: the request's view.
+    fn loaded(&self, id: &str, attributes: Attributes) {
+        let mut state = self.lock();
+        if matches!(state.current, Current::Unloaded(_)) {
+            state.current = Current::Stored {
+                id: id.to_owned(),
+                attributes,
+            };
+        }
+    }
+
+    /// Session `id` is gone: if the update's guess was the request's first use of it, the id
+    /// is not adopted (as a load that finds nothing); otherwise it ended during the update and
+    /// the update continues in a new session, once.
+    fn gone(&self, id: &str, guessed: bool, restarted: &mut bool) -> Result<Plan, AccessError> {
+        if let Some(guesses) = &self.sessions.guesses {
+            guesses.forget(id);
+        }
+        let mut state = self.lock();
+        if guessed && matches!(state.current, Current::Unloaded(_)) {
+            state.cookie = Some(CookieChange::Clear);
+            state.current = Current::Absent;
+        } else if std::mem::replace(restarted, true) {
             return Err(StoreError::Unavailable(
                 "the session keeps ending during the update".into(),
             )
             .into());
+        } else {
+            Self::forget(&mut state);
         }
-        let mut state = self.lock();
-        Self::forget(&mut state);
-        self.persist(&mut state, name)
+        // Nothing is buffered now: a request's first use buffers nothing, and forgetting
+        // drops the buffer.
+        Ok(Plan::Create { old: None })
     }
 
     /// Ends the request: stores the buffered changes (only those, in one round trip) or creates
@@ -220,6 +320,8 @@ impl RequestSession {
                     .await?;
                 if !saved {
                     cookie = had_cookie.then_some(CookieChange::Clear);
+                } else if let Some(guesses) = &self.sessions.guesses {
+                    guesses.saved(&id, &changes);
                 }
             }
             Current::New { mut id } => {
@@ -317,6 +419,9 @@ impl SessionAccess for RequestSession {
         if let Current::Stored { id, .. } = &state.current {
             self.sessions
                 .run(StoreOp::Remove, self.sessions.store.remove(id))?;
+            if let Some(guesses) = &self.sessions.guesses {
+                guesses.forget(id);
+            }
         }
         Self::forget(&mut state);
         Ok(())
@@ -337,6 +442,9 @@ impl SessionAccess for RequestSession {
                     Self::forget(&mut state);
                     return Ok(());
                 }
+                if let Some(guesses) = &self.sessions.guesses {
+                    guesses.moved(id, &fresh);
+                }
                 fresh
             }
         };
@@ -348,45 +456,69 @@ impl SessionAccess for RequestSession {
         Ok(())
     }
 
+    /// One round trip when the session was loaded already or this host's guess of the
+    /// attribute is right (the store then loads the session in the same step); a wrong guess or
+    /// a concurrent change costs one more per attempt, as the store answers the current value
+    /// with the conflict. The closure runs outside every lock: it may use the session.
     fn update(&self, name: &str, f: &mut UpdateFn<'_>) -> Result<(), AccessError> {
         check_name(name)?;
         let store = &self.sessions.store;
-        let mut id = {
-            let mut state = self.lock();
-            self.load(&mut state)?;
-            self.persist(&mut state, name)?
-        };
         let mut restarted = false;
+        let mut plan = self.plan(name, true)?;
         for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let old = match self.sessions.run(StoreOp::Read, store.read(&id, name))? {
-                Lookup::Present(value) => Some(value),
-                Lookup::Absent => None,
-                Lookup::Gone => {
-                    id = self.restart(&mut restarted, name)?;
+            let (id, expected, guessed) = match plan {
+                Plan::Create { old } => {
+                    let new = f(old.as_deref())?;
+                    check_json(name, &new)?;
+                    if self.create_with(name, new)? {
+                        return Ok(());
+                    }
+                    plan = self.plan(name, false)?;
                     continue;
                 }
+                Plan::Cas {
+                    id,
+                    expected,
+                    guessed,
+                } => (id, expected, guessed),
             };
-            let new = f(old.as_deref())?;
-            check_json(name, &new)?;
-            match self.sessions.run(
-                StoreOp::CompareAndSet,
-                store.compare_and_set(CasRequest::new(&id, name, old.as_deref(), &new)),
-            )? {
-                Cas::Done => {
-                    let mut state = self.lock();
-                    if let Current::Stored {
-                        id: current,
-                        attributes,
-                    } = &mut state.current
-                        && *current == id
-                    {
-                        attributes.insert(name.to_owned(), new);
-                    }
+            let new = match f(expected.as_deref()).and_then(|new| {
+                check_json(name, &new)?;
+                Ok(new)
+            }) {
+                Ok(new) => new,
+                // A guess may be a value that no longer fits the app: only the real one counts.
+                Err(_) if guessed => {
+                    plan = self.plan(name, false)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let request = CasRequest::new(&id, name, expected.as_deref(), &new);
+            let request = if guessed { request.loading() } else { request };
+            plan = match self
+                .sessions
+                .run(StoreOp::CompareAndSet, store.compare_and_set(request))?
+            {
+                Cas::Done { session } => {
+                    self.stored(&id, name, new, session);
                     return Ok(());
                 }
-                Cas::Conflict => std::thread::yield_now(),
-                Cas::Gone => id = self.restart(&mut restarted, name)?,
-            }
+                Cas::Conflict { current, session } => {
+                    if let Some(attributes) = session {
+                        self.loaded(&id, attributes);
+                    } else {
+                        // A concurrent request changed it: let it finish.
+                        std::thread::yield_now();
+                    }
+                    Plan::Cas {
+                        id,
+                        expected: current,
+                        guessed: false,
+                    }
+                }
+                Cas::Gone => self.gone(&id, guessed, &mut restarted)?,
+            };
         }
         Err(StoreError::Unavailable(format!(
             "attribute {name:?} changed concurrently {MAX_UPDATE_ATTEMPTS} times in a row"

@@ -3,8 +3,9 @@
 //! A store keeps sessions by id, each a set of attributes (JSON texts by name) with a sliding
 //! expiry: a session not used for its timeout is gone, and nothing brings it back. The methods
 //! are the round trips a request needs: load (which also refreshes the expiry when due), create,
-//! save the attributes a request changed, read and compare-and-set one attribute for atomic
-//! updates, rename for id rotation, and remove.
+//! save the attributes a request changed, compare-and-set one attribute for atomic updates
+//! (which answers the attribute's current value on a conflict, and can load the whole session
+//! in the same step), rename for id rotation, and remove.
 //!
 //! For operators, a store may also list, count and describe its sessions without using them
 //! (no expiry refresh). These have default implementations answering
@@ -54,8 +55,6 @@ pub enum StoreOp {
     Create,
     /// [`SessionStore::save`].
     Save,
-    /// [`SessionStore::read`].
-    Read,
     /// [`SessionStore::compare_and_set`].
     CompareAndSet,
     /// [`SessionStore::rename`].
@@ -72,11 +71,10 @@ pub enum StoreOp {
 
 impl StoreOp {
     /// Every operation, in the order of their index.
-    pub const ALL: [StoreOp; 10] = [
+    pub const ALL: [StoreOp; 9] = [
         StoreOp::Load,
         StoreOp::Create,
         StoreOp::Save,
-        StoreOp::Read,
         StoreOp::CompareAndSet,
         StoreOp::Rename,
         StoreOp::Remove,
@@ -91,7 +89,6 @@ impl StoreOp {
             StoreOp::Load => "load",
             StoreOp::Create => "create",
             StoreOp::Save => "save",
-            StoreOp::Read => "read",
             StoreOp::CompareAndSet => "compare_and_set",
             StoreOp::Rename => "rename",
             StoreOp::Remove => "remove",
@@ -113,17 +110,6 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// A session's attributes: JSON texts by name.
 pub type Attributes = BTreeMap<String, Vec<u8>>;
 
-/// One attribute as read for an atomic update.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// The session does not exist (any more).
-    Gone,
-    /// The session exists without this attribute.
-    Absent,
-    /// The attribute's JSON text.
-    Present(Vec<u8>),
-}
-
 /// A compare-and-set: store `new` under attribute `name` of session `id` if the attribute
 /// still holds `expected` (`None`: absent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +122,9 @@ pub struct CasRequest<'a> {
     pub expected: Option<&'a [u8]>,
     /// The value to store.
     pub new: &'a [u8],
+    /// Also answer the session's attributes, as they were before the write: the call is then
+    /// the request's load as well (and, on a conflict, counts as a use as a load does).
+    pub load: bool,
 }
 
 impl<'a> CasRequest<'a> {
@@ -146,19 +135,34 @@ impl<'a> CasRequest<'a> {
             name,
             expected,
             new,
+            load: false,
         }
+    }
+
+    /// The same request, answering the session's attributes too.
+    #[must_use]
+    pub fn loading(self) -> Self {
+        CasRequest { load: true, ..self }
     }
 }
 
 /// The outcome of a compare-and-set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cas {
     /// The session does not exist (any more); nothing was written.
     Gone,
     /// The attribute no longer holds the expected value; nothing was written.
-    Conflict,
+    Conflict {
+        /// What it holds instead (`None`: it is absent), for the next attempt.
+        current: Option<Vec<u8>>,
+        /// The session's attributes, if the request asked for them.
+        session: Option<Attributes>,
+    },
     /// The new value is stored.
-    Done,
+    Done {
+        /// The session's attributes before the write, if the request asked for them.
+        session: Option<Attributes>,
+    },
 }
 
 /// What an operator sees of one session: its metadata and attribute names, never values.
@@ -197,6 +201,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// A short name for logs: `memory`, `redis`.
     fn kind(&self) -> &'static str;
 
+    /// Whether every call's future is ready when it is made (the store does no I/O), so that a
+    /// worker thread can take the answer without waiting on the runtime.
+    fn answers_at_once(&self) -> bool {
+        false
+    }
+
     /// The session's attributes, or `None` if `id` is unknown or expired. Counts as a use: the
     /// expiry is refreshed when a meaningful part of the timeout has passed since the last
     /// refresh.
@@ -213,10 +223,8 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         changes: &'a BTreeMap<String, Option<Vec<u8>>>,
     ) -> StoreFuture<'a, bool>;
 
-    /// One attribute, for an atomic update.
-    fn read<'a>(&'a self, id: &'a str, name: &'a str) -> StoreFuture<'a, Lookup>;
-
-    /// Stores the request's new value if the attribute still holds the expected one.
+    /// Stores the request's new value if the attribute still holds the expected one; on a
+    /// conflict, answers what it holds instead. Refreshes the expiry when it writes.
     fn compare_and_set<'a>(&'a self, request: CasRequest<'a>) -> StoreFuture<'a, Cas>;
 
     /// Moves session `from` to id `to`, attributes and expiry kept; `false` if `from` does not

@@ -10,8 +10,10 @@
 //!    session per connection) on `/hello/` (the plain Redis host), then `/counter/` on each
 //!    host in turn, `--rounds` times. Every `counter` body must be `count N`, N one more than
 //!    the connection's previous one; anything else is a failed request.
-//! 3. Prints a table with ratios to `hello` and to plain Redis, each taken within a round, and,
-//!    with `--json FILE`, writes every figure as JSON.
+//! 3. Counts what each `counter (redis)` request costs that Redis: the commands it ran during
+//!    the load (`INFO commandstats` before and after), per request.
+//! 4. Prints a table with ratios to `hello` and to plain Redis, each taken within a round, the
+//!    issue's targets (met or not), and, with `--json FILE`, writes every figure as JSON.
 
 mod report;
 
@@ -118,6 +120,8 @@ pub(crate) struct Measure {
     /// CPU the host and its `redis-server`s used during the round, µs per successful request.
     pub(crate) host_cpu_us_per_request: f64,
     pub(crate) redis_cpu_us_per_request: f64,
+    /// Commands the plain Redis ran per request (`counter (redis)` only).
+    pub(crate) redis_commands_per_request: Option<f64>,
     pub(crate) errors: Vec<String>,
 }
 
@@ -127,6 +131,8 @@ struct Backend {
     /// Its `--sessions` URL, or `memory`.
     store: String,
     redis_pids: Vec<u32>,
+    /// A plain Redis's URL, whose command statistics can be read.
+    stats_url: Option<String>,
     /// The Redis processes, killed when this is dropped.
     _redis: Option<Box<dyn std::any::Any>>,
 }
@@ -149,6 +155,7 @@ impl Backend {
             host,
             store,
             redis_pids,
+            stats_url: None,
             _redis: redis,
         })
     }
@@ -208,14 +215,19 @@ impl Bench {
                 .sum();
             (procfs::cpu_secs(backend.host.pid()).unwrap_or(0.0), redis)
         };
-        let before = cpu();
+        // Only the counter's requests use that Redis; hello's never do.
+        let stats = backend.stats_url.as_deref().filter(|_| kind != Kind::Hello);
+        let commands = || stats.and_then(redis_commands);
+        let (before, commands_before) = (cpu(), commands());
         let recorded = run_for(&target, self.connections, secs).await;
-        let after = cpu();
-        Some(Measure::new(
-            kind,
-            &recorded,
-            (after.0 - before.0, after.1 - before.1),
-        ))
+        let (after, commands_after) = (cpu(), commands());
+        let mut measure = Measure::new(kind, &recorded, (after.0 - before.0, after.1 - before.1));
+        if let (Some(before), Some(after)) = (commands_before, commands_after) {
+            let requests = recorded.samples.len().max(1) as f64;
+            measure.redis_commands_per_request =
+                Some(after.saturating_sub(before) as f64 / requests);
+        }
+        Some(measure)
     }
 }
 
@@ -232,9 +244,46 @@ impl Measure {
             latency: recorded.latency(),
             host_cpu_us_per_request: recorded.cpu_us_per_request(host_cpu),
             redis_cpu_us_per_request: recorded.cpu_us_per_request(redis_cpu),
+            redis_commands_per_request: None,
             errors: recorded.first_errors(),
         }
     }
+}
+
+/// The commands the host's Lua scripts run: Redis counts them as well, but the host never
+/// sends them itself.
+const RUN_BY_SCRIPTS: [&str; 7] = [
+    "hget", "hset", "hdel", "hgetall", "exists", "pexpire", "rename",
+];
+
+/// Commands clients sent the Redis at `url` since it started (round trips), the readings' own
+/// (`INFO`, a new connection's greeting) and those run by scripts left out; `None` if it
+/// cannot say.
+fn redis_commands(url: &str) -> Option<u64> {
+    let mut conn = redis::Client::open(url)
+        .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
+        .ok()?;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .ok()?;
+    let own = ["info", "client", "hello", "select", "auth"];
+    Some(
+        stats
+            .lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls: u64 = rest
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                let name = name.split('|').next()?;
+                (!own.contains(&name) && !RUN_BY_SCRIPTS.contains(&name)).then_some(calls)
+            })
+            .sum(),
+    )
 }
 
 async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report::Result> {
@@ -242,16 +291,16 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
     let apps = [modules[0].as_path(), modules[1].as_path()];
     let mut backends = Vec::new();
     let redis = RedisServer::try_start()?;
-    backends.push((
-        Kind::CounterRedis,
-        Backend::start(
-            &baton,
-            &apps,
-            Some(redis.url()),
-            "",
-            Some((vec![redis.pid()], Box::new(redis))),
-        )?,
-    ));
+    let stats_url = redis.url();
+    let mut plain = Backend::start(
+        &baton,
+        &apps,
+        Some(redis.url()),
+        "",
+        Some((vec![redis.pid()], Box::new(redis))),
+    )?;
+    plain.stats_url = Some(stats_url);
+    backends.push((Kind::CounterRedis, plain));
     if !options.no_tls {
         let tls = TlsRedis::try_start(ClientCerts::NotAsked).context("a TLS redis-server")?;
         let config = format!("[sessions]\n{}", tls.sessions_config("ca.pem"));

@@ -27,6 +27,8 @@ pub(crate) struct Summary {
     latency: Latency,
     host_cpu_us_per_request: f64,
     redis_cpu_us_per_request: f64,
+    /// Median of the rounds' Redis commands per request, where counted.
+    redis_commands_per_request: Option<f64>,
     requests: usize,
     failed: usize,
     count_mismatches: usize,
@@ -49,6 +51,43 @@ pub(crate) struct Check {
     ok: bool,
 }
 
+/// A performance target of the sessions: reported as met or not, never failing the run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Target {
+    name: String,
+    expected: String,
+    measured: String,
+    met: bool,
+}
+
+/// The targets: what a session-using request may cost against one that uses none (medians of
+/// the per-round ratios), and the round trips of a counter request.
+fn targets(summary: &[Summary]) -> Vec<Target> {
+    let of = |kind: Kind| summary.iter().find(|m| m.kind == kind);
+    let mut targets = Vec::new();
+    for (kind, floor) in [(Kind::CounterRedis, 0.6), (Kind::CounterMemory, 0.95)] {
+        if let Some(m) = of(kind) {
+            targets.push(Target {
+                name: format!("{} / hello", kind.label()),
+                expected: format!(">= {floor}"),
+                measured: format!("{:.3}", m.rps_ratio_to_hello),
+                met: m.rps_ratio_to_hello >= floor,
+            });
+        }
+    }
+    if let Some(per) = of(Kind::CounterRedis).and_then(|m| m.redis_commands_per_request) {
+        targets.push(Target {
+            name: "redis commands per counter request".into(),
+            expected: "<= 1".into(),
+            measured: format!("{per:.3}"),
+            // Retries after concurrent changes are not expected here: one session per
+            // connection, one request at a time.
+            met: per <= 1.01,
+        });
+    }
+    targets
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Result {
     machine: Machine,
@@ -57,6 +96,7 @@ pub(crate) struct Result {
     summary: Vec<Summary>,
     rounds: Vec<Vec<Measure>>,
     checks: Vec<Check>,
+    targets: Vec<Target>,
     hosts_alive: bool,
     warnings: Vec<String>,
 }
@@ -92,6 +132,13 @@ fn summarise(kind: Kind, rounds: &[Vec<Measure>]) -> Summary {
         },
         host_cpu_us_per_request: med(|m| m.host_cpu_us_per_request),
         redis_cpu_us_per_request: med(|m| m.redis_cpu_us_per_request),
+        redis_commands_per_request: {
+            let counted: Vec<f64> = mine
+                .iter()
+                .filter_map(|m| m.redis_commands_per_request)
+                .collect();
+            (!counted.is_empty()).then(|| median(&counted))
+        },
         requests: mine.iter().map(|m| m.requests).sum(),
         failed: mine.iter().map(|m| m.failed).sum(),
         count_mismatches: mine.iter().map(|m| m.count_mismatches).sum(),
@@ -148,6 +195,7 @@ impl Result {
         ];
         Result {
             machine: Machine::current(),
+            targets: targets(&summary),
             settings,
             stores: stores
                 .into_iter()
@@ -278,6 +326,9 @@ pub(crate) fn table(r: &Result) -> String {
                 m.redis_cpu_us_per_request
             );
         }
+        if let Some(per) = m.redis_commands_per_request {
+            let _ = write!(out, "   redis commands {per:.3}");
+        }
         let _ = writeln!(out);
     }
     for e in r.rounds.iter().flatten().flat_map(|m| &m.errors).take(10) {
@@ -285,6 +336,20 @@ pub(crate) fn table(r: &Result) -> String {
     }
     if !r.warnings.is_empty() {
         let _ = writeln!(out, "  host warnings/errors logged: {}", r.warnings.len());
+    }
+    let _ = writeln!(
+        out,
+        "\ntargets (sessions: a request that reads and updates its session)"
+    );
+    for t in &r.targets {
+        let _ = writeln!(
+            out,
+            "  [{}] {:<36} expected {:<8} measured {}",
+            if t.met { "met" } else { "not met" },
+            t.name,
+            t.expected,
+            t.measured
+        );
     }
     let _ = writeln!(out, "\nchecks");
     for c in &r.checks {

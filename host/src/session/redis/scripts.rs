@@ -5,7 +5,9 @@
 
 use redis::Script;
 
-/// Refreshes the expiry of a session that exists; shared by the scripts.
+/// The scripts' shared functions: `touch` refreshes the expiry of a session that exists;
+/// `used` does so for a session read as the flat hash `h`, once a tenth of its timeout has
+/// passed since the last refresh.
 macro_rules! lua {
     ($body:literal) => {
         concat!(
@@ -13,6 +15,16 @@ macro_rules! lua {
             "  local timeout = redis.call('HGET', key, '#timeout_ms')\n",
             "  redis.call('HSET', key, '#accessed_ms', now)\n",
             "  if timeout then redis.call('PEXPIRE', key, timeout) end\n",
+            "end\n",
+            "local function used(key, h, now)\n",
+            "  local accessed, timeout\n",
+            "  for i = 1, #h, 2 do\n",
+            "    if h[i] == '#accessed_ms' then accessed = tonumber(h[i + 1])\n",
+            "    elseif h[i] == '#timeout_ms' then timeout = tonumber(h[i + 1]) end\n",
+            "  end\n",
+            "  if timeout and (accessed == nil or tonumber(now) - accessed >= timeout / 10) then\n",
+            "    touch(key, now)\n",
+            "  end\n",
             "end\n",
             $body
         )
@@ -24,14 +36,7 @@ const LOAD: &str = lua!(
     r"
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return false end
-local accessed, timeout
-for i = 1, #h, 2 do
-  if h[i] == '#accessed_ms' then accessed = tonumber(h[i + 1])
-  elseif h[i] == '#timeout_ms' then timeout = tonumber(h[i + 1]) end
-end
-if timeout and (accessed == nil or tonumber(ARGV[1]) - accessed >= timeout / 10) then
-  touch(KEYS[1], ARGV[1])
-end
+used(KEYS[1], h, ARGV[1])
 return h
 "
 );
@@ -60,28 +65,30 @@ return 1
 "
 );
 
-/// KEYS[1] session; ARGV[1] name. {-1} gone, {0} absent, {1, value} present.
-const READ: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v then return {1, v} end
-return {0}
-";
-
 /// KEYS[1] session; ARGV[1] now, ARGV[2] name, ARGV[3] '1' if a value is expected, ARGV[4] the
-/// expected value, ARGV[5] the new one. -1 gone, 0 conflict, 1 done.
+/// expected value, ARGV[5] the new one, ARGV[6] '1' to answer the session's flat hash too (as
+/// it was before the write; a conflict then counts as a load). {-1} gone, {0, current or nil,
+/// hash} conflict, {1, hash} done (the hash empty unless asked for).
 const CAS: &str = lua!(
     r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local cur = redis.call('HGET', KEYS[1], ARGV[2])
-if ARGV[3] == '1' then
-  if cur ~= ARGV[4] then return 0 end
-elseif cur then
-  return 0
+local h, cur = {}, false
+if ARGV[6] == '1' then
+  h = redis.call('HGETALL', KEYS[1])
+  if #h == 0 then return {-1} end
+  for i = 1, #h, 2 do
+    if h[i] == ARGV[2] then cur = h[i + 1] break end
+  end
+else
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+  cur = redis.call('HGET', KEYS[1], ARGV[2])
+end
+if (ARGV[3] == '1' and cur ~= ARGV[4]) or (ARGV[3] ~= '1' and cur) then
+  if ARGV[6] == '1' then used(KEYS[1], h, ARGV[1]) end
+  return {0, cur, h}
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[5])
 touch(KEYS[1], ARGV[1])
-return 1
+return {1, h}
 "
 );
 
@@ -127,7 +134,6 @@ pub(super) struct Scripts {
     pub(super) load: Script,
     pub(super) create: Script,
     pub(super) save: Script,
-    pub(super) read: Script,
     pub(super) cas: Script,
     pub(super) rename: Script,
     pub(super) stash: Script,
@@ -142,7 +148,6 @@ impl Scripts {
             load: Script::new(LOAD),
             create: Script::new(CREATE),
             save: Script::new(SAVE),
-            read: Script::new(READ),
             cas: Script::new(CAS),
             rename: Script::new(RENAME),
             stash: Script::new(STASH),

@@ -43,14 +43,12 @@ async fn saves_write_only_their_fields_and_never_resurrect() {
         .query(&mut redis.conn())
         .unwrap();
     assert!(!store.save("s", &changes).await.unwrap());
-    assert_eq!(store.read("s", "a").await.unwrap(), Lookup::Gone);
-    assert_eq!(
-        store
-            .compare_and_set(CasRequest::new("s", "a", None, b"1"))
-            .await
-            .unwrap(),
-        Cas::Gone
-    );
+    for cas in [
+        CasRequest::new("s", "a", None, b"1"),
+        CasRequest::new("s", "a", Some(b"3"), b"4").loading(),
+    ] {
+        assert_eq!(store.compare_and_set(cas).await.unwrap(), Cas::Gone);
+    }
     assert!(!store.rename("s", "t").await.unwrap());
     let exists: i64 = redis::cmd("EXISTS")
         .arg("t:s")
@@ -217,6 +215,21 @@ async fn loading_refreshes_the_ttl_only_when_a_tenth_of_it_has_passed() {
         .query(&mut redis.conn())
         .unwrap();
     assert!(now_ms() - accessed < 10_000);
+
+    // A compare-and-set that loads is a load when it conflicts, and a write when it succeeds.
+    let conflict = CasRequest::new("s", "n", Some(b"1"), b"2").loading();
+    age(5_000, 95_000);
+    let outcome = store.compare_and_set(conflict).await.unwrap();
+    assert!(matches!(outcome, Cas::Conflict { .. }), "{outcome:?}");
+    assert!(pttl(&mut redis.conn()) <= 95_000);
+    age(20_000, 80_000);
+    store.compare_and_set(conflict).await.unwrap();
+    assert!(pttl(&mut redis.conn()) > 95_000);
+    age(5_000, 80_000);
+    let write = CasRequest::new("s", "n", None, b"1").loading();
+    let outcome = store.compare_and_set(write).await.unwrap();
+    assert!(matches!(outcome, Cas::Done { .. }), "{outcome:?}");
+    assert!(pttl(&mut redis.conn()) > 95_000);
 }
 
 #[test]

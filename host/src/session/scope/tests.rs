@@ -217,3 +217,150 @@ async fn bad_names_and_values_are_refused() {
     })
     .await;
 }
+
+/// Store calls so far, by operation name.
+fn calls(sessions: &Sessions) -> BTreeMap<&'static str, u64> {
+    StoreOp::ALL
+        .into_iter()
+        .map(|op| (op.name(), sessions.metrics.count(op.index()).0))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Runs `work` as a request with session `id`'s cookie, on a worker; its `Set-Cookie` value.
+async fn in_session<T: Send + 'static>(
+    sessions: &Arc<Sessions>,
+    id: &str,
+    work: impl FnOnce(&RequestSession) -> T + Send + 'static,
+) -> (T, Option<String>) {
+    let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
+    let worker = Arc::clone(&scope);
+    let value = on_worker(move || work(&worker)).await;
+    (value, scope.finish().await.unwrap())
+}
+
+fn increment(scope: &RequestSession, name: &str) -> u64 {
+    let mut seen = 0;
+    scope
+        .update(name, &mut |old| {
+            seen = old.map_or(0, |v| serde_json::from_slice::<u64>(v).unwrap()) + 1;
+            Ok(seen.to_string().into_bytes())
+        })
+        .unwrap();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_that_starts_a_request_costs_one_store_call_when_the_guess_is_right() {
+    let store = Arc::new(MemoryStore::new(Duration::from_secs(60), 100));
+    let host = |store: &Arc<MemoryStore>| {
+        Sessions::with_store(Arc::clone(store) as _, "S", false, Duration::from_secs(1))
+    };
+    let (a, b) = (host(&store), host(&store));
+
+    // A new session: created with the value, in one call.
+    let id = id_of(&new_session(&a, |s| assert_eq!(increment(s, "n"), 1)).await);
+    assert_eq!(calls(&a), BTreeMap::from([("create", 1)]));
+
+    // Its next requests on the same host: one compare-and-set each, which loads the session.
+    for n in 2..=4 {
+        let (seen, cookie) = in_session(&a, &id, move |s| {
+            let seen = increment(s, "n");
+            assert_eq!(s.get("n").unwrap(), Some(n.to_string().into_bytes()));
+            assert_eq!(s.names().unwrap(), ["n"], "loaded with the update");
+            seen
+        })
+        .await;
+        assert_eq!((seen, cookie), (n, None));
+    }
+    assert_eq!(
+        calls(&a),
+        BTreeMap::from([("create", 1), ("compare_and_set", 3)])
+    );
+
+    // Another host changes it: this host's guess is stale; the store says so and the update
+    // builds on the real value, one call later. The other host had no guess: a load first.
+    let (seen, _) = in_session(&b, &id, |s| increment(s, "n")).await;
+    assert_eq!(seen, 5);
+    assert_eq!(
+        calls(&b),
+        BTreeMap::from([("load", 1), ("compare_and_set", 1)])
+    );
+    let (seen, _) = in_session(&a, &id, |s| {
+        let seen = increment(s, "n");
+        assert_eq!(s.get("n").unwrap(), Some(b"6".to_vec()));
+        seen
+    })
+    .await;
+    assert_eq!(
+        seen, 6,
+        "no update lost, none computed from the stale guess"
+    );
+    assert_eq!(
+        calls(&a),
+        BTreeMap::from([("create", 1), ("compare_and_set", 5)])
+    );
+    assert_eq!(
+        a.store.load(&id).await.unwrap().unwrap().get("n").unwrap(),
+        b"6"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guess_that_no_longer_decodes_is_not_an_error() {
+    let sessions = sessions();
+    let id = id_of(&new_session(&sessions, |s| assert_eq!(increment(s, "n"), 1)).await);
+    // Another version (or host) stores another shape.
+    let one = BTreeMap::from([("n".to_owned(), Some(b"\"one\"".to_vec()))]);
+    assert!(sessions.store.save(&id, &one).await.unwrap());
+    let (outcome, _) = in_session(&sessions, &id, |s| {
+        let mut seen = Vec::new();
+        let outcome = s.update("n", &mut |old| {
+            seen.push(old.map(<[u8]>::to_vec));
+            match old {
+                Some(b"1") => Err(AccessError::Aborted("guessed wrong".into())),
+                _ => Ok(b"2".to_vec()),
+            }
+        });
+        (outcome.is_ok(), seen)
+    })
+    .await;
+    assert_eq!(
+        outcome,
+        (true, vec![Some(b"1".to_vec()), Some(b"\"one\"".to_vec())]),
+        "the closure's refusal of a guess is not the update's"
+    );
+    let stored = sessions.store.load(&id).await.unwrap().unwrap();
+    assert_eq!(stored.get("n").unwrap(), b"2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guessed_update_of_an_ended_session_starts_a_new_one() {
+    let sessions = sessions();
+    let id = id_of(&new_session(&sessions, |s| assert_eq!(increment(s, "n"), 1)).await);
+    assert!(sessions.store.remove(&id).await.unwrap(), "ended elsewhere");
+    let (seen, cookie) = in_session(&sessions, &id, |s| increment(s, "n")).await;
+    assert_eq!(seen, 1, "a new session starts from nothing");
+    let fresh = id_of(&cookie.expect("a new session's cookie"));
+    assert_ne!(fresh, id, "the ended id is not adopted");
+    assert!(sessions.store.load(&id).await.unwrap().is_none());
+    let stored = sessions.store.load(&fresh).await.unwrap().unwrap();
+    assert_eq!(stored.get("n").unwrap(), b"1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_update_of_a_new_session_creates_nothing() {
+    let sessions = sessions();
+    let scope = sessions.begin(&headers(None), false);
+    let worker = Arc::clone(&scope);
+    on_worker(move || {
+        let refused = worker.update("n", &mut |_| Err(AccessError::Aborted("no".into())));
+        assert!(
+            matches!(refused, Err(AccessError::Aborted(_))),
+            "{refused:?}"
+        );
+    })
+    .await;
+    assert_eq!(scope.finish().await.unwrap(), None, "no session, no cookie");
+    assert_eq!(calls(&sessions), BTreeMap::new());
+}

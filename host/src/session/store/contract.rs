@@ -2,13 +2,14 @@
 //! (the memory store in-process, the Redis store against a private `redis-server`).
 //!
 //! [`every_operation`] covers each method of [`SessionStore`]: create and load, save (one step,
-//! never recreating a session), read and compare-and-set, rename (id rotation), remove, list,
-//! count and describe, and the sliding expiry that a use (a load, a write) pushes back.
+//! never recreating a session), compare-and-set (with the current value on a conflict, and the
+//! session when asked), rename (id rotation), remove, list, count and describe, and the sliding
+//! expiry that a use (a load, a write, a loading compare-and-set) pushes back.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{Attributes, Cas, CasRequest, Lookup, SessionPage, SessionStore};
+use super::{Attributes, Cas, CasRequest, SessionPage, SessionStore};
 
 /// A timeout that no part but the expiry one comes near.
 const LONG: Duration = Duration::from_secs(600);
@@ -64,35 +65,74 @@ async fn create_load_and_save(store: &dyn SessionStore) {
     assert_eq!(store.info("nope").await.unwrap(), None);
 }
 
-/// Compare-and-set on session `s` (created here): it succeeds only on the expected value,
-/// and never touches a session that does not exist.
-/// Attribute `name` of session `id` can be neither read nor set: the session does not exist.
+/// Attribute `name` of session `id` can be neither set nor loaded: the session does not exist.
 async fn assert_gone(store: &dyn SessionStore, id: &str, name: &str) {
-    assert_eq!(store.read(id, name).await.unwrap(), Lookup::Gone);
-    assert_eq!(
-        store
-            .compare_and_set(CasRequest::new(id, name, None, b"1"))
-            .await
-            .unwrap(),
-        Cas::Gone
-    );
+    for cas in [
+        CasRequest::new(id, name, None, b"1"),
+        CasRequest::new(id, name, Some(b"1"), b"2").loading(),
+    ] {
+        assert_eq!(
+            store.compare_and_set(cas).await.unwrap(),
+            Cas::Gone,
+            "{cas:?}"
+        );
+    }
 }
 
+/// Compare-and-set on session `s` (created here): it succeeds only on the expected value and
+/// answers the current one otherwise, with the session (as it was before a write) when asked;
+/// it never touches a session that does not exist.
 async fn compare_and_set(store: &dyn SessionStore) {
-    store.create("s", &Attributes::new()).await.unwrap();
-    assert_eq!(store.read("s", "n").await.unwrap(), Lookup::Absent);
+    store.create("s", &attrs(&[("x", "0")])).await.unwrap();
     let cas = |expected: Option<&'static [u8]>, new: &'static [u8]| {
         store.compare_and_set(CasRequest::new("s", "n", expected, new))
     };
-    assert_eq!(cas(None, b"1").await.unwrap(), Cas::Done);
-    assert_eq!(cas(None, b"2").await.unwrap(), Cas::Conflict);
-    assert_eq!(cas(Some(b"2"), b"3").await.unwrap(), Cas::Conflict);
-    assert_eq!(cas(Some(b"1"), b"2").await.unwrap(), Cas::Done);
+    let conflict = |current: Option<&[u8]>| Cas::Conflict {
+        current: current.map(<[u8]>::to_vec),
+        session: None,
+    };
+    let done = Cas::Done { session: None };
+    assert_eq!(cas(None, b"1").await.unwrap(), done);
+    assert_eq!(cas(None, b"2").await.unwrap(), conflict(Some(b"1")));
+    assert_eq!(cas(Some(b"2"), b"3").await.unwrap(), conflict(Some(b"1")));
+    assert_eq!(cas(Some(b"1"), b"2").await.unwrap(), done);
     assert_eq!(
-        store.read("s", "n").await.unwrap(),
-        Lookup::Present(b"2".to_vec())
+        store.load("s").await.unwrap(),
+        Some(attrs(&[("n", "2"), ("x", "0")]))
     );
-    assert_eq!(store.load("s").await.unwrap(), Some(attrs(&[("n", "2")])));
+
+    let loading = |expected: Option<&'static [u8]>, new: &'static [u8]| {
+        store.compare_and_set(CasRequest::new("s", "n", expected, new).loading())
+    };
+    assert_eq!(
+        loading(Some(b"2"), b"3").await.unwrap(),
+        Cas::Done {
+            session: Some(attrs(&[("n", "2"), ("x", "0")]))
+        },
+        "the session before the write"
+    );
+    assert_eq!(
+        loading(Some(b"2"), b"4").await.unwrap(),
+        Cas::Conflict {
+            current: Some(b"3".to_vec()),
+            session: Some(attrs(&[("n", "3"), ("x", "0")]))
+        }
+    );
+    assert_eq!(
+        store
+            .compare_and_set(CasRequest::new("s", "absent", Some(b"1"), b"2").loading())
+            .await
+            .unwrap(),
+        Cas::Conflict {
+            current: None,
+            session: Some(attrs(&[("n", "3"), ("x", "0")]))
+        },
+        "an absent attribute is no value"
+    );
+    assert_eq!(
+        store.load("s").await.unwrap(),
+        Some(attrs(&[("n", "3"), ("x", "0")]))
+    );
     assert_gone(store, "gone", "n").await;
     assert_eq!(store.load("gone").await.unwrap(), None, "no resurrection");
 }
@@ -189,15 +229,27 @@ async fn sliding_expiry(store: &dyn SessionStore, timeout: Duration) {
     store.create("used", &attrs(&[("x", "1")])).await.unwrap();
     store.create("idle", &Attributes::new()).await.unwrap();
     let start = Instant::now();
-    // Used every fifth of the timeout for longer than the timeout: it stays.
+    // Used every fifth of the timeout for longer than the timeout, by loads and by
+    // compare-and-sets that load and conflict: it stays.
+    let mut load = true;
     while start.elapsed() < timeout + timeout / 2 {
         tokio::time::sleep(timeout / 5).await;
+        let session = if load {
+            store.load("used").await.unwrap()
+        } else {
+            let cas = CasRequest::new("used", "x", Some(b"2"), b"3").loading();
+            match store.compare_and_set(cas).await.unwrap() {
+                Cas::Conflict { session, .. } => session,
+                other => panic!("{other:?}"),
+            }
+        };
         assert_eq!(
-            store.load("used").await.unwrap(),
+            session,
             Some(attrs(&[("x", "1")])),
             "used {:?} after its creation",
             start.elapsed()
         );
+        load = !load;
     }
     assert_eq!(
         store.load("idle").await.unwrap(),
