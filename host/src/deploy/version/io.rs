@@ -7,9 +7,13 @@
 //! writes instead of growing the host's memory). A write waits at most the send timeout for the
 //! client to take data, and fails at once when the client is gone or the version's drain
 //! deadline passed ([`Version::cut_streams`]).
+//!
+//! A module's bytes are valid only during its `response_write` call, so each write is copied
+//! once, into a buffer that comes back to a host-wide pool when the connection has sent it:
+//! a stream then moves its bytes through a few warm buffers instead of fresh memory per piece.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,9 +22,59 @@ use tokio::sync::{mpsc, oneshot};
 use super::Version;
 use crate::loader::{BodyReadError, CallError, ModuleResponse, RequestIo, StreamClosed};
 use crate::session::{RequestSession, StoreError};
+use crate::sync::lock;
 
 /// Response chunks in flight between a streaming handler and its connection.
 const STREAM_CHUNKS: usize = 4;
+
+/// The largest response chunk: a longer write is sent as several, so a stream holds at most
+/// `STREAM_CHUNKS` of these whatever the module's writes.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Writes at least this long are copied into a recycled buffer; shorter ones (an event, a
+/// line) into one of their own size.
+const RECYCLED_MIN: usize = 16 * 1024;
+
+/// Buffers kept for the next chunks, host-wide (at most 4 MiB).
+const RECYCLED_BUFFERS: usize = 64;
+
+/// Chunk buffers the connections have sent and given back, each of `CHUNK_BYTES` capacity.
+static RECYCLED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A chunk's bytes in a recycled buffer, which goes back to [`RECYCLED`] when the last
+/// reference to the chunk is dropped.
+struct Recycled(Vec<u8>);
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        buf.clear();
+        let mut pool = lock(&RECYCLED);
+        if pool.len() < RECYCLED_BUFFERS {
+            pool.push(buf);
+            return;
+        }
+        drop(pool);
+    }
+}
+
+/// `bytes` (at most `CHUNK_BYTES`) copied into a chunk the host owns.
+fn chunk(bytes: &[u8]) -> Bytes {
+    debug_assert!(bytes.len() <= CHUNK_BYTES);
+    if bytes.len() < RECYCLED_MIN {
+        return Bytes::copy_from_slice(bytes);
+    }
+    let recycled = lock(&RECYCLED).pop();
+    let mut buf = recycled.unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
+    buf.extend_from_slice(bytes);
+    Bytes::from_owner(Recycled(buf))
+}
 
 /// What a dispatched request came to, as its connection sees it.
 #[derive(Debug)]
@@ -250,23 +304,23 @@ impl RequestIo for WorkerIo {
         let Some((tx, _, _)) = &self.stream else {
             return Err(StreamClosed("the response is not a stream".into()));
         };
-        if bytes.is_empty() {
-            return Ok(());
+        for piece in bytes.chunks(CHUNK_BYTES) {
+            let chunk = chunk(piece);
+            let cut = self.version.cut.clone();
+            let timeout = self.send_timeout;
+            self.runtime.block_on(async move {
+                tokio::select! {
+                    sent = tokio::time::timeout(timeout, tx.send(chunk)) => match sent {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(_)) => Err(StreamClosed("the client is gone".into())),
+                        Err(_) => Err(StreamClosed(format!(
+                            "the client took no data for {} ms", timeout.as_millis()))),
+                    },
+                    () = cut.cancelled() => Err(StreamClosed("the version's drain deadline passed".into())),
+                }
+            })?;
         }
-        let cut = self.version.cut.clone();
-        let chunk = Bytes::copy_from_slice(bytes);
-        let timeout = self.send_timeout;
-        self.runtime.block_on(async move {
-            tokio::select! {
-                sent = tokio::time::timeout(timeout, tx.send(chunk)) => match sent {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => Err(StreamClosed("the client is gone".into())),
-                    Err(_) => Err(StreamClosed(format!(
-                        "the client took no data for {} ms", timeout.as_millis()))),
-                },
-                () = cut.cancelled() => Err(StreamClosed("the version's drain deadline passed".into())),
-            }
-        })
+        Ok(())
     }
 
     fn draining(&self) -> bool {
