@@ -1,9 +1,10 @@
 //! `streambench`: what a streamed response costs against bare hyper, and what a real app's JSON
 //! API costs beside a greeting, in the same run.
 //!
-//! 1. Starts `hyper-hello` and one `baton` host (default configuration) serving `hello` and
-//!    `notes` (SQLite in a temporary directory); logs in to `notes` through its form, as a
-//!    script does, and posts a few notes through its JSON API.
+//! 1. Starts `hyper-hello` and one `baton` host (default configuration, but for
+//!    `limits.max_streams`: see [`host_config`]) serving `hello` and `notes` (SQLite in a
+//!    temporary directory); logs in to `notes` through its form, as a script does, and posts a
+//!    few notes through its JSON API.
 //! 2. Rounds: the same keep-alive load (N connections) on each target in turn, `--rounds`
 //!    times: large bodies from `hyper-hello` (`/bytes?n=N`, 64 KiB frames, chunked) and from
 //!    `baton` (`/hello/bytes?n=N`, streamed by the app in 64 KiB writes, chunked); then
@@ -192,10 +193,17 @@ fn build_host(options: &Options) -> anyhow::Result<(PathBuf, [PathBuf; 2])> {
     Ok((baton, [hello, notes]))
 }
 
-/// The host's config: `notes` keeps its SQLite file in `data_dir`; everything else default.
+/// Streamed responses a version may send at once during the run: as many as it has worker
+/// threads (`limits.worker_threads`, 16 by default), each of which a stream holds. The
+/// default cap (8) would answer a 503 to most of the 32 connections' streams; with this one,
+/// connections past the workers wait for one, as any request does, and none is refused.
+pub(crate) const MAX_STREAMS: usize = 16;
+
+/// The host's config: `notes` keeps its SQLite file in `data_dir`; every worker may stream;
+/// everything else default.
 fn host_config(data_dir: &Path) -> String {
     format!(
-        "[apps.notes.config]\ndata_dir = {}\n",
+        "[limits]\nmax_streams = {MAX_STREAMS}\n\n[apps.notes.config]\ndata_dir = {}\n",
         toml_string(&data_dir.to_string_lossy())
     )
 }
@@ -289,7 +297,7 @@ mod tests {
     fn the_notes_data_dir_is_quoted_for_toml() {
         assert_eq!(
             host_config(Path::new("/tmp/a \"b\"")),
-            "[apps.notes.config]\ndata_dir = \"/tmp/a \\\"b\\\"\"\n"
+            "[limits]\nmax_streams = 16\n\n[apps.notes.config]\ndata_dir = \"/tmp/a \\\"b\\\"\"\n"
         );
     }
 }

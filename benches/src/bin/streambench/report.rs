@@ -180,8 +180,9 @@ pub(crate) fn table(r: &Result) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:<24} the hello app streams 64 KiB writes, chunked; default host config",
-        Kind::BatonBytes.label()
+        "  {:<24} the hello app streams 64 KiB writes, chunked; default host config, max_streams = {}",
+        Kind::BatonBytes.label(),
+        crate::MAX_STREAMS
     );
     let _ = writeln!(
         out,
