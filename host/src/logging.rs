@@ -56,6 +56,8 @@ struct Shared {
     wake: Condvar,
     /// Wakes threads waiting for a batch to be written.
     drained: Condvar,
+    /// How long a batch gathers at most.
+    interval: Duration,
 }
 
 impl Shared {
@@ -129,10 +131,21 @@ impl LogSink {
     /// # Errors
     /// If the writer thread cannot be started.
     pub fn start(
-        mut out: Box<dyn Write + Send>,
+        out: Box<dyn Write + Send>,
         format: LineFormat,
     ) -> std::io::Result<(LogSink, LogGuard)> {
-        let shared = Arc::new(Shared::default());
+        Self::start_gathering(out, format, FLUSH_INTERVAL)
+    }
+
+    fn start_gathering(
+        mut out: Box<dyn Write + Send>,
+        format: LineFormat,
+        interval: Duration,
+    ) -> std::io::Result<(LogSink, LogGuard)> {
+        let shared = Arc::new(Shared {
+            interval,
+            ..Shared::default()
+        });
         let writer = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("baton-log".into())
@@ -171,7 +184,7 @@ fn write_batches(shared: &Shared, out: &mut dyn Write) {
         if !pending.urgent && !pending.stop && pending.lines.len() < HIGH_WATER {
             pending = shared
                 .wake
-                .wait_timeout_while(pending, FLUSH_INTERVAL, |p| {
+                .wait_timeout_while(pending, shared.interval, |p| {
                     !p.urgent && !p.stop && p.lines.len() < HIGH_WATER
                 })
                 .unwrap_or_else(|e| e.into_inner())
@@ -349,6 +362,40 @@ mod tests {
             assert!(Instant::now() < deadline, "the line was never written");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// A warning goes out at once, with the lines gathered before it, however long the
+    /// interval.
+    #[test]
+    fn a_warning_is_written_at_once_with_what_gathered_before_it() {
+        let out = Captured::default();
+        let (sink, _guard) = LogSink::start_gathering(
+            Box::new(out.clone()),
+            LineFormat::Plain,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("gathering");
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(out.text(), "", "an info line went out before the interval");
+            tracing::warn!("now");
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !out.text().contains("now") {
+            assert!(Instant::now() < deadline, "the warning was not written at once");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text:?}");
+        assert!(lines[0].ends_with("gathering") && lines[0].contains("INFO"), "{text:?}");
+        assert!(lines[1].ends_with("now") && lines[1].contains("WARN"), "{text:?}");
     }
 
     #[test]
