@@ -388,14 +388,23 @@ mod tests {
         });
         let deadline = Instant::now() + Duration::from_secs(10);
         while !out.text().contains("now") {
-            assert!(Instant::now() < deadline, "the warning was not written at once");
+            assert!(
+                Instant::now() < deadline,
+                "the warning was not written at once"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         let text = out.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text:?}");
-        assert!(lines[0].ends_with("gathering") && lines[0].contains("INFO"), "{text:?}");
-        assert!(lines[1].ends_with("now") && lines[1].contains("WARN"), "{text:?}");
+        assert!(
+            lines[0].ends_with("gathering") && lines[0].contains("INFO"),
+            "{text:?}"
+        );
+        assert!(
+            lines[1].ends_with("now") && lines[1].contains("WARN"),
+            "{text:?}"
+        );
     }
 
     #[test]
