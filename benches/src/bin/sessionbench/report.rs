@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use baton_benches::report::{Machine, latency_row};
+use baton_benches::report::{Check as Target, Machine, checks_table, latency_row};
 use baton_benches::stats::{Latency, median};
 use serde::Serialize;
 
@@ -51,25 +51,20 @@ pub(crate) struct Check {
     ok: bool,
 }
 
-/// A performance target of the sessions: reported as met or not, never failing the run.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Target {
-    name: String,
-    expected: String,
-    measured: String,
-    met: bool,
-}
-
 /// The targets: what a session-using request may cost against one that uses none (medians of
 /// the per-round ratios), and the round trips of a counter request.
+/// Reported as met or not, never failing the run.
 fn targets(summary: &[Summary]) -> Vec<Target> {
     let of = |kind: Kind| summary.iter().find(|m| m.kind == kind);
     let mut targets = Vec::new();
-    for (kind, floor) in [(Kind::CounterRedis, 0.6), (Kind::CounterMemory, 0.95)] {
+    for (kind, name, floor) in [
+        (Kind::CounterRedis, "counter (redis) / hello", 0.6),
+        (Kind::CounterMemory, "counter (memory) / hello", 0.95),
+    ] {
         if let Some(m) = of(kind) {
             targets.push(Target {
-                name: format!("{} / hello", kind.label()),
-                expected: format!(">= {floor}"),
+                name,
+                target: format!(">= {floor}"),
                 measured: format!("{:.3}", m.rps_ratio_to_hello),
                 met: m.rps_ratio_to_hello >= floor,
             });
@@ -77,8 +72,8 @@ fn targets(summary: &[Summary]) -> Vec<Target> {
     }
     if let Some(per) = of(Kind::CounterRedis).and_then(|m| m.redis_commands_per_request) {
         targets.push(Target {
-            name: "redis commands per counter request".into(),
-            expected: "<= 1".into(),
+            name: "redis commands per counter request",
+            target: "<= 1".into(),
             measured: format!("{per:.3}"),
             // Retries after concurrent changes are not expected here: one session per
             // connection, one request at a time.
@@ -337,20 +332,7 @@ pub(crate) fn table(r: &Result) -> String {
     if !r.warnings.is_empty() {
         let _ = writeln!(out, "  host warnings/errors logged: {}", r.warnings.len());
     }
-    let _ = writeln!(
-        out,
-        "\ntargets (sessions: a request that reads and updates its session)"
-    );
-    for t in &r.targets {
-        let _ = writeln!(
-            out,
-            "  [{}] {:<36} expected {:<8} measured {}",
-            if t.met { "met" } else { "not met" },
-            t.name,
-            t.expected,
-            t.measured
-        );
-    }
+    checks_table(&mut out, &r.targets);
     let _ = writeln!(out, "\nchecks");
     for c in &r.checks {
         let _ = writeln!(
