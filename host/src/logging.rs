@@ -407,6 +407,30 @@ mod tests {
         );
     }
 
+    /// Once 64 KiB gathered they are written, however long the interval.
+    #[test]
+    fn a_full_batch_is_written_without_waiting_for_the_interval() {
+        let out = Captured::default();
+        let (sink, _guard) = LogSink::start_gathering(
+            Box::new(out.clone()),
+            LineFormat::Plain,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let line = format!("{}\n", "z".repeat(1023));
+        sink.append(line.as_bytes());
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(out.text(), "", "a line went out before the batch was full");
+        for _ in 1..HIGH_WATER / line.len() {
+            sink.append(line.as_bytes());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while out.text().len() < HIGH_WATER {
+            assert!(Instant::now() < deadline, "a full batch was not written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn flush_returns_once_every_line_so_far_is_written() {
         let out = Captured::default();
