@@ -393,8 +393,23 @@ impl HostProc {
     }
 }
 
+/// How many of a host's last log lines a failing test prints.
+const LOG_LINES_ON_FAILURE: usize = 60;
+
 impl Drop for HostProc {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: what the host said last is usually why.
+            let text = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let last = &lines[lines.len().saturating_sub(LOG_LINES_ON_FAILURE)..];
+            eprintln!(
+                "--- last {} log lines of the host on {} ---\n{}",
+                last.len(),
+                self.addr,
+                last.join("\n")
+            );
+        }
         if self.options.supervised && signal(self.pid(), Signal::TERM).is_ok() {
             let deadline = Instant::now() + Duration::from_secs(10);
             while self.alive() && Instant::now() < deadline {
