@@ -8,7 +8,8 @@
 //! an error is logged, and otherwise at most [`FLUSH_INTERVAL`] after the first line of a
 //! batch. Nothing is dropped: past [`MAX_BUFFERED`] bytes (stderr blocked by a reader that
 //! does not read) a logging thread waits for the writer. [`LogGuard`] writes what is left when
-//! it is dropped, or when [`LogGuard::flush`] is called.
+//! it is dropped, or when [`LogGuard::flush`] is called, waiting at most [`EXIT_WAIT`]: a
+//! process that exits is not held back by a stderr nobody reads.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -28,6 +29,9 @@ pub const HIGH_WATER: usize = 64 * 1024;
 /// buffer.
 pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
 
+/// How long the end of the log may take to be written when the process exits.
+pub const EXIT_WAIT: Duration = Duration::from_secs(5);
+
 /// How the log lines are formatted; the access log writes its lines in the same format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineFormat {
@@ -43,6 +47,8 @@ struct Pending {
     /// Write now: a warning or error was logged, or a flush was asked for.
     urgent: bool,
     stop: bool,
+    /// The writer wrote everything and returned.
+    done: bool,
     /// The writer is writing a batch it took.
     writing: bool,
     /// Batches written so far; a flush waits for the one holding its lines.
@@ -191,6 +197,8 @@ fn write_batches(shared: &Shared, out: &mut dyn Write) {
                 .0;
         }
         if pending.lines.is_empty() && pending.stop {
+            pending.done = true;
+            shared.drained.notify_all();
             return;
         }
         std::mem::swap(&mut batch, &mut pending.lines);
@@ -212,7 +220,8 @@ fn write_batches(shared: &Shared, out: &mut dyn Write) {
 }
 
 impl LogGuard {
-    /// Writes every line appended so far, and waits until it is written.
+    /// Writes every line appended so far, and waits until it is written (at most
+    /// [`EXIT_WAIT`]).
     pub fn flush(&self) {
         let mut pending = self.shared.lock();
         // Lines still gathering go out in the batch after the one being written, if any.
@@ -223,21 +232,32 @@ impl LogGuard {
         };
         pending.urgent = true;
         self.shared.wake.notify_one();
-        while pending.written < target {
-            pending = self
-                .shared
-                .drained
-                .wait(pending)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+        // Bounded: it comes before an exit or an exec, which a stderr nobody reads must not
+        // hold back.
+        let _ = self
+            .shared
+            .drained
+            .wait_timeout_while(pending, EXIT_WAIT, |p| p.written < target);
     }
 }
 
 impl Drop for LogGuard {
+    /// Writes what is left, waiting at most [`EXIT_WAIT`] for it: a stderr nobody reads must
+    /// not keep the process from exiting.
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
+        let mut pending = self.shared.lock();
+        pending.stop = true;
         self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
+        let (pending, waited) = self
+            .shared
+            .drained
+            .wait_timeout_while(pending, EXIT_WAIT, |p| !p.done)
+            .unwrap_or_else(|e| e.into_inner());
+        let done = pending.done && !waited.timed_out();
+        drop(pending);
+        if let Some(thread) = self.thread.take()
+            && done
+        {
             let _ = thread.join();
         }
     }
@@ -474,5 +494,28 @@ mod tests {
         drop(guard);
         let all = reading.join().unwrap();
         assert_eq!(all.len(), lines * line.len());
+    }
+
+    /// A stderr nobody reads (a stopped log collector) holds the last lines back, not the
+    /// process: the guard gives up after a while and the process can exit.
+    #[test]
+    fn a_stderr_nobody_reads_does_not_keep_the_guard_waiting() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let (sink, guard) = LogSink::start(Box::new(writer), LineFormat::Plain).unwrap();
+        // More than a pipe holds: the writer blocks in its write.
+        let line = format!("{}\n", "w".repeat(1023));
+        for _ in 0..1024 {
+            sink.append(line.as_bytes());
+        }
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = done.send(());
+        });
+        assert!(
+            dropped.recv_timeout(EXIT_WAIT * 12).is_ok(),
+            "dropping the guard waited for a reader that never reads"
+        );
+        drop(reader);
     }
 }
