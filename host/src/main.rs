@@ -72,6 +72,9 @@ struct ServeArgs {
     no_supervisor: bool,
 }
 
+/// How long the runtime's blocking tasks may run on once the host stopped.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The exit code for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
@@ -377,54 +380,60 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        let mut signals = match Signals::install() {
-            Ok(signals) => signals,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot install signal handlers");
-                return ExitCode::FAILURE;
-            }
-        };
-        // Caught from the start too: SIGHUP's default action would end the process.
-        let mut hangup =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(hangup) => hangup,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot install signal handlers");
-                    return ExitCode::FAILURE;
-                }
-            };
-        match Host::start(config).await {
-            Ok(host) => {
-                let certificates = host.certificates();
-                tokio::spawn(async move {
-                    while hangup.recv().await.is_some() {
-                        match &certificates {
-                            Some(certificates) => certificates.reload_logged("SIGHUP"),
-                            None => tracing::info!("SIGHUP: no TLS certificate to reload"),
-                        }
-                    }
-                });
-                if std::env::var_os(supervisor::UPGRADE_ENV).is_some() {
-                    // The new serving process of an upgrade: warm now; the old one hands over.
-                    supervisor::tell_supervisor();
-                    if host.sessions_in_memory() {
-                        if !signals.handed_over().await {
-                            return ExitCode::SUCCESS;
-                        }
-                        match host.take_over_sessions() {
-                            Ok(sessions) => tracing::info!(sessions, "sessions taken over"),
-                            Err(e) => tracing::error!(error = %e, "sessions not taken over"),
-                        }
-                    }
-                }
-                host.run(signals.stop()).await;
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                ExitCode::FAILURE
-            }
+    let code = runtime.block_on(run_host(config));
+    // The drain is over: a blocking task still running (an unload, a file copy) must not keep
+    // the process, and with it an upgrade or a restart, waiting.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
+}
+
+/// Serves until a stop signal (or, as the new process of an upgrade, from the hand-over on).
+async fn run_host(config: Config) -> ExitCode {
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
         }
-    })
+    };
+    // Caught from the start too: SIGHUP's default action would end the process.
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    match Host::start(config).await {
+        Ok(host) => {
+            let certificates = host.certificates();
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    match &certificates {
+                        Some(certificates) => certificates.reload_logged("SIGHUP"),
+                        None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                    }
+                }
+            });
+            if std::env::var_os(supervisor::UPGRADE_ENV).is_some() {
+                // The new serving process of an upgrade: warm now; the old one hands over.
+                supervisor::tell_supervisor();
+                if host.sessions_in_memory() {
+                    if !signals.handed_over().await {
+                        return ExitCode::SUCCESS;
+                    }
+                    match host.take_over_sessions() {
+                        Ok(sessions) => tracing::info!(sessions, "sessions taken over"),
+                        Err(e) => tracing::error!(error = %e, "sessions not taken over"),
+                    }
+                }
+            }
+            host.run(signals.stop()).await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            ExitCode::FAILURE
+        }
+    }
 }
