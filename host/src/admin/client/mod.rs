@@ -41,6 +41,11 @@ use crate::error::{Error, Result};
 pub use cli::{AdminArgs, AdminCommand, QuarantineCommand, SessionsCommand};
 use deploy::deploy;
 
+/// How long a `GET` of the admin API may take: the status reads a command polls answer at once.
+const GET_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to the admin API may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A connection to one host's admin API.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -66,10 +71,12 @@ impl Client {
         } else {
             format!("http://{admin}")
         };
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         Client {
             base,
             token,
-            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+            http: HyperClient::builder(TokioExecutor::new()).build(connector),
         }
     }
 
@@ -123,8 +130,19 @@ impl Client {
             .map_err(|e| admin_error(format!("unexpected answer to {method} {path}: {e}")))
     }
 
+    /// `GET path`, read as a `T`: bounded by [`GET_TIMEOUT`], so a host that accepted the
+    /// connection and then stopped answering (one that is hanging, or exiting) fails the call
+    /// instead of holding the command forever.
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.call(Method::GET, path, Bytes::new()).await
+        tokio::time::timeout(GET_TIMEOUT, self.call(Method::GET, path, Bytes::new()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(admin_error(format!(
+                    "GET {path}: no answer from {} within {} s",
+                    self.base,
+                    GET_TIMEOUT.as_secs()
+                )))
+            })
     }
 
     /// `GET path`, printed as the API answered it (for `--json`).
