@@ -513,7 +513,13 @@ async fn upgrading_the_hosts_one_at_a_time_behind_haproxy_fails_no_request() {
     warmed_up(&fleet).await;
     for host in &fleet.hosts {
         let before = support::status(host).await["host"]["pid"].as_u64();
-        let run = baton(&["upgrade", "--admin", &host.admin.to_string()], &[]).await;
+        // Well inside the test's own wait, so a stuck upgrade says why.
+        let admin = host.admin.to_string();
+        let run = baton(
+            &["upgrade", "--admin", &admin, "--timeout-secs", "120"],
+            &[],
+        )
+        .await;
         assert!(run.ok, "{run:?}");
         assert_ne!(support::status(host).await["host"]["pid"].as_u64(), before);
     }
