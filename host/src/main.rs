@@ -131,7 +131,8 @@ fn init_tracing(format: LogFormat) {
         .with_ansi(colours)
         .with_writer(sink);
     match format {
-        LogFormat::Plain => builder.init(),
+        // Same lines as the default field formatter, without its cost per field.
+        LogFormat::Plain => builder.fmt_fields(logging::PlainFields).init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

@@ -19,6 +19,10 @@ use std::time::Duration;
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
+mod fields;
+
+pub use fields::PlainFields;
+
 /// At most this long between a line and its write, unless the buffer fills first.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
