@@ -755,3 +755,37 @@ async fn a_non_loopback_admin_without_a_token_refuses_to_start() {
         run.stderr
     );
 }
+
+/// A host that takes the connection and then never answers (hung, or stopped by a debugger)
+/// does not hold a command forever: every status read gives up after 30 s and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_against_an_admin_api_that_never_answers_fails_with_its_own_error() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    // Accepts, reads, keeps the connections open, never writes.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            let mut reading = stream.try_clone().unwrap();
+            std::thread::spawn(move || std::io::copy(&mut reading, &mut std::io::sink()));
+            held.push(stream);
+        }
+    });
+    let started = std::time::Instant::now();
+    let (status_args, upgrade_args) = (["status", "--admin", &addr], ["upgrade", "--admin", &addr]);
+    let (status, upgrade) = tokio::join!(baton(&status_args, &[]), baton(&upgrade_args, &[]));
+    for run in [&status, &upgrade] {
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert!(
+            run.stderr.contains("GET /status: no answer from")
+                && run.stderr.contains("within 30 s"),
+            "{run:?}"
+        );
+    }
+    // Both gave up on their own, long before the test's wait for the command.
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+}
