@@ -789,3 +789,29 @@ async fn a_command_against_an_admin_api_that_never_answers_fails_with_its_own_er
         started.elapsed()
     );
 }
+
+/// A host whose admin listener takes no more connections (its accept queue full) fails a
+/// command after the 10 s connect timeout instead of holding it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_against_an_admin_api_that_takes_no_connection_fails_after_10_s() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = socket.listen(0).unwrap();
+    let addr = full.local_addr().unwrap();
+    // Fill its queue: connections that are never accepted, until one no longer completes.
+    let mut queued = Vec::new();
+    while let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+        queued.push(stream);
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    let started = std::time::Instant::now();
+    let run = baton(&["status", "--admin", &addr.to_string()], &[]).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("cannot reach the admin API"), "{run:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(full);
+}
