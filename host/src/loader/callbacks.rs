@@ -418,11 +418,12 @@ impl ModuleRequest<'_> {
 
     /// The peer and client addresses as the module reads them.
     pub(super) fn address_texts(&self) -> (String, String) {
-        let mut peer = String::new();
+        // Room for the longest IPv4 texts at once, so neither grows on the common path.
+        let mut peer = String::with_capacity(24);
         if let Some(addr) = self.peer {
             crate::text::push_socket_addr(&mut peer, addr);
         }
-        let mut client = String::new();
+        let mut client = String::with_capacity(16);
         if let Some(ip) = self.client.or(self.peer.map(|p| p.ip())) {
             crate::text::push_ip(&mut client, ip);
         }
