@@ -47,6 +47,10 @@ struct Options {
     /// Skip the host on a Redis Cluster.
     #[arg(long)]
     no_cluster: bool,
+    /// Extra TOML at the top of every host's configuration file (default: none, the host's
+    /// defaults), e.g. `limits = { worker_threads = 32 }`.
+    #[arg(long, default_value = "")]
+    host_config: String,
     #[command(flatten)]
     common: Common,
     #[command(flatten)]
@@ -62,6 +66,7 @@ pub(crate) struct Settings {
     memory_reference: bool,
     tls: bool,
     cluster: bool,
+    host_config: String,
     #[serde(flatten)]
     common: Common,
 }
@@ -138,18 +143,26 @@ struct Backend {
 }
 
 impl Backend {
-    /// A host with `--sessions url` (none: in memory) and `config`, serving `apps`.
+    /// A host with `--sessions url` (none: in memory) and `host_config` then `config`, serving
+    /// `apps`.
     fn start(
         baton: &std::path::Path,
         apps: &[&std::path::Path],
         url: Option<String>,
+        host_config: &str,
         config: &str,
         redis: Option<(Vec<u32>, Box<dyn std::any::Any>)>,
     ) -> anyhow::Result<Backend> {
         let args: Vec<&str> = url.iter().flat_map(|u| ["--sessions", u]).collect();
         let store = url.clone().unwrap_or_else(|| "memory".to_owned());
-        let host = start_baton(baton, apps, config, &args, false)
-            .with_context(|| format!("starting baton with sessions in {store}"))?;
+        let host = start_baton(
+            baton,
+            apps,
+            &format!("{host_config}\n{config}"),
+            &args,
+            false,
+        )
+        .with_context(|| format!("starting baton with sessions in {store}"))?;
         let (redis_pids, redis) = redis.map_or((Vec::new(), None), |(p, r)| (p, Some(r)));
         Ok(Backend {
             host,
@@ -296,6 +309,7 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
         &baton,
         &apps,
         Some(redis.url()),
+        &options.host_config,
         "",
         Some((vec![redis.pid()], Box::new(redis))),
     )?;
@@ -310,6 +324,7 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
                 &baton,
                 &apps,
                 Some(tls.url()),
+                &options.host_config,
                 &config,
                 Some((vec![tls.pid()], Box::new(tls))),
             )?,
@@ -323,6 +338,7 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
                 &baton,
                 &apps,
                 Some(cluster.url()),
+                &options.host_config,
                 "",
                 Some((cluster.pids(), Box::new(cluster))),
             )?,
@@ -331,7 +347,7 @@ async fn bench(options: &Options, settings: &Settings) -> anyhow::Result<report:
     if !options.no_memory {
         backends.push((
             Kind::CounterMemory,
-            Backend::start(&baton, &apps, None, "", None)?,
+            Backend::start(&baton, &apps, None, &options.host_config, "", None)?,
         ));
     }
     let mut bench = Bench {
@@ -391,6 +407,7 @@ fn main() -> anyhow::Result<()> {
         memory_reference: !options.no_memory,
         tls: !options.no_tls,
         cluster: !options.no_cluster,
+        host_config: options.host_config.clone(),
         common: options.common.clone(),
     };
     let result = options
