@@ -72,6 +72,10 @@ struct ServeArgs {
     no_supervisor: bool,
 }
 
+/// How long the apps' shutdown hooks and unloads may take, after the drain, before the host
+/// exits without them.
+const SHUTDOWN_HOOKS_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long the runtime's blocking tasks may run on once the host stopped.
 const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -321,6 +325,28 @@ impl Signals {
     }
 }
 
+/// From a stop signal on, the host has `limit` to stop; past it (a shutdown hook or an unload
+/// that never returns) it logs what happened and exits with status 1, so a stopped host cannot
+/// linger, holding its sockets or an upgrade waiting.
+fn exit_if_still_stopping_after(limit: std::time::Duration) {
+    let watch = std::thread::Builder::new()
+        .name("baton-exit".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            tracing::error!(
+                waited_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                "still stopping after the shutdown grace, the drain timeout and 10 s for the \
+                 apps' shutdown hooks and unloads: a hook or an unload has not returned; \
+                 exiting now"
+            );
+            flush_log();
+            std::process::exit(1);
+        });
+    if let Err(e) = watch {
+        tracing::warn!(error = %e, "cannot start the stop watch; a hung shutdown hook will hang the stop");
+    }
+}
+
 /// Runs the supervisor: it owns the listeners and keeps a serving process (this binary, with
 /// the same arguments) running on them.
 fn supervise(config: &Config) -> ExitCode {
@@ -405,6 +431,9 @@ async fn run_host(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let stop_limit = std::time::Duration::from_millis(config.shutdown_grace_ms)
+        + config.drain_timeout()
+        + SHUTDOWN_HOOKS_TIME;
     match Host::start(config).await {
         Ok(host) => {
             let certificates = host.certificates();
@@ -429,7 +458,12 @@ async fn run_host(config: Config) -> ExitCode {
                     }
                 }
             }
-            host.run(signals.stop()).await;
+            host.run(async {
+                let stop = signals.stop().await;
+                exit_if_still_stopping_after(stop_limit);
+                stop
+            })
+            .await;
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -205,3 +205,22 @@ fn a_bad_config_exits_64_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no_such_option"), "{stderr}");
 }
+
+/// A shutdown hook that never returns (waiting on a server that does not answer) cannot keep
+/// the host from exiting: once the drain timeout and the exit grace are over, it exits anyway,
+/// saying what it gave up on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_hook_that_never_returns_does_not_keep_the_host_from_exiting() {
+    let module = support::faulty("stubborn", "1.0.0", "shutdown-hang");
+    let mut host = HostProc::start_with_config(&[module], "drain_timeout_secs = 1\n");
+    assert_eq!(get(&host, "/stubborn/").await.status, 200);
+    host.signal(Signal::TERM);
+    let status = host.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    host.wait_log(Duration::from_secs(1), |l| {
+        l["level"] == "ERROR"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("still stopping"))
+    });
+}
