@@ -247,3 +247,32 @@ async fn a_signal_while_the_supervisor_re_executes_itself_does_not_end_it() {
     host.signal(Signal::TERM);
     assert!(host.wait_exit(WAIT).success());
 }
+
+/// The old serving process of an upgrade gives up on a shutdown hook that never returns, as a
+/// stopped host does: the upgrade completes, the new process serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_completes_when_an_old_shutdown_hook_never_returns() {
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![support::faulty("stubborn", "1.0.0", "shutdown-hang")],
+        config: "drain_timeout_secs = 1\n".to_owned(),
+        supervised: true,
+        ..HostOptions::default()
+    });
+    assert_eq!(get(&host, "/stubborn/").await.status, 200);
+    let old = status(&host).await["host"]["pid"].as_u64().unwrap();
+    let admin = host.admin.to_string();
+    let run = baton(
+        &["upgrade", "--admin", &admin, "--timeout-secs", "120"],
+        &[],
+    )
+    .await;
+    assert!(run.ok, "{run:?}");
+    assert_ne!(status(&host).await["host"]["pid"].as_u64(), Some(old));
+    assert_eq!(get(&host, "/stubborn/").await.status, 200);
+    host.wait_log(WAIT, |l| {
+        l["level"] == "ERROR"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("still stopping"))
+    });
+}
