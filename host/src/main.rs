@@ -141,6 +141,7 @@ fn init_tracing(format: LogFormat) {
             .json()
             .flatten_event(true)
             .with_span_list(false)
+            .fmt_fields(logging::JsonSpanFields)
             .init(),
     }
     *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = guard;

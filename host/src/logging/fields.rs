@@ -167,13 +167,14 @@ impl VisitFmt for PlainVisitor<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::fmt::MakeWriter;
 
+    /// A writer for a test subscriber whose output the test reads back.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -219,7 +220,7 @@ mod tests {
     }
 
     /// Events and spans with every kind of field, as the host logs them.
-    fn log_everything() {
+    pub(crate) fn log_everything() {
         let texts = [
             "",
             "plain",

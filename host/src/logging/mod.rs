@@ -20,8 +20,10 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
 mod fields;
+mod json_fields;
 
 pub use fields::PlainFields;
+pub use json_fields::JsonSpanFields;
 
 /// At most this long between a line and its write, unless the buffer fills first.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
