@@ -100,12 +100,17 @@ fn a_short_sessionbench_run_keeps_every_session() {
     let modules = build_apart(&["-p", "hello", "-p", "counter", "--lib"]);
     let (result, table) = run_bench(
         env!("CARGO_BIN_EXE_sessionbench"),
-        "--debug --rounds 1 --connections 8 --round-secs 0.5 --warmup-secs 0.2",
+        "--debug --rounds 1 --connections 8 --round-secs 0.5 --warmup-secs 0.2 \
+         --host-config access_log=false",
         &[
             ("--baton", baton()),
             ("--hello", modules.join("libhello.so")),
             ("--counter", modules.join("libcounter.so")),
         ],
+    );
+    assert_eq!(
+        result["settings"]["host_config"], "access_log=false",
+        "{table}"
     );
     let round = result["rounds"][0].as_array().unwrap();
     let kinds: Vec<&str> = round.iter().map(|m| m["kind"].as_str().unwrap()).collect();
@@ -144,6 +149,38 @@ fn a_short_sessionbench_run_keeps_every_session() {
     }
     assert!(table.contains("ratios to counter (redis)"), "{table}");
     assert!(table.contains("checks"), "{table}");
+}
+
+/// `--host-config` reaches every host's configuration: a setting the host refuses stops the
+/// run before any load.
+#[test]
+fn sessionbench_host_config_goes_into_the_hosts_configuration() {
+    let modules = build_apart(&["-p", "hello", "-p", "counter", "--lib"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_sessionbench"))
+        .args([
+            "--debug",
+            "--rounds",
+            "1",
+            "--no-tls",
+            "--no-cluster",
+            "--no-memory",
+        ])
+        .args(["--host-config", "no_such_option = 1"])
+        .arg("--baton")
+        .arg(baton())
+        .arg("--hello")
+        .arg(modules.join("libhello.so"))
+        .arg("--counter")
+        .arg(modules.join("libcounter.so"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("starting baton"), "{text}");
 }
 
 #[test]
