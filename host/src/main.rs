@@ -87,6 +87,20 @@ const EXIT_CONFIG: u8 = 64;
 static LOG_GUARD: std::sync::Mutex<Option<baton_host::logging::LogGuard>> =
     std::sync::Mutex::new(None);
 
+/// Exits now with `code`, after `last_words` is logged and the log written (waiting at most
+/// the log's exit wait: a stderr nobody reads holds back neither the line nor the exit).
+fn exit_now(code: i32, last_words: impl FnOnce()) -> ! {
+    if let Some(guard) = LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        guard.exiting();
+    }
+    last_words();
+    flush_log();
+    std::process::exit(code);
+}
+
+/// Set once the host has stopped by itself: the stop watch no longer ends the process.
+static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes every log line so far and waits until they are written.
 fn flush_log() {
     if let Some(guard) = LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
@@ -314,13 +328,13 @@ impl Signals {
                 }
             };
             let code = 128 + number;
-            tracing::warn!(
-                signal = name,
-                code,
-                "second signal: exiting now, without waiting for running requests"
-            );
-            flush_log();
-            std::process::exit(code);
+            exit_now(code, || {
+                tracing::warn!(
+                    signal = name,
+                    code,
+                    "second signal: exiting now, without waiting for running requests"
+                );
+            });
         });
         Stop::Shutdown
     }
@@ -334,14 +348,16 @@ fn exit_if_still_stopping_after(limit: std::time::Duration) {
         .name("baton-exit".into())
         .spawn(move || {
             std::thread::sleep(limit);
-            tracing::error!(
-                waited_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-                "still stopping after the shutdown grace, the drain timeout and 10 s for the \
-                 apps' shutdown hooks and unloads: a hook or an unload has not returned; \
-                 exiting now"
-            );
-            flush_log();
-            std::process::exit(1);
+            if STOPPED.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            exit_now(1, || {
+                tracing::error!(
+                    waited_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                    "still stopping after the shutdown grace, the drain timeout and 10 s more: \
+                     a shutdown hook or an unload has not returned; exiting now"
+                );
+            });
         });
     if let Err(e) = watch {
         tracing::warn!(error = %e, "cannot start the stop watch; a hung shutdown hook will hang the stop");
@@ -409,6 +425,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     let code = runtime.block_on(run_host(config));
+    STOPPED.store(true, std::sync::atomic::Ordering::SeqCst);
     // The drain is over: a blocking task still running (an unload, a file copy) must not keep
     // the process, and with it an upgrade or a restart, waiting.
     runtime.shutdown_timeout(EXIT_WAIT);
@@ -433,8 +450,8 @@ async fn run_host(config: Config) -> ExitCode {
         }
     };
     let stop_limit = std::time::Duration::from_millis(config.shutdown_grace_ms)
-        + config.drain_timeout()
-        + SHUTDOWN_HOOKS_TIME;
+        .saturating_add(config.drain_timeout())
+        .saturating_add(SHUTDOWN_HOOKS_TIME);
     match Host::start(config).await {
         Ok(host) => {
             let certificates = host.certificates();

@@ -55,6 +55,8 @@ struct Pending {
     stop: bool,
     /// The writer wrote everything and returned.
     done: bool,
+    /// The process is exiting: loggers no longer wait for room (see [`LogGuard::exiting`]).
+    exiting: bool,
     /// The writer is writing a batch it took.
     writing: bool,
     /// Batches written so far; a flush waits for the one holding its lines.
@@ -79,7 +81,7 @@ impl Shared {
 
     fn append(&self, bytes: &[u8], urgent: bool) {
         let mut pending = self.lock();
-        while pending.lines.len() >= MAX_BUFFERED && !pending.stop {
+        while pending.lines.len() >= MAX_BUFFERED && !pending.stop && !pending.exiting {
             pending.urgent = true;
             self.wake.notify_one();
             pending = self
@@ -247,6 +249,16 @@ impl LogGuard {
     }
 }
 
+impl LogGuard {
+    /// The process is about to exit: from now on a logging thread never waits for room in the
+    /// buffer (a stderr nobody reads must not hold back the exit's own last lines), and those
+    /// waiting go on.
+    pub fn exiting(&self) {
+        self.shared.lock().exiting = true;
+        self.shared.drained.notify_all();
+    }
+}
+
 impl Drop for LogGuard {
     /// Writes what is left, waiting at most [`EXIT_WAIT`] for it: a stderr nobody reads must
     /// not keep the process from exiting.
@@ -254,6 +266,8 @@ impl Drop for LogGuard {
         let mut pending = self.shared.lock();
         pending.stop = true;
         self.shared.wake.notify_one();
+        // Loggers waiting for room go on.
+        self.shared.drained.notify_all();
         let (pending, waited) = self
             .shared
             .drained
