@@ -107,6 +107,8 @@ pub async fn run(config: &Config, args: Vec<OsString>, flush_log: fn()) -> Resul
                 if upgrade == Upgrade::HandingOver {
                     tracing::info!(pid = dead.pid.as_raw_pid(), code = last_code,
                         "previous serving process finished its hand-over");
+                    // Its last lines are relayed before the exec ends the relay.
+                    let _ = dead.last_lines().await;
                     if let Some(new) = next.take() {
                         new.signal(Signal::USR1);
                         current = Some(new);
