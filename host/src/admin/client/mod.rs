@@ -43,6 +43,8 @@ use deploy::deploy;
 
 /// How long a `GET` of the admin API may take: the status reads a command polls answer at once.
 const GET_TIMEOUT: Duration = Duration::from_secs(30);
+/// The least a poll near its command's deadline still waits for an answer.
+const POLL_MIN: Duration = Duration::from_secs(1);
 /// How long connecting to the admin API may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -134,20 +136,48 @@ impl Client {
     /// connection and then stopped answering (one that is hanging, or exiting) fails the call
     /// instead of holding the command forever.
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        tokio::time::timeout(GET_TIMEOUT, self.call(Method::GET, path, Bytes::new()))
+        self.get_within(path, GET_TIMEOUT).await
+    }
+
+    /// `GET path`, read as a `T`, failing after `timeout`.
+    async fn get_within<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T> {
+        self.bounded(path, timeout, self.call(Method::GET, path, Bytes::new()))
+            .await
+    }
+
+    /// `GET path` without [`GET_TIMEOUT`]: for the session store's listing and counting, which
+    /// walk the whole store (each of its round trips bounded by the host's op timeout).
+    async fn get_unbounded<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::GET, path, Bytes::new()).await
+    }
+
+    /// `call`, failing after `timeout` with an error that says so.
+    async fn bounded<T>(
+        &self,
+        path: &str,
+        timeout: Duration,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(timeout, call)
             .await
             .unwrap_or_else(|_| {
                 Err(admin_error(format!(
                     "GET {path}: no answer from {} within {} s",
                     self.base,
-                    GET_TIMEOUT.as_secs()
+                    timeout.as_secs_f64()
                 )))
             })
     }
 
-    /// `GET path`, printed as the API answered it (for `--json`).
-    async fn print(&self, path: &str, out: &mut dyn Write) -> Result<()> {
-        let answer = self.send(Method::GET, path, Bytes::new()).await?;
+    /// `GET path`, printed as the API answered it (for `--json`); bounded by [`GET_TIMEOUT`]
+    /// unless `unbounded` (as [`Client::get_unbounded`]).
+    async fn print(&self, path: &str, unbounded: bool, out: &mut dyn Write) -> Result<()> {
+        let send = self.send(Method::GET, path, Bytes::new());
+        let answer = if unbounded {
+            send.await?
+        } else {
+            self.bounded(path, GET_TIMEOUT, send).await?
+        };
         writeln!(out, "{}", String::from_utf8_lossy(&answer).trim_end()).map_err(out_error)
     }
 }
@@ -184,7 +214,7 @@ fn number(value: Option<u64>) -> String {
 /// As [`Client::call`].
 async fn status(client: &Client, json: bool, out: &mut dyn Write) -> Result<()> {
     if json {
-        return client.print("/status", out).await;
+        return client.print("/status", false, out).await;
     }
     let status: Status = client.get("/status").await?;
     if status.apps.is_empty() {
@@ -325,7 +355,10 @@ async fn upgrade(client: &Client, timeout: Duration, out: &mut dyn Write) -> Res
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Until the old process stops accepting, either may answer.
-        if let Ok(status) = client.get::<Status>("/status").await
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Ok(status) = client
+            .get_within::<Status>("/status", GET_TIMEOUT.min(left).max(POLL_MIN))
+            .await
             && status.host.pid != old.pid
             && gone(old.pid)
         {

@@ -16,7 +16,7 @@ use crate::error::Result;
 /// As [`Client::call`].
 pub(super) async fn list(client: &Client, json: bool, out: &mut dyn Write) -> Result<()> {
     if json {
-        return client.print("/quarantine", out).await;
+        return client.print("/quarantine", false, out).await;
     }
     let answer: QuarantineList = client.get("/quarantine").await?;
     if answer.quarantine.is_empty() {

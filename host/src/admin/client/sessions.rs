@@ -35,7 +35,7 @@ pub(super) async fn list_json(
     query: &SessionsQuery,
     out: &mut dyn Write,
 ) -> Result<()> {
-    client.print(&list_path(query), out).await
+    client.print(&list_path(query), true, out).await
 }
 
 /// `baton sessions list`: the host's sessions, most recently used first, up to the query's
@@ -48,7 +48,7 @@ pub(super) async fn list(
     query: &SessionsQuery,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let page: SessionList = client.get(&list_path(query)).await?;
+    let page: SessionList = client.get_unbounded(&list_path(query)).await?;
     if page.sessions.is_empty() {
         return writeln!(out, "no sessions ({} store)", page.store).map_err(out_error);
     }
@@ -87,7 +87,7 @@ pub(super) async fn list(
 /// # Errors
 /// As [`Client::call`].
 pub(super) async fn count(client: &Client, out: &mut dyn Write) -> Result<()> {
-    let answer: SessionCount = client.get("/sessions/count").await?;
+    let answer: SessionCount = client.get_unbounded("/sessions/count").await?;
     writeln!(out, "{} sessions ({} store)", answer.count, answer.store).map_err(out_error)
 }
 
