@@ -277,6 +277,11 @@ pub(super) mod tests {
                 "log fields"
             );
             tracing::info!(log.target = "t", "log field first");
+            let kinds = tracing::info_span!("kinds", ratio = 0.5 * i as f64, nan = f64::NAN,
+                big = u128::MAX, small = i128::MIN, shown = %text, debugged = ?text,
+                bytes = text.as_bytes(), r#type = *text, log.target = "t", ok = false,
+                error = &Outer(Failed) as &(dyn std::error::Error + 'static));
+            kinds.in_scope(|| tracing::info!(n, "in a span with every kind of field"));
             let inner = tracing::info_span!("inner", empty = "", m = tracing::field::Empty);
             inner.record("m", *text);
             inner.in_scope(|| tracing::info!(after = *text, "in an inner span"));
