@@ -419,12 +419,14 @@ impl ModuleRequest<'_> {
     /// The peer and client addresses as the module reads them.
     pub(super) fn address_texts(&self) -> (String, String) {
         // Room for the longest IPv4 texts at once, so neither grows on the common path.
-        let mut peer = String::with_capacity(24);
+        let mut peer = String::new();
         if let Some(addr) = self.peer {
+            peer.reserve(24);
             crate::text::push_socket_addr(&mut peer, addr);
         }
-        let mut client = String::with_capacity(16);
+        let mut client = String::new();
         if let Some(ip) = self.client.or(self.peer.map(|p| p.ip())) {
+            client.reserve(16);
             crate::text::push_ip(&mut client, ip);
         }
         (peer, client)
