@@ -393,22 +393,45 @@ impl HostProc {
     }
 }
 
-/// How many of a host's last log lines a failing test prints.
+/// How many of a host's last log lines, access lines left out, a failing test prints.
 const LOG_LINES_ON_FAILURE: usize = 60;
+/// How much of the end of a host's log a failing test reads.
+const LOG_TAIL_BYTES: u64 = 4 << 20;
+
+impl HostProc {
+    /// The end of the log for a failed test: the last lines other than access lines (those
+    /// drown the rest under load), then the very last line.
+    fn last_words(&self) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut tail = Vec::new();
+        if let Ok(mut file) = std::fs::File::open(self.log_file()) {
+            let len = file.metadata().map_or(0, |m| m.len());
+            let _ = file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
+            let _ = file.read_to_end(&mut tail);
+        }
+        let text = String::from_utf8_lossy(&tail);
+        let lines: Vec<&str> = text.lines().collect();
+        let told: Vec<&str> = lines
+            .iter()
+            .filter(|l| !l.contains(r#""target":"baton::access""#))
+            .copied()
+            .collect();
+        let shown = &told[told.len().saturating_sub(LOG_LINES_ON_FAILURE)..];
+        format!(
+            "--- the host on {}: its last {} log lines but access lines ---\n{}\n--- its last line ---\n{}",
+            self.addr,
+            shown.len(),
+            shown.join("\n"),
+            lines.last().unwrap_or(&"")
+        )
+    }
+}
 
 impl Drop for HostProc {
     fn drop(&mut self) {
         if std::thread::panicking() {
             // The test failed: what the host said last is usually why.
-            let text = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let last = &lines[lines.len().saturating_sub(LOG_LINES_ON_FAILURE)..];
-            eprintln!(
-                "--- last {} log lines of the host on {} ---\n{}",
-                last.len(),
-                self.addr,
-                last.join("\n")
-            );
+            eprintln!("{}", self.last_words());
         }
         if self.options.supervised && signal(self.pid(), Signal::TERM).is_ok() {
             let deadline = Instant::now() + Duration::from_secs(10);
