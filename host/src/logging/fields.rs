@@ -169,29 +169,7 @@ impl VisitFmt for PlainVisitor<'_> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-    use tracing_subscriber::fmt::MakeWriter;
-
-    /// A writer for a test subscriber whose output the test reads back.
-    #[derive(Clone, Default)]
-    pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            crate::sync::lock(&self.0).extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
-        }
-    }
+    use crate::logging::tests::Captured;
 
     #[derive(Debug)]
     struct Failed;
@@ -304,7 +282,7 @@ pub(super) mod tests {
         } else {
             tracing::subscriber::with_default(builder.finish(), log_everything);
         }
-        String::from_utf8(crate::sync::lock(&out.0).clone()).unwrap()
+        out.text()
     }
 
     #[test]

@@ -141,7 +141,8 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logging::fields::tests::{Captured, log_everything};
+    use crate::logging::fields::tests::log_everything;
+    use crate::logging::tests::Captured;
 
     /// The JSON log's lines, as the host configures it, with these span fields or the default.
     fn lines(fast: bool) -> String {
@@ -158,7 +159,7 @@ mod tests {
         } else {
             tracing::subscriber::with_default(builder.finish(), log_everything);
         }
-        String::from_utf8(crate::sync::lock(&out.0).clone()).unwrap()
+        out.text()
     }
 
     #[test]

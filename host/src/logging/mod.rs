@@ -333,13 +333,20 @@ impl<'a> MakeWriter<'a> for LogSink {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Instant;
 
-    /// A writer the test can read back.
+    /// A writer the test can read back, as a sink's output or a test subscriber's writer.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
 
     impl Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -352,8 +359,18 @@ mod tests {
     }
 
     impl Captured {
-        fn text(&self) -> String {
+        /// Everything written so far.
+        pub(crate) fn text(&self) -> String {
             String::from_utf8(crate::sync::lock(&self.0).clone()).unwrap()
+        }
+
+        /// Waits (10 s at most, else fails with `failure`) until what was written is `done`.
+        fn wait_for(&self, done: impl Fn(&str) -> bool, failure: &str) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done(&self.text()) {
+                assert!(Instant::now() < deadline, "{failure}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 
@@ -397,11 +414,7 @@ mod tests {
         let out = Captured::default();
         let (sink, _guard) = LogSink::start(Box::new(out.clone()), LineFormat::Plain).unwrap();
         sink.append(b"one\n");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while out.text() != "one\n" {
-            assert!(Instant::now() < deadline, "the line was never written");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        out.wait_for(|text| text == "one\n", "the line was never written");
     }
 
     /// A warning goes out at once, with the lines gathered before it, however long the
@@ -426,14 +439,10 @@ mod tests {
             assert_eq!(out.text(), "", "an info line went out before the interval");
             tracing::warn!("now");
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !out.text().contains("now") {
-            assert!(
-                Instant::now() < deadline,
-                "the warning was not written at once"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        out.wait_for(
+            |text| text.contains("now"),
+            "the warning was not written at once",
+        );
         let text = out.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text:?}");
@@ -464,11 +473,10 @@ mod tests {
         for _ in 1..HIGH_WATER / line.len() {
             sink.append(line.as_bytes());
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while out.text().len() < HIGH_WATER {
-            assert!(Instant::now() < deadline, "a full batch was not written");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        out.wait_for(
+            |text| text.len() >= HIGH_WATER,
+            "a full batch was not written",
+        );
     }
 
     #[test]

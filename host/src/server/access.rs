@@ -221,27 +221,7 @@ fn civil(out: &mut String, secs: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            crate::sync::lock(&self.0).extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
-        }
-    }
+    use crate::logging::tests::Captured;
 
     /// What `tracing-subscriber` writes for the line as an event, in either format.
     fn as_event(line: &AccessLine<'_>, format: LineFormat) -> String {
@@ -262,7 +242,7 @@ mod tests {
                 || line.event(),
             ),
         }
-        String::from_utf8(crate::sync::lock(&out.0).clone()).unwrap()
+        out.text()
     }
 
     fn formatted(line: &AccessLine<'_>, format: LineFormat) -> String {
