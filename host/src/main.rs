@@ -372,13 +372,17 @@ fn supervise(config: &Config) -> ExitCode {
         Err(code) => return code,
     };
     let args = std::env::args_os().skip(1).collect();
-    match runtime.block_on(supervisor::run(config, args, flush_log)) {
+    let code = match runtime.block_on(supervisor::run(config, args, flush_log)) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             tracing::error!(error = %e, "supervisor cannot run");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The relay writes the serving process's lines to stderr on a blocking thread: one stuck
+    // in a write to a stderr nobody reads must not keep the supervisor from exiting.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
 }
 
 fn main() -> ExitCode {
