@@ -161,6 +161,9 @@ impl Host {
         admin::upload::remove_leftovers(&config.state_dir);
         let registry = Arc::new(Registry::new(Arc::clone(&config))?);
         deploy::register_collector(&registry);
+        registry
+            .metrics()
+            .register_collector(Box::new(logging::DroppedLines));
         let sessions =
             Sessions::from_config(&config.sessions, config.cookie_secure(), registry.metrics())?;
 

@@ -853,3 +853,163 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         "colour codes in a piped log:\n{log:?}"
     );
 }
+
+/// Sends `count` requests for a 4 KiB path to `hello` on `addr`, 16 at a time, each answered
+/// within 30 s with the status a path `hello` does not route gets: each one's access line is
+/// 4 KiB of log.
+async fn long_paths(http: &Http, addr: &str, count: usize) {
+    let url = format!("http://{addr}/hello/{}", "x".repeat(4096));
+    let mut running = tokio::task::JoinSet::new();
+    for i in 0..count {
+        if running.len() == 16 {
+            running.join_next().await.unwrap().unwrap();
+        }
+        let (http, url) = (http.clone(), url.clone());
+        running.spawn(async move {
+            let reply = tokio::time::timeout(Duration::from_secs(30), http.get(&url))
+                .await
+                .unwrap_or_else(|_| panic!("request {i} not answered within 30 s"));
+            assert_eq!(reply.status, 404, "request {i}: {}", reply.body);
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// A child process killed if the test fails before it exits.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `baton_log_lines_dropped_total` on the admin listener at `admin`.
+async fn lines_dropped(http: &Http, admin: &str) -> u64 {
+    let metrics = http.get(&format!("http://{admin}/metrics")).await.body;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("baton_log_lines_dropped_total "))
+        .unwrap_or_else(|| panic!("no dropped lines counter:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+/// A log collector that keeps the pipe open and stops reading (wedged, or stopped): the host
+/// fills its log buffer, then drops the lines that find no room and counts them — it goes on
+/// serving, says how many it dropped once the output reads again, and stops on SIGTERM even
+/// while nobody reads — as one process, or under the supervisor, which relays the serving
+/// process's stderr to its own.
+async fn a_stderr_nobody_reads_costs_log_lines_not_requests_nor_the_stop(supervised: bool) {
+    use std::io::BufRead;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let modules = dir.path().join("modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    let module = hello("1.0.0");
+    std::fs::copy(&module, modules.join(module.file_name().unwrap())).unwrap();
+    let mut child = KilledOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args((!supervised).then_some("--no-supervisor"))
+            .args(["--admin", "127.0.0.1:0", "--modules"])
+            .arg(&modules)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("BATON_LOG_FORMAT", "json")
+            .env("BATON_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Reads a line at a time while not paused; the pipe stays open either way.
+    let stderr = child.0.stderr.take().unwrap();
+    let paused = Arc::new(AtomicBool::new(false));
+    let (lines, logged) = std::sync::mpsc::channel::<serde_json::Value>();
+    let reader = std::thread::spawn({
+        let paused = Arc::clone(&paused);
+        move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = lines.send(serde_json::from_str(&line).unwrap_or_default());
+                while paused.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    });
+    let until_logged = |message: &str| loop {
+        let line = logged
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("never logged: {message}"));
+        if line["message"] == message {
+            return line;
+        }
+    };
+    let admin = until_logged("admin listening")["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let addr = until_logged("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = Http::new();
+    eventually(WAIT, "hello is served", async || {
+        (http.get(&format!("http://{addr}/hello/")).await.status == 200).then_some(())
+    })
+    .await;
+
+    // Nobody reads: past 8 MiB of lines and a second, lines are dropped, requests still answered.
+    paused.store(true, Ordering::Relaxed);
+    long_paths(&http, &addr, 3000).await;
+    let dropped = lines_dropped(&http, &admin).await;
+    assert!(dropped > 0, "no line dropped: the log took 12 MiB");
+
+    // Reading again: every line the output could not take is accounted for.
+    paused.store(false, Ordering::Relaxed);
+    let warning = until_logged(
+        "log lines dropped: the log output took nothing for a second while its buffer was full",
+    );
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    let said = warning["dropped"].as_u64().unwrap();
+    assert!(said >= dropped, "{said} < {dropped}");
+    assert_eq!(lines_dropped(&http, &admin).await, said);
+
+    // Nobody reads again, and the host is asked to stop: it stops.
+    paused.store(true, Ordering::Relaxed);
+    long_paths(&http, &addr, 3000).await;
+    assert!(lines_dropped(&http, &admin).await > said);
+    support::kill(child.0.id(), Signal::TERM);
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < WAIT,
+            "SIGTERM'd with a stderr nobody reads, the host did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    paused.store(false, Ordering::Relaxed);
+    reader.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stderr_nobody_reads_costs_log_lines_not_requests_nor_the_stop_of_one_process() {
+    a_stderr_nobody_reads_costs_log_lines_not_requests_nor_the_stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stderr_nobody_reads_costs_log_lines_not_requests_nor_the_stop_of_the_supervisor() {
+    a_stderr_nobody_reads_costs_log_lines_not_requests_nor_the_stop(true).await;
+}

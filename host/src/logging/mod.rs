@@ -6,24 +6,35 @@
 //!
 //! The writer writes what has gathered when it reaches [`HIGH_WATER`] bytes, when a warning or
 //! an error is logged, and otherwise at most [`FLUSH_INTERVAL`] after the first line of a
-//! batch. Nothing is dropped: past [`MAX_BUFFERED`] bytes (stderr blocked by a reader that
-//! does not read) a logging thread waits for the writer. [`LogGuard`] writes what is left when
-//! it is dropped, or when [`LogGuard::flush`] is called, waiting at most [`EXIT_WAIT`]: a
-//! process that exits is not held back by a stderr nobody reads.
+//! batch. Past [`MAX_BUFFERED`] bytes (stderr read slowly, or not at all) a logging thread
+//! waits for the writer, so a slow reader loses nothing; but once the output has taken nothing
+//! for [`STALL`] while the buffer is full (a reader that holds the pipe open and never reads)
+//! the lines that find no room are dropped and counted instead: the threads that log are the
+//! ones serving requests and handling the stop signal, and no log output may stop them. When
+//! the output takes lines again, a warning says how many were dropped, and
+//! `baton_log_lines_dropped_total` counts them all. [`LogGuard`] writes what is left when it
+//! is dropped, or when [`LogGuard::flush`] is called, waiting at most [`EXIT_WAIT`]: a process
+//! that exits is not held back by a stderr nobody reads.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
 mod fields;
 mod json_fields;
+mod timestamp;
 
 pub use fields::PlainFields;
 pub use json_fields::JsonSpanFields;
+pub(crate) use timestamp::timestamp;
 
 /// At most this long between a line and its write, unless the buffer fills first.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
@@ -35,13 +46,18 @@ pub const HIGH_WATER: usize = 64 * 1024;
 /// buffer.
 pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
 
+/// A full buffer whose output has taken nothing for this long drops the lines that find no
+/// room, until the output takes lines again.
+pub const STALL: Duration = Duration::from_secs(1);
+
 /// How long the end of the log may take to be written when the process exits.
 pub const EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// How the log lines are formatted; the access log writes its lines in the same format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LineFormat {
     /// `tracing-subscriber`'s full text format, without colours.
+    #[default]
     Plain,
     /// One JSON object per line, event fields flattened.
     Json,
@@ -61,6 +77,39 @@ struct Pending {
     writing: bool,
     /// Batches written so far; a flush waits for the one holding its lines.
     written: u64,
+    /// Pieces of a batch written so far: the output is taking lines.
+    progress: u64,
+    /// The buffer is full and the output took nothing for [`STALL`]: lines that find no room
+    /// are dropped, until the writer takes the next batch.
+    dropping: bool,
+    /// Lines dropped since the last warning about them.
+    dropped: u64,
+}
+
+/// Lines dropped by every sink of the process, for the metric.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many log lines the process dropped so far (see the module's documentation).
+pub fn lines_dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// `baton_log_lines_dropped_total`, read on each scrape.
+#[derive(Debug)]
+pub(crate) struct DroppedLines;
+
+impl Collector for DroppedLines {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let counter = ConstCounter::new(lines_dropped());
+        let family = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because the log output took nothing for a second while the \
+             buffer was full",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(family)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +121,8 @@ struct Shared {
     drained: Condvar,
     /// How long a batch gathers at most.
     interval: Duration,
+    /// The format of the warning about dropped lines.
+    format: LineFormat,
 }
 
 impl Shared {
@@ -81,13 +132,37 @@ impl Shared {
 
     fn append(&self, bytes: &[u8], urgent: bool) {
         let mut pending = self.lock();
+        // Waiting for room, since when and at which progress of the writer: the output has
+        // until `STALL` passes without it taking anything.
+        let mut waiting: Option<(Instant, u64)> = None;
         while pending.lines.len() >= MAX_BUFFERED && !pending.stop && !pending.exiting {
+            if pending.dropping {
+                pending.dropped += 1;
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let now = Instant::now();
+            let since = match waiting {
+                Some((since, progress)) if progress == pending.progress => since,
+                _ => {
+                    waiting = Some((now, pending.progress));
+                    now
+                }
+            };
+            let waited = now.duration_since(since);
+            if waited >= STALL {
+                // Those waiting beside this thread drop their lines too.
+                pending.dropping = true;
+                self.drained.notify_all();
+                continue;
+            }
             pending.urgent = true;
             self.wake.notify_one();
             pending = self
                 .drained
-                .wait(pending)
-                .unwrap_or_else(|e| e.into_inner());
+                .wait_timeout(pending, STALL - waited)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         let was_empty = pending.lines.is_empty();
         pending.lines.extend_from_slice(bytes);
@@ -158,6 +233,7 @@ impl LogSink {
     ) -> std::io::Result<(LogSink, LogGuard)> {
         let shared = Arc::new(Shared {
             interval,
+            format,
             ..Shared::default()
         });
         let writer = Arc::clone(&shared);
@@ -212,9 +288,20 @@ fn write_batches(shared: &Shared, out: &mut dyn Write) {
         std::mem::swap(&mut batch, &mut pending.lines);
         pending.urgent = false;
         pending.writing = true;
+        // The buffer has room again: the lines dropped came after those just taken.
+        pending.dropping = false;
+        let dropped = std::mem::take(&mut pending.dropped);
         drop(pending);
-        // A log that cannot be written has nowhere to report it.
-        let _ = out.write_all(&batch);
+        if dropped > 0 {
+            dropped_warning(&mut batch, shared.format, dropped);
+        }
+        // In pieces, each one progress: loggers waiting for room tell a slow output from one
+        // that takes nothing. A log that cannot be written has nowhere to report it.
+        for piece in batch.chunks(HIGH_WATER) {
+            let _ = out.write_all(piece);
+            shared.lock().progress += 1;
+            shared.drained.notify_all();
+        }
         let _ = out.flush();
         batch.clear();
         if batch.capacity() > 4 * HIGH_WATER {
@@ -225,6 +312,34 @@ fn write_batches(shared: &Shared, out: &mut dyn Write) {
         pending.written += 1;
         shared.drained.notify_all();
     }
+}
+
+const DROPPED_MESSAGE: &str =
+    "log lines dropped: the log output took nothing for a second while its buffer was full";
+
+/// The warning that `dropped` lines were dropped, in the log's format (target `baton::log`).
+fn dropped_warning(out: &mut Vec<u8>, format: LineFormat, dropped: u64) {
+    let mut line = String::with_capacity(200);
+    match format {
+        LineFormat::Plain => {
+            timestamp(&mut line);
+            line.push_str("  WARN baton::log: ");
+            line.push_str(DROPPED_MESSAGE);
+            line.push_str(" dropped=");
+            line.push_str(itoa::Buffer::new().format(dropped));
+        }
+        LineFormat::Json => {
+            line.push_str(r#"{"timestamp":""#);
+            timestamp(&mut line);
+            line.push_str(r#"","level":"WARN","message":""#);
+            line.push_str(DROPPED_MESSAGE);
+            line.push_str(r#"","dropped":"#);
+            line.push_str(itoa::Buffer::new().format(dropped));
+            line.push_str(r#","target":"baton::log"}"#);
+        }
+    }
+    line.push('\n');
+    out.extend_from_slice(line.as_bytes());
 }
 
 impl LogGuard {
@@ -490,8 +605,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// A reader that stops reading: logging threads wait once the buffer is full, and every
-    /// line arrives once it reads again.
+    /// A reader that stops reading for less than [`STALL`]: logging threads wait once the
+    /// buffer is full, and every line arrives once it reads again.
     #[test]
     fn a_blocked_output_holds_loggers_back_without_losing_lines() {
         let (mut reader, writer) = std::io::pipe().unwrap();
@@ -522,6 +637,131 @@ pub(crate) mod tests {
         drop(guard);
         let all = reading.join().unwrap();
         assert_eq!(all.len(), lines * line.len());
+    }
+
+    /// A reader that takes a piece at a time, each within [`STALL`] but all together for
+    /// longer: loggers wait as long as it takes, and nothing is dropped.
+    #[test]
+    fn a_slow_output_loses_nothing_however_long_it_takes() {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let (sink, guard) = LogSink::start(Box::new(writer), LineFormat::Plain).unwrap();
+        let line = format!("{}\n", "s".repeat(1023));
+        let lines = 2 * MAX_BUFFERED / line.len();
+        let logger = std::thread::spawn({
+            let sink = sink.clone();
+            let line = line.clone();
+            move || {
+                for _ in 0..lines {
+                    sink.append(line.as_bytes());
+                }
+            }
+        });
+        let reading = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut piece = vec![0; HIGH_WATER];
+            let started = Instant::now();
+            while started.elapsed() < STALL * 5 / 2 {
+                std::thread::sleep(STALL * 2 / 5);
+                let n = std::io::Read::read(&mut reader, &mut piece).unwrap();
+                all.extend_from_slice(&piece[..n]);
+            }
+            std::io::Read::read_to_end(&mut reader, &mut all).unwrap();
+            all
+        });
+        logger.join().unwrap();
+        drop(sink);
+        drop(guard);
+        let all = reading.join().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&all).contains(DROPPED_MESSAGE),
+            "lines were dropped"
+        );
+        assert_eq!(all.len(), lines * line.len());
+    }
+
+    /// A reader that holds the pipe open and never reads: once the buffer is full and the
+    /// output took nothing for [`STALL`], loggers go on and their lines are dropped; each is
+    /// counted, and when the output reads again a warning says how many.
+    #[test]
+    fn an_output_that_takes_nothing_costs_lines_not_loggers_and_says_how_many() {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let (sink, guard) = LogSink::start(Box::new(writer), LineFormat::Plain).unwrap();
+        let lines = 3 * MAX_BUFFERED / 1024;
+        let before = lines_dropped();
+        let (done, logged) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let sink = sink.clone();
+            move || {
+                for i in 0..lines {
+                    sink.append(format!("{i:>1023}\n").as_bytes());
+                }
+                let _ = done.send(());
+            }
+        });
+        assert!(
+            logged.recv_timeout(STALL * 30).is_ok(),
+            "the logger waited for an output that takes nothing"
+        );
+        let reading = std::thread::spawn(move || {
+            let mut all = String::new();
+            std::io::Read::read_to_string(&mut reader, &mut all).unwrap();
+            all
+        });
+        drop(sink);
+        drop(guard);
+        let all = reading.join().unwrap();
+        let mut received = all.lines();
+        let warning = received.next_back().unwrap();
+        let mut next = 0;
+        for line in received {
+            assert_eq!(
+                line.trim_start().parse::<usize>().unwrap(),
+                next,
+                "{line:?}"
+            );
+            next += 1;
+        }
+        assert!(warning.contains("  WARN baton::log: "), "{warning}");
+        let dropped: usize = warning
+            .split_once(&format!("{DROPPED_MESSAGE} dropped="))
+            .unwrap_or_else(|| panic!("no warning: {warning}"))
+            .1
+            .parse()
+            .unwrap();
+        assert!(dropped > 0 && next > 0, "{next} written, {dropped} dropped");
+        assert_eq!(next + dropped, lines, "lines lost without being counted");
+        assert!(lines_dropped() - before >= dropped as u64);
+    }
+
+    /// The warning reads as the same event through `tracing-subscriber` would, in either
+    /// format (the timestamps aside).
+    #[test]
+    fn the_dropped_lines_warning_is_in_the_logs_own_format() {
+        for format in [LineFormat::Plain, LineFormat::Json] {
+            let out = Captured::default();
+            let builder = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(out.clone());
+            let event =
+                || tracing::warn!(target: "baton::log", dropped = 1234_u64, "{DROPPED_MESSAGE}");
+            let at = match format {
+                LineFormat::Plain => {
+                    tracing::subscriber::with_default(builder.finish(), event);
+                    0
+                }
+                LineFormat::Json => {
+                    let json = builder.json().flatten_event(true).with_span_list(false);
+                    tracing::subscriber::with_default(json.finish(), event);
+                    r#"{"timestamp":""#.len()
+                }
+            };
+            let mut ours = Vec::new();
+            dropped_warning(&mut ours, format, 1234);
+            let ours = String::from_utf8(ours).unwrap();
+            let theirs = out.text();
+            let masked = |text: &str| format!("{}{}", &text[..at], &text[at + 27..]);
+            assert_eq!(masked(&ours), masked(&theirs), "{format:?}");
+        }
     }
 
     /// A stderr nobody reads (a stopped log collector) holds the last lines back, not the

@@ -63,7 +63,7 @@ impl AccessLine<'_> {
 
     /// `tracing-subscriber`'s full format without colours, as the rest of the log.
     fn plain(&self, out: &mut String) {
-        timestamp(out);
+        logging::timestamp(out);
         out.push_str("  INFO baton::access: request");
         if let Some(app) = self.app {
             out.push_str(" app=");
@@ -98,7 +98,7 @@ impl AccessLine<'_> {
     /// `tracing-subscriber`'s JSON format with flattened fields, as the rest of the log.
     fn json(&self, out: &mut String) {
         out.push_str(r#"{"timestamp":""#);
-        timestamp(out);
+        logging::timestamp(out);
         out.push_str(r#"","level":"INFO","message":"request""#);
         if let Some(app) = self.app {
             json_field(out, "app", app);
@@ -167,57 +167,6 @@ fn debug_str(out: &mut String, value: &str) {
     }
 }
 
-thread_local! {
-    /// The second last formatted, and its `YYYY-MM-DDTHH:MM:SS`.
-    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-}
-
-/// Now, as the log's timer writes it (`2026-12-07T05:49:21.051602Z`): the date and time of day
-/// are formatted once a second.
-fn timestamp(out: &mut String) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    SECOND.with_borrow_mut(|(second, text)| {
-        if *second != secs {
-            *second = secs;
-            text.clear();
-            civil(text, secs);
-        }
-        out.push_str(text);
-    });
-    let _ = write!(out, ".{:06}Z", now.subsec_micros());
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` (UTC) of a time `secs` after the epoch.
-fn civil(out: &mut String, secs: u64) {
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let of_day = secs % 86_400;
-    // Days to a proleptic Gregorian date, counted in 400-year eras from 0000-03-01.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,41 +211,6 @@ mod tests {
             "{text:?}"
         );
         format!("{}{}", &text[..at], &text[at + 27..])
-    }
-
-    #[test]
-    fn dates_are_the_calendar_dates() {
-        for (secs, expected) in [
-            (0, "1970-01-01T00:00:00"),
-            (951_782_400, "2000-02-29T00:00:00"),
-            (1_709_164_799, "2024-02-28T23:59:59"),
-            (1_796_625_361, "2026-12-07T06:36:01"),
-            (4_107_542_399, "2100-02-28T23:59:59"),
-            (253_402_300_799, "9999-12-31T23:59:59"),
-        ] {
-            let mut text = String::new();
-            civil(&mut text, secs);
-            assert_eq!(text, expected, "{secs}");
-        }
-    }
-
-    /// The date and time of day the log's own timer writes now, to the second.
-    #[test]
-    fn timestamps_are_the_log_timers() {
-        use tracing_subscriber::fmt::format::Writer;
-        use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-        for _ in 0..3 {
-            let mut ours = String::new();
-            let mut theirs = String::new();
-            timestamp(&mut ours);
-            let _ = SystemTime.format_time(&mut Writer::new(&mut theirs));
-            assert_eq!(ours.len(), theirs.len(), "{ours} / {theirs}");
-            if ours[..19] == theirs[..19] {
-                return;
-            }
-            // A second ended between the two: try again.
-        }
-        panic!("the timestamps never agreed to the second");
     }
 
     #[test]
