@@ -24,7 +24,14 @@ pub(crate) fn timestamp(out: &mut String) {
         }
         out.push_str(text);
     });
-    let _ = write!(out, ".{:06}Z", now.subsec_micros());
+    // `.{:06}Z`, without `fmt`.
+    let mut micros = now.subsec_micros();
+    let mut fraction = *b".000000Z";
+    for digit in fraction[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.push_str(std::str::from_utf8(&fraction).unwrap_or(".000000Z"));
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) of a time `secs` after the epoch.
@@ -86,6 +93,12 @@ mod tests {
             timestamp(&mut ours);
             let _ = SystemTime.format_time(&mut Writer::new(&mut theirs));
             assert_eq!(ours.len(), theirs.len(), "{ours} / {theirs}");
+            assert!(
+                ours[19..].starts_with('.')
+                    && ours[20..26].bytes().all(|b| b.is_ascii_digit())
+                    && ours.ends_with('Z'),
+                "{ours}"
+            );
             if ours[..19] == theirs[..19] {
                 return;
             }

@@ -79,7 +79,8 @@ impl AccessLine<'_> {
         debug_str(out, self.path);
         out.push_str(" status=");
         out.push_str(itoa::Buffer::new().format(self.status));
-        let _ = write!(out, " duration_ms={:?}", self.duration_ms);
+        out.push_str(" duration_ms=");
+        debug_f64(out, self.duration_ms);
         if let Some(client) = self.client {
             out.push_str(" client=");
             crate::text::push_ip(out, client);
@@ -110,9 +111,14 @@ impl AccessLine<'_> {
         json_field(out, "path", self.path);
         out.push_str(r#","status":"#);
         out.push_str(itoa::Buffer::new().format(self.status));
-        // serde_json writes numbers as the log's JSON formatter does.
-        let duration = serde_json::Value::from(self.duration_ms);
-        let _ = write!(out, r#","duration_ms":{duration}"#);
+        // As serde_json writes a number for the log's JSON formatter: with zmij, `null` when
+        // not finite.
+        out.push_str(r#","duration_ms":"#);
+        if self.duration_ms.is_finite() {
+            out.push_str(zmij::Buffer::new().format_finite(self.duration_ms));
+        } else {
+            out.push_str("null");
+        }
         if let Some(client) = self.client {
             out.push_str(r#","client":""#);
             crate::text::push_ip(out, client);
@@ -151,6 +157,35 @@ impl std::io::Write for StringWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// `value` as `{:?}` writes it. Between 1e-4 and 1e15 that is the shortest decimal that reads
+/// back as `value`, which zmij writes too, for a fraction of the cost. Up to 15 significant
+/// digits there is only one such decimal (a duration in milliseconds from whole nanoseconds,
+/// [`duration_ms`], has at most 14); with more, two can tie and the two break ties their own
+/// ways, so `{:?}` writes it, as it does the exponents outside that range.
+fn debug_f64(out: &mut String, value: f64) {
+    if (1e-4..1e15).contains(&value) {
+        let mut buffer = zmij::Buffer::new();
+        let text = buffer.format_finite(value);
+        let significant = text
+            .trim_start_matches(['0', '.'])
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .count();
+        if significant <= 15 {
+            out.push_str(text);
+            return;
+        }
+    }
+    let _ = write!(out, "{value:?}");
+}
+
+/// `took` in milliseconds, as the nearest double to its whole nanoseconds over a million: it
+/// reads as that decimal (`0.239561`, not `0.23956100000000002`).
+pub(crate) fn duration_ms(took: std::time::Duration) -> f64 {
+    // Exact below 2^53 ns (104 days).
+    took.as_nanos() as f64 / 1e6
 }
 
 /// `value` as `{:?}` writes it: quoted, escaped. Most values need no escape and are copied.
@@ -264,5 +299,44 @@ mod tests {
             }
         }
         assert_eq!(checked, 7 * 3 * 6);
+    }
+
+    /// Spread over every magnitude, the boundaries of the shortcut and the integers near
+    /// them: `debug_f64` writes what `{:?}` writes.
+    #[test]
+    fn durations_are_written_as_debug_writes_them() {
+        use std::time::Duration;
+        let mut values = vec![0.0, -0.0, -1.5, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE];
+        let mut fast = 0;
+        for exponent in -8..=18 {
+            let power = 10f64.powi(exponent);
+            for scale in [1.0, 1.5, 9.999_999_999, 0.999_999_999_999_9] {
+                values.extend([power * scale, power * scale + power / 3.0]);
+            }
+            values.extend([
+                f64::from_bits(power.to_bits() - 1),
+                f64::from_bits(power.to_bits() + 1),
+            ]);
+        }
+        // Pseudo-random doubles from 1e-6 to 1e17, and durations as the host computes them.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..300_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let exponent = (state % 23) as i32 - 6;
+            let mantissa = (state >> 11) as f64 / (1u64 << 53) as f64;
+            values.push((1.0 + mantissa) * 10f64.powi(exponent));
+            let took = Duration::from_nanos(state % 100_000_000_000);
+            values.push(duration_ms(took));
+            fast += usize::from(format!("{:?}", duration_ms(took)).len() <= 17);
+        }
+        for value in values {
+            let mut ours = String::new();
+            debug_f64(&mut ours, value);
+            assert_eq!(ours, format!("{value:?}"), "{:e}", value);
+        }
+        // Durations take the short way.
+        assert_eq!(fast, 300_000);
     }
 }

@@ -89,7 +89,7 @@ pub(crate) async fn handle(
             method: method.as_str(),
             path: uri.path(),
             status: response.status().as_u16(),
-            duration_ms: took.as_secs_f64() * 1000.0,
+            duration_ms: super::access::duration_ms(took),
             client: client.map(|c| c.addr),
             scheme: client.map(|c| c.scheme.as_str()),
             proxy,
