@@ -124,6 +124,8 @@ pub struct Version {
     metrics: VersionMetrics,
     outcomes: Outcomes,
     header: Option<http::HeaderValue>,
+    /// Its `app` and `version` as its access lines write them.
+    access_fields: crate::server::VersionFields,
     /// Cancelled when the drain deadline passed: streamed responses still running are cut.
     cut: tokio_util::sync::CancellationToken,
     /// Whether the instance reads bodies and writes responses as streams (ABI 1.1).
@@ -195,6 +197,7 @@ impl Version {
         )?;
         // Validated app names and versions are header-safe; built once, not per response.
         let header = http::HeaderValue::from_str(&format!("{}@{}", info.app, info.version)).ok();
+        let access_fields = crate::server::VersionFields::new(&info.app, &info.version);
         Ok(Arc::new(Version {
             id,
             copy,
@@ -218,6 +221,7 @@ impl Version {
             metrics,
             outcomes: Outcomes::default(),
             header,
+            access_fields,
             cut: tokio_util::sync::CancellationToken::new(),
             streams: AtomicBool::new(false),
             open_streams: AtomicUsize::new(0),
@@ -412,6 +416,11 @@ impl Version {
     /// The `x-baton-version` value, `<app>@<version>`.
     pub(crate) fn header(&self) -> Option<&http::HeaderValue> {
         self.header.as_ref()
+    }
+
+    /// Its `app` and `version` fields, for its access lines.
+    pub(crate) fn access_fields(&self) -> &crate::server::VersionFields {
+        &self.access_fields
     }
 
     /// The metric handles of this version's requests.

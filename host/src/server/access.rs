@@ -10,19 +10,72 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use super::client::Scheme;
 use crate::logging::{self, LineFormat};
+
+/// A version's `app` and `version` fields of its access lines, written once when it is loaded,
+/// in either format.
+#[derive(Debug)]
+pub(crate) struct VersionFields {
+    app: String,
+    version: String,
+    plain: String,
+    json: String,
+}
+
+impl VersionFields {
+    pub(crate) fn new(app: &str, version: &str) -> VersionFields {
+        let mut plain = String::from(" app=");
+        debug_str(&mut plain, app);
+        plain.push_str(" version=");
+        debug_str(&mut plain, version);
+        let mut json = String::new();
+        json_field(&mut json, "app", app);
+        json_field(&mut json, "version", version);
+        VersionFields {
+            app: app.to_owned(),
+            version: version.to_owned(),
+            plain,
+            json,
+        }
+    }
+}
+
+/// Which app and version served the request, as far as known.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ServedBy<'a> {
+    /// A version, with its fields written beforehand.
+    Version(&'a VersionFields),
+    /// An app before a version took the request (or none).
+    App(Option<&'a str>),
+}
+
+impl ServedBy<'_> {
+    fn app(&self) -> Option<&str> {
+        match self {
+            ServedBy::Version(fields) => Some(&fields.app),
+            ServedBy::App(app) => *app,
+        }
+    }
+
+    fn version(&self) -> Option<&str> {
+        match self {
+            ServedBy::Version(fields) => Some(&fields.version),
+            ServedBy::App(_) => None,
+        }
+    }
+}
 
 /// What one access log line says.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AccessLine<'a> {
-    pub(crate) app: Option<&'a str>,
-    pub(crate) version: Option<&'a str>,
+    pub(crate) by: ServedBy<'a>,
     pub(crate) method: &'a str,
     pub(crate) path: &'a str,
     pub(crate) status: u16,
     pub(crate) duration_ms: f64,
     pub(crate) client: Option<IpAddr>,
-    pub(crate) scheme: Option<&'a str>,
+    pub(crate) scheme: Option<Scheme>,
     /// The peer, when it is a proxy that forwarded for the client.
     pub(crate) proxy: Option<IpAddr>,
 }
@@ -52,11 +105,11 @@ pub(crate) fn log(line: &AccessLine<'_>) {
 impl AccessLine<'_> {
     /// As an ordinary `tracing` event.
     fn event(&self) {
-        tracing::info!(target: "baton::access", app = self.app, version = self.version,
+        tracing::info!(target: "baton::access", app = self.by.app(), version = self.by.version(),
             method = %self.method, path = self.path, status = self.status,
             duration_ms = self.duration_ms,
             client = self.client.map(tracing::field::display),
-            scheme = self.scheme,
+            scheme = self.scheme.map(Scheme::as_str),
             proxy = self.proxy.map(tracing::field::display),
             "request");
     }
@@ -65,13 +118,13 @@ impl AccessLine<'_> {
     fn plain(&self, out: &mut String) {
         logging::timestamp(out);
         out.push_str("  INFO baton::access: request");
-        if let Some(app) = self.app {
-            out.push_str(" app=");
-            debug_str(out, app);
-        }
-        if let Some(version) = self.version {
-            out.push_str(" version=");
-            debug_str(out, version);
+        match self.by {
+            ServedBy::Version(fields) => out.push_str(&fields.plain),
+            ServedBy::App(Some(app)) => {
+                out.push_str(" app=");
+                debug_str(out, app);
+            }
+            ServedBy::App(None) => {}
         }
         out.push_str(" method=");
         out.push_str(self.method);
@@ -86,8 +139,10 @@ impl AccessLine<'_> {
             crate::text::push_ip(out, client);
         }
         if let Some(scheme) = self.scheme {
-            out.push_str(" scheme=");
-            debug_str(out, scheme);
+            // Needs no escape.
+            out.push_str(" scheme=\"");
+            out.push_str(scheme.as_str());
+            out.push('"');
         }
         if let Some(proxy) = self.proxy {
             out.push_str(" proxy=");
@@ -101,11 +156,10 @@ impl AccessLine<'_> {
         out.push_str(r#"{"timestamp":""#);
         logging::timestamp(out);
         out.push_str(r#"","level":"INFO","message":"request""#);
-        if let Some(app) = self.app {
-            json_field(out, "app", app);
-        }
-        if let Some(version) = self.version {
-            json_field(out, "version", version);
+        match self.by {
+            ServedBy::Version(fields) => out.push_str(&fields.json),
+            ServedBy::App(Some(app)) => json_field(out, "app", app),
+            ServedBy::App(None) => {}
         }
         json_field(out, "method", self.method);
         json_field(out, "path", self.path);
@@ -125,7 +179,9 @@ impl AccessLine<'_> {
             out.push('"');
         }
         if let Some(scheme) = self.scheme {
-            json_field(out, "scheme", scheme);
+            out.push_str(r#","scheme":""#);
+            out.push_str(scheme.as_str());
+            out.push('"');
         }
         if let Some(proxy) = self.proxy {
             out.push_str(r#","proxy":""#);
@@ -265,19 +321,33 @@ mod tests {
             Some("2001:db8::1".parse().unwrap()),
         ];
         let durations = [0.0, 0.23956, 1.0, 12_345.678_901, 1e-7, 3.0e9];
+        let fields = [
+            VersionFields::new("hello", "1.0.0-rc.1+\"x\""),
+            VersionFields::new("h\u{e9}\\\"\u{1}", "2.0.0"),
+        ];
         let mut checked = 0;
         for (i, path) in paths.iter().enumerate() {
             for (j, client) in addrs.iter().enumerate() {
                 for (k, duration_ms) in durations.iter().enumerate() {
                     let line = AccessLine {
-                        app: (i % 2 == 0).then_some("hello"),
-                        version: (j != 1).then_some("1.0.0-rc.1+\"x\""),
+                        by: match (i + j) % 4 {
+                            0 => ServedBy::Version(&fields[0]),
+                            1 => ServedBy::Version(&fields[1]),
+                            2 => ServedBy::App(Some("hello")),
+                            _ => ServedBy::App(None),
+                        },
                         method: ["GET", "POST", "PROPFIND"][k % 3],
                         path,
                         status: [200, 404, 503][(i + k) % 3],
                         duration_ms: *duration_ms,
                         client: *client,
-                        scheme: client.map(|_| if k % 2 == 0 { "http" } else { "https" }),
+                        scheme: client.map(|_| {
+                            if k % 2 == 0 {
+                                Scheme::Http
+                            } else {
+                                Scheme::Https
+                            }
+                        }),
                         proxy: addrs[(j + k) % 3],
                     };
                     let plain = formatted(&line, LineFormat::Plain);

@@ -42,6 +42,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::HttpConfig;
 use crate::deploy::Registry;
 use crate::session::Sessions;
+pub(crate) use access::VersionFields;
 pub(crate) use body::{Body, BodyError, RequestBody};
 pub(crate) use client::client_info;
 use client::{ClientInfo, TrustedProxies};

@@ -84,14 +84,16 @@ pub(crate) async fn handle(
             .map(|c| c.peer.ip().to_canonical())
             .filter(|peer| client.is_some_and(|c| *peer != c.addr));
         super::access::log(&super::access::AccessLine {
-            app: served.app.as_ref().map(|a| a.name()),
-            version: served.version.as_ref().map(|v| v.info().version.as_str()),
+            by: match &served.version {
+                Some(version) => super::access::ServedBy::Version(version.access_fields()),
+                None => super::access::ServedBy::App(served.app.as_ref().map(|a| a.name())),
+            },
             method: method.as_str(),
             path: uri.path(),
             status: response.status().as_u16(),
             duration_ms: super::access::duration_ms(took),
             client: client.map(|c| c.addr),
-            scheme: client.map(|c| c.scheme.as_str()),
+            scheme: client.map(|c| c.scheme),
             proxy,
         });
     }
