@@ -123,6 +123,8 @@ struct Shared {
     interval: Duration,
     /// The format of the warning about dropped lines.
     format: LineFormat,
+    /// How long a full buffer's output may take nothing before lines are dropped ([`STALL`]).
+    stall: Duration,
 }
 
 impl Shared {
@@ -150,7 +152,7 @@ impl Shared {
                 }
             };
             let waited = now.duration_since(since);
-            if waited >= STALL {
+            if waited >= self.stall {
                 // Those waiting beside this thread drop their lines too.
                 pending.dropping = true;
                 self.drained.notify_all();
@@ -160,7 +162,7 @@ impl Shared {
             self.wake.notify_one();
             pending = self
                 .drained
-                .wait_timeout(pending, STALL - waited)
+                .wait_timeout(pending, self.stall - waited)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -223,17 +225,19 @@ impl LogSink {
         out: Box<dyn Write + Send>,
         format: LineFormat,
     ) -> std::io::Result<(LogSink, LogGuard)> {
-        Self::start_gathering(out, format, FLUSH_INTERVAL)
+        Self::start_with(out, format, FLUSH_INTERVAL, STALL)
     }
 
-    fn start_gathering(
+    fn start_with(
         mut out: Box<dyn Write + Send>,
         format: LineFormat,
         interval: Duration,
+        stall: Duration,
     ) -> std::io::Result<(LogSink, LogGuard)> {
         let shared = Arc::new(Shared {
             interval,
             format,
+            stall,
             ..Shared::default()
         });
         let writer = Arc::clone(&shared);
@@ -537,10 +541,11 @@ pub(crate) mod tests {
     #[test]
     fn a_warning_is_written_at_once_with_what_gathered_before_it() {
         let out = Captured::default();
-        let (sink, _guard) = LogSink::start_gathering(
+        let (sink, _guard) = LogSink::start_with(
             Box::new(out.clone()),
             LineFormat::Plain,
             Duration::from_secs(3600),
+            STALL,
         )
         .unwrap();
         let subscriber = tracing_subscriber::fmt()
@@ -575,10 +580,11 @@ pub(crate) mod tests {
     #[test]
     fn a_full_batch_is_written_without_waiting_for_the_interval() {
         let out = Captured::default();
-        let (sink, _guard) = LogSink::start_gathering(
+        let (sink, _guard) = LogSink::start_with(
             Box::new(out.clone()),
             LineFormat::Plain,
             Duration::from_secs(3600),
+            STALL,
         )
         .unwrap();
         let line = format!("{}\n", "z".repeat(1023));
@@ -605,12 +611,24 @@ pub(crate) mod tests {
         }
     }
 
-    /// A reader that stops reading for less than [`STALL`]: logging threads wait once the
+    /// A sink whose output may take nothing for 20 s before lines are dropped: far more than
+    /// the pauses of a test's reader on a loaded machine.
+    fn patient(out: std::io::PipeWriter) -> (LogSink, LogGuard) {
+        LogSink::start_with(
+            Box::new(out),
+            LineFormat::Plain,
+            FLUSH_INTERVAL,
+            Duration::from_secs(20),
+        )
+        .unwrap()
+    }
+
+    /// A reader that stops reading for less than the stall limit: logging threads wait once the
     /// buffer is full, and every line arrives once it reads again.
     #[test]
     fn a_blocked_output_holds_loggers_back_without_losing_lines() {
         let (mut reader, writer) = std::io::pipe().unwrap();
-        let (sink, guard) = LogSink::start(Box::new(writer), LineFormat::Plain).unwrap();
+        let (sink, guard) = patient(writer);
         let line = format!("{}\n", "y".repeat(1023));
         let lines = 3 * MAX_BUFFERED / line.len();
         let logger = std::thread::spawn({
@@ -639,12 +657,15 @@ pub(crate) mod tests {
         assert_eq!(all.len(), lines * line.len());
     }
 
-    /// A reader that takes a piece at a time, each within [`STALL`] but all together for
-    /// longer: loggers wait as long as it takes, and nothing is dropped.
+    /// A reader that takes a piece at a time, each within the stall limit but all together
+    /// for longer: loggers wait as long as it takes, and nothing is dropped.
     #[test]
     fn a_slow_output_loses_nothing_however_long_it_takes() {
         let (mut reader, writer) = std::io::pipe().unwrap();
-        let (sink, guard) = LogSink::start(Box::new(writer), LineFormat::Plain).unwrap();
+        let stall = Duration::from_millis(1500);
+        let (sink, guard) =
+            LogSink::start_with(Box::new(writer), LineFormat::Plain, FLUSH_INTERVAL, stall)
+                .unwrap();
         let line = format!("{}\n", "s".repeat(1023));
         let lines = 2 * MAX_BUFFERED / line.len();
         let logger = std::thread::spawn({
@@ -660,8 +681,8 @@ pub(crate) mod tests {
             let mut all = Vec::new();
             let mut piece = vec![0; HIGH_WATER];
             let started = Instant::now();
-            while started.elapsed() < STALL * 5 / 2 {
-                std::thread::sleep(STALL * 2 / 5);
+            while started.elapsed() < stall * 2 {
+                std::thread::sleep(stall / 5);
                 let n = std::io::Read::read(&mut reader, &mut piece).unwrap();
                 all.extend_from_slice(&piece[..n]);
             }
