@@ -380,8 +380,14 @@ fn supervise(config: &Config) -> ExitCode {
         }
     };
     // The relay writes the serving process's lines to stderr on a blocking thread: one stuck
-    // in a write to a stderr nobody reads must not keep the supervisor from exiting.
-    runtime.shutdown_timeout(EXIT_WAIT);
+    // in a write to a stderr nobody reads must not keep the supervisor from exiting. Its wait
+    // is the log's, which the log's own end then shares.
+    let wait = LOG_GUARD
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map_or(EXIT_WAIT, |guard| guard.exit_wait_left());
+    runtime.shutdown_timeout(wait);
     code
 }
 

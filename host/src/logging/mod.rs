@@ -77,6 +77,9 @@ struct Pending {
     writing: bool,
     /// Batches written so far; a flush waits for the one holding its lines.
     written: u64,
+    /// When the waits for the output at exit end: the first of them starts [`EXIT_WAIT`], the
+    /// others share it (see [`LogGuard::exit_wait_left`]).
+    exit_deadline: Option<Instant>,
     /// Pieces of a batch written so far: the output is taking lines.
     progress: u64,
     /// The buffer is full and the output took nothing for [`STALL`]: lines that find no room
@@ -347,8 +350,16 @@ fn dropped_warning(out: &mut Vec<u8>, format: LineFormat, dropped: u64) {
 }
 
 impl LogGuard {
-    /// Writes every line appended so far, and waits until it is written (at most
-    /// [`EXIT_WAIT`]).
+    /// What is left of the exit's wait for the output: the first call starts [`EXIT_WAIT`];
+    /// a flush before the exit, other waits of the exit (a runtime's blocking threads writing
+    /// to the same stderr) and the guard's drop share it, so that a stderr nobody reads costs
+    /// the exit [`EXIT_WAIT`] once, not once per wait.
+    pub fn exit_wait_left(&self) -> Duration {
+        left(&mut self.shared.lock())
+    }
+
+    /// Writes every line appended so far, and waits until it is written (at most what is
+    /// left of [`EXIT_WAIT`], see [`LogGuard::exit_wait_left`]).
     pub fn flush(&self) {
         let mut pending = self.shared.lock();
         // Lines still gathering go out in the batch after the one being written, if any.
@@ -361,14 +372,13 @@ impl LogGuard {
         self.shared.wake.notify_one();
         // Bounded: it comes before an exit or an exec, which a stderr nobody reads must not
         // hold back.
+        let wait = left(&mut pending);
         let _ = self
             .shared
             .drained
-            .wait_timeout_while(pending, EXIT_WAIT, |p| p.written < target);
+            .wait_timeout_while(pending, wait, |p| p.written < target);
     }
-}
 
-impl LogGuard {
     /// The process is about to exit: from now on a logging thread never waits for room in the
     /// buffer (a stderr nobody reads must not hold back the exit's own last lines), and those
     /// waiting go on.
@@ -379,18 +389,19 @@ impl LogGuard {
 }
 
 impl Drop for LogGuard {
-    /// Writes what is left, waiting at most [`EXIT_WAIT`] for it: a stderr nobody reads must
-    /// not keep the process from exiting.
+    /// Writes what is left, waiting at most what is left of [`EXIT_WAIT`] for it: a stderr
+    /// nobody reads must not keep the process from exiting.
     fn drop(&mut self) {
         let mut pending = self.shared.lock();
         pending.stop = true;
         self.shared.wake.notify_one();
         // Loggers waiting for room go on.
         self.shared.drained.notify_all();
+        let wait = left(&mut pending);
         let (pending, waited) = self
             .shared
             .drained
-            .wait_timeout_while(pending, EXIT_WAIT, |p| !p.done)
+            .wait_timeout_while(pending, wait, |p| !p.done)
             .unwrap_or_else(|e| e.into_inner());
         let done = pending.done && !waited.timed_out();
         drop(pending);
@@ -400,6 +411,14 @@ impl Drop for LogGuard {
             let _ = thread.join();
         }
     }
+}
+
+/// What is left of the exit's wait, started by the first caller.
+fn left(pending: &mut Pending) -> Duration {
+    pending
+        .exit_deadline
+        .get_or_insert_with(|| Instant::now() + EXIT_WAIT)
+        .saturating_duration_since(Instant::now())
 }
 
 /// One event's bytes, appended to the buffer as a whole when the formatter is done with it.
@@ -611,6 +630,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// A thread appending `line` to `sink`, `lines` times.
+    fn appending(sink: &LogSink, line: &str, lines: usize) -> JoinHandle<()> {
+        let (sink, line) = (sink.clone(), line.to_owned());
+        std::thread::spawn(move || {
+            for _ in 0..lines {
+                sink.append(line.as_bytes());
+            }
+        })
+    }
+
     /// A sink whose output may take nothing for 20 s before lines are dropped: far more than
     /// the pauses of a test's reader on a loaded machine.
     fn patient(out: std::io::PipeWriter) -> (LogSink, LogGuard) {
@@ -631,15 +660,7 @@ pub(crate) mod tests {
         let (sink, guard) = patient(writer);
         let line = format!("{}\n", "y".repeat(1023));
         let lines = 3 * MAX_BUFFERED / line.len();
-        let logger = std::thread::spawn({
-            let sink = sink.clone();
-            let line = line.clone();
-            move || {
-                for _ in 0..lines {
-                    sink.append(line.as_bytes());
-                }
-            }
-        });
+        let logger = appending(&sink, &line, lines);
         std::thread::sleep(Duration::from_millis(300));
         assert!(
             !logger.is_finished(),
@@ -668,15 +689,7 @@ pub(crate) mod tests {
                 .unwrap();
         let line = format!("{}\n", "s".repeat(1023));
         let lines = 2 * MAX_BUFFERED / line.len();
-        let logger = std::thread::spawn({
-            let sink = sink.clone();
-            let line = line.clone();
-            move || {
-                for _ in 0..lines {
-                    sink.append(line.as_bytes());
-                }
-            }
-        });
+        let logger = appending(&sink, &line, lines);
         let reading = std::thread::spawn(move || {
             let mut all = Vec::new();
             let mut piece = vec![0; HIGH_WATER];
@@ -805,6 +818,31 @@ pub(crate) mod tests {
             dropped.recv_timeout(EXIT_WAIT * 12).is_ok(),
             "dropping the guard waited for a reader that never reads"
         );
+        drop(reader);
+    }
+
+    /// A flush before the exit that waited out [`EXIT_WAIT`] for a stderr nobody reads leaves
+    /// nothing of it to the guard's drop: the exit pays for the stuck output once.
+    #[test]
+    fn the_waits_of_an_exit_share_one_exit_wait() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let (sink, guard) = LogSink::start(Box::new(writer), LineFormat::Plain).unwrap();
+        // More than a pipe holds: the writer blocks in its write.
+        let line = format!("{}\n", "e".repeat(1023));
+        for _ in 0..1024 {
+            sink.append(line.as_bytes());
+        }
+        let started = Instant::now();
+        guard.flush();
+        let flushed = started.elapsed();
+        assert!(
+            flushed >= EXIT_WAIT - Duration::from_millis(100),
+            "{flushed:?}"
+        );
+        assert_eq!(guard.exit_wait_left(), Duration::ZERO);
+        let started = Instant::now();
+        drop(guard);
+        assert!(started.elapsed() < EXIT_WAIT / 2, "{:?}", started.elapsed());
         drop(reader);
     }
 }
