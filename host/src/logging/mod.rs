@@ -326,27 +326,59 @@ const DROPPED_MESSAGE: &str =
 
 /// The warning that `dropped` lines were dropped, in the log's format (target `baton::log`).
 fn dropped_warning(out: &mut Vec<u8>, format: LineFormat, dropped: u64) {
+    const TARGET: &str = "baton::log";
     let mut line = String::with_capacity(200);
+    start_line(&mut line, format, "WARN", TARGET, DROPPED_MESSAGE);
+    line.push_str(match format {
+        LineFormat::Plain => " dropped=",
+        LineFormat::Json => r#","dropped":"#,
+    });
+    line.push_str(itoa::Buffer::new().format(dropped));
+    end_line(&mut line, format, TARGET);
+    out.extend_from_slice(line.as_bytes());
+}
+
+/// The start of a line the host writes itself, as `tracing-subscriber` writes an event in the
+/// log's format: the timestamp, `level` (`INFO`, `WARN`…), `target` and `message` (which needs
+/// no escape); the event's fields follow, then [`end_line`].
+pub(crate) fn start_line(
+    out: &mut String,
+    format: LineFormat,
+    level: &str,
+    target: &str,
+    message: &str,
+) {
     match format {
         LineFormat::Plain => {
-            timestamp(&mut line);
-            line.push_str("  WARN baton::log: ");
-            line.push_str(DROPPED_MESSAGE);
-            line.push_str(" dropped=");
-            line.push_str(itoa::Buffer::new().format(dropped));
+            timestamp(out);
+            // The level right-aligned in five columns.
+            out.push_str(&"      "[..6 - level.len().min(5)]);
+            out.push_str(level);
+            out.push(' ');
+            out.push_str(target);
+            out.push_str(": ");
+            out.push_str(message);
         }
         LineFormat::Json => {
-            line.push_str(r#"{"timestamp":""#);
-            timestamp(&mut line);
-            line.push_str(r#"","level":"WARN","message":""#);
-            line.push_str(DROPPED_MESSAGE);
-            line.push_str(r#"","dropped":"#);
-            line.push_str(itoa::Buffer::new().format(dropped));
-            line.push_str(r#","target":"baton::log"}"#);
+            out.push_str(r#"{"timestamp":""#);
+            timestamp(out);
+            out.push_str(r#"","level":""#);
+            out.push_str(level);
+            out.push_str(r#"","message":""#);
+            out.push_str(message);
+            out.push('"');
         }
     }
-    line.push('\n');
-    out.extend_from_slice(line.as_bytes());
+}
+
+/// The end of a line begun with [`start_line`].
+pub(crate) fn end_line(out: &mut String, format: LineFormat, target: &str) {
+    if format == LineFormat::Json {
+        out.push_str(r#","target":""#);
+        out.push_str(target);
+        out.push_str(r#""}"#);
+    }
+    out.push('\n');
 }
 
 impl LogGuard {

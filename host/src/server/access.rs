@@ -80,6 +80,9 @@ pub(crate) struct AccessLine<'a> {
     pub(crate) proxy: Option<IpAddr>,
 }
 
+/// The access log's `tracing` target.
+const TARGET: &str = "baton::access";
+
 thread_local! {
     static LINE: RefCell<String> = const { RefCell::new(String::new()) };
 }
@@ -116,8 +119,7 @@ impl AccessLine<'_> {
 
     /// `tracing-subscriber`'s full format without colours, as the rest of the log.
     fn plain(&self, out: &mut String) {
-        logging::timestamp(out);
-        out.push_str("  INFO baton::access: request");
+        logging::start_line(out, LineFormat::Plain, "INFO", TARGET, "request");
         match self.by {
             ServedBy::Version(fields) => out.push_str(&fields.plain),
             ServedBy::App(Some(app)) => {
@@ -148,14 +150,12 @@ impl AccessLine<'_> {
             out.push_str(" proxy=");
             crate::text::push_ip(out, proxy);
         }
-        out.push('\n');
+        logging::end_line(out, LineFormat::Plain, TARGET);
     }
 
     /// `tracing-subscriber`'s JSON format with flattened fields, as the rest of the log.
     fn json(&self, out: &mut String) {
-        out.push_str(r#"{"timestamp":""#);
-        logging::timestamp(out);
-        out.push_str(r#"","level":"INFO","message":"request""#);
+        logging::start_line(out, LineFormat::Json, "INFO", TARGET, "request");
         match self.by {
             ServedBy::Version(fields) => out.push_str(&fields.json),
             ServedBy::App(Some(app)) => json_field(out, "app", app),
@@ -188,8 +188,7 @@ impl AccessLine<'_> {
             crate::text::push_ip(out, proxy);
             out.push('"');
         }
-        out.push_str(r#","target":"baton::access"}"#);
-        out.push('\n');
+        logging::end_line(out, LineFormat::Json, TARGET);
     }
 }
 
