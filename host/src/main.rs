@@ -8,6 +8,11 @@ use baton_host::admin::client::AdminCommand;
 use baton_host::{Config, Host, Stop, supervisor};
 use clap::{Parser, Subcommand};
 
+/// The host's own allocations (modules keep the allocator they were built with: each side frees
+/// what it allocated).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Baton: a web app host that swaps app versions without failing a request.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version = baton_host::VERSION, about)]
