@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::http::Http;
-use support::{HostProc, Signal, get, hello, in_flight, module};
+use support::{HostProc, Signal, faulty, get, hello, in_flight, module};
 
 /// The error of the failed deploy whose error names `file_part`.
 fn refused(host: &HostProc, file_part: &str) -> String {
@@ -83,6 +83,61 @@ async fn a_panicking_handler_is_a_500_and_the_next_request_is_fine() {
     assert_eq!(panic["span"]["version"], "1.0.0", "{panic}");
     for _ in 0..5 {
         assert_eq!(http.get(&host.url("/hello/")).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_request_logs_in_its_own_span_while_others_run_beside_it() {
+    // `flaky` answers 500 with an error to every second request, which the host logs; `hello`
+    // requests run beside them on the same threads and log nothing. Every error line must
+    // carry the span of the request that failed, never another's.
+    let host = HostProc::start(&[faulty("flaky", "1.0.0", "errors-half"), hello("1.0.0")]);
+    let http = Http::new();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let http = http.clone();
+        let url = if i % 2 == 0 {
+            host.url("/flaky/")
+        } else {
+            host.url(&format!("/hello/slow?ms={}", i % 7))
+        };
+        tasks.push(tokio::spawn(async move { http.get(&url).await.status }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            500 => failed += 1,
+            status => assert_eq!(status, 200),
+        }
+    }
+    assert!(failed >= 5, "{failed} of 20 flaky requests failed");
+    host.wait_log(Duration::from_secs(10), |l| {
+        l["message"] == "handler error" && l["status"] == 500
+    });
+    let errors = || {
+        host.log_lines()
+            .into_iter()
+            .filter(|l| l["message"] == "handler error")
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while errors().len() < failed && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let errors = errors();
+    assert_eq!(errors.len(), failed, "one error line per failed request");
+    for line in &errors {
+        let span = &line["span"];
+        assert_eq!(
+            (
+                &span["app"],
+                &span["version"],
+                &span["method"],
+                &span["path"]
+            ),
+            (&"flaky".into(), &"1.0.0".into(), &"GET".into(), &"/".into()),
+            "{line}"
+        );
     }
 }
 

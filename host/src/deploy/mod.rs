@@ -32,6 +32,6 @@ pub(crate) use registry::{
     AppSlot, CanaryStatus, DeployMode, Deployed, GuardState, Registry, Rejection, SwapTimings,
 };
 pub(crate) use version::{
-    BodyRest, InFlight, Origin, OwnedRequest, Reply, StreamAbort, StreamBody,
+    BodyRest, InFlight, Origin, OwnedRequest, Reply, RequestSpan, StreamAbort, StreamBody,
 };
 pub(crate) use version::{Running, State, Version};

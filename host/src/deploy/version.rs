@@ -25,7 +25,7 @@ use crate::sync::lock;
 pub(crate) use io::{BodyRest, Reply, StreamAbort, StreamBody};
 pub(crate) use requests::Running;
 use requests::Tracked;
-pub(crate) use requests::{InFlight, Origin, OwnedRequest};
+pub(crate) use requests::{InFlight, Origin, OwnedRequest, RequestSpan};
 
 /// Where a version is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -479,8 +479,7 @@ impl Version {
         timeout: Duration,
     ) -> Result<(), WarmError> {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        let span = tracing::info_span!("request", app = %self.info.app,
-            version = %self.info.version, method = "GET", path, warmup = true);
+        let span = RequestSpan::warmup(Arc::clone(self), path.to_owned());
         let guard = self.try_enter().ok_or(WarmError::Stopped)?;
         let mut call = self.dispatch(
             guard,

@@ -82,7 +82,8 @@ unsafe extern "C" fn log(ctx: *const c_void, level: u32, target: RawStr, message
         )
     };
     let (app, version) = (&ctx.app, &ctx.version);
-    match level {
+    // In the span of the request whose handler logs, if it runs in one.
+    crate::logging::request::in_request(|| match level {
         abi::LEVEL_ERROR => {
             tracing::error!(target: "baton::app", %app, %version, module = %target, "{message}")
         }
@@ -96,7 +97,7 @@ unsafe extern "C" fn log(ctx: *const c_void, level: u32, target: RawStr, message
             tracing::debug!(target: "baton::app", %app, %version, module = %target, "{message}")
         }
         _ => tracing::trace!(target: "baton::app", %app, %version, module = %target, "{message}"),
-    }
+    });
 }
 
 /// Collects the message a module writes when a call fails.

@@ -30,6 +30,7 @@ use tracing_subscriber::fmt::MakeWriter;
 
 mod fields;
 mod json_fields;
+pub(crate) mod request;
 mod timestamp;
 
 pub use fields::PlainFields;

@@ -3,9 +3,10 @@
 //! to the version's workers and wait for the handler within the request timeout.
 //!
 //! Each stage ends with the next stage's input or a [`Rejection`], which [`handle`] turns into
-//! the response. The request's span (app, version, method, path) is made once all four are
-//! known, when the request is admitted, and follows the handler onto its worker thread; a
-//! rejection before that is logged in a span made for it.
+//! the response. Once the request is admitted (its app, version, method and path known) it is
+//! the current request of the threads that work on it, and the events logged for it are in its
+//! span, made only if one is (see [`crate::logging::request`]); a rejection before that is
+//! logged in a span made for it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,13 +19,13 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body as _;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::config::Limits;
 use crate::deploy::{
-    AppSlot, BodyRest, InFlight, Origin, OwnedRequest, Registry, Reply, State, Version,
+    AppSlot, BodyRest, InFlight, Origin, OwnedRequest, Registry, Reply, RequestSpan, State, Version,
 };
 use crate::loader::BodyReadError;
+use crate::logging::request::{LazySpan, in_request, working_on_future};
 use crate::session::{RequestSession, Sessions};
 
 use super::compress::{self, Accepts, ResponseBody};
@@ -47,7 +48,7 @@ struct Served {
     path: Option<String>,
     version: Option<Arc<Version>>,
     /// The request's span, once admitted.
-    span: Option<tracing::Span>,
+    request: Option<Arc<RequestSpan>>,
     /// `x-baton-version`, once the request was dispatched to a version that has one.
     version_header: Option<HeaderValue>,
 }
@@ -104,8 +105,8 @@ impl Served {
     /// The request's span, or one with what is known of it for a rejection before it was
     /// admitted.
     fn span(&self, method: &http::Method) -> tracing::Span {
-        if let Some(span) = &self.span {
-            return span.clone();
+        if let Some(request) = &self.request {
+            return request.span().clone();
         }
         let version = self.version.as_ref().map(|v| v.info().version.as_str());
         tracing::info_span!("request", app = self.app.as_ref().map(|a| a.name()), version,
@@ -135,21 +136,18 @@ async fn serve(
     let (parts, body) = req.into_parts();
     let mut body = read_first(&parts.headers, body, &limits).await?;
     let admitted = admit(&slot, &parts.headers, &limits, served).await?;
-    let span = tracing::info_span!("request", app = slot.name(),
-        version = admitted.version.info().version.as_str(), method = %parts.method,
-        path = path.as_str());
-    served.span = Some(span.clone());
+    let request = RequestSpan::new(Arc::clone(&admitted.version), parts.method.clone(), path);
+    served.request = Some(Arc::clone(&request));
     if registry.config().version_header {
         served.version_header = admitted.version.header().cloned();
     }
-    async move {
+    working_on_future(request.current(), async move {
         if !admitted.version.streams() {
             body.read_rest(&limits).await?;
         }
         let origin = origin(&parts, mount);
-        dispatch(sessions, admitted, parts, path, body, origin, &limits).await
-    }
-    .instrument(span)
+        dispatch(sessions, admitted, parts, request, body, origin, &limits).await
+    })
     .await
 }
 
@@ -289,42 +287,39 @@ impl FirstPart {
         let (mut body, taken) = self.rest.take()?;
         let allowed = limits.max_body_bytes.saturating_sub(taken);
         let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
-        tokio::spawn(
-            async move {
-                let mut read = 0u64;
-                loop {
-                    let frame = tokio::select! {
-                        frame = body.frame() => frame,
-                        () = give_up.cancelled() => {
-                            let _ = tx.send(Err(BodyReadError::TimedOut)).await;
-                            return;
-                        }
-                    };
-                    let item = match frame {
-                        None => return,
-                        Some(Ok(frame)) => match frame.into_data() {
-                            Ok(data) => {
-                                read += data.len() as u64;
-                                if read > allowed {
-                                    Err(BodyReadError::TooLarge)
-                                } else {
-                                    Ok(data)
-                                }
-                            }
-                            Err(_) => continue,
-                        },
-                        Some(Err(e)) if e.is_timeout() => Err(BodyReadError::TimedOut),
-                        Some(Err(e)) => Err(BodyReadError::Failed(e.to_string())),
-                    };
-                    let last = item.is_err();
-                    // The handler stopped reading (it answered already): stop too.
-                    if tx.send(item).await.is_err() || last {
+        tokio::spawn(async move {
+            let mut read = 0u64;
+            loop {
+                let frame = tokio::select! {
+                    frame = body.frame() => frame,
+                    () = give_up.cancelled() => {
+                        let _ = tx.send(Err(BodyReadError::TimedOut)).await;
                         return;
                     }
+                };
+                let item = match frame {
+                    None => return,
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => {
+                            read += data.len() as u64;
+                            if read > allowed {
+                                Err(BodyReadError::TooLarge)
+                            } else {
+                                Ok(data)
+                            }
+                        }
+                        Err(_) => continue,
+                    },
+                    Some(Err(e)) if e.is_timeout() => Err(BodyReadError::TimedOut),
+                    Some(Err(e)) => Err(BodyReadError::Failed(e.to_string())),
+                };
+                let last = item.is_err();
+                // The handler stopped reading (it answered already): stop too.
+                if tx.send(item).await.is_err() || last {
+                    return;
                 }
             }
-            .in_current_span(),
-        );
+        });
         Some(rx)
     }
 }
@@ -389,7 +384,7 @@ async fn dispatch(
     sessions: &Arc<Sessions>,
     admitted: Admitted,
     parts: Parts,
-    path: String,
+    request: Arc<RequestSpan>,
     mut body: FirstPart,
     origin: Origin,
     limits: &Limits,
@@ -408,13 +403,13 @@ async fn dispatch(
         Some(permit),
         OwnedRequest {
             method: parts.method,
-            path,
+            path: request.path().to_owned(),
             query: parts.uri.query().unwrap_or("").to_owned(),
             headers: parts.headers,
             body: body.first,
             rest,
             session: Some(Arc::clone(&session)),
-            span: tracing::Span::current(),
+            span: request,
             origin,
         },
     );
@@ -440,15 +435,17 @@ async fn dispatch(
         Reply::TooManyStreams { max } => return Err(Rejection::TooManyStreams { max }),
     };
     if let Some(error) = &out.error {
-        if out.status == http::StatusCode::SERVICE_UNAVAILABLE && sessions.is_down() {
-            // The app passed on the store's outage, which `Sessions` logs once.
-            tracing::debug!(%error, "handler error during a session store outage");
-        } else if out.status.is_client_error() {
-            // The client's mistake (a body too large, a bad form): not the app's failure.
-            tracing::debug!(status = out.status.as_u16(), %error, "handler refused the request");
-        } else {
-            tracing::warn!(status = out.status.as_u16(), %error, "handler error");
-        }
+        in_request(|| {
+            if out.status == http::StatusCode::SERVICE_UNAVAILABLE && sessions.is_down() {
+                // The app passed on the store's outage, which `Sessions` logs once.
+                tracing::debug!(%error, "handler error during a session store outage");
+            } else if out.status.is_client_error() {
+                // The client's mistake (a body too large, a bad form): not the app's failure.
+                tracing::debug!(status = out.status.as_u16(), %error, "handler refused the request");
+            } else {
+                tracing::warn!(status = out.status.as_u16(), %error, "handler error");
+            }
+        });
     }
     let mut response = Response::new(body);
     *response.status_mut() = out.status;

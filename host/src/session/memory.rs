@@ -184,17 +184,20 @@ impl MemoryStore {
     fn note_fill(&self, len: usize) {
         let full = len >= self.max_sessions;
         if self.full.swap(full, Ordering::Relaxed) != full {
-            if full {
-                tracing::warn!(
-                    max_sessions = self.max_sessions,
-                    "in-memory session store is full; new sessions are refused until some expire"
-                );
-            } else {
-                tracing::info!(
-                    max_sessions = self.max_sessions,
-                    "in-memory session store has room again"
-                );
-            }
+            // In the span of the request that filled or emptied it.
+            crate::logging::request::in_request(|| {
+                if full {
+                    tracing::warn!(
+                        max_sessions = self.max_sessions,
+                        "in-memory session store is full; new sessions are refused until some expire"
+                    );
+                } else {
+                    tracing::info!(
+                        max_sessions = self.max_sessions,
+                        "in-memory session store has room again"
+                    );
+                }
+            });
         }
     }
 

@@ -57,6 +57,7 @@ pub use store::{
 
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
+use crate::logging::request::in_request;
 use crate::metrics::{Metrics, OpCounters};
 use id::CookieSpec;
 
@@ -304,18 +305,26 @@ impl Sessions {
     /// Counts a store call and notes the store's health from its result.
     fn record<T>(&self, op: StoreOp, result: &Result<T, StoreError>) {
         self.metrics.record(op.index(), result.is_err());
+        // In the span of the request that made the call.
         match &result {
             Ok(_) => {
                 if self.down.swap(false, Ordering::Relaxed) {
-                    tracing::info!(store = self.store.kind(), "session store available again");
+                    in_request(|| {
+                        tracing::info!(store = self.store.kind(), "session store available again");
+                    });
                 }
             }
             Err(e) if e.is_outage() => {
                 if !self.down.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(store = self.store.kind(), error = %e,
-                        "session store unavailable; requests that use the session fail until it is back");
+                    in_request(|| {
+                        tracing::warn!(store = self.store.kind(), error = %e,
+                        "session store unavailable; requests that use the session fail until it is back")
+                    });
                 } else {
-                    tracing::debug!(store = self.store.kind(), error = %e, "session store call failed");
+                    in_request(|| {
+                        tracing::debug!(store = self.store.kind(), error = %e,
+                        "session store call failed")
+                    });
                 }
             }
             Err(_) => {}

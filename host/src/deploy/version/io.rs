@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Version;
 use crate::loader::{BodyReadError, CallError, ModuleResponse, RequestIo, StreamClosed};
+use crate::logging::request::in_request;
 use crate::session::{RequestSession, StoreError};
 use crate::sync::lock;
 
@@ -273,7 +274,9 @@ impl WorkerIo {
             None => end.0.store(StreamEnd::FINISHED, SeqCst),
             Some(error) => {
                 end.0.store(StreamEnd::FAILED, SeqCst);
-                tracing::warn!(%error, "streamed response failed after it started; cut");
+                in_request(|| {
+                    tracing::warn!(%error, "streamed response failed after it started; cut");
+                });
             }
         }
         drop(tx);
@@ -281,11 +284,15 @@ impl WorkerIo {
         if let Some(session) = self.session.take() {
             match self.runtime.block_on(session.finish()) {
                 Ok(None) => {}
-                Ok(Some(_)) => tracing::warn!(
-                    "session created after the response started streaming: its cookie could not be sent"
-                ),
-                Err(e) => tracing::warn!(error = %e,
-                    "session changes made while streaming could not be stored"),
+                Ok(Some(_)) => in_request(|| {
+                    tracing::warn!(
+                        "session created after the response started streaming: its cookie could not be sent"
+                    )
+                }),
+                Err(e) => in_request(|| {
+                    tracing::warn!(error = %e,
+                    "session changes made while streaming could not be stored")
+                }),
             }
         }
     }

@@ -6,8 +6,8 @@
 //! its request timeout is reported stuck and, within `max_stuck_threads`, a thread takes its
 //! place in the pool; its own thread leaves once it returns.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -16,6 +16,7 @@ use super::io::{BodyRest, Reply, WorkerIo};
 use super::{State, Version};
 use crate::deploy::pool::Pool;
 use crate::loader::{CallError, ModuleRequest};
+use crate::logging::request::{LazySpan, in_request, working_on};
 use crate::sync::lock;
 
 /// A request running on a version, as shown while it drains.
@@ -64,7 +65,70 @@ pub(crate) struct Call {
     ticket: Arc<Ticket>,
     id: u64,
     /// The request's span, around the events about the call.
-    span: tracing::Span,
+    span: Arc<RequestSpan>,
+}
+
+/// An app request's span (`request`: `app`, `version`, `method`, `path`, and `warmup` for a
+/// warm-up request), made the first time an event inside the request is logged (see
+/// [`crate::logging::request`]).
+#[derive(Debug)]
+pub(crate) struct RequestSpan {
+    span: OnceLock<tracing::Span>,
+    version: Arc<Version>,
+    method: http::Method,
+    /// Relative to the app's mount.
+    path: String,
+    warmup: bool,
+}
+
+impl RequestSpan {
+    /// The span of a request for `path` (relative to the mount) served by `version`.
+    pub(crate) fn new(version: Arc<Version>, method: http::Method, path: String) -> Arc<Self> {
+        Arc::new(RequestSpan {
+            span: OnceLock::new(),
+            version,
+            method,
+            path,
+            warmup: false,
+        })
+    }
+
+    /// The span of a warm-up request (`GET path`) to `version`.
+    pub(crate) fn warmup(version: Arc<Version>, path: String) -> Arc<Self> {
+        Arc::new(RequestSpan {
+            span: OnceLock::new(),
+            version,
+            method: http::Method::GET,
+            path,
+            warmup: true,
+        })
+    }
+
+    /// The request's path, relative to the app's mount.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// This request as a thread's current request.
+    pub(crate) fn current(self: &Arc<Self>) -> Arc<dyn LazySpan> {
+        Arc::clone(self) as Arc<dyn LazySpan>
+    }
+}
+
+impl LazySpan for RequestSpan {
+    fn span(&self) -> &tracing::Span {
+        self.span.get_or_init(|| {
+            let info = self.version.info();
+            let path = self.path.as_str();
+            if self.warmup {
+                tracing::info_span!(parent: None, "request", app = %info.app,
+                    version = %info.version, method = "GET", path, warmup = true)
+            } else {
+                tracing::info_span!(parent: None, "request", app = info.app.as_str(),
+                    version = info.version.as_str(), method = %self.method, path)
+            }
+        })
+    }
 }
 
 /// A request's claim on a version: while it exists the version cannot retire.
@@ -110,9 +174,9 @@ pub(crate) struct OwnedRequest {
     pub(crate) rest: Option<BodyRest>,
     pub(crate) session: Option<Arc<crate::session::RequestSession>>,
     pub(crate) origin: Origin,
-    /// The request's span (app, version, method, path): entered on the worker thread around
-    /// the handler, so its logs and the stuck-handler events carry the fields.
-    pub(crate) span: tracing::Span,
+    /// The request's span (app, version, method, path): the worker's current request while
+    /// the handler runs, so its logs and the stuck-handler events carry the fields.
+    pub(crate) span: Arc<RequestSpan>,
 }
 
 impl Version {
@@ -171,53 +235,55 @@ impl Version {
         guard.tracked = Some(id);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job_ticket = Arc::clone(&ticket);
-        let span = request.span.clone();
+        let span = Arc::clone(&request.span);
         let runtime = tokio::runtime::Handle::current();
         self.pool.submit(Box::new(move || {
-            let _request = request.span.enter();
-            let version = &guard.version;
-            let instance = version.instance.load();
-            let body_complete = request.rest.is_none();
-            let mut io = WorkerIo::new(
-                Arc::clone(version),
-                request.rest,
-                request.session.clone(),
-                tx,
-                runtime,
-                version.limits.stream_send_timeout(),
-            );
-            let result = match instance.as_ref() {
-                Some(instance) => instance.handle(
-                    &ModuleRequest {
-                        method: request.method.as_str(),
-                        path: &request.path,
-                        query: &request.query,
-                        headers: &request.headers,
-                        body: &request.body,
-                        session: request.session.as_deref().map(|s| s as _),
-                        mount: &request.origin.mount,
-                        peer: request.origin.peer,
-                        client: request.origin.client,
-                        https: request.origin.https,
-                        body_complete,
-                    },
-                    &mut io,
-                ),
-                None => Err(CallError::Failed("version already retired".into())),
-            };
-            drop(instance);
-            io.finish(result);
-            drop(permit);
-            if let Err(overran) =
-                job_ticket
-                    .0
-                    .compare_exchange(Ticket::RUNNING, Ticket::DONE, SeqCst, SeqCst)
-            {
-                guard
-                    .version
-                    .stuck_returned(id, overran == Ticket::REPLACED);
-            }
-            drop(guard);
+            let current = request.span.current();
+            working_on(&current, || {
+                let version = &guard.version;
+                let instance = version.instance.load();
+                let body_complete = request.rest.is_none();
+                let mut io = WorkerIo::new(
+                    Arc::clone(version),
+                    request.rest,
+                    request.session.clone(),
+                    tx,
+                    runtime,
+                    version.limits.stream_send_timeout(),
+                );
+                let result = match instance.as_ref() {
+                    Some(instance) => instance.handle(
+                        &ModuleRequest {
+                            method: request.method.as_str(),
+                            path: &request.path,
+                            query: &request.query,
+                            headers: &request.headers,
+                            body: &request.body,
+                            session: request.session.as_deref().map(|s| s as _),
+                            mount: &request.origin.mount,
+                            peer: request.origin.peer,
+                            client: request.origin.client,
+                            https: request.origin.https,
+                            body_complete,
+                        },
+                        &mut io,
+                    ),
+                    None => Err(CallError::Failed("version already retired".into())),
+                };
+                drop(instance);
+                io.finish(result);
+                drop(permit);
+                if let Err(overran) =
+                    job_ticket
+                        .0
+                        .compare_exchange(Ticket::RUNNING, Ticket::DONE, SeqCst, SeqCst)
+                {
+                    guard
+                        .version
+                        .stuck_returned(id, overran == Ticket::REPLACED);
+                }
+                drop(guard);
+            });
         }));
         Call {
             reply: rx,
@@ -231,7 +297,7 @@ impl Version {
     /// its handler as stuck and, within `max_stuck_threads`, start a thread in its place so the
     /// version keeps its capacity. Nothing happens if the handler already returned.
     pub(crate) fn overran(&self, call: &Call) {
-        let _request = call.span.enter();
+        let _request = call.span.span().enter();
         let replace = self.stuck.fetch_add(1, SeqCst) < self.limits.max_stuck_threads;
         let state = if replace {
             Ticket::REPLACED
@@ -284,7 +350,7 @@ impl Version {
             Pool::leave_after_job();
         }
         let elapsed_ms = self.elapsed_ms(id);
-        tracing::info!(elapsed_ms, stuck, "stuck handler returned");
+        in_request(|| tracing::info!(elapsed_ms, stuck, "stuck handler returned"));
     }
 
     /// Waits until no request runs on this version, or `timeout` passes. Call after the
