@@ -9,7 +9,8 @@ use baton_host::{Config, Host, Stop, supervisor};
 use clap::{Parser, Subcommand};
 
 /// The host's own allocations (modules keep the allocator they were built with: each side frees
-/// what it allocated).
+/// what it allocated). Built without transparent huge pages (the `no_thp` feature): with them,
+/// mimalloc's eagerly committed arena grew an idle host's RSS from 11 to 22 MB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
