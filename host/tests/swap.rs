@@ -222,6 +222,29 @@ async fn failing_warmup_requests_leave_v1_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_warmup_request_that_overruns_is_logged_in_its_warmup_span() {
+    // The warm-up request's span is made only when something logs for it: here the host, on
+    // the I/O thread, when the request overruns, and again on the worker when the handler
+    // returns at last.
+    let host = HostProc::start_with_config(
+        &[],
+        "[apps.hello]\nwarmup_paths = [\"/slow?ms=1500\"]\nwarmup_timeout_ms = 300\n",
+    );
+    host.drop_module(&hello("1.0.0"), "00-hello.so");
+    for message in [
+        "handler stuck past the request timeout; still running",
+        "stuck handler returned",
+    ] {
+        let line = host.wait_log(WAIT, |l| l["message"] == message);
+        let span = &line["span"];
+        let fields = ["app", "version", "method", "path"].map(|f| span[f].as_str());
+        let expected = [Some("hello"), Some("1.0.0"), Some("GET"), Some("/slow")];
+        assert_eq!(fields, expected, "{line}");
+        assert_eq!(span["warmup"], true, "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_file_is_refused_and_retried_when_it_changes() {
     let host = HostProc::start(&[hello("1.0.0")]);
     let dir = tempfile::tempdir().unwrap();
