@@ -9,12 +9,32 @@ use baton_host::{Config, Host, Stop, supervisor};
 use clap::{Parser, Subcommand};
 
 /// The host's own allocations (modules keep the allocator they were built with: each side frees
-/// what it allocated). mimalloc 2 (the `v2` feature), built without transparent huge pages (the
-/// `no_thp` feature): mimalloc 3 held on to the memory of the worker threads that exit at every
-/// swap for a second, so 1,000 swaps back to back grew the RSS by 11 MB (mimalloc 2: 5 MB), and
-/// with huge pages its eagerly committed arena grew an idle host's RSS from 11 to 22 MB.
+/// what it allocated). Built without transparent huge pages (the `no_thp` feature): with them,
+/// mimalloc's eagerly committed arena grew an idle host's RSS from 11 to 22 MB. See
+/// [`tune_allocator`] for when it gives freed memory back.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in `mimalloc.h` (the crate names no constant for it; the enum keeps
+/// its numbering across releases, deprecated options included).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long mimalloc keeps freed pages before giving them back to the system, in ms.
+///
+/// Its default, 1,000 ms, kept the pages of the worker threads that every swap starts and joins:
+/// 1,000 swaps back to back grew the RSS by 11 MB (`swapbench --soak`, target 10 MB); 100 ms
+/// kept it to 6 MB. Giving pages back at once (0) cost throughput.
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+/// Sets mimalloc's options, before the host starts any thread.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: `mi_option_set` stores an option's value in mimalloc's option table (a plain store:
+    // this runs first in `main`, before any other thread exists); any value is valid for the
+    // purge delay, which mimalloc reads whenever it schedules a purge, so setting it after the
+    // allocator started is allowed.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+}
 
 /// Baton: a web app host that swaps app versions without failing a request.
 #[derive(Debug, Parser)]
@@ -400,6 +420,7 @@ fn supervise(config: &Config) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Serve(args) => args,
