@@ -485,8 +485,6 @@ impl Version {
             guard,
             None,
             OwnedRequest {
-                method: http::Method::GET,
-                path: path.to_owned(),
                 query: query.to_owned(),
                 headers: http::HeaderMap::new(),
                 body: bytes::Bytes::new(),

@@ -402,8 +402,6 @@ async fn dispatch(
         guard,
         Some(permit),
         OwnedRequest {
-            method: parts.method,
-            path: request.path().to_owned(),
             query: parts.uri.query().unwrap_or("").to_owned(),
             headers: parts.headers,
             body: body.first,

@@ -52,8 +52,8 @@ impl Ticket {
 /// A running request, as tracked for status and drains.
 #[derive(Debug)]
 pub(super) struct Tracked {
-    method: http::Method,
-    path: String,
+    /// Its method and path.
+    request: Arc<RequestSpan>,
     started: Instant,
     ticket: Arc<Ticket>,
 }
@@ -68,7 +68,8 @@ pub(crate) struct Call {
     span: Arc<RequestSpan>,
 }
 
-/// An app request's span (`request`: `app`, `version`, `method`, `path`, and `warmup` for a
+/// An app request as its logs and the running requests name it — its version, method and
+/// path — and its span (`request`: `app`, `version`, `method`, `path`, and `warmup` for a
 /// warm-up request), made the first time an event inside the request is logged (see
 /// [`crate::logging::request`]).
 #[derive(Debug)]
@@ -102,6 +103,11 @@ impl RequestSpan {
             path,
             warmup: true,
         })
+    }
+
+    /// The request's method.
+    pub(crate) fn method(&self) -> &http::Method {
+        &self.method
     }
 
     /// The request's path, relative to the app's mount.
@@ -165,8 +171,6 @@ pub(crate) struct Origin {
 /// An owned request, ready to cross to a worker thread.
 #[derive(Debug)]
 pub(crate) struct OwnedRequest {
-    pub(crate) method: http::Method,
-    pub(crate) path: String,
     pub(crate) query: String,
     pub(crate) headers: http::HeaderMap,
     /// The body, or its first part when `rest` brings the remainder.
@@ -174,8 +178,8 @@ pub(crate) struct OwnedRequest {
     pub(crate) rest: Option<BodyRest>,
     pub(crate) session: Option<Arc<crate::session::RequestSession>>,
     pub(crate) origin: Origin,
-    /// The request's span (app, version, method, path): the worker's current request while
-    /// the handler runs, so its logs and the stuck-handler events carry the fields.
+    /// Its method and path, and its span: the worker's current request while the handler
+    /// runs, so its logs and the stuck-handler events carry the fields.
     pub(crate) span: Arc<RequestSpan>,
 }
 
@@ -185,8 +189,8 @@ impl Version {
         let mut running: Vec<Running> = lock(&self.running)
             .values()
             .map(|t| Running {
-                method: t.method.to_string(),
-                path: t.path.clone(),
+                method: t.request.method().to_string(),
+                path: t.request.path().to_owned(),
                 elapsed_ms: crate::clock::millis(t.started.elapsed()),
                 stuck: t.ticket.stuck(),
             })
@@ -226,8 +230,7 @@ impl Version {
         lock(&self.running).insert(
             id,
             Tracked {
-                method: request.method.clone(),
-                path: request.path.clone(),
+                request: Arc::clone(&request.span),
                 started: Instant::now(),
                 ticket: Arc::clone(&ticket),
             },
@@ -254,8 +257,8 @@ impl Version {
                 let result = match instance.as_ref() {
                     Some(instance) => instance.handle(
                         &ModuleRequest {
-                            method: request.method.as_str(),
-                            path: &request.path,
+                            method: request.span.method().as_str(),
+                            path: request.span.path(),
                             query: &request.query,
                             headers: &request.headers,
                             body: &request.body,
