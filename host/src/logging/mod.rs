@@ -831,17 +831,23 @@ pub(crate) mod tests {
         }
     }
 
-    /// A stderr nobody reads (a stopped log collector) holds the last lines back, not the
-    /// process: the guard gives up after a while and the process can exit.
-    #[test]
-    fn a_stderr_nobody_reads_does_not_keep_the_guard_waiting() {
+    /// A sink writing to a pipe nobody reads, given more than the pipe holds: its writer is
+    /// blocked in a write. The reader is returned to keep the pipe open.
+    fn stuck_in_a_write() -> (std::io::PipeReader, LogGuard) {
         let (reader, writer) = std::io::pipe().unwrap();
         let (sink, guard) = LogSink::start(Box::new(writer), LineFormat::Plain).unwrap();
-        // More than a pipe holds: the writer blocks in its write.
         let line = format!("{}\n", "w".repeat(1023));
         for _ in 0..1024 {
             sink.append(line.as_bytes());
         }
+        (reader, guard)
+    }
+
+    /// A stderr nobody reads (a stopped log collector) holds the last lines back, not the
+    /// process: the guard gives up after a while and the process can exit.
+    #[test]
+    fn a_stderr_nobody_reads_does_not_keep_the_guard_waiting() {
+        let (reader, guard) = stuck_in_a_write();
         let (done, dropped) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             drop(guard);
@@ -858,13 +864,7 @@ pub(crate) mod tests {
     /// nothing of it to the guard's drop: the exit pays for the stuck output once.
     #[test]
     fn the_waits_of_an_exit_share_one_exit_wait() {
-        let (reader, writer) = std::io::pipe().unwrap();
-        let (sink, guard) = LogSink::start(Box::new(writer), LineFormat::Plain).unwrap();
-        // More than a pipe holds: the writer blocks in its write.
-        let line = format!("{}\n", "e".repeat(1023));
-        for _ in 0..1024 {
-            sink.append(line.as_bytes());
-        }
+        let (reader, guard) = stuck_in_a_write();
         let started = Instant::now();
         guard.flush();
         let flushed = started.elapsed();
