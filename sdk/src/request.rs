@@ -68,9 +68,34 @@ impl RequestError {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Origin<'a> {
     pub(crate) mount: &'a str,
-    pub(crate) peer: Option<SocketAddr>,
-    pub(crate) client: Option<IpAddr>,
+    pub(crate) peer: Address<'a, SocketAddr>,
+    pub(crate) client: Address<'a, IpAddr>,
     pub(crate) https: bool,
+}
+
+/// An address as the host passed it: read when the handler asks for it, not for every
+/// request (most never do).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Address<'a, T> {
+    /// The host's text (empty when it does not know the address).
+    Text(&'a str),
+    /// Known already (a request made by [`RequestBuilder`]).
+    Known(Option<T>),
+}
+
+impl<T> Default for Address<'_, T> {
+    fn default() -> Self {
+        Address::Known(None)
+    }
+}
+
+impl<T: Copy + std::str::FromStr> Address<'_, T> {
+    fn get(self) -> Option<T> {
+        match self {
+            Address::Text(text) => text.parse().ok(),
+            Address::Known(known) => known,
+        }
+    }
 }
 
 /// The request body: what the host passed, and the rest it streams on demand.
@@ -337,7 +362,7 @@ impl<'a> Request<'a> {
     /// assert_eq!(req.peer_addr(), Some(peer));
     /// ```
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.origin.peer
+        self.origin.peer.get()
     }
 
     /// The client's address: the peer's, or, when the peer is one of the host's
@@ -350,7 +375,10 @@ impl<'a> Request<'a> {
     /// assert_eq!(req.client_addr(), Some("192.0.2.7".parse().unwrap()));
     /// ```
     pub fn client_addr(&self) -> Option<IpAddr> {
-        self.origin.client.or(self.origin.peer.map(|p| p.ip()))
+        self.origin
+            .client
+            .get()
+            .or_else(|| self.peer_addr().map(|p| p.ip()))
     }
 
     /// `https` or `http`, as the client used it (a trusted proxy's `X-Forwarded-Proto` or
@@ -514,8 +542,8 @@ impl<'a> RequestBuilder<'a> {
             params: Vec::new(),
             origin: Origin {
                 mount: self.mount,
-                peer: self.peer,
-                client: None,
+                peer: Address::Known(self.peer),
+                client: Address::Known(None),
                 https: false,
             },
             assets: None,

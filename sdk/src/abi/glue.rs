@@ -17,7 +17,7 @@ use super::{
 use crate::app::{App, InitContext};
 use crate::assets::Assets;
 use crate::error::Error;
-use crate::request::{Origin, Request};
+use crate::request::{Address, Origin, Request};
 use crate::response::{Body, IntoResponse};
 use crate::router::Router;
 use crate::stream::BodyWriter;
@@ -172,8 +172,8 @@ pub unsafe extern "C" fn handle<M: ModuleDef>(
                 let text = |s: RawStr| std::str::from_utf8(s.as_bytes()).unwrap_or("");
                 let origin = Origin {
                     mount: text(raw.mount).trim_end_matches('/'),
-                    peer: text(raw.peer_addr).parse().ok(),
-                    client: text(raw.client_addr).parse().ok(),
+                    peer: Address::Text(text(raw.peer_addr)),
+                    client: Address::Text(text(raw.client_addr)),
                     https: raw.scheme.as_bytes() == b"https",
                 };
                 (
