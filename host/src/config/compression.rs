@@ -80,34 +80,43 @@ impl CompressionConfig {
     }
 
     /// Whether `media_type` (a `Content-Type` value, parameters allowed) is one to compress.
+    ///
+    /// Asked for every response of an app, so it works on bytes: no splitting iterators, and a
+    /// pattern's kind is compared before its subtype is looked at.
     pub(crate) fn compresses(&self, media_type: &str) -> bool {
-        let essence = media_type.split(';').next().unwrap_or("").trim();
-        let Some((kind, subtype)) = essence.split_once('/') else {
+        let bytes = media_type.as_bytes();
+        let essence = bytes
+            .iter()
+            .position(|&b| b == b';')
+            .map_or(bytes, |end| &bytes[..end])
+            .trim_ascii();
+        let Some(slash) = essence.iter().position(|&b| b == b'/') else {
             return false;
         };
+        let (kind, subtype) = (&essence[..slash], &essence[slash + 1..]);
         if kind.is_empty() || subtype.is_empty() {
             return false;
         }
         self.types.iter().any(|pattern| {
-            let Some((p_kind, p_subtype)) = pattern.split_once('/') else {
+            let pattern = pattern.as_bytes();
+            let Some(slash) = pattern.iter().position(|&b| b == b'/') else {
                 return false;
             };
-            (p_kind == "*" || p_kind.eq_ignore_ascii_case(kind))
-                && subtype_matches(p_subtype, subtype)
+            let p_kind = &pattern[..slash];
+            (p_kind == b"*" || p_kind.eq_ignore_ascii_case(kind))
+                && subtype_matches(&pattern[slash + 1..], subtype)
         })
     }
 }
 
 /// `*` matches any subtype, `*+json` any subtype with that suffix; anything else matches itself.
-fn subtype_matches(pattern: &str, subtype: &str) -> bool {
-    if pattern == "*" {
+fn subtype_matches(pattern: &[u8], subtype: &[u8]) -> bool {
+    if pattern == b"*" {
         return true;
     }
-    if let Some(suffix) = pattern.strip_prefix('*') {
+    if let Some(suffix) = pattern.strip_prefix(b"*") {
         return subtype.len() > suffix.len()
-            && subtype
-                .get(subtype.len() - suffix.len()..)
-                .is_some_and(|end| end.eq_ignore_ascii_case(suffix));
+            && subtype[subtype.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
     }
     pattern.eq_ignore_ascii_case(subtype)
 }

@@ -146,26 +146,39 @@ fn decide(
     headers: &HeaderMap,
     size: &SizeHint,
 ) -> Decision {
-    if !config.enabled || headers.contains_key(CONTENT_ENCODING) {
+    if !config.enabled {
         return Decision::Skip;
     }
-    let no_transform = headers.get_all(CACHE_CONTROL).iter().any(|value| {
-        value.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
-        })
-    });
-    let compressible = headers
-        .get(CONTENT_TYPE)
+    // One pass over the response's few headers instead of a lookup for each name.
+    let (mut content_type, mut ranged) = (None, false);
+    for (name, value) in headers {
+        if *name == CONTENT_ENCODING {
+            return Decision::Skip;
+        } else if *name == CACHE_CONTROL {
+            let no_transform = value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+            });
+            if no_transform {
+                return Decision::Skip;
+            }
+        } else if *name == CONTENT_TYPE {
+            // The first `Content-Type` counts, as `HeaderMap::get` has it.
+            content_type.get_or_insert(value);
+        } else if *name == CONTENT_RANGE {
+            ranged = true;
+        }
+    }
+    let compressible = content_type
         .and_then(|t| t.to_str().ok())
         .is_some_and(|t| config.compresses(t));
-    if no_transform || !compressible {
+    if !compressible {
         return Decision::Skip;
     }
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let partial = status == StatusCode::PARTIAL_CONTENT || headers.contains_key(CONTENT_RANGE);
+    let partial = status == StatusCode::PARTIAL_CONTENT || ranged;
     let small = size
         .exact()
         .is_some_and(|len| len == 0 || len < config.min_bytes);
@@ -582,6 +595,12 @@ mod tests {
         for skipped in [
             text_headers(&[("content-encoding", "br")]),
             text_headers(&[("cache-control", "public, No-Transform")]),
+            {
+                // `no-transform` in a second `Cache-Control` counts too.
+                let mut h = text_headers(&[("cache-control", "public")]);
+                h.append(CACHE_CONTROL, HeaderValue::from_static("no-transform"));
+                h
+            },
             {
                 let mut h = text_headers(&[]);
                 h.insert(CONTENT_TYPE, HeaderValue::from_static("image/png"));
