@@ -11,8 +11,9 @@
 //! need be and logs inside it.
 
 use std::cell::RefCell;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// A request whose span is made when first asked for.
 pub(crate) trait LazySpan: Send + Sync {
@@ -48,14 +49,34 @@ pub(crate) fn in_request<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// A future that makes `request` the current request of whichever thread polls it, for each
-/// poll: what `tracing`'s `instrument` does for a span, without making one.
-pub(crate) async fn working_on_future<F: Future>(
-    request: Arc<dyn LazySpan>,
-    future: F,
-) -> F::Output {
-    let mut future = pin!(future);
-    std::future::poll_fn(|cx| working_on(&request, || future.as_mut().poll(cx))).await
+pin_project_lite::pin_project! {
+    /// A future that makes its request the current request of whichever thread polls it, for
+    /// each poll: what `tracing`'s `instrument` does for a span, without making one.
+    ///
+    /// A named future rather than an `async fn`: an `async fn` keeps its argument and the
+    /// future pinned from it side by side, which would double the size of a request's whole
+    /// future (moved on every hand-over between hyper's stages).
+    #[must_use = "futures do nothing unless polled"]
+    pub(crate) struct WorkingOn<F> {
+        request: Arc<dyn LazySpan>,
+        #[pin]
+        future: F,
+    }
+}
+
+/// `future`, with `request` the current request of the thread that polls it.
+pub(crate) fn working_on_future<F: Future>(request: Arc<dyn LazySpan>, future: F) -> WorkingOn<F> {
+    WorkingOn { request, future }
+}
+
+impl<F: Future> Future for WorkingOn<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let future = this.future;
+        working_on(this.request, || future.poll(cx))
+    }
 }
 
 #[cfg(test)]

@@ -68,7 +68,9 @@ pub(crate) async fn handle(
         (req.uri().clone(), client)
     });
     let mut served = Served::default();
-    let mut response = match serve(registry, sessions, req, &mut served).await {
+    // Boxed: the stages' future is several KB, and hyper moves the request's future whole
+    // into its connection; a box moves as one pointer.
+    let mut response = match Box::pin(serve(registry, sessions, req, &mut served)).await {
         Ok(response) => response,
         Err(rejection) => served.span(&method).in_scope(|| rejection.into_response()),
     };
