@@ -35,3 +35,71 @@ pub(crate) use version::{
     BodyRest, InFlight, Origin, OwnedRequest, Reply, RequestSpan, StreamAbort, StreamBody,
 };
 pub(crate) use version::{Running, State, Version};
+
+/// The nice value of a deploy's file work (see [`in_the_background`]): the kernel gives such a
+/// thread about a tenth of the CPU of a request's thread when both want it.
+const BACKGROUND_NICE: i32 = 10;
+
+/// Runs `f` — a deploy's copying, hashing, mapping or unmapping of a module — on a thread of its
+/// own at a lower CPU priority ([`BACKGROUND_NICE`]), and waits for it: on a few cores a swap then
+/// takes a little longer instead of delaying the requests being served. A panic in `f` goes on
+/// in the caller. If the thread cannot be started, or its priority not lowered, `f` runs anyway.
+pub(crate) fn in_the_background<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let f = std::sync::Mutex::new(Some(f));
+    let run = || {
+        let f = crate::sync::lock(&f).take();
+        f.map(|f| f())
+    };
+    let outcome = std::thread::scope(|scope| {
+        let lowered = std::thread::Builder::new()
+            .name("baton-deploy".into())
+            .spawn_scoped(scope, || {
+                // On Linux a nice value is the calling thread's own.
+                let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
+                run()
+            });
+        match lowered {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => None,
+        }
+    });
+    match outcome {
+        Some(value) => value,
+        // No thread could be started: here, at the caller's priority.
+        None => run().expect("`f` runs once, here when the thread did not start"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nice() -> i32 {
+        rustix::process::getpriority_process(None).expect("the thread's nice value")
+    }
+
+    #[test]
+    fn background_work_runs_at_a_lower_priority_and_leaves_the_caller_as_it_was() {
+        let before = nice();
+        let (inside, thread) =
+            in_the_background(|| (nice(), std::thread::current().name().map(str::to_owned)));
+        assert_eq!(inside, (before + BACKGROUND_NICE).min(19), "nice inside");
+        assert_eq!(thread.as_deref(), Some("baton-deploy"));
+        assert_eq!(nice(), before, "the caller's own priority is unchanged");
+        // What it borrows, it may change.
+        let mut copied = Vec::new();
+        in_the_background(|| copied.extend_from_slice(b"module"));
+        assert_eq!(copied, b"module");
+    }
+
+    #[test]
+    fn a_panic_in_background_work_reaches_the_caller() {
+        let caught = std::panic::catch_unwind(|| {
+            in_the_background(|| -> u8 { panic!("copy failed") });
+        })
+        .expect_err("the panic goes on in the caller");
+        assert_eq!(caught.downcast_ref::<&str>(), Some(&"copy failed"));
+    }
+}
