@@ -197,9 +197,16 @@ mod tests {
         let blame1 = blame(&live, &last);
         assert_eq!(blame1.rule, Rule::Recent);
         assert_eq!(names(&blame1), ["hello@2.0.0", "@"]);
+        // Nor is the thread that copies and maps modules, even beside an app named `deploy`.
+        live.versions
+            .push(version("deploy", "1.0.0", LiveState::Active, false));
+        let last = lines(&["thread 'baton/deploy' has overflowed its stack"]);
+        let blame1 = blame(&live, &last);
+        assert_eq!(blame1.rule, Rule::Recent);
+        assert_eq!(names(&blame1), ["hello@2.0.0", "@"]);
         live.versions.retain(|v| !v.is_recent());
         let blame2 = blame(&live, &[]);
         assert_eq!(blame2.rule, Rule::Everything);
-        assert_eq!(names(&blame2), ["counter@1.0.0"]);
+        assert_eq!(names(&blame2), ["counter@1.0.0", "deploy@1.0.0"]);
     }
 }

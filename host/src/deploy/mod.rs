@@ -52,7 +52,9 @@ pub(crate) fn in_the_background<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     };
     let outcome = std::thread::scope(|scope| {
         let lowered = std::thread::Builder::new()
-            .name("baton-deploy".into())
+            // Not `baton-<name>`: a crash here must not read as one of an app named `deploy`'s
+            // workers (crash blame), and no app name has a `/`.
+            .name("baton/deploy".into())
             .spawn_scoped(scope, || {
                 // On Linux a nice value is the calling thread's own.
                 let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
@@ -86,7 +88,7 @@ mod tests {
         let (inside, thread) =
             in_the_background(|| (nice(), std::thread::current().name().map(str::to_owned)));
         assert_eq!(inside, (before + BACKGROUND_NICE).min(19), "nice inside");
-        assert_eq!(thread.as_deref(), Some("baton-deploy"));
+        assert_eq!(thread.as_deref(), Some("baton/deploy"));
         assert_eq!(nice(), before, "the caller's own priority is unchanged");
         // What it borrows, it may change.
         let mut copied = Vec::new();
