@@ -36,12 +36,13 @@ pub(crate) use version::{
 };
 pub(crate) use version::{Running, State, Version};
 
-/// The nice value of a deploy's file work (see [`in_the_background`]): the kernel gives such a
-/// thread about a tenth of the CPU of a request's thread when both want it.
+/// How many nice levels below the host a deploy's file work runs (see [`in_the_background`]):
+/// the kernel gives such a thread about a tenth of the CPU of a request's thread when both
+/// want it.
 const BACKGROUND_NICE: i32 = 10;
 
 /// Runs `f` — a deploy's copying, hashing, mapping or unmapping of a module — on a thread of its
-/// own at a lower CPU priority ([`BACKGROUND_NICE`]), and waits for it: on a few cores a swap then
+/// own at a lower CPU priority ([`BACKGROUND_NICE`] levels, at most nice 19), and waits for it: on a few cores a swap then
 /// takes a little longer instead of delaying the requests being served. A panic in `f` goes on
 /// in the caller. If the thread cannot be started, or its priority not lowered, `f` runs anyway.
 pub(crate) fn in_the_background<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -56,8 +57,11 @@ pub(crate) fn in_the_background<T: Send>(f: impl FnOnce() -> T + Send) -> T {
             // workers (crash blame), and no app name has a `/`.
             .name("baton/deploy".into())
             .spawn_scoped(scope, || {
-                // On Linux a nice value is the calling thread's own.
-                let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
+                // On Linux a nice value is the calling thread's own; a new thread starts with
+                // its creator's.
+                let host = rustix::process::getpriority_process(None).unwrap_or(0);
+                let _ =
+                    rustix::process::setpriority_process(None, (host + BACKGROUND_NICE).min(19));
                 run()
             });
         match lowered {
