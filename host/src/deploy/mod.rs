@@ -42,9 +42,10 @@ pub(crate) use version::{Running, State, Version};
 const BACKGROUND_NICE: i32 = 10;
 
 /// Runs `f` — a deploy's copying, hashing, mapping or unmapping of a module — on a thread of its
-/// own at a lower CPU priority ([`BACKGROUND_NICE`] levels, at most nice 19), and waits for it: on a few cores a swap then
-/// takes a little longer instead of delaying the requests being served. A panic in `f` goes on
-/// in the caller. If the thread cannot be started, or its priority not lowered, `f` runs anyway.
+/// own at a lower CPU priority ([`BACKGROUND_NICE`] levels lower, at most nice 19), and waits for
+/// it: on a few cores a swap then takes a little longer instead of delaying the requests being
+/// served. A panic in `f` goes on in the caller. If the thread cannot be started, or its priority
+/// not lowered, `f` runs anyway.
 pub(crate) fn in_the_background<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     let f = std::sync::Mutex::new(Some(f));
     let run = || {
