@@ -79,6 +79,14 @@ pub(crate) fn in_the_background<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// [`in_the_background`] off the async threads: what a deploy stage awaits for its file work.
+/// The runtime's blocking thread only waits for the lowered one.
+pub(crate) fn spawn_in_the_background<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    tokio::task::spawn_blocking(move || in_the_background(f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +107,22 @@ mod tests {
         let mut copied = Vec::new();
         in_the_background(|| copied.extend_from_slice(b"module"));
         assert_eq!(copied, b"module");
+    }
+
+    #[tokio::test]
+    async fn a_deploy_stage_awaits_its_file_work_on_the_lowered_thread() {
+        let before = nice();
+        let (inside, thread) =
+            spawn_in_the_background(|| (nice(), std::thread::current().name().map(str::to_owned)))
+                .await
+                .expect("the task joins");
+        assert_eq!(inside, (before + BACKGROUND_NICE).min(19));
+        assert_eq!(thread.as_deref(), Some("baton/deploy"));
+        let failed = spawn_in_the_background(|| -> u8 { panic!("copy failed") }).await;
+        assert!(
+            failed.is_err_and(|e| e.is_panic()),
+            "a panic is the task's error"
+        );
     }
 
     #[test]

@@ -534,11 +534,9 @@ impl Version {
     pub(crate) async fn unload(self: &Arc<Self>, final_state: State) -> (Duration, Vec<String>) {
         let started = Instant::now();
         let version = Arc::clone(self);
-        let outcome = tokio::task::spawn_blocking(move || {
-            super::in_the_background(|| version.unload_blocking(final_state))
-        })
-        .await
-        .unwrap_or_else(|e| vec![format!("unload task failed: {e}")]);
+        let outcome = super::spawn_in_the_background(move || version.unload_blocking(final_state))
+            .await
+            .unwrap_or_else(|e| vec![format!("unload task failed: {e}")]);
         (started.elapsed(), outcome)
     }
 

@@ -241,8 +241,8 @@ impl Registry {
             request.read.clone(),
         );
         let grace = std::time::Duration::from_millis(self.config.watch_settle_ms);
-        tokio::task::spawn_blocking(move || {
-            crate::deploy::in_the_background(|| registry.store.copy_in(id, &source, &read, grace))
+        crate::deploy::spawn_in_the_background(move || {
+            registry.store.copy_in(id, &source, &read, grace)
         })
         .await
         .map_err(|source| Error::Join {
@@ -299,14 +299,12 @@ impl Registry {
         let source = &request.source;
         let opened = {
             let (copy, display) = (copied.path.clone(), source.clone());
-            tokio::task::spawn_blocking(move || {
-                crate::deploy::in_the_background(|| Module::open(&copy, &display))
-            })
-            .await
-            .map_err(|e| Error::Load {
-                path: source.clone(),
-                source: crate::loader::LoadError::Task { source: e },
-            })?
+            crate::deploy::spawn_in_the_background(move || Module::open(&copy, &display))
+                .await
+                .map_err(|e| Error::Load {
+                    path: source.clone(),
+                    source: crate::loader::LoadError::Task { source: e },
+                })?
         };
         let module = match opened {
             Ok(module) => module,
