@@ -1,18 +1,18 @@
 //! Small text formatting on the request path, without `fmt`'s machinery where it shows.
 
-use std::fmt::Write as _;
+use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
 /// Appends `addr` as its `Display` writes it.
-pub(crate) fn push_ip(out: &mut String, addr: IpAddr) {
+pub(crate) fn push_ip(out: &mut impl Write, addr: IpAddr) {
     match addr {
         IpAddr::V4(v4) => {
             let mut digits = itoa::Buffer::new();
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    let _ = out.write_char('.');
                 }
-                out.push_str(digits.format(octet));
+                let _ = out.write_str(digits.format(octet));
             }
         }
         IpAddr::V6(v6) => {
@@ -22,16 +22,51 @@ pub(crate) fn push_ip(out: &mut String, addr: IpAddr) {
 }
 
 /// Appends `addr` as its `Display` writes it.
-pub(crate) fn push_socket_addr(out: &mut String, addr: SocketAddr) {
+pub(crate) fn push_socket_addr(out: &mut impl Write, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => {
             push_ip(out, IpAddr::V4(*v4.ip()));
-            out.push(':');
-            out.push_str(itoa::Buffer::new().format(v4.port()));
+            let _ = out.write_char(':');
+            let _ = out.write_str(itoa::Buffer::new().format(v4.port()));
         }
         SocketAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
         }
+    }
+}
+
+/// Room for any socket address as `Display` writes it: `[`, the longest IPv6 text (45 bytes,
+/// an IPv4-mapped one), `%` and a 10-digit scope id, `]:` and a 5-digit port.
+pub(crate) const ADDRESS_TEXT_BYTES: usize = 64;
+
+/// A short text written on the stack: an address per request without an allocation.
+pub(crate) struct StackText<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackText<N> {
+    pub(crate) const fn new() -> StackText<N> {
+        StackText {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only whole `str`s are written, so the bytes are UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> Write for StackText<N> {
+    /// Fails, writing nothing, when `s` does not fit.
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -61,7 +96,34 @@ mod tests {
                 let mut text = String::new();
                 push_socket_addr(&mut text, SocketAddr::new(ip, port));
                 assert_eq!(text, SocketAddr::new(ip, port).to_string());
+                let mut text = StackText::<ADDRESS_TEXT_BYTES>::new();
+                push_socket_addr(&mut text, SocketAddr::new(ip, port));
+                assert_eq!(text.as_str(), SocketAddr::new(ip, port).to_string());
             }
         }
+    }
+
+    #[test]
+    fn the_longest_addresses_fit_on_the_stack() {
+        let longest_ip: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
+        let longest = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "::ffff:255.255.255.255".parse().unwrap(),
+            65535,
+            0,
+            u32::MAX,
+        ));
+        let mut text = StackText::<ADDRESS_TEXT_BYTES>::new();
+        push_ip(&mut text, longest_ip);
+        assert_eq!(text.as_str(), longest_ip.to_string());
+        for addr in [longest, SocketAddr::new(longest_ip, 65535)] {
+            let mut text = StackText::<ADDRESS_TEXT_BYTES>::new();
+            push_socket_addr(&mut text, addr);
+            assert_eq!(text.as_str(), addr.to_string());
+        }
+        // What does not fit is not written, never written in part.
+        let mut small = StackText::<4>::new();
+        assert!(small.write_str("12345").is_err());
+        assert!(small.write_str("1234").is_ok());
+        assert_eq!(small.as_str(), "1234");
     }
 }

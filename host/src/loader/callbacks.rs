@@ -12,6 +12,10 @@ use baton_sdk::abi::{
 
 use super::session::SessionAccess;
 use super::{CallError, ModuleInfo};
+use crate::text::{ADDRESS_TEXT_BYTES, StackText};
+
+/// The peer's and the client's address texts of a request, on the stack.
+pub(super) type AddressTexts = (StackText<ADDRESS_TEXT_BYTES>, StackText<ADDRESS_TEXT_BYTES>);
 
 /// Module-wide services for one instance: logging under the app's name and version, and the
 /// request-scoped session callbacks.
@@ -398,7 +402,7 @@ impl ModuleRequest<'_> {
     pub(super) fn raw(
         &self,
         headers: &[RawHeader],
-        texts: &(String, String),
+        texts: &AddressTexts,
         ctx: *mut RequestContext<'_>,
     ) -> RawRequest {
         RawRequest {
@@ -410,27 +414,23 @@ impl ModuleRequest<'_> {
             body: RawStr::new(self.body),
             ctx: ctx.cast(),
             mount: RawStr::from_str(self.mount),
-            peer_addr: RawStr::from_str(&texts.0),
-            client_addr: RawStr::from_str(&texts.1),
+            peer_addr: RawStr::from_str(texts.0.as_str()),
+            client_addr: RawStr::from_str(texts.1.as_str()),
             scheme: RawStr::from_str(if self.https { "https" } else { "http" }),
             body_complete: self.body_complete,
         }
     }
 
     /// The peer and client addresses as the module reads them.
-    pub(super) fn address_texts(&self) -> (String, String) {
-        // Room for the longest IPv4 texts at once, so neither grows on the common path.
-        let mut peer = String::new();
+    pub(super) fn address_texts(&self) -> AddressTexts {
+        let mut texts = (StackText::new(), StackText::new());
         if let Some(addr) = self.peer {
-            peer.reserve(24);
-            crate::text::push_socket_addr(&mut peer, addr);
+            crate::text::push_socket_addr(&mut texts.0, addr);
         }
-        let mut client = String::new();
         if let Some(ip) = self.client.or(self.peer.map(|p| p.ip())) {
-            client.reserve(16);
-            crate::text::push_ip(&mut client, ip);
+            crate::text::push_ip(&mut texts.1, ip);
         }
-        (peer, client)
+        texts
     }
 }
 
