@@ -5,7 +5,6 @@
 mod io;
 mod requests;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -115,7 +114,9 @@ pub struct Version {
     instance: ArcSwapOption<Instance>,
     module: Mutex<Option<Arc<Module>>>,
     error: Mutex<Option<String>>,
-    running: Mutex<HashMap<u64, Tracked>>,
+    /// By request id: a sequence number, hashed with a fast hash, not SipHash (nothing a client
+    /// sends chooses it).
+    running: Mutex<foldhash::HashMap<u64, Tracked>>,
     next_request: AtomicU64,
     /// Handlers running past their timeout.
     stuck: AtomicUsize,
@@ -213,7 +214,7 @@ impl Version {
             instance: ArcSwapOption::empty(),
             module: Mutex::new(module),
             error: Mutex::new(None),
-            running: Mutex::new(HashMap::new()),
+            running: Mutex::default(),
             next_request: AtomicU64::new(0),
             stuck: AtomicUsize::new(0),
             stored: AtomicBool::new(true),
