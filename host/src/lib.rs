@@ -292,7 +292,7 @@ impl Host {
         ));
         let admin_task = {
             let state = Arc::clone(&state);
-            let handler = move |req| admin::handle(Arc::clone(&state), req);
+            let handler = move |req, _client| admin::handle(Arc::clone(&state), req);
             tokio::spawn(server::serve(
                 vec![server::Listener::plain(self.admin)],
                 handler,

@@ -46,20 +46,17 @@ impl Scheme {
     }
 }
 
-/// Who sent a request (a request extension, set by the accept loop).
+/// Who sent a request, as the accept loop found it; handed to the handler with the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClientInfo {
     /// The TCP peer: the client itself, or the proxy nearest the host.
     pub(crate) peer: SocketAddr,
+    /// The connection to the host is TLS.
+    pub(crate) over_tls: bool,
     /// The client's address: the peer's, or the one a trusted proxy forwarded for.
     pub(crate) addr: IpAddr,
     /// The scheme the client used.
     pub(crate) scheme: Scheme,
-}
-
-/// The client of a request, as the accept loop set it.
-pub(crate) fn client_info(extensions: &http::Extensions) -> Option<&ClientInfo> {
-    extensions.get::<ClientInfo>()
 }
 
 /// The peers whose forwarding headers are believed (`[http] trusted_proxies`).
@@ -94,13 +91,19 @@ impl ClientInfo {
             Scheme::Http
         };
         let addr = peer.ip().to_canonical();
-        let direct = ClientInfo { peer, addr, scheme };
+        let direct = ClientInfo {
+            peer,
+            over_tls,
+            addr,
+            scheme,
+        };
         if trusted.nets.is_empty() || !trusted.trusts(addr) {
             return direct;
         }
         match forwarded_client(addr, headers, trusted) {
             Some((addr, proto)) => ClientInfo {
                 peer,
+                over_tls,
                 addr,
                 scheme: proto.unwrap_or(scheme),
             },
@@ -637,19 +640,5 @@ mod tests {
                 "{node}"
             );
         }
-    }
-
-    #[test]
-    fn the_request_extension_is_found() {
-        let mut extensions = http::Extensions::new();
-        assert!(client_info(&extensions).is_none());
-        let info = ClientInfo::new(
-            SocketAddr::from(([127, 0, 0, 1], 1)),
-            true,
-            &HeaderMap::new(),
-            &TrustedProxies::default(),
-        );
-        extensions.insert(info);
-        assert_eq!(client_info(&extensions), Some(&info));
     }
 }

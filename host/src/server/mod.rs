@@ -44,15 +44,9 @@ use crate::deploy::Registry;
 use crate::session::Sessions;
 pub(crate) use access::VersionFields;
 pub(crate) use body::{Body, BodyError, RequestBody};
-pub(crate) use client::client_info;
-use client::{ClientInfo, TrustedProxies};
+pub(crate) use client::{ClientInfo, TrustedProxies};
 use conn::{ConnIo, Connections, IdleTimeouts, TrackedIo};
 use rejection::{BoxError, Rejection};
-
-/// Marks a request that arrived over TLS (a request extension): its scheme is `https`, so its
-/// session cookie is `Secure`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OverTls;
 
 /// A listening socket and, for HTTPS, the TLS acceptor of its connections.
 pub(crate) struct Listener {
@@ -171,17 +165,17 @@ pub(crate) async fn serve_apps(
     settings: ConnectionSettings,
     redirect_to_tls: Option<u16>,
 ) {
-    let handler = move |req: Request<RequestBody>| {
+    let handler = move |req: Request<RequestBody>, client: ClientInfo| {
         let registry = Arc::clone(&registry);
         let sessions = Arc::clone(&sessions);
         async move {
             match redirect_to_tls {
-                Some(port) if req.extensions().get::<OverTls>().is_none() => {
+                Some(port) if !client.over_tls => {
                     redirect::to_https(&req, port)
                         .unwrap_or_else(Rejection::into_response)
                         .map(compress::boxed)
                 }
-                _ => service::handle(&registry, &sessions, req).await,
+                _ => service::handle(&registry, &sessions, req, client).await,
             }
         }
     };
@@ -210,7 +204,7 @@ pub(crate) async fn serve<H, F, B>(
     drain: Duration,
     settings: ConnectionSettings,
 ) where
-    H: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>, ClientInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -284,15 +278,11 @@ pub(crate) async fn serve<H, F, B>(
         let service = {
             let state = Arc::clone(&state);
             let conns = Arc::clone(&conns);
-            hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            hyper::service::service_fn(move |req: Request<Incoming>| {
                 let request = state.start_request();
                 let handler = handler.clone();
                 let conns = Arc::clone(&conns);
-                if over_tls {
-                    req.extensions_mut().insert(OverTls);
-                }
                 let client = ClientInfo::new(peer, over_tls, req.headers(), &trusted);
-                req.extensions_mut().insert(client);
                 let h2 = req.version() == Version::HTTP_2;
                 if h2 {
                     state.saw_h2();
@@ -303,7 +293,7 @@ pub(crate) async fn serve<H, F, B>(
                     {
                         Rejection::MissingHost.into_response().map(Either::Right)
                     } else {
-                        handler(req.map(|b| RequestBody::new(b, body_timeout)))
+                        handler(req.map(|b| RequestBody::new(b, body_timeout)), client)
                             .await
                             .map(Either::Left)
                     };

@@ -30,7 +30,7 @@ use crate::session::{RequestSession, Sessions};
 
 use super::compress::{self, Accepts, ResponseBody};
 use super::rejection::Rejection;
-use super::{Body, BodyError, OverTls, RequestBody, client_info};
+use super::{Body, BodyError, ClientInfo, RequestBody};
 
 /// A body up to this size is read whole before the handler runs; of a larger one the handler
 /// gets this much with the request and reads the rest as it arrives (a module of ABI 1.0, which
@@ -59,18 +59,16 @@ pub(crate) async fn handle(
     registry: &Registry,
     sessions: &Arc<Sessions>,
     req: Request<RequestBody>,
+    client: ClientInfo,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let accepts = Accepts::of(&req);
     let method = req.method().clone();
-    let access = registry.config().access_log.then(|| {
-        let client = client_info(req.extensions()).copied();
-        (req.uri().clone(), client)
-    });
+    let access = registry.config().access_log.then(|| req.uri().clone());
     let mut served = Served::default();
     // Boxed: the stages' future is several KB, and hyper moves the request's future whole
     // into its connection; a box moves as one pointer.
-    let mut response = match Box::pin(serve(registry, sessions, req, &mut served)).await {
+    let mut response = match Box::pin(serve(registry, sessions, req, client, &mut served)).await {
         Ok(response) => response,
         Err(rejection) => served.span(&method).in_scope(|| rejection.into_response()),
     };
@@ -81,11 +79,9 @@ pub(crate) async fn handle(
     if let Some(version) = &served.version {
         version.observe(response.status(), took);
     }
-    if let Some((uri, client)) = access {
+    if let Some(uri) = access {
         // The peer is logged when it is a proxy that forwarded for the client.
-        let proxy = client
-            .map(|c| c.peer.ip().to_canonical())
-            .filter(|peer| client.is_some_and(|c| *peer != c.addr));
+        let proxy = Some(client.peer.ip().to_canonical()).filter(|peer| *peer != client.addr);
         super::access::log(&super::access::AccessLine {
             by: match &served.version {
                 Some(version) => super::access::ServedBy::Version(version.access_fields()),
@@ -95,8 +91,8 @@ pub(crate) async fn handle(
             path: uri.path(),
             status: response.status().as_u16(),
             duration_ms: super::access::duration_ms(took),
-            client: client.map(|c| c.addr),
-            scheme: client.map(|c| c.scheme),
+            client: Some(client.addr),
+            scheme: Some(client.scheme),
             proxy,
         });
     }
@@ -121,6 +117,7 @@ async fn serve(
     registry: &Registry,
     sessions: &Arc<Sessions>,
     req: Request<RequestBody>,
+    client: ClientInfo,
     served: &mut Served,
 ) -> Result<Response<Body>, Rejection> {
     let full_path = req.uri().path();
@@ -147,7 +144,7 @@ async fn serve(
         if !admitted.version.streams() {
             body.read_rest(&limits).await?;
         }
-        let origin = origin(&parts, mount);
+        let origin = origin(client, mount);
         dispatch(sessions, admitted, parts, request, body, origin, &limits).await
     })
     .await
@@ -186,20 +183,12 @@ fn serve_asset(
 
 /// Where a request came from, for the handler: the peer, and the client's address and scheme
 /// as the trusted proxies in front of the host forwarded them.
-fn origin(parts: &Parts, mount: String) -> Origin {
-    let over_tls = parts.extensions.get::<OverTls>().is_some();
-    match client_info(&parts.extensions) {
-        Some(client) => Origin {
-            mount,
-            peer: Some(client.peer),
-            client: Some(client.addr),
-            https: over_tls || client.scheme == super::client::Scheme::Https,
-        },
-        None => Origin {
-            mount,
-            https: over_tls,
-            ..Origin::default()
-        },
+fn origin(client: ClientInfo, mount: String) -> Origin {
+    Origin {
+        mount,
+        peer: Some(client.peer),
+        client: Some(client.addr),
+        https: client.over_tls || client.scheme == super::client::Scheme::Https,
     }
 }
 
