@@ -427,8 +427,21 @@ impl ModuleRequest<'_> {
         if let Some(addr) = self.peer {
             crate::text::push_socket_addr(&mut texts.0, addr);
         }
-        if let Some(ip) = self.client.or(self.peer.map(|p| p.ip())) {
-            crate::text::push_ip(&mut texts.1, ip);
+        match (self.peer, self.client) {
+            // The client is the peer (no proxy in front): its text is the peer's without the
+            // port.
+            (Some(std::net::SocketAddr::V4(peer)), client)
+                if client.is_none_or(|ip| ip == std::net::IpAddr::V4(*peer.ip())) =>
+            {
+                let peer = texts.0.as_str();
+                let ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip);
+                let _ = std::fmt::Write::write_str(&mut texts.1, ip);
+            }
+            (peer, client) => {
+                if let Some(ip) = client.or(peer.map(|p| p.ip())) {
+                    crate::text::push_ip(&mut texts.1, ip);
+                }
+            }
         }
         texts
     }
@@ -538,5 +551,61 @@ impl ResponseBuilder {
             error,
             streamed: self.streamed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, SocketAddr};
+
+    fn texts(peer: Option<&str>, client: Option<&str>) -> (String, String) {
+        let headers = http::HeaderMap::new();
+        let request = ModuleRequest {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body: b"",
+            session: None,
+            mount: "",
+            peer: peer.map(|p| p.parse::<SocketAddr>().unwrap()),
+            client: client.map(|c| c.parse::<IpAddr>().unwrap()),
+            https: false,
+            body_complete: true,
+        };
+        let texts = request.address_texts();
+        (texts.0.as_str().to_owned(), texts.1.as_str().to_owned())
+    }
+
+    #[test]
+    fn the_module_reads_the_peer_and_the_client_as_display_writes_them() {
+        let both = |peer: &str, client: &str| (peer.to_owned(), client.to_owned());
+        // No proxy: the client is the peer, without its port.
+        assert_eq!(texts(Some("10.1.2.3:4567"), None), both("10.1.2.3:4567", "10.1.2.3"));
+        assert_eq!(
+            texts(Some("10.1.2.3:4567"), Some("10.1.2.3")),
+            both("10.1.2.3:4567", "10.1.2.3")
+        );
+        assert_eq!(texts(Some("[::1]:80"), None), both("[::1]:80", "::1"));
+        assert_eq!(
+            texts(Some("[fe80::1%7]:80"), None),
+            both("[fe80::1%7]:80", "fe80::1")
+        );
+        // Behind a trusted proxy: the client it forwarded for.
+        assert_eq!(
+            texts(Some("127.0.0.1:9000"), Some("203.0.113.9")),
+            both("127.0.0.1:9000", "203.0.113.9")
+        );
+        assert_eq!(
+            texts(Some("127.0.0.1:9000"), Some("2001:db8::9")),
+            both("127.0.0.1:9000", "2001:db8::9")
+        );
+        assert_eq!(
+            texts(Some("[::ffff:127.0.0.1]:9000"), Some("127.0.0.1")),
+            both("[::ffff:127.0.0.1]:9000", "127.0.0.1")
+        );
+        // A request the host made itself (a warm-up) has neither.
+        assert_eq!(texts(None, None), both("", ""));
     }
 }

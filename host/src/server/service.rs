@@ -40,6 +40,9 @@ const FIRST_PART_BYTES: usize = 64 * 1024;
 /// Body chunks read ahead of a handler that reads the rest of a body.
 const READ_AHEAD_CHUNKS: usize = 4;
 
+/// The header that names the version that answered (`[http] version_header`).
+const X_BATON_VERSION: http::HeaderName = http::HeaderName::from_static("x-baton-version");
+
 /// Where a request went: for its metrics, its access log line and its version header.
 #[derive(Default)]
 struct Served {
@@ -73,7 +76,7 @@ pub(crate) async fn handle(
         Err(rejection) => served.span(&method).in_scope(|| rejection.into_response()),
     };
     if let Some(value) = served.version_header {
-        response.headers_mut().insert("x-baton-version", value);
+        response.headers_mut().insert(X_BATON_VERSION, value);
     }
     let took = started.elapsed();
     if let Some(version) = &served.version {
@@ -387,8 +390,11 @@ async fn dispatch(
     } = admitted;
     // A client that reached a trusted proxy over HTTPS gets a `Secure` cookie too.
     let session = sessions.begin(&parts.headers, origin.https);
-    let give_up = CancellationToken::new();
-    let rest = body.pump(limits, give_up.clone());
+    // Only a body still arriving needs telling when the request times out.
+    let give_up = body.rest.is_some().then(CancellationToken::new);
+    let rest = give_up
+        .as_ref()
+        .and_then(|give_up| body.pump(limits, give_up.clone()));
     let mut call = version.dispatch(
         guard,
         Some(permit),
@@ -405,7 +411,9 @@ async fn dispatch(
     let Ok(outcome) = tokio::time::timeout(limits.request_timeout(), &mut call.reply).await else {
         // A handler waiting for a slow client's body fails its read now instead of holding its
         // thread for as long as the client keeps trickling.
-        give_up.cancel();
+        if let Some(give_up) = &give_up {
+            give_up.cancel();
+        }
         version.overran(&call);
         return Err(Rejection::Timeout {
             timeout_ms: limits.request_timeout_ms,
