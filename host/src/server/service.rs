@@ -47,7 +47,7 @@ const X_BATON_VERSION: http::HeaderName = http::HeaderName::from_static("x-baton
 #[derive(Default)]
 struct Served {
     app: Option<Arc<AppSlot>>,
-    /// The path relative to the app's mount, once routed.
+    /// The path relative to the app's mount, once routed, until the request's span takes it.
     path: Option<String>,
     version: Option<Arc<Version>>,
     /// The request's span, once admitted.
@@ -133,11 +133,13 @@ async fn serve(
     if let Some(response) = serve_asset(&slot, &path, &req, served) {
         return Ok(response);
     }
-    served.path = Some(path.clone());
+    served.path = Some(path);
     let limits = *slot.limits();
     let (parts, body) = req.into_parts();
     let mut body = read_first(&parts.headers, body, &limits).await?;
     let admitted = admit(&slot, &parts.headers, &limits, served).await?;
+    // From here on the request's span names the path for rejections: it takes it over.
+    let path = served.path.take().unwrap_or_default();
     let request = RequestSpan::new(Arc::clone(&admitted.version), parts.method.clone(), path);
     served.request = Some(Arc::clone(&request));
     if registry.config().version_header {
