@@ -105,7 +105,9 @@ mod tests {
 
     #[test]
     fn the_longest_addresses_fit_on_the_stack() {
-        let longest_ip: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
+        let longest_ip: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
         let longest = SocketAddr::V6(std::net::SocketAddrV6::new(
             "::ffff:255.255.255.255".parse().unwrap(),
             65535,

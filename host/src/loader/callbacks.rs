@@ -582,7 +582,10 @@ mod tests {
     fn the_module_reads_the_peer_and_the_client_as_display_writes_them() {
         let both = |peer: &str, client: &str| (peer.to_owned(), client.to_owned());
         // No proxy: the client is the peer, without its port.
-        assert_eq!(texts(Some("10.1.2.3:4567"), None), both("10.1.2.3:4567", "10.1.2.3"));
+        assert_eq!(
+            texts(Some("10.1.2.3:4567"), None),
+            both("10.1.2.3:4567", "10.1.2.3")
+        );
         assert_eq!(
             texts(Some("10.1.2.3:4567"), Some("10.1.2.3")),
             both("10.1.2.3:4567", "10.1.2.3")

@@ -44,7 +44,7 @@ use crate::deploy::Registry;
 use crate::session::Sessions;
 pub(crate) use access::VersionFields;
 pub(crate) use body::{Body, BodyError, RequestBody};
-pub(crate) use client::{ClientInfo, TrustedProxies};
+use client::{ClientInfo, TrustedProxies};
 use conn::{ConnIo, Connections, IdleTimeouts, TrackedIo};
 use rejection::{BoxError, Rejection};
 
@@ -170,11 +170,9 @@ pub(crate) async fn serve_apps(
         let sessions = Arc::clone(&sessions);
         async move {
             match redirect_to_tls {
-                Some(port) if !client.over_tls => {
-                    redirect::to_https(&req, port)
-                        .unwrap_or_else(Rejection::into_response)
-                        .map(compress::boxed)
-                }
+                Some(port) if !client.over_tls => redirect::to_https(&req, port)
+                    .unwrap_or_else(Rejection::into_response)
+                    .map(compress::boxed),
                 _ => service::handle(&registry, &sessions, req, client).await,
             }
         }
