@@ -420,3 +420,35 @@ async fn two_hundred_swaps_under_load_fail_nothing_and_leak_no_mappings() {
         "RSS grew by {growth_kib} KiB over 180 swaps"
     );
 }
+
+/// The nice value of the thread or process whose `/proc/.../stat` this is.
+fn nice_of(stat: &str) -> i64 {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+        .and_then(|nice| nice.parse().ok())
+        .unwrap_or_else(|| panic!("no nice value in {stat:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_is_opened_on_the_deploy_thread_ten_nice_levels_below_the_host() {
+    // The probe records, in a constructor `dlopen` runs, the thread that opened it.
+    let host = HostProc::start(&[support::faulty("probe", "1.0.0", "")]);
+    let host_stat = std::fs::read_to_string(format!("/proc/{}/stat", host.pid())).unwrap();
+    let expected = format!(
+        "thread=baton/deploy nice={}",
+        (nice_of(&host_stat) + 10).min(19)
+    );
+    active(&host, "probe", "1.0.0").await;
+    let at_start = get(&host, "/probe/opened-on").await;
+    assert_eq!(at_start.status, 200);
+    assert_eq!(at_start.body, expected, "the version loaded at start");
+    // A version dropped into the watched directory goes the same way.
+    host.drop_module(&support::faulty("probe", "2.0.0", ""), "probe-2.so");
+    active(&host, "probe", "2.0.0").await;
+    let dropped = get(&host, "/probe/opened-on").await;
+    assert_eq!(dropped.version(), "probe@2.0.0");
+    assert_eq!(dropped.body, expected, "a version dropped in later");
+    // The host's own threads kept their priority.
+    let after = std::fs::read_to_string(format!("/proc/{}/stat", host.pid())).unwrap();
+    assert_eq!(nice_of(&after), nice_of(&host_stat));
+}
