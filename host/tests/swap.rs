@@ -430,9 +430,20 @@ fn nice_of(stat: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_module_is_opened_on_the_deploy_thread_ten_nice_levels_below_the_host() {
-    // The probe records, in a constructor `dlopen` runs, the thread that opened it.
-    let host = HostProc::start(&[support::faulty("probe", "1.0.0", "")]);
+async fn a_module_is_opened_and_closed_on_the_deploy_thread_ten_nice_levels_below_the_host() {
+    // The probe records, in a constructor `dlopen` runs, the thread that opened it, and in a
+    // destructor `dlclose` runs, the thread that closed it.
+    let dir = tempfile::tempdir().unwrap();
+    let closed_log = dir.path().join("closed.log");
+    let host = HostProc::start_with(HostOptions {
+        modules: vec![support::faulty("probe", "1.0.0", "")],
+        config: GUARD_OFF.to_owned(),
+        env: vec![(
+            "BATON_PROBE_CLOSED_LOG".to_owned(),
+            closed_log.display().to_string(),
+        )],
+        ..HostOptions::default()
+    });
     let host_stat = std::fs::read_to_string(format!("/proc/{}/stat", host.pid())).unwrap();
     let expected = format!(
         "thread=baton/deploy nice={}",
@@ -442,12 +453,19 @@ async fn a_module_is_opened_on_the_deploy_thread_ten_nice_levels_below_the_host(
     let at_start = get(&host, "/probe/opened-on").await;
     assert_eq!(at_start.status, 200);
     assert_eq!(at_start.body, expected, "the version loaded at start");
-    // A version dropped into the watched directory goes the same way.
+    // A version dropped into the watched directory goes the same way, and the one it replaces
+    // is closed there too.
     host.drop_module(&support::faulty("probe", "2.0.0", ""), "probe-2.so");
     active(&host, "probe", "2.0.0").await;
     let dropped = get(&host, "/probe/opened-on").await;
     assert_eq!(dropped.version(), "probe@2.0.0");
     assert_eq!(dropped.body, expected, "a version dropped in later");
+    retired(&host, "probe", "1.0.0").await;
+    let closed = eventually(WAIT, "probe@1.0.0 closed", async || {
+        std::fs::read_to_string(&closed_log).ok()
+    })
+    .await;
+    assert_eq!(closed, format!("probe@1.0.0: {expected}\n"));
     // The host's own threads kept their priority.
     let after = std::fs::read_to_string(format!("/proc/{}/stat", host.pid())).unwrap();
     assert_eq!(nice_of(&after), nice_of(&host_stat));
