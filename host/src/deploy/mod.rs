@@ -47,24 +47,30 @@ const BACKGROUND_NICE: i32 = 10;
 /// served. A panic in `f` goes on in the caller. If the thread cannot be started, or its priority
 /// not lowered, `f` runs anyway.
 pub(crate) fn in_the_background<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    lowered(deploy_thread(), f)
+}
+
+fn deploy_thread() -> std::thread::Builder {
+    // Not `baton-<name>`: a crash here must not read as one of an app named `deploy`'s workers
+    // (crash blame), and no app name has a `/`.
+    std::thread::Builder::new().name("baton/deploy".into())
+}
+
+/// [`in_the_background`] on a thread made by `thread`.
+fn lowered<T: Send>(thread: std::thread::Builder, f: impl FnOnce() -> T + Send) -> T {
     let f = std::sync::Mutex::new(Some(f));
     let run = || {
         let f = crate::sync::lock(&f).take();
         f.map(|f| f())
     };
     let outcome = std::thread::scope(|scope| {
-        let lowered = std::thread::Builder::new()
-            // Not `baton-<name>`: a crash here must not read as one of an app named `deploy`'s
-            // workers (crash blame), and no app name has a `/`.
-            .name("baton/deploy".into())
-            .spawn_scoped(scope, || {
-                // On Linux a nice value is the calling thread's own; a new thread starts with
-                // its creator's.
-                let host = rustix::process::getpriority_process(None).unwrap_or(0);
-                let _ =
-                    rustix::process::setpriority_process(None, (host + BACKGROUND_NICE).min(19));
-                run()
-            });
+        let lowered = thread.spawn_scoped(scope, || {
+            // On Linux a nice value is the calling thread's own; a new thread starts with
+            // its creator's.
+            let host = rustix::process::getpriority_process(None).unwrap_or(0);
+            let _ = rustix::process::setpriority_process(None, (host + BACKGROUND_NICE).min(19));
+            run()
+        });
         match lowered {
             Ok(thread) => thread
                 .join()
@@ -123,6 +129,19 @@ mod tests {
             failed.is_err_and(|e| e.is_panic()),
             "a panic is the task's error"
         );
+    }
+
+    #[test]
+    fn background_work_runs_on_the_caller_when_no_thread_can_be_started() {
+        let before = nice();
+        let caller = std::thread::current().name().map(str::to_owned);
+        // A 1 PiB stack, more than a process's address space: the thread is refused.
+        let refused = deploy_thread().stack_size(1 << 50);
+        let (inside, thread) = lowered(refused, || {
+            (nice(), std::thread::current().name().map(str::to_owned))
+        });
+        assert_eq!(inside, before, "at the caller's priority");
+        assert_eq!(thread, caller, "on the caller's thread");
     }
 
     #[test]
