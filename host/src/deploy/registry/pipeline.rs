@@ -347,9 +347,9 @@ impl Registry {
         Ok(Continue((slot, module)))
     }
 
-    /// Unmaps a library that will not be deployed, off the async threads, and drops its copy.
+    /// Unmaps a library that will not be deployed, on the deploy thread, and drops its copy.
     async fn close(&self, module: Module, copy: &Path) {
-        let _ = tokio::task::spawn_blocking(move || drop(module)).await;
+        let _ = crate::deploy::spawn_in_the_background(move || drop(module)).await;
         self.store.remove(copy);
     }
 
