@@ -35,8 +35,8 @@ pub(crate) fn push_socket_addr(out: &mut impl Write, addr: SocketAddr) {
     }
 }
 
-/// Room for any socket address as `Display` writes it: `[`, the longest IPv6 text (45 bytes,
-/// an IPv4-mapped one), `%` and a 10-digit scope id, `]:` and a 5-digit port.
+/// Room for any socket address as `Display` writes it: `[`, the longest IPv6 text (39 bytes:
+/// eight groups of four digits), `%` and a 10-digit scope id, `]:` and a 5-digit port — 58.
 pub(crate) const ADDRESS_TEXT_BYTES: usize = 64;
 
 /// A short text written on the stack: an address per request without an allocation.
@@ -109,11 +109,12 @@ mod tests {
             .parse()
             .unwrap();
         let longest = SocketAddr::V6(std::net::SocketAddrV6::new(
-            "::ffff:255.255.255.255".parse().unwrap(),
+            std::net::Ipv6Addr::from([0xffff; 8]),
             65535,
             0,
             u32::MAX,
         ));
+        assert_eq!(longest.to_string().len(), 58);
         let mut text = StackText::<ADDRESS_TEXT_BYTES>::new();
         push_ip(&mut text, longest_ip);
         assert_eq!(text.as_str(), longest_ip.to_string());

@@ -11,7 +11,8 @@
 //! - `service`: one app request in stages (route, read body, admit, dispatch), inside its span.
 //! - `rejection`: the one error type of the request path; each knows its response.
 //! - `redirect`: the answer of a plain listener when the host serves HTTPS only.
-//! - `client`: who a request comes from, behind trusted proxies (a request extension).
+//! - `client`: who a request comes from, behind trusted proxies (handed to the handler with the
+//!   request).
 //! - `compress`: gzip and brotli for apps' responses.
 
 mod access;
