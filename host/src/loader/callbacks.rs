@@ -580,35 +580,42 @@ mod tests {
 
     #[test]
     fn the_module_reads_the_peer_and_the_client_as_display_writes_them() {
-        let both = |peer: &str, client: &str| (peer.to_owned(), client.to_owned());
-        // No proxy: the client is the peer, without its port.
-        assert_eq!(
-            texts(Some("10.1.2.3:4567"), None),
-            both("10.1.2.3:4567", "10.1.2.3")
-        );
-        assert_eq!(
-            texts(Some("10.1.2.3:4567"), Some("10.1.2.3")),
-            both("10.1.2.3:4567", "10.1.2.3")
-        );
-        assert_eq!(texts(Some("[::1]:80"), None), both("[::1]:80", "::1"));
-        assert_eq!(
-            texts(Some("[fe80::1%7]:80"), None),
-            both("[fe80::1%7]:80", "fe80::1")
-        );
-        // Behind a trusted proxy: the client it forwarded for.
-        assert_eq!(
-            texts(Some("127.0.0.1:9000"), Some("203.0.113.9")),
-            both("127.0.0.1:9000", "203.0.113.9")
-        );
-        assert_eq!(
-            texts(Some("127.0.0.1:9000"), Some("2001:db8::9")),
-            both("127.0.0.1:9000", "2001:db8::9")
-        );
-        assert_eq!(
-            texts(Some("[::ffff:127.0.0.1]:9000"), Some("127.0.0.1")),
-            both("[::ffff:127.0.0.1]:9000", "127.0.0.1")
-        );
-        // A request the host made itself (a warm-up) has neither.
-        assert_eq!(texts(None, None), both("", ""));
+        // (peer, client the host found, the texts the module reads)
+        let cases = [
+            // No proxy: the client is the peer, without its port.
+            (Some("10.1.2.3:4567"), None, ("10.1.2.3:4567", "10.1.2.3")),
+            (
+                Some("10.1.2.3:4567"),
+                Some("10.1.2.3"),
+                ("10.1.2.3:4567", "10.1.2.3"),
+            ),
+            (Some("[::1]:80"), None, ("[::1]:80", "::1")),
+            (Some("[fe80::1%7]:80"), None, ("[fe80::1%7]:80", "fe80::1")),
+            // Behind a trusted proxy: the client it forwarded for.
+            (
+                Some("127.0.0.1:9000"),
+                Some("203.0.113.9"),
+                ("127.0.0.1:9000", "203.0.113.9"),
+            ),
+            (
+                Some("127.0.0.1:9000"),
+                Some("2001:db8::9"),
+                ("127.0.0.1:9000", "2001:db8::9"),
+            ),
+            (
+                Some("[::ffff:127.0.0.1]:9000"),
+                Some("127.0.0.1"),
+                ("[::ffff:127.0.0.1]:9000", "127.0.0.1"),
+            ),
+            // A request the host made itself (a warm-up) has neither.
+            (None, None, ("", "")),
+        ];
+        for (peer, client, (peer_text, client_text)) in cases {
+            assert_eq!(
+                texts(peer, client),
+                (peer_text.to_owned(), client_text.to_owned()),
+                "{peer:?} {client:?}"
+            );
+        }
     }
 }
