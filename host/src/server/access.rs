@@ -74,8 +74,9 @@ pub(crate) struct AccessLine<'a> {
     pub(crate) path: &'a str,
     pub(crate) status: u16,
     pub(crate) duration_ms: f64,
-    pub(crate) client: Option<IpAddr>,
-    pub(crate) scheme: Option<Scheme>,
+    /// The client: the peer, or the one a trusted proxy forwarded for.
+    pub(crate) client: IpAddr,
+    pub(crate) scheme: Scheme,
     /// The peer, when it is a proxy that forwarded for the client.
     pub(crate) proxy: Option<IpAddr>,
 }
@@ -111,8 +112,8 @@ impl AccessLine<'_> {
         tracing::info!(target: "baton::access", app = self.by.app(), version = self.by.version(),
             method = %self.method, path = self.path, status = self.status,
             duration_ms = self.duration_ms,
-            client = self.client.map(tracing::field::display),
-            scheme = self.scheme.map(Scheme::as_str),
+            client = %self.client,
+            scheme = self.scheme.as_str(),
             proxy = self.proxy.map(tracing::field::display),
             "request");
     }
@@ -136,16 +137,12 @@ impl AccessLine<'_> {
         out.push_str(itoa::Buffer::new().format(self.status));
         out.push_str(" duration_ms=");
         debug_f64(out, self.duration_ms);
-        if let Some(client) = self.client {
-            out.push_str(" client=");
-            crate::text::push_ip(out, client);
-        }
-        if let Some(scheme) = self.scheme {
-            // Needs no escape.
-            out.push_str(" scheme=\"");
-            out.push_str(scheme.as_str());
-            out.push('"');
-        }
+        out.push_str(" client=");
+        crate::text::push_ip(out, self.client);
+        // Needs no escape.
+        out.push_str(" scheme=\"");
+        out.push_str(self.scheme.as_str());
+        out.push('"');
         if let Some(proxy) = self.proxy {
             out.push_str(" proxy=");
             crate::text::push_ip(out, proxy);
@@ -173,16 +170,12 @@ impl AccessLine<'_> {
         } else {
             out.push_str("null");
         }
-        if let Some(client) = self.client {
-            out.push_str(r#","client":""#);
-            crate::text::push_ip(out, client);
-            out.push('"');
-        }
-        if let Some(scheme) = self.scheme {
-            out.push_str(r#","scheme":""#);
-            out.push_str(scheme.as_str());
-            out.push('"');
-        }
+        out.push_str(r#","client":""#);
+        crate::text::push_ip(out, self.client);
+        out.push('"');
+        out.push_str(r#","scheme":""#);
+        out.push_str(self.scheme.as_str());
+        out.push('"');
         if let Some(proxy) = self.proxy {
             out.push_str(r#","proxy":""#);
             crate::text::push_ip(out, proxy);
@@ -339,14 +332,12 @@ mod tests {
                         path,
                         status: [200, 404, 503][(i + k) % 3],
                         duration_ms: *duration_ms,
-                        client: *client,
-                        scheme: client.map(|_| {
-                            if k % 2 == 0 {
-                                Scheme::Http
-                            } else {
-                                Scheme::Https
-                            }
-                        }),
+                        client: client.unwrap_or(IpAddr::from([192, 0, 2, 7])),
+                        scheme: if k % 2 == 0 {
+                            Scheme::Http
+                        } else {
+                            Scheme::Https
+                        },
                         proxy: addrs[(j + k) % 3],
                     };
                     let plain = formatted(&line, LineFormat::Plain);

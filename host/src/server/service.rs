@@ -94,8 +94,8 @@ pub(crate) async fn handle(
             path: uri.path(),
             status: response.status().as_u16(),
             duration_ms: super::access::duration_ms(took),
-            client: Some(client.addr),
-            scheme: Some(client.scheme),
+            client: client.addr,
+            scheme: client.scheme,
             proxy,
         });
     }
