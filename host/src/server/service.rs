@@ -25,8 +25,8 @@ use crate::deploy::{
     AppSlot, BodyRest, InFlight, Origin, OwnedRequest, Registry, Reply, RequestSpan, State, Version,
 };
 use crate::loader::BodyReadError;
-use crate::logging::request::{LazySpan, in_request, working_on_future};
-use crate::session::{RequestSession, Sessions};
+use crate::logging::request::{LazySpan, in_request, working_on, working_on_future};
+use crate::session::{Ending, RequestSession, Sessions};
 
 use super::compress::{self, Accepts, ResponseBody};
 use super::rejection::Rejection;
@@ -69,7 +69,7 @@ pub(crate) async fn handle(
     let method = req.method().clone();
     let access = registry.config().access_log.then(|| req.uri().clone());
     let mut served = Served::default();
-    // Boxed: the stages' future is several KB, and hyper moves the request's future whole
+    // Boxed: the stages' future is over a KB, and hyper moves the request's future whole
     // into its connection; a box moves as one pointer.
     let mut response = match Box::pin(serve(registry, sessions, req, client, &mut served)).await {
         Ok(response) => response,
@@ -145,14 +145,15 @@ async fn serve(
     if registry.config().version_header {
         served.version_header = admitted.version.header().cloned();
     }
-    working_on_future(request.current(), async move {
-        if !admitted.version.streams() {
-            body.read_rest(&limits).await?;
-        }
-        let origin = origin(client, mount);
-        dispatch(sessions, admitted, parts, request, body, origin, &limits).await
-    })
-    .await
+    if body.rest.is_some() && !admitted.version.streams() {
+        working_on_future(request.current(), body.read_rest(&limits)).await?;
+    }
+    let current = request.current();
+    let origin = origin(client, mount);
+    let reply = working_on(&current, || {
+        dispatch(sessions, admitted, parts, request, body, origin, &limits)
+    });
+    working_on_future(current, reply).await
 }
 
 /// Answers a request for one of the app's static files from the version that has it (the
@@ -275,49 +276,54 @@ impl FirstPart {
         self.first = whole.freeze();
         Ok(())
     }
+}
 
-    /// The rest of the body, read ahead by a task as the handler takes it. Once `give_up` is
-    /// cancelled (the request timed out) the handler's next read fails instead of waiting for a
-    /// client that sends slowly, so its thread is not held past the request's time.
-    fn pump(&mut self, limits: &Limits, give_up: CancellationToken) -> Option<BodyRest> {
-        let (mut body, taken) = self.rest.take()?;
-        let allowed = limits.max_body_bytes.saturating_sub(taken);
-        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
-        tokio::spawn(async move {
-            let mut read = 0u64;
-            loop {
-                let frame = tokio::select! {
-                    frame = body.frame() => frame,
-                    () = give_up.cancelled() => {
-                        let _ = tx.send(Err(BodyReadError::TimedOut)).await;
-                        return;
-                    }
-                };
-                let item = match frame {
-                    None => return,
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => {
-                            read += data.len() as u64;
-                            if read > allowed {
-                                Err(BodyReadError::TooLarge)
-                            } else {
-                                Ok(data)
-                            }
-                        }
-                        Err(_) => continue,
-                    },
-                    Some(Err(e)) if e.is_timeout() => Err(BodyReadError::TimedOut),
-                    Some(Err(e)) => Err(BodyReadError::Failed(e.to_string())),
-                };
-                let last = item.is_err();
-                // The handler stopped reading (it answered already): stop too.
-                if tx.send(item).await.is_err() || last {
+/// The rest of a body of which `taken` bytes were read, read ahead by a task as the handler
+/// takes it. Once `give_up` is cancelled (the request timed out) the handler's next read fails
+/// instead of waiting for a client that sends slowly, so its thread is not held past the
+/// request's time.
+fn pump(
+    mut body: RequestBody,
+    taken: u64,
+    limits: &Limits,
+    give_up: CancellationToken,
+) -> BodyRest {
+    let allowed = limits.max_body_bytes.saturating_sub(taken);
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
+    tokio::spawn(async move {
+        let mut read = 0u64;
+        loop {
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                () = give_up.cancelled() => {
+                    let _ = tx.send(Err(BodyReadError::TimedOut)).await;
                     return;
                 }
+            };
+            let item = match frame {
+                None => return,
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        read += data.len() as u64;
+                        if read > allowed {
+                            Err(BodyReadError::TooLarge)
+                        } else {
+                            Ok(data)
+                        }
+                    }
+                    Err(_) => continue,
+                },
+                Some(Err(e)) if e.is_timeout() => Err(BodyReadError::TimedOut),
+                Some(Err(e)) => Err(BodyReadError::Failed(e.to_string())),
+            };
+            let last = item.is_err();
+            // The handler stopped reading (it answered already): stop too.
+            if tx.send(item).await.is_err() || last {
+                return;
             }
-        });
-        Some(rx)
-    }
+        }
+    });
+    rx
 }
 
 /// The rejection for a body that failed while being read.
@@ -376,15 +382,19 @@ async fn admit(
 /// Runs the handler on one of the version's worker threads and waits for it within the
 /// request timeout (for a streamed response: for its head); then stores the session changes it
 /// made.
-async fn dispatch(
+///
+/// The handler is submitted before this returns; the future it returns holds only what the wait
+/// needs, not the request it was made of (hyper moves a request's future whole, and a service
+/// future's size is the sum of what its awaits keep alive).
+fn dispatch(
     sessions: &Arc<Sessions>,
     admitted: Admitted,
     parts: Parts,
     request: Arc<RequestSpan>,
-    mut body: FirstPart,
+    body: FirstPart,
     origin: Origin,
     limits: &Limits,
-) -> Result<Response<Body>, Rejection> {
+) -> impl Future<Output = Result<Response<Body>, Rejection>> + use<> {
     let Admitted {
         permit,
         version,
@@ -392,38 +402,58 @@ async fn dispatch(
     } = admitted;
     // A client that reached a trusted proxy over HTTPS gets a `Secure` cookie too.
     let session = sessions.begin(&parts.headers, origin.https);
+    let FirstPart { first, mut rest } = body;
     // Only a body still arriving needs telling when the request times out.
-    let give_up = body.rest.is_some().then(CancellationToken::new);
-    let rest = give_up
-        .as_ref()
-        .and_then(|give_up| body.pump(limits, give_up.clone()));
-    let mut call = version.dispatch(
+    let give_up = rest.is_some().then(CancellationToken::new);
+    let rest = rest
+        .take()
+        .zip(give_up.clone())
+        .map(|((body, taken), give_up)| pump(body, taken, limits, give_up));
+    let Parts { uri, headers, .. } = parts;
+    let call = version.dispatch(
         guard,
         Some(permit),
         OwnedRequest {
-            query: parts.uri.query().unwrap_or("").to_owned(),
-            headers: parts.headers,
-            body: body.first,
+            query: uri.query().unwrap_or("").to_owned(),
+            headers,
+            body: first,
             rest,
             session: Some(Arc::clone(&session)),
             span: request,
             origin,
         },
     );
-    let Ok(outcome) = tokio::time::timeout(limits.request_timeout(), &mut call.reply).await else {
-        // A handler waiting for a slow client's body fails its read now instead of holding its
-        // thread for as long as the client keeps trickling.
-        if let Some(give_up) = &give_up {
-            give_up.cancel();
+    let sessions = Arc::clone(sessions);
+    let (timeout, timeout_ms) = (limits.request_timeout(), limits.request_timeout_ms);
+    async move {
+        let mut call = call;
+        let Ok(outcome) = tokio::time::timeout(timeout, &mut call.reply).await else {
+            // A handler waiting for a slow client's body fails its read now instead of holding
+            // its thread for as long as the client keeps trickling.
+            if let Some(give_up) = &give_up {
+                give_up.cancel();
+            }
+            version.overran(&call);
+            return Err(Rejection::Timeout { timeout_ms });
+        };
+        let reply = outcome
+            .map_err(|_| Rejection::WorkersStopped)?
+            .map_err(Rejection::Handler)?;
+        let (response, streamed) = respond(&sessions, reply)?;
+        if streamed {
+            // The worker stored the session before the head went out.
+            return Ok(response);
         }
-        version.overran(&call);
-        return Err(Rejection::Timeout {
-            timeout_ms: limits.request_timeout_ms,
-        });
-    };
-    let reply = outcome
-        .map_err(|_| Rejection::WorkersStopped)?
-        .map_err(Rejection::Handler)?;
+        match session.end() {
+            // Boxed: only a request whose session has something to store awaits the store.
+            Some(ending) => Box::pin(finish_session(&session, ending, response)).await,
+            None => Ok(response),
+        }
+    }
+}
+
+/// The response to a handler's reply, and whether its body is streamed.
+fn respond(sessions: &Sessions, reply: Reply) -> Result<(Response<Body>, bool), Rejection> {
     let (out, body, cookie, streamed) = match reply {
         Reply::Full(mut out) => {
             let body = Body::full(std::mem::take(&mut out.body));
@@ -452,11 +482,7 @@ async fn dispatch(
     if let Some(cookie) = cookie {
         set_cookie(&mut response, &cookie);
     }
-    if streamed {
-        // The worker stored the session before the head went out.
-        return Ok(response);
-    }
-    finish_session(&session, response).await
+    Ok((response, streamed))
 }
 
 fn set_cookie(response: &mut Response<Body>, cookie: &str) {
@@ -469,9 +495,14 @@ fn set_cookie(response: &mut Response<Body>, cookie: &str) {
 /// fails, nothing was written and the client gets a 503 instead of the handler's response.
 async fn finish_session(
     session: &RequestSession,
+    ending: Ending,
     mut response: Response<Body>,
 ) -> Result<Response<Body>, Rejection> {
-    if let Some(cookie) = session.finish().await.map_err(Rejection::SessionStore)? {
+    if let Some(cookie) = session
+        .store(ending)
+        .await
+        .map_err(Rejection::SessionStore)?
+    {
         set_cookie(&mut response, &cookie);
     }
     Ok(response)

@@ -49,7 +49,7 @@ pub(crate) use id::sticky_key;
 pub use memory::{HandedSession, MemoryStore};
 pub use redis::RedisStore;
 pub(crate) use redis::RedisTls;
-pub use scope::RequestSession;
+pub use scope::{Ending, RequestSession};
 pub use store::{
     Attributes, Cas, CasRequest, SessionInfo, SessionPage, SessionStore, StoreError, StoreFuture,
     StoreOp,

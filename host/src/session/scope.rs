@@ -61,6 +61,16 @@ enum Plan {
     Create { old: Option<Vec<u8>> },
 }
 
+/// What is left to do when a request's session ends: the session as the request left it, its
+/// buffered writes and its cookie change.
+#[derive(Debug)]
+pub struct Ending {
+    current: Current,
+    changes: BTreeMap<String, Option<Vec<u8>>>,
+    had_cookie: bool,
+    cookie: Option<CookieChange>,
+}
+
 /// One request's session, shared by the request's service task and the worker thread running
 /// its handler, which reaches it through the loader's [`SessionAccess`].
 #[derive(Debug)]
@@ -302,15 +312,43 @@ impl RequestSession {
     /// # Errors
     /// The store's error: nothing was written, and the client should get a 503.
     pub async fn finish(&self) -> Result<Option<String>, StoreError> {
-        let (current, changes, had_cookie, mut cookie) = {
-            let mut state = self.lock();
-            (
-                std::mem::replace(&mut state.current, Current::Absent),
-                std::mem::take(&mut state.changes),
-                state.had_cookie,
-                state.cookie.take(),
-            )
+        match self.end() {
+            Some(ending) => self.store(ending).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Ends the session's part of the request: what [`finish`](Self::finish) has left to do,
+    /// or `None` when it has nothing to store and no cookie to send, as for a request that never
+    /// touched its session. A caller that can finish without awaiting then skips the future.
+    pub fn end(&self) -> Option<Ending> {
+        let mut state = self.lock();
+        let current = std::mem::replace(&mut state.current, Current::Absent);
+        let idle = match &current {
+            Current::Stored { .. } => state.changes.is_empty(),
+            Current::New { .. } => false,
+            Current::Unloaded(_) | Current::Absent => true,
         };
+        if idle && state.cookie.is_none() {
+            state.changes.clear();
+            return None;
+        }
+        Some(Ending {
+            current,
+            changes: std::mem::take(&mut state.changes),
+            had_cookie: state.had_cookie,
+            cookie: state.cookie.take(),
+        })
+    }
+
+    /// Stores what [`end`](Self::end) took and answers the cookie to send, if any.
+    pub async fn store(&self, ending: Ending) -> Result<Option<String>, StoreError> {
+        let Ending {
+            current,
+            changes,
+            had_cookie,
+            mut cookie,
+        } = ending;
         let store = &self.sessions.store;
         match current {
             Current::Stored { id, .. } if !changes.is_empty() => {

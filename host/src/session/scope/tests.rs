@@ -82,6 +82,50 @@ async fn an_untouched_session_costs_nothing_and_sets_no_cookie() {
     assert!(sessions.store.load("forged").await.unwrap().is_none());
 }
 
+/// What a request did with its session, and whether its end has a store call or a cookie to
+/// send, for a known session and for an id the store does not know.
+type Scenario = (&'static str, fn(&RequestSession), [bool; 2]);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_ends_without_awaiting_the_store_only_when_there_is_nothing_to_send() {
+    let sessions = sessions();
+    // An unknown id's cookie is cleared once the request looked at its session.
+    let scenarios: [Scenario; 6] = [
+        ("untouched", |_| {}, [false, false]),
+        ("read", |s| drop(s.get("n").unwrap()), [false, true]),
+        (
+            "written",
+            |s| s.set("n", b"1".to_vec()).unwrap(),
+            [true, true],
+        ),
+        ("invalidated", |s| s.invalidate().unwrap(), [true, true]),
+        ("rotated", |s| s.rotate().unwrap(), [true, true]),
+        ("removed", |s| s.remove("n").unwrap(), [true, true]),
+    ];
+    for (what, work, has_work) in scenarios {
+        for (known, has_work) in [true, false].into_iter().zip(has_work) {
+            let id = if known {
+                stored_session(&sessions).await
+            } else {
+                id::new_id().unwrap()
+            };
+            let scope = sessions.begin(&headers(Some(&format!("S={id}"))), false);
+            let worker = Arc::clone(&scope);
+            on_worker(move || work(&worker)).await;
+            let ending = scope.end();
+            assert_eq!(ending.is_some(), has_work, "{what}, known {known}");
+            if let Some(ending) = ending {
+                let cookie = scope.store(ending).await.unwrap();
+                assert!(
+                    cookie.is_some() || known,
+                    "{what}: the unknown id's cookie goes"
+                );
+            }
+            assert!(scope.end().is_none(), "{what}, known {known}: ended once");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_write_creates_the_session_and_its_cookie() {
     let sessions = sessions();
