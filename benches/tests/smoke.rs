@@ -3,7 +3,8 @@
 //! session per connection and see every count on plain, TLS and Cluster Redis, `tlsbench` must
 //! fail no request over TLS, `hostbench` must upgrade the host without failing a request and
 //! fail at most one request per connection when the serving process is killed, `streambench`
-//! must deliver every large body whole from both servers and list the notes it posted.
+//! must deliver every large body whole from both servers and list the notes it posted, and
+//! `hyper-hello --hand-off` must answer from its pool.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -312,4 +313,54 @@ fn a_short_streambench_run_delivers_every_body_whole() {
         table.contains("streaming (200 KiB bodies) / bare hyper: target >= 0.9: "),
         "{table}"
     );
+}
+
+/// `hyper-hello --hand-off` answers as without it, from the 16 threads its README line names.
+#[test]
+fn hyper_hello_hands_every_greeting_to_its_pool() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hyper-hello"))
+        .args(["--listen", "127.0.0.1:0", "--hand-off"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hyper-hello starts");
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening addr=")
+        .unwrap()
+        .to_owned();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("hand-off-"))
+        .collect();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        // The whole answer: hyper sends its head and this short body at once, but a read may
+        // still end between them.
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"hello from hyper\n") {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed after {answer:?}");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        answers.push(String::from_utf8_lossy(&answer).into_owned());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(threads.len(), 16, "{threads:?}");
+    for answer in answers {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nhello from hyper\n"), "{answer}");
+    }
 }

@@ -4,13 +4,18 @@
 //! addr=IP:PORT` on stderr once bound. With `--tls-cert` and `--tls-key` it serves HTTPS (rustls
 //! with the `ring` provider, as the host; ALPN `http/1.1`).
 //!
+//! With `--hand-off` every greeting is made on one of [`HAND_OFF_THREADS`] threads fed by a
+//! crossbeam channel and awaited through a oneshot, as the host runs every handler on its
+//! version's workers: the hand-off alone, without the host's other work, for telling the two
+//! apart.
+//!
 //! `GET /bytes?n=N` answers N bytes (`a`…`z` repeating, as the `hello` example's `/bytes`) in
 //! 64 KiB frames without a declared length, so hyper sends them chunked as the host sends a
 //! streamed response. The frames are slices of one shared block: no copy, the least a server
 //! can do.
 //!
 //! ```text
-//! hyper-hello [--listen 127.0.0.1:0] [--tls-cert CHAIN.pem --tls-key KEY.pem]
+//! hyper-hello [--listen 127.0.0.1:0] [--tls-cert CHAIN.pem --tls-key KEY.pem] [--hand-off]
 //! ```
 
 use std::convert::Infallible;
@@ -29,6 +34,28 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
+
+/// Threads of the `--hand-off` pool: the host's default `limits.worker_threads`.
+const HAND_OFF_THREADS: usize = 16;
+
+/// Work for a `--hand-off` thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The `--hand-off` pool: its threads wait on the channel as the host's workers do.
+fn hand_off_pool() -> anyhow::Result<crossbeam_channel::Sender<Job>> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    for i in 0..HAND_OFF_THREADS {
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("hand-off-{i}"))
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            })?;
+    }
+    Ok(tx)
+}
 
 /// The size of a `/bytes` frame, as the host's streamed writes.
 const FRAME: usize = 64 * 1024;
@@ -79,6 +106,7 @@ fn bytes_wanted(request: &http::Request<hyper::body::Incoming>) -> Option<u64> {
 async fn hello(
     request: http::Request<hyper::body::Incoming>,
     block: Bytes,
+    pool: Option<crossbeam_channel::Sender<Job>>,
 ) -> Result<http::Response<BoxBody<Bytes, Infallible>>, Infallible> {
     if request.uri().path() == "/bytes" {
         let mut response = match bytes_wanted(&request) {
@@ -95,8 +123,20 @@ async fn hello(
         );
         return Ok(response);
     }
-    let mut response =
-        http::Response::new(Full::new(Bytes::from_static(b"hello from hyper\n")).boxed());
+    let greeting = match pool {
+        None => Bytes::from_static(b"hello from hyper\n"),
+        Some(pool) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let job: Job = Box::new(move || {
+                let _ = tx.send(Bytes::from_static(b"hello from hyper\n"));
+            });
+            match pool.send(job) {
+                Ok(()) => rx.await.unwrap_or_default(),
+                Err(_) => Bytes::new(),
+            }
+        }
+    };
+    let mut response = http::Response::new(Full::new(greeting).boxed());
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -121,11 +161,16 @@ fn acceptor(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<TlsAcceptor> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let usage = "usage: hyper-hello [--listen ADDR] [--tls-cert FILE --tls-key FILE]";
+    let usage = "usage: hyper-hello [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--hand-off]";
     let mut listen: SocketAddr = "127.0.0.1:0".parse()?;
     let (mut cert, mut key) = (None, None);
+    let mut pool = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--hand-off" {
+            pool = Some(hand_off_pool()?);
+            continue;
+        }
         let value = args.next().context(usage)?;
         match flag.as_str() {
             "--listen" => listen = value.parse()?,
@@ -157,8 +202,10 @@ fn main() -> anyhow::Result<()> {
             let _ = stream.set_nodelay(true);
             let tls = tls.clone();
             let block = block.clone();
+            let pool = pool.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| hello(request, block.clone()));
+                let service =
+                    service_fn(move |request| hello(request, block.clone(), pool.clone()));
                 let http = http1::Builder::new();
                 match tls {
                     None => {
