@@ -41,19 +41,23 @@ const HAND_OFF_THREADS: usize = 16;
 /// Work for a `--hand-off` thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The `--hand-off` pool: its threads wait on the channel as the host's workers do.
+/// The `--hand-off` pool: its threads wait on the channel as the host's workers do. Returns once
+/// every thread runs, so that all are there before the server says it listens.
 fn hand_off_pool() -> anyhow::Result<crossbeam_channel::Sender<Job>> {
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    let started = Arc::new(std::sync::Barrier::new(HAND_OFF_THREADS + 1));
     for i in 0..HAND_OFF_THREADS {
-        let rx = rx.clone();
+        let (rx, started) = (rx.clone(), Arc::clone(&started));
         std::thread::Builder::new()
             .name(format!("hand-off-{i}"))
             .spawn(move || {
+                started.wait();
                 while let Ok(job) = rx.recv() {
                     job();
                 }
             })?;
     }
+    started.wait();
     Ok(tx)
 }
 
