@@ -53,6 +53,11 @@ impl<const N: usize> StackText<N> {
         }
     }
 
+    /// The text's bytes, UTF-8: for a reader that takes bytes, without checking them again.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         // Only whole `str`s are written, so the bytes are UTF-8.
         std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()

@@ -414,8 +414,8 @@ impl ModuleRequest<'_> {
             body: RawStr::new(self.body),
             ctx: ctx.cast(),
             mount: RawStr::from_str(self.mount),
-            peer_addr: RawStr::from_str(texts.0.as_str()),
-            client_addr: RawStr::from_str(texts.1.as_str()),
+            peer_addr: RawStr::new(texts.0.as_bytes()),
+            client_addr: RawStr::new(texts.1.as_bytes()),
             scheme: RawStr::from_str(if self.https { "https" } else { "http" }),
             body_complete: self.body_complete,
         }
