@@ -402,15 +402,14 @@ fn dispatch(
     } = admitted;
     // A client that reached a trusted proxy over HTTPS gets a `Secure` cookie too.
     let session = sessions.begin(&parts.headers, origin.https);
-    let FirstPart { first, mut rest } = body;
+    let FirstPart { first, rest } = body;
     // Only a body still arriving needs telling when the request times out.
     let give_up = rest.is_some().then(CancellationToken::new);
     let rest = rest
-        .take()
         .zip(give_up.clone())
         .map(|((body, taken), give_up)| pump(body, taken, limits, give_up));
     let Parts { uri, headers, .. } = parts;
-    let call = version.dispatch(
+    let mut call = version.dispatch(
         guard,
         Some(permit),
         OwnedRequest {
@@ -423,10 +422,8 @@ fn dispatch(
             origin,
         },
     );
-    let sessions = Arc::clone(sessions);
     let (timeout, timeout_ms) = (limits.request_timeout(), limits.request_timeout_ms);
     async move {
-        let mut call = call;
         let Ok(outcome) = tokio::time::timeout(timeout, &mut call.reply).await else {
             // A handler waiting for a slow client's body fails its read now instead of holding
             // its thread for as long as the client keeps trickling.
@@ -439,7 +436,7 @@ fn dispatch(
         let reply = outcome
             .map_err(|_| Rejection::WorkersStopped)?
             .map_err(Rejection::Handler)?;
-        let (response, streamed) = respond(&sessions, reply)?;
+        let (response, streamed) = respond(&session, reply)?;
         if streamed {
             // The worker stored the session before the head went out.
             return Ok(response);
@@ -453,7 +450,7 @@ fn dispatch(
 }
 
 /// The response to a handler's reply, and whether its body is streamed.
-fn respond(sessions: &Sessions, reply: Reply) -> Result<(Response<Body>, bool), Rejection> {
+fn respond(session: &RequestSession, reply: Reply) -> Result<(Response<Body>, bool), Rejection> {
     let (out, body, cookie, streamed) = match reply {
         Reply::Full(mut out) => {
             let body = Body::full(std::mem::take(&mut out.body));
@@ -465,7 +462,7 @@ fn respond(sessions: &Sessions, reply: Reply) -> Result<(Response<Body>, bool), 
     };
     if let Some(error) = &out.error {
         in_request(|| {
-            if out.status == http::StatusCode::SERVICE_UNAVAILABLE && sessions.is_down() {
+            if out.status == http::StatusCode::SERVICE_UNAVAILABLE && session.store_is_down() {
                 // The app passed on the store's outage, which `Sessions` logs once.
                 tracing::debug!(%error, "handler error during a session store outage");
             } else if out.status.is_client_error() {

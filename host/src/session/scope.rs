@@ -318,6 +318,11 @@ impl RequestSession {
         }
     }
 
+    /// Whether the session store is in an outage, as [`Sessions`] logs it once.
+    pub fn store_is_down(&self) -> bool {
+        self.sessions.is_down()
+    }
+
     /// Ends the session's part of the request: what [`finish`](Self::finish) has left to do,
     /// or `None` when it has nothing to store and no cookie to send, as for a request that never
     /// touched its session. A caller that can finish without awaiting then skips the future.
