@@ -60,7 +60,7 @@ impl<const N: usize> StackText<N> {
 
     pub(crate) fn as_str(&self) -> &str {
         // Only whole `str`s are written, so the bytes are UTF-8.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
